@@ -1,0 +1,56 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Storage-wide settings.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    /// Number of shard logs (each with its own writer thread and fdatasync).
+    pub shards: usize,
+    /// A segment rolls when it reaches this size (or a smaller per-log `segment.bytes`).
+    pub segment_bytes: u64,
+    /// A non-empty segment rolls after this long (or a smaller per-log `segment.ms`).
+    pub segment_ms: i64,
+    /// Data appended without `Durability::Fsync` is fdatasync-ed at least this often.
+    pub flush_interval: Duration,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+    /// Cap on bytes drained into one group commit.
+    pub max_group_bytes: usize,
+}
+
+impl StorageConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            shards: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            flush_interval: Duration::from_secs(1),
+            retention_check_interval: Duration::from_secs(30),
+            max_group_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Per-log settings (Kafka's topic configs that storage acts on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// -1: keep forever.
+    pub retention_ms: i64,
+    /// -1: no size limit.
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! One segment file of a shard log and, once sealed, its index file.
+//! Invariant: bytes below `size` are whole entries; the writer thread alone appends.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::{LogId, StorageError};
+
+const INDEX_MAGIC: &[u8; 4] = b"WIDX";
+const INDEX_VERSION: u32 = 1;
+const INDEX_ENTRY_LEN: usize = 44;
+
+/// Where one batch lives: written to a sealed segment's index file as 44 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentEntry {
+    pub log_id: LogId,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// Byte position of the batch (not the envelope) in the segment.
+    pub position: u64,
+    pub len: u32,
+}
+
+pub struct Segment {
+    pub id: u64,
+    pub path: PathBuf,
+    pub file: File,
+    pub size: AtomicU64,
+    pub created: Instant,
+    pub sealed: AtomicBool,
+    /// Highest offset each log has in this segment: a segment is deletable once every log's
+    /// start offset has passed its entry here.
+    pub last_offsets: Mutex<HashMap<LogId, i64>>,
+}
+
+pub fn log_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.log"))
+}
+pub fn index_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.index"))
+}
+
+impl Segment {
+    pub fn create(dir: &Path, id: u64) -> Result<Self, StorageError> {
+        let path = log_path(dir, id);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        Ok(Self::from_file(id, path, file, 0))
+    }
+
+    pub fn open(dir: &Path, id: u64) -> Result<Self, StorageError> {
+        let path = log_path(dir, id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| StorageError::io(&path, e))?
+            .len();
+        Ok(Self::from_file(id, path, file, size))
+    }
+
+    fn from_file(id: u64, path: PathBuf, file: File, size: u64) -> Self {
+        Self {
+            id,
+            path,
+            file,
+            size: AtomicU64::new(size),
+            created: Instant::now(),
+            sealed: AtomicBool::new(false),
+            last_offsets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub fn note_offset(&self, log_id: LogId, last_offset: i64) {
+        let mut map = self
+            .last_offsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = map.entry(log_id).or_insert(last_offset);
+        *slot = (*slot).max(last_offset);
+    }
+
+    /// Reads `len` bytes at `position` into `out`.
+    pub fn read_into(
+        &self,
+        position: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let start = out.len();
+        out.resize(start + len, 0);
+        self.file
+            .read_exact_at(&mut out[start..], position)
+            .map_err(|e| StorageError::io(&self.path, e))
+    }
+}
+
+/// Writes the index file of a sealed segment: magic, version, count, entries, CRC-32C of all
+/// before it. Written to a temporary name and renamed, so a reader sees all of it or none.
+pub fn write_index(dir: &Path, id: u64, entries: &[SegmentEntry]) -> Result<(), StorageError> {
+    let mut buf = Vec::with_capacity(16 + entries.len() * INDEX_ENTRY_LEN);
+    buf.extend_from_slice(INDEX_MAGIC);
+    buf.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    buf.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for e in entries {
+        buf.extend_from_slice(&e.log_id.to_le_bytes());
+        buf.extend_from_slice(&e.base_offset.to_le_bytes());
+        buf.extend_from_slice(&e.last_offset.to_le_bytes());
+        buf.extend_from_slice(&e.max_timestamp.to_le_bytes());
+        buf.extend_from_slice(&e.position.to_le_bytes());
+        buf.extend_from_slice(&e.len.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    let path = index_path(dir, id);
+    let tmp = path.with_extension("index.tmp");
+    let mut f = File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    f.write_all(&buf).map_err(|e| StorageError::io(&tmp, e))?;
+    f.sync_data().map_err(|e| StorageError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))
+}
+
+/// Reads a sealed segment's index file; `None` when absent or damaged (the caller rescans).
+pub fn read_index(dir: &Path, id: u64) -> Option<Vec<SegmentEntry>> {
+    let buf = std::fs::read(index_path(dir, id)).ok()?;
+    if buf.len() < 20 || &buf[0..4] != INDEX_MAGIC {
+        return None;
+    }
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return None;
+    }
+    let version = u32::from_le_bytes(body[4..8].try_into().ok()?);
+    let count = u64::from_le_bytes(body[8..16].try_into().ok()?) as usize;
+    if version != INDEX_VERSION || body.len() != 16 + count * INDEX_ENTRY_LEN {
+        return None;
+    }
+    let u64_at = |at: usize| body[at..at + 8].try_into().ok().map(u64::from_le_bytes);
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = 16 + i * INDEX_ENTRY_LEN;
+        out.push(SegmentEntry {
+            log_id: u64_at(at)?,
+            base_offset: u64_at(at + 8)? as i64,
+            last_offset: u64_at(at + 16)? as i64,
+            max_timestamp: u64_at(at + 24)? as i64,
+            position: u64_at(at + 32)?,
+            len: u32::from_le_bytes(body[at + 40..at + 44].try_into().ok()?),
+        });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_round_trips_and_rejects_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = vec![SegmentEntry {
+            log_id: 3,
+            base_offset: 10,
+            last_offset: 19,
+            max_timestamp: 5,
+            position: 16,
+            len: 100,
+        }];
+        write_index(dir.path(), 7, &entries).unwrap();
+        assert_eq!(read_index(dir.path(), 7).unwrap(), entries);
+        let path = index_path(dir.path(), 7);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(read_index(dir.path(), 7).is_none());
+    }
+}
