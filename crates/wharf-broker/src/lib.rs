@@ -1,1 +1,24 @@
-//! placeholder
+//! The broker core: topics, partitions, produce and fetch semantics, high watermarks. It knows
+//! no wire protocol; front ends (`wharf-kafka`) translate requests into calls here.
+//!
+//! # Layout
+//! - `broker`: [`Broker`], the entry point: open (recover), topic lifecycle, produce, offsets.
+//! - `topic_config`: Kafka topic configs Wharf honours, their defaults and validation.
+//! - `metadata`: the persisted topic registry (`meta.json`).
+//! - `topic`: a topic and its partitions in memory.
+//! - `produce`: batch validation and the append path.
+//! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
+
+mod broker;
+mod error;
+mod metadata;
+mod produce;
+mod topic;
+mod topic_config;
+
+pub use broker::{Broker, BrokerConfig, ConfigOp, TopicSpec};
+pub use error::BrokerError;
+pub use produce::{Acks, PendingProduce, ProduceOutcome};
+pub use topic::{Partition, Topic};
+pub use topic_config::{ConfigEntry, ConfigSource, TopicConfig, TOPIC_CONFIG_KEYS};
+pub use wharf_storage::{Durability, Log, ReadResult, StorageConfig, StorageError, TimestampMatch};

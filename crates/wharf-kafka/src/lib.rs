@@ -1,1 +1,30 @@
-//! placeholder
+//! The Kafka front end: listener, connections, framing, one file per API, the error-code
+//! mapping and the ApiVersions table. The only crate that uses `kafka-protocol`.
+//!
+//! # Layout
+//! - `listener`: accepts connections (bounded), hands each to `connection`.
+//! - `connection`: frames in, requests served concurrently, responses out in request order.
+//! - `dispatch`: api key and version → `api/<name>.rs`.
+//! - `versions`: the API versions Wharf implements, and so advertises.
+//! - `errors`: `BrokerError` → Kafka error code, one exhaustive match.
+//! - `client`: a small admin client for the CLI.
+//!
+//! ```text
+//!  socket ─► reader: frame, header ─► spawn handler ─► oneshot ─┐
+//!                      │ (in order)                             ▼
+//!                      └──────────────► writer: await replies in request order ─► socket
+//! ```
+
+mod api;
+pub mod client;
+mod codec;
+mod connection;
+mod dispatch;
+mod errors;
+mod listener;
+mod versions;
+
+pub use client::{Client, ClientError};
+pub use kafka_protocol;
+pub use listener::{serve, ListenerConfig};
+pub use versions::SUPPORTED_APIS;

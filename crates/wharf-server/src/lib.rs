@@ -1,1 +1,11 @@
-//! placeholder
+//! The `wharf` binary's library: configuration layering, wiring of storage, broker and the
+//! Kafka listener, signals, and the CLI commands that talk to a running broker.
+//!
+//! # Layout
+//! - `settings`: embedded defaults ← TOML file ← `WHARF_*` environment ← flags.
+//! - `server`: starts everything, serves until SIGTERM/SIGINT, flushes on the way out.
+//! - `topic_cmd`: `wharf topic create|list|describe|alter|delete`.
+
+pub mod server;
+pub mod settings;
+pub mod topic_cmd;

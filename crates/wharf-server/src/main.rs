@@ -1,1 +1,66 @@
-fn main() {}
+//! `wharf`: the broker (`wharf serve`) and its admin CLI.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use wharf_server::settings::Settings;
+use wharf_server::topic_cmd::TopicCommand;
+
+#[derive(Parser, Debug)]
+#[command(name = "wharf", version, about = "Wharf: a Kafka-compatible message broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker (defaults: 127.0.0.1:9092, ./wharf-data).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Kafka listener address.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Any setting, as key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Manage topics on a running broker (like kafka-topics.sh).
+    Topic {
+        #[arg(long, default_value = "127.0.0.1:9092", env = "WHARF_BOOTSTRAP")]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve { config, listen, data_dir, set } => {
+            let mut overrides = Vec::new();
+            for kv in set {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+                overrides.push((k.to_string(), v.to_string()));
+            }
+            if let Some(l) = listen {
+                overrides.push(("listen".into(), l));
+            }
+            if let Some(d) = data_dir {
+                overrides.push(("data_dir".into(), d.display().to_string()));
+            }
+            let settings = Settings::load(config.as_deref(), std::env::vars().filter(|(k, _)| k != "WHARF_BOOTSTRAP"), &overrides)?;
+            let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level).context("invalid log_level")?;
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            runtime.block_on(wharf_server::server::run(settings))
+        }
+        Command::Topic { bootstrap_server, command } => runtime.block_on(wharf_server::topic_cmd::run(&bootstrap_server, command)),
+    }
+}

@@ -35,7 +35,7 @@ mod storage;
 
 pub use config::{LogConfig, StorageConfig};
 pub use error::StorageError;
-pub use log::{AppendInfo, Durability, Log, ReadResult, TimestampMatch};
+pub use log::{AppendInfo, Durability, Log, PendingAppend, ReadResult, TimestampMatch};
 pub use storage::{RecoveryStats, Storage};
 
 /// A partition's log, as the broker numbers it. Never reused.

@@ -32,6 +32,17 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
 }
 
+/// An append handed to the shard writer.
+pub struct PendingAppend {
+    rx: oneshot::Receiver<Result<AppendInfo, StorageError>>,
+}
+
+impl PendingAppend {
+    pub async fn wait(self) -> Result<AppendInfo, StorageError> {
+        self.rx.await.map_err(|_| StorageError::ShutDown)?
+    }
+}
+
 /// Batches read from a log, stored bytes as they are.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
@@ -139,19 +150,16 @@ impl Log {
 
     /// Appends one or more batches, already validated by the caller (CRC, magic). The writer
     /// assigns their base offsets. Completes per `durability`.
-    pub async fn append(
-        &self,
-        batches: BytesMut,
-        durability: Durability,
-    ) -> Result<AppendInfo, StorageError> {
+    pub async fn append(&self, batches: BytesMut, durability: Durability) -> Result<AppendInfo, StorageError> {
+        self.submit(batches, durability)?.wait().await
+    }
+
+    /// Hands batches to the shard writer now; the returned handle completes like `append`.
+    /// Submitting several before waiting lets one group commit cover them all.
+    pub fn submit(&self, batches: BytesMut, durability: Durability) -> Result<PendingAppend, StorageError> {
         let (reply, rx) = oneshot::channel();
-        self.shard.send(AppendRequest {
-            log: self.shared.clone(),
-            batches,
-            durability,
-            reply,
-        })?;
-        rx.await.map_err(|_| StorageError::ShutDown)?
+        self.shard.send(AppendRequest { log: self.shared.clone(), batches, durability, reply })?;
+        Ok(PendingAppend { rx })
     }
 
     pub fn high_watermark(&self) -> i64 {

@@ -1,0 +1,355 @@
+//! The broker: topic lifecycle over the metadata store and storage logs, offsets, shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use wharf_storage::{Storage, StorageConfig, TimestampMatch};
+
+use crate::metadata::{MetadataStore, TopicRecord};
+use crate::topic::{Partition, Topic};
+use crate::topic_config::{ConfigEntry, TopicConfig};
+use crate::BrokerError;
+
+/// Broker-wide settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// Host and port clients are told to connect to (Metadata).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Kafka's `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Kafka's `num.partitions`: partitions of an auto-created topic or a create with -1.
+    pub num_partitions: i32,
+    pub topic_defaults: TopicConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: true,
+            num_partitions: 1,
+            topic_defaults: TopicConfig::default(),
+        }
+    }
+}
+
+/// What CreateTopics asks for.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    /// -1: `num.partitions`.
+    pub partitions: i32,
+    /// -1 or 1 (a single node).
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One change of IncrementalAlterConfigs.
+#[derive(Debug, Clone)]
+pub enum ConfigOp {
+    Set(String, String),
+    Delete(String),
+}
+
+pub struct Broker {
+    config: BrokerConfig,
+    storage: Storage,
+    meta: Mutex<MetadataStore>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+}
+
+const MAX_TOPIC_NAME: usize = 249;
+const MAX_PARTITIONS: i32 = 100_000;
+
+fn validate_name(name: &str) -> Result<(), BrokerError> {
+    let bad = |reason: &str| Err(BrokerError::InvalidTopic { topic: name.to_string(), reason: reason.to_string() });
+    if name.is_empty() || name == "." || name == ".." {
+        return bad("empty, '.' or '..'");
+    }
+    if name.len() > MAX_TOPIC_NAME {
+        return bad("longer than 249 characters");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return bad("only ASCII alphanumerics, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Broker {
+    /// Opens storage (recovering it) and the topic registry.
+    pub fn open(config: BrokerConfig, storage_config: StorageConfig) -> Result<Arc<Self>, BrokerError> {
+        std::fs::create_dir_all(&storage_config.data_dir).map_err(|e| BrokerError::Metadata(format!("{}: {e}", storage_config.data_dir.display())))?;
+        let meta = MetadataStore::load(&storage_config.data_dir)?;
+        let storage = Storage::open(storage_config)?;
+        let mut topics = HashMap::new();
+        let mut known = std::collections::HashSet::new();
+        for record in meta.topics.values() {
+            let cfg = TopicConfig::resolve(&config.topic_defaults, &record.configs)?;
+            let topic = Self::materialize(&storage, record, cfg);
+            known.extend(record.log_ids.iter().copied());
+            topics.insert(record.name.clone(), Arc::new(topic));
+        }
+        for id in storage.log_ids() {
+            if !known.contains(&id) {
+                tracing::info!(log_id = id, "dropping log of a deleted topic");
+                storage.delete_log(id)?;
+            }
+        }
+        tracing::info!(topics = topics.len(), cluster_id = %meta.cluster_id, "broker opened");
+        Ok(Arc::new(Self { config, storage, meta: Mutex::new(meta), topics: RwLock::new(topics) }))
+    }
+
+    fn materialize(storage: &Storage, record: &TopicRecord, config: TopicConfig) -> Topic {
+        let partitions = record
+            .log_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| Partition { index: i as i32, log: storage.create_log(id, config.log_config()) })
+            .collect();
+        Topic { name: record.name.clone(), id: record.id, partitions, config, overrides: record.configs.clone() }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner).cluster_id.clone()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        read(&self.topics).get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        read(&self.topics).values().find(|t| t.id == id).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = read(&self.topics).values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Result<Partition, BrokerError> {
+        self.topic(topic)
+            .and_then(|t| t.partition(partition).cloned())
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: topic.to_string(), partition })
+    }
+
+    /// Creates a topic. With `validate_only`, checks everything and changes nothing.
+    pub fn create_topic(&self, spec: &TopicSpec, validate_only: bool) -> Result<Arc<Topic>, BrokerError> {
+        validate_name(&spec.name)?;
+        let partitions = if spec.partitions == -1 { self.config.num_partitions } else { spec.partitions };
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(BrokerError::InvalidPartitions { topic: spec.name.clone(), reason: format!("{partitions} is not in 1..={MAX_PARTITIONS}") });
+        }
+        if spec.replication_factor != -1 && spec.replication_factor != 1 {
+            return Err(BrokerError::InvalidReplicationFactor { factor: i32::from(spec.replication_factor) });
+        }
+        let config = TopicConfig::resolve(&self.config.topic_defaults, &spec.configs)?;
+        let mut meta = self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if meta.topics.contains_key(&spec.name) {
+            return Err(BrokerError::TopicAlreadyExists { topic: spec.name.clone() });
+        }
+        let record = TopicRecord {
+            name: spec.name.clone(),
+            id: uuid::Uuid::new_v4(),
+            log_ids: Vec::new(),
+            configs: spec.configs.clone(),
+        };
+        if validate_only {
+            return Ok(Arc::new(Topic { name: record.name, id: record.id, partitions: Vec::new(), config, overrides: record.configs }));
+        }
+        let mut record = record;
+        record.log_ids = meta.allocate_log_ids(partitions as usize);
+        meta.topics.insert(spec.name.clone(), record.clone());
+        if let Err(e) = meta.save() {
+            meta.topics.remove(&spec.name);
+            return Err(e);
+        }
+        let topic = Arc::new(Self::materialize(&self.storage, &record, config));
+        write(&self.topics).insert(spec.name.clone(), topic.clone());
+        tracing::info!(topic = %spec.name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Creates `name` with broker defaults if auto-creation is on; `None` otherwise.
+    pub fn auto_create(&self, name: &str) -> Option<Result<Arc<Topic>, BrokerError>> {
+        if !self.config.auto_create_topics {
+            return None;
+        }
+        let spec = TopicSpec { name: name.to_string(), partitions: -1, replication_factor: -1, configs: BTreeMap::new() };
+        Some(match self.create_topic(&spec, false) {
+            Err(BrokerError::TopicAlreadyExists { .. }) => self.topic(name).ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 }),
+            other => other,
+        })
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let mut meta = self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(record) = meta.topics.remove(name) else {
+            return Err(BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 });
+        };
+        if let Err(e) = meta.save() {
+            meta.topics.insert(name.to_string(), record);
+            return Err(e);
+        }
+        write(&self.topics).remove(name);
+        for id in record.log_ids {
+            self.storage.delete_log(id)?;
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Grows a topic to `total` partitions (Kafka never shrinks one).
+    pub fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<(), BrokerError> {
+        let mut meta = self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(record) = meta.topics.get(name).cloned() else {
+            return Err(BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 });
+        };
+        let current = record.log_ids.len() as i32;
+        if total <= current || total > MAX_PARTITIONS {
+            return Err(BrokerError::InvalidPartitions { topic: name.to_string(), reason: format!("topic has {current} partitions; {total} is not more") });
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = record;
+        let new_ids = meta.allocate_log_ids((total - current) as usize);
+        record.log_ids.extend(new_ids);
+        let previous = meta.topics.insert(name.to_string(), record.clone());
+        if let Err(e) = meta.save() {
+            if let Some(p) = previous {
+                meta.topics.insert(name.to_string(), p);
+            }
+            return Err(e);
+        }
+        let config = TopicConfig::resolve(&self.config.topic_defaults, &record.configs)?;
+        write(&self.topics).insert(name.to_string(), Arc::new(Self::materialize(&self.storage, &record, config)));
+        tracing::info!(topic = name, from = current, to = total, "partitions added");
+        Ok(())
+    }
+
+    pub fn describe_configs(&self, name: &str) -> Result<Vec<ConfigEntry>, BrokerError> {
+        let t = self.topic(name).ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 })?;
+        Ok(t.config.describe(&t.overrides))
+    }
+
+    /// Replaces every override (AlterConfigs) or applies `ops` (IncrementalAlterConfigs).
+    pub fn alter_configs(&self, name: &str, replace: Option<BTreeMap<String, String>>, ops: &[ConfigOp], validate_only: bool) -> Result<(), BrokerError> {
+        let mut meta = self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(record) = meta.topics.get(name).cloned() else {
+            return Err(BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 });
+        };
+        let mut configs = replace.unwrap_or_else(|| record.configs.clone());
+        for op in ops {
+            match op {
+                ConfigOp::Set(k, v) => {
+                    configs.insert(k.clone(), v.clone());
+                }
+                ConfigOp::Delete(k) => {
+                    configs.remove(k);
+                }
+            }
+        }
+        let config = TopicConfig::resolve(&self.config.topic_defaults, &configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = record;
+        record.configs = configs;
+        let previous = meta.topics.insert(name.to_string(), record.clone());
+        if let Err(e) = meta.save() {
+            if let Some(p) = previous {
+                meta.topics.insert(name.to_string(), p);
+            }
+            return Err(e);
+        }
+        write(&self.topics).insert(name.to_string(), Arc::new(Self::materialize(&self.storage, &record, config)));
+        tracing::info!(topic = name, "topic configs altered");
+        Ok(())
+    }
+
+    /// ListOffsets: -2 earliest, -1 latest, otherwise the first record at or after the time.
+    pub fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<TimestampMatch, BrokerError> {
+        let p = self.partition(topic, partition)?;
+        Ok(match timestamp {
+            -2 => TimestampMatch { offset: p.log.log_start_offset(), timestamp: -1 },
+            -1 => TimestampMatch { offset: p.log.high_watermark(), timestamp: -1 },
+            ts => p.log.offset_for_timestamp(ts)?.unwrap_or(TimestampMatch { offset: -1, timestamp: -1 }),
+        })
+    }
+
+    /// DeleteRecords: moves the log start offset; returns the new low watermark.
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, BrokerError> {
+        let p = self.partition(topic, partition)?;
+        p.log.delete_records(offset).map_err(|e| match e {
+            wharf_storage::StorageError::OffsetOutOfRange { offset, log_start, high_watermark, .. } => {
+                BrokerError::OffsetOutOfRange { topic: topic.to_string(), partition, offset, log_start, high_watermark }
+            }
+            other => BrokerError::Storage(other),
+        })
+    }
+
+    /// Flushes every shard and stops storage threads.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.storage.flush().await {
+            tracing::error!(%error, "flush at shutdown failed");
+        }
+        self.storage.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> Arc<Broker> {
+        let mut sc = StorageConfig::new(dir);
+        sc.shards = 2;
+        Broker::open(BrokerConfig::default(), sc).unwrap()
+    }
+
+    #[tokio::test]
+    async fn topics_survive_restart_and_deleted_ones_stay_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = open(dir.path());
+            let spec = |name: &str| TopicSpec { name: name.into(), partitions: 3, replication_factor: 1, configs: BTreeMap::new() };
+            b.create_topic(&spec("keep"), false).unwrap();
+            b.create_topic(&spec("gone"), false).unwrap();
+            assert!(matches!(b.create_topic(&spec("keep"), false), Err(BrokerError::TopicAlreadyExists { .. })));
+            assert!(matches!(b.create_topic(&spec("bad/name"), false), Err(BrokerError::InvalidTopic { .. })));
+            b.create_topic(&spec("dry"), true).unwrap();
+            assert!(b.topic("dry").is_none());
+            b.create_partitions("keep", 5, false).unwrap();
+            assert!(b.create_partitions("keep", 4, false).is_err());
+            b.alter_configs("keep", None, &[ConfigOp::Set("retention.ms".into(), "5000".into())], false).unwrap();
+            b.delete_topic("gone").unwrap();
+            b.shutdown().await;
+        }
+        let b = open(dir.path());
+        let t = b.topic("keep").unwrap();
+        assert_eq!(t.partitions.len(), 5);
+        assert_eq!(t.config.retention_ms, 5000);
+        assert!(b.topic("gone").is_none());
+    }
+}

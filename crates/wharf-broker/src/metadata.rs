@@ -1,0 +1,78 @@
+//! The topic registry, persisted as `meta.json` (ADR 0002): written to a temporary file,
+//! fsynced and renamed before a change is acknowledged. Log ids are never reused.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::BrokerError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: uuid::Uuid,
+    /// The storage log of each partition, by partition index.
+    pub log_ids: Vec<u64>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetadataStore {
+    pub cluster_id: String,
+    pub next_log_id: u64,
+    pub topics: BTreeMap<String, TopicRecord>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+fn meta_err(path: &Path, e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Metadata(format!("{}: {e}", path.display()))
+}
+
+impl MetadataStore {
+    pub fn load(dir: &Path) -> Result<Self, BrokerError> {
+        let path = dir.join("meta.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let mut store: MetadataStore = serde_json::from_slice(&bytes).map_err(|e| meta_err(&path, e))?;
+                store.path = path;
+                Ok(store)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let store = MetadataStore {
+                    cluster_id: uuid::Uuid::new_v4().simple().to_string(),
+                    next_log_id: 1,
+                    topics: BTreeMap::new(),
+                    path,
+                };
+                store.save()?;
+                Ok(store)
+            }
+            Err(e) => Err(meta_err(&path, e)),
+        }
+    }
+
+    pub fn allocate_log_ids(&mut self, count: usize) -> Vec<u64> {
+        let ids = (self.next_log_id..self.next_log_id + count as u64).collect();
+        self.next_log_id += count as u64;
+        ids
+    }
+
+    pub fn save(&self) -> Result<(), BrokerError> {
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| meta_err(&self.path, e))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| meta_err(&self.path, e))
+    }
+}

@@ -1,0 +1,91 @@
+//! The produce path: validate every batch (length, magic, CRC-32C, size limit), stamp
+//! `LogAppendTime` where configured, append with the durability `acks` asks for.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use wharf_record::{set_log_append_time, split_batches};
+use wharf_storage::{Durability, PendingAppend};
+
+use crate::{Broker, BrokerError};
+
+/// Kafka's `acks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=0: nobody waits.
+    None,
+    /// acks=1: complete once written to the OS.
+    Leader,
+    /// acks=all: complete once fdatasync-ed.
+    All,
+}
+
+impl Acks {
+    pub fn from_kafka(acks: i16) -> Option<Self> {
+        match acks {
+            0 => Some(Self::None),
+            1 => Some(Self::Leader),
+            -1 => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceOutcome {
+    pub base_offset: i64,
+    /// -1 unless the topic uses `LogAppendTime`.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Broker {
+    pub async fn produce(&self, topic: &str, partition: i32, records: BytesMut, acks: Acks) -> Result<ProduceOutcome, BrokerError> {
+        self.submit_produce(topic, partition, records, acks)?.wait().await
+    }
+
+    /// Validates and hands the batches to storage at once; await the result with `wait`.
+    /// A request's partitions submitted together share one group commit.
+    pub fn submit_produce(&self, topic: &str, partition: i32, mut records: BytesMut, acks: Acks) -> Result<PendingProduce, BrokerError> {
+        let t = self.topic(topic).ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: topic.to_string(), partition })?;
+        let p = t.partition(partition).ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: topic.to_string(), partition })?.clone();
+        let ranges = split_batches(&records).map_err(|e| BrokerError::CorruptMessage { topic: topic.to_string(), partition, reason: e.to_string() })?;
+        if ranges.is_empty() {
+            return Err(BrokerError::CorruptMessage { topic: topic.to_string(), partition, reason: "no record batch".into() });
+        }
+        let max = t.config.max_message_bytes.max(0) as usize;
+        if let Some(r) = ranges.iter().find(|r| r.len() > max) {
+            return Err(BrokerError::MessageTooLarge { topic: topic.to_string(), size: r.len(), max });
+        }
+        if acks == Acks::All && t.config.min_insync_replicas > 1 {
+            return Err(BrokerError::NotEnoughReplicas { topic: topic.to_string(), required: t.config.min_insync_replicas });
+        }
+        let mut log_append_time = -1;
+        if t.config.log_append_time {
+            log_append_time = now_ms();
+            for r in ranges {
+                set_log_append_time(&mut records[r], log_append_time);
+            }
+        }
+        let durability = if acks == Acks::All { Durability::Synced } else { Durability::Written };
+        let pending = p.log.submit(records, durability)?;
+        Ok(PendingProduce { pending, log_append_time })
+    }
+}
+
+/// A produce handed to storage.
+pub struct PendingProduce {
+    pending: PendingAppend,
+    log_append_time: i64,
+}
+
+impl PendingProduce {
+    pub async fn wait(self) -> Result<ProduceOutcome, BrokerError> {
+        let info = self.pending.wait().await?;
+        Ok(ProduceOutcome { base_offset: info.base_offset, log_append_time: self.log_append_time, log_start_offset: info.log_start_offset })
+    }
+}

@@ -1,0 +1,171 @@
+//! The topic configs Wharf honours, under Kafka's names. An unknown key, or a value Wharf
+//! cannot honour, is refused (INVALID_CONFIG) rather than stored and ignored.
+
+use std::collections::BTreeMap;
+
+use wharf_storage::LogConfig;
+
+use crate::BrokerError;
+
+/// Every topic config key Wharf accepts.
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "min.insync.replicas",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+/// A topic's effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub max_message_bytes: i64,
+    pub log_append_time: bool,
+    pub min_insync_replicas: i32,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            max_message_bytes: 1_048_588,
+            log_append_time: false,
+            min_insync_replicas: 1,
+        }
+    }
+}
+
+/// Where a config value comes from (Kafka's DescribeConfigs `config_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Set on the topic.
+    Topic,
+    /// The broker's default.
+    Default,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: String,
+    pub source: ConfigSource,
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> BrokerError {
+    BrokerError::InvalidConfig { key: key.to_string(), value: value.to_string(), reason: reason.to_string() }
+}
+
+fn parse_long(key: &str, value: &str, min: i64) -> Result<i64, BrokerError> {
+    let v: i64 = value.trim().parse().map_err(|_| invalid(key, value, "not a number"))?;
+    if v < min {
+        return Err(invalid(key, value, &format!("must be at least {min}")));
+    }
+    Ok(v)
+}
+
+impl TopicConfig {
+    /// Applies topic overrides over `defaults`, validating each.
+    pub fn resolve(defaults: &TopicConfig, overrides: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
+        let mut c = defaults.clone();
+        for (key, value) in overrides {
+            c.apply(key, value)?;
+        }
+        Ok(c)
+    }
+
+    fn apply(&mut self, key: &str, value: &str) -> Result<(), BrokerError> {
+        match key {
+            "retention.ms" => self.retention_ms = parse_long(key, value, -1)?,
+            "retention.bytes" => self.retention_bytes = parse_long(key, value, -1)?,
+            "segment.bytes" => self.segment_bytes = parse_long(key, value, 14)?,
+            "segment.ms" => self.segment_ms = parse_long(key, value, 1)?,
+            "max.message.bytes" => self.max_message_bytes = parse_long(key, value, 0)?,
+            "min.insync.replicas" => self.min_insync_replicas = parse_long(key, value, 1)? as i32,
+            "message.timestamp.type" => {
+                self.log_append_time = match value {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(invalid(key, value, "must be CreateTime or LogAppendTime")),
+                }
+            }
+            "cleanup.policy" => {
+                if value != "delete" {
+                    return Err(invalid(key, value, "only the delete policy is implemented (compaction is not)"));
+                }
+            }
+            "compression.type" => {
+                if value != "producer" {
+                    return Err(invalid(key, value, "batches are stored as the producer sent them; only 'producer' is supported"));
+                }
+            }
+            _ => return Err(invalid(key, value, "unknown or unsupported topic config")),
+        }
+        Ok(())
+    }
+
+    /// The effective value of every key, for DescribeConfigs.
+    pub fn describe(&self, overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+        TOPIC_CONFIG_KEYS
+            .iter()
+            .map(|&name| {
+                let value = match name {
+                    "cleanup.policy" => "delete".to_string(),
+                    "compression.type" => "producer".to_string(),
+                    "max.message.bytes" => self.max_message_bytes.to_string(),
+                    "message.timestamp.type" => if self.log_append_time { "LogAppendTime" } else { "CreateTime" }.to_string(),
+                    "min.insync.replicas" => self.min_insync_replicas.to_string(),
+                    "retention.bytes" => self.retention_bytes.to_string(),
+                    "retention.ms" => self.retention_ms.to_string(),
+                    "segment.bytes" => self.segment_bytes.to_string(),
+                    _ => self.segment_ms.to_string(),
+                };
+                let source = if overrides.contains_key(name) { ConfigSource::Topic } else { ConfigSource::Default };
+                ConfigEntry { name: name.to_string(), value, source }
+            })
+            .collect()
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            segment_bytes: self.segment_bytes.max(1) as u64,
+            segment_ms: self.segment_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_validate_and_describe() {
+        let mut o = BTreeMap::new();
+        o.insert("retention.ms".to_string(), "1000".to_string());
+        let c = TopicConfig::resolve(&TopicConfig::default(), &o).unwrap();
+        assert_eq!(c.retention_ms, 1000);
+        let d = c.describe(&o);
+        let r = d.iter().find(|e| e.name == "retention.ms").unwrap();
+        assert_eq!((r.value.as_str(), r.source), ("1000", ConfigSource::Topic));
+        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        assert!(matches!(TopicConfig::resolve(&TopicConfig::default(), &o), Err(BrokerError::InvalidConfig { .. })));
+        let mut bad = BTreeMap::new();
+        bad.insert("no.such.key".to_string(), "1".to_string());
+        assert!(TopicConfig::resolve(&TopicConfig::default(), &bad).is_err());
+        bad.clear();
+        bad.insert("retention.ms".to_string(), "-5".to_string());
+        assert!(TopicConfig::resolve(&TopicConfig::default(), &bad).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! IncrementalAlterConfigs: SET and DELETE of topic configs (APPEND/SUBTRACT apply to list
+//! configs, of which Wharf has none).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::ResponseError;
+use wharf_broker::{Broker, ConfigOp};
+
+use super::{error_parts, RESOURCE_TOPIC};
+use crate::codec::str;
+
+pub async fn handle(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let resp = AlterConfigsResourceResponse::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+            if r.resource_type != RESOURCE_TOPIC {
+                return resp.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(str("only topic configs can be altered")));
+            }
+            let mut ops = Vec::with_capacity(r.configs.len());
+            for c in &r.configs {
+                let name = c.name.as_str().to_string();
+                match (c.config_operation, &c.value) {
+                    (0, Some(v)) => ops.push(ConfigOp::Set(name, v.as_str().to_string())),
+                    (1, _) => ops.push(ConfigOp::Delete(name)),
+                    _ => {
+                        return resp
+                            .with_error_code(ResponseError::InvalidConfig.code())
+                            .with_error_message(Some(str(&format!("operation {} on {name} is not supported", c.config_operation))));
+                    }
+                }
+            }
+            match broker.alter_configs(r.resource_name.as_str(), None, &ops, req.validate_only) {
+                Ok(()) => resp,
+                Err(e) => {
+                    let (code, message) = error_parts(&e);
+                    resp.with_error_code(code).with_error_message(message)
+                }
+            }
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

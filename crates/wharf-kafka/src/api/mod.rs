@@ -1,0 +1,28 @@
+//! One file per Kafka API: each turns a decoded request into broker calls and a response.
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use kafka_protocol::protocol::StrBytes;
+use wharf_broker::BrokerError;
+
+/// Resource type TOPIC in the config APIs.
+pub const RESOURCE_TOPIC: i8 = 2;
+/// Resource type BROKER in the config APIs.
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// Error code and message for a failed broker call.
+pub fn error_parts(error: &BrokerError) -> (i16, Option<StrBytes>) {
+    (crate::errors::code(error), Some(StrBytes::from_string(error.to_string())))
+}

@@ -1,0 +1,126 @@
+//! One client connection. The reader parses frames and spawns a handler per request; the
+//! writer sends responses strictly in request order. A malformed frame, an unknown API or an
+//! unsupported version closes this connection only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+use wharf_broker::Broker;
+
+use crate::{dispatch, versions, ListenerConfig};
+
+pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, config: Arc<ListenerConfig>, mut shutdown: watch::Receiver<bool>) {
+    let span = tracing::info_span!("connection", %peer);
+    async move {
+        tracing::debug!("connected");
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<BytesMut>>>(config.max_in_flight);
+        let write_task = tokio::spawn(async move {
+            while let Some(reply) = rx.recv().await {
+                match reply.await {
+                    Ok(Some(frame)) => {
+                        if let Err(error) = writer.write_all(&frame).await {
+                            tracing::debug!(%error, "write failed");
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => return,
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+        loop {
+            let frame = tokio::select! {
+                f = tokio::time::timeout(config.idle_timeout, read_frame(&mut reader, config.max_frame_bytes)) => f,
+                _ = shutdown.changed() => break,
+            };
+            let frame = match frame {
+                Err(_) => {
+                    tracing::info!(timeout_s = config.idle_timeout.as_secs(), "closing idle or stalled connection");
+                    break;
+                }
+                Ok(Ok(Some(f))) => f,
+                Ok(Ok(None)) => break,
+                Ok(Err(reason)) => {
+                    tracing::warn!(%reason, "closing connection: bad frame");
+                    break;
+                }
+            };
+            let request = match parse_header(frame) {
+                Ok(r) => r,
+                Err(reason) => {
+                    tracing::warn!(%reason, "closing connection: bad request header");
+                    break;
+                }
+            };
+            let (reply_tx, reply_rx) = oneshot::channel();
+            if tx.send(reply_rx).await.is_err() {
+                break;
+            }
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                let reply = dispatch::handle(&broker, request).await;
+                let _ = reply_tx.send(reply);
+            });
+        }
+        drop(tx);
+        let _ = write_task.await;
+        tracing::debug!("disconnected");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Reads one size-prefixed frame; `None` at a clean end of stream.
+async fn read_frame(reader: &mut tokio::net::tcp::OwnedReadHalf, max: usize) -> Result<Option<BytesMut>, String> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let size = i32::from_be_bytes(size);
+    let len = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
+    if len < 8 || len > max {
+        return Err(format!("frame size {size} outside 8..={max}"));
+    }
+    let mut buf = BytesMut::zeroed(len);
+    reader.read_exact(&mut buf).await.map_err(|e| format!("truncated frame: {e}"))?;
+    Ok(Some(buf))
+}
+
+/// A request whose header is parsed; `body` is what follows it.
+pub struct Request {
+    pub api: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+fn parse_header(frame: BytesMut) -> Result<Request, String> {
+    let mut bytes = frame.freeze();
+    let api_key = i16::from_be_bytes([bytes[0], bytes[1]]);
+    let version = i16::from_be_bytes([bytes[2], bytes[3]]);
+    let api = ApiKey::try_from(api_key).map_err(|()| format!("unknown api_key {api_key}"))?;
+    let Some((min, max)) = versions::supported(api) else {
+        return Err(format!("api_key {api_key} ({api:?}) is not implemented"));
+    };
+    let header_version = if api == ApiKey::ApiVersions && !(min..=max).contains(&version) {
+        // An ApiVersions request newer than we know: answer v0 with UNSUPPORTED_VERSION.
+        1
+    } else if (min..=max).contains(&version) {
+        api.request_header_version(version)
+    } else {
+        return Err(format!("{api:?} v{version} is not supported ({min}..={max})"));
+    };
+    let header = RequestHeader::decode(&mut bytes, header_version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
+    Ok(Request { api, version, header, body: bytes })
+}

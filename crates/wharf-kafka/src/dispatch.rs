@@ -1,0 +1,67 @@
+//! Routes a parsed request to its API handler and frames the response.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
+use wharf_broker::Broker;
+
+use crate::api;
+use crate::codec::{decode, frame, CodecError};
+use crate::connection::Request;
+
+/// Serves one request. `None`: no response is due (acks=0), or the request could not be
+/// decoded (logged).
+pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
+    let Request { api, version, header, mut body } = request;
+    let correlation_id = header.correlation_id;
+    let span = tracing::debug_span!("request", api_key = ?api, api_version = version, correlation_id);
+    let _enter = span.enter();
+    macro_rules! call {
+        ($module:ident) => {{
+            let req = decode(api, version, &mut body)?;
+            let resp = api::$module::handle(broker, req, version).await;
+            frame(api, version, correlation_id, &resp)
+        }};
+    }
+    let result: Result<Option<BytesMut>, CodecError> = async {
+        Ok(Some(match api {
+            ApiKey::ApiVersions => {
+                let resp = api::api_versions::handle(version);
+                // A version we do not know is answered in v0 (KIP-511).
+                let v = if resp.error_code == 0 { version } else { 0 };
+                frame(api, v, correlation_id, &resp)?
+            }
+            ApiKey::Produce => {
+                let req = decode(api, version, &mut body)?;
+                match api::produce::handle(broker, req, version).await {
+                    Some(resp) => frame(api, version, correlation_id, &resp)?,
+                    None => return Ok(None),
+                }
+            }
+            ApiKey::Fetch => call!(fetch)?,
+            ApiKey::ListOffsets => call!(list_offsets)?,
+            ApiKey::Metadata => call!(metadata)?,
+            ApiKey::CreateTopics => call!(create_topics)?,
+            ApiKey::DeleteTopics => call!(delete_topics)?,
+            ApiKey::DeleteRecords => call!(delete_records)?,
+            ApiKey::DescribeConfigs => call!(describe_configs)?,
+            ApiKey::AlterConfigs => call!(alter_configs)?,
+            ApiKey::IncrementalAlterConfigs => call!(incremental_alter_configs)?,
+            ApiKey::CreatePartitions => call!(create_partitions)?,
+            ApiKey::DescribeCluster => call!(describe_cluster)?,
+            other => {
+                tracing::warn!(api_key = ?other, "request for an API that is not served");
+                return Ok(None);
+            }
+        }))
+    }
+    .await;
+    match result {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::warn!(%error, "request failed to decode or encode");
+            None
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Accepts Kafka connections, at most `max_connections` at once; stops on shutdown.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use wharf_broker::Broker;
+
+use crate::connection;
+
+/// Limits that protect the broker from clients.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    /// Requests read ahead of their responses on one connection.
+    pub max_in_flight: usize,
+    /// A connection idle this long (or stalled mid-request) is closed.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_in_flight: 64,
+            idle_timeout: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+/// Serves Kafka clients on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, config: ListenerConfig, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let config = Arc::new(config);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = config.max_connections, "connection refused: too many connections");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection::run(stream, peer, broker, config, shutdown).await;
+            drop(permit);
+        });
+    }
+    tracing::info!("kafka listener stopped");
+}

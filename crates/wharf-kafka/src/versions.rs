@@ -1,0 +1,42 @@
+//! The API versions Wharf implements. ApiVersions advertises exactly this table, clamped to
+//! what the `kafka-protocol` crate can decode.
+
+use kafka_protocol::messages::ApiKey;
+
+/// `(api, min version, max version)` implemented and tested.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 5),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The `(min, max)` Wharf serves for `key`, if any.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| {
+        let crate_range = key.valid_versions();
+        (min.max(crate_range.min), max.min(crate_range.max))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_range_is_decodable_by_the_codec_crate() {
+        for (key, min, max) in SUPPORTED_APIS {
+            let range = key.valid_versions();
+            assert!(range.min <= *min && *max <= range.max, "{key:?} {min}..{max} outside {range}");
+        }
+    }
+}

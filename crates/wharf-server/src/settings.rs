@@ -1,0 +1,164 @@
+//! Configuration, layered: embedded defaults, then a TOML file, then `WHARF_<KEY>` environment
+//! variables, then `--set key=value` flags (and the dedicated flags). Keys are the field
+//! names below; the README lists them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use wharf_broker::{BrokerConfig, StorageConfig, TopicConfig};
+use wharf_kafka::ListenerConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Kafka listener address.
+    pub listen: String,
+    /// Host advertised in Metadata (default: the listen host).
+    pub advertised_host: Option<String>,
+    /// Port advertised in Metadata (default: the bound port).
+    pub advertised_port: Option<u16>,
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    /// Shard logs (default: one per core).
+    pub shards: Option<usize>,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub log_flush_interval_ms: u64,
+    pub message_max_bytes: i64,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight_requests: usize,
+    pub connection_idle_timeout_ms: u64,
+    /// `tracing` filter, e.g. `info` or `wharf_kafka=debug`.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let topic = TopicConfig::default();
+        let listener = ListenerConfig::default();
+        Self {
+            listen: "127.0.0.1:9092".into(),
+            advertised_host: None,
+            advertised_port: None,
+            data_dir: PathBuf::from("./wharf-data"),
+            node_id: 0,
+            auto_create_topics: true,
+            num_partitions: 1,
+            shards: None,
+            log_segment_bytes: topic.segment_bytes as u64,
+            log_roll_ms: topic.segment_ms,
+            log_retention_ms: topic.retention_ms,
+            log_retention_bytes: topic.retention_bytes,
+            log_retention_check_interval_ms: 30_000,
+            log_flush_interval_ms: 1_000,
+            message_max_bytes: topic.max_message_bytes,
+            max_frame_bytes: listener.max_frame_bytes,
+            max_connections: listener.max_connections,
+            max_in_flight_requests: listener.max_in_flight,
+            connection_idle_timeout_ms: listener.idle_timeout.as_millis() as u64,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Parses a `key=value` pair; the value is read as TOML (number, bool) or else as a string.
+fn value_of(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+impl Settings {
+    /// Layers the sources. `env` is the process environment (injected for tests).
+    pub fn load(file: Option<&std::path::Path>, env: impl IntoIterator<Item = (String, String)>, overrides: &[(String, String)]) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?
+                .parse::<toml::Table>()
+                .with_context(|| format!("parsing config file {}", path.display()))?,
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            if let Some(name) = key.strip_prefix("WHARF_") {
+                if name == "CONFIG" {
+                    continue;
+                }
+                table.insert(name.to_ascii_lowercase(), value_of(&value));
+            }
+        }
+        for (key, value) in overrides {
+            table.insert(key.replace(['.', '-'], "_"), value_of(value));
+        }
+        Settings::deserialize(toml::Value::Table(table)).context("invalid configuration")
+    }
+
+    pub fn broker_config(&self, bound_port: u16) -> BrokerConfig {
+        let listen_host = self.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+        let defaults = TopicConfig {
+            retention_ms: self.log_retention_ms,
+            retention_bytes: self.log_retention_bytes,
+            segment_bytes: self.log_segment_bytes as i64,
+            segment_ms: self.log_roll_ms,
+            max_message_bytes: self.message_max_bytes,
+            ..TopicConfig::default()
+        };
+        BrokerConfig {
+            node_id: self.node_id,
+            advertised_host: self.advertised_host.clone().unwrap_or_else(|| if listen_host == "0.0.0.0" { "127.0.0.1".into() } else { listen_host.to_string() }),
+            advertised_port: i32::from(self.advertised_port.unwrap_or(bound_port)),
+            auto_create_topics: self.auto_create_topics,
+            num_partitions: self.num_partitions,
+            topic_defaults: defaults,
+        }
+    }
+
+    pub fn storage_config(&self) -> StorageConfig {
+        let mut c = StorageConfig::new(&self.data_dir);
+        if let Some(shards) = self.shards {
+            c.shards = shards.max(1);
+        }
+        c.segment_bytes = self.log_segment_bytes;
+        c.segment_ms = self.log_roll_ms;
+        c.flush_interval = Duration::from_millis(self.log_flush_interval_ms);
+        c.retention_check_interval = Duration::from_millis(self.log_retention_check_interval_ms.max(10));
+        c
+    }
+
+    pub fn listener_config(&self) -> ListenerConfig {
+        ListenerConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight_requests.max(1),
+            idle_timeout: Duration::from_millis(self.connection_idle_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nnum_partitions = 3\nlog_level = \"debug\"\n").unwrap();
+        let env = vec![("WHARF_NUM_PARTITIONS".to_string(), "5".to_string()), ("OTHER".to_string(), "x".to_string())];
+        let s = Settings::load(Some(&file), env, &[("log-level".into(), "warn".into())]).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:1");
+        assert_eq!(s.num_partitions, 5);
+        assert_eq!(s.log_level, "warn");
+        assert!(s.auto_create_topics);
+        assert!(Settings::load(None, vec![("WHARF_NO_SUCH".into(), "1".into())], &[]).is_err());
+    }
+}
