@@ -66,14 +66,22 @@ const MAX_TOPIC_NAME: usize = 249;
 const MAX_PARTITIONS: i32 = 100_000;
 
 fn validate_name(name: &str) -> Result<(), BrokerError> {
-    let bad = |reason: &str| Err(BrokerError::InvalidTopic { topic: name.to_string(), reason: reason.to_string() });
+    let bad = |reason: &str| {
+        Err(BrokerError::InvalidTopic {
+            topic: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
     if name.is_empty() || name == "." || name == ".." {
         return bad("empty, '.' or '..'");
     }
     if name.len() > MAX_TOPIC_NAME {
         return bad("longer than 249 characters");
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
         return bad("only ASCII alphanumerics, '.', '_' and '-' are allowed");
     }
     Ok(())
@@ -88,8 +96,13 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 impl Broker {
     /// Opens storage (recovering it) and the topic registry.
-    pub fn open(config: BrokerConfig, storage_config: StorageConfig) -> Result<Arc<Self>, BrokerError> {
-        std::fs::create_dir_all(&storage_config.data_dir).map_err(|e| BrokerError::Metadata(format!("{}: {e}", storage_config.data_dir.display())))?;
+    pub fn open(
+        config: BrokerConfig,
+        storage_config: StorageConfig,
+    ) -> Result<Arc<Self>, BrokerError> {
+        std::fs::create_dir_all(&storage_config.data_dir).map_err(|e| {
+            BrokerError::Metadata(format!("{}: {e}", storage_config.data_dir.display()))
+        })?;
         let meta = MetadataStore::load(&storage_config.data_dir)?;
         let storage = Storage::open(storage_config)?;
         let mut topics = HashMap::new();
@@ -107,7 +120,12 @@ impl Broker {
             }
         }
         tracing::info!(topics = topics.len(), cluster_id = %meta.cluster_id, "broker opened");
-        Ok(Arc::new(Self { config, storage, meta: Mutex::new(meta), topics: RwLock::new(topics) }))
+        Ok(Arc::new(Self {
+            config,
+            storage,
+            meta: Mutex::new(meta),
+            topics: RwLock::new(topics),
+        }))
     }
 
     fn materialize(storage: &Storage, record: &TopicRecord, config: TopicConfig) -> Topic {
@@ -115,9 +133,18 @@ impl Broker {
             .log_ids
             .iter()
             .enumerate()
-            .map(|(i, &id)| Partition { index: i as i32, log: storage.create_log(id, config.log_config()) })
+            .map(|(i, &id)| Partition {
+                index: i as i32,
+                log: storage.create_log(id, config.log_config()),
+            })
             .collect();
-        Topic { name: record.name.clone(), id: record.id, partitions, config, overrides: record.configs.clone() }
+        Topic {
+            name: record.name.clone(),
+            id: record.id,
+            partitions,
+            config,
+            overrides: record.configs.clone(),
+        }
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -129,7 +156,11 @@ impl Broker {
     }
 
     pub fn cluster_id(&self) -> String {
-        self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner).cluster_id.clone()
+        self.meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cluster_id
+            .clone()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -150,23 +181,44 @@ impl Broker {
     pub fn partition(&self, topic: &str, partition: i32) -> Result<Partition, BrokerError> {
         self.topic(topic)
             .and_then(|t| t.partition(partition).cloned())
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: topic.to_string(), partition })
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            })
     }
 
     /// Creates a topic. With `validate_only`, checks everything and changes nothing.
-    pub fn create_topic(&self, spec: &TopicSpec, validate_only: bool) -> Result<Arc<Topic>, BrokerError> {
+    pub fn create_topic(
+        &self,
+        spec: &TopicSpec,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
         validate_name(&spec.name)?;
-        let partitions = if spec.partitions == -1 { self.config.num_partitions } else { spec.partitions };
+        let partitions = if spec.partitions == -1 {
+            self.config.num_partitions
+        } else {
+            spec.partitions
+        };
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
-            return Err(BrokerError::InvalidPartitions { topic: spec.name.clone(), reason: format!("{partitions} is not in 1..={MAX_PARTITIONS}") });
+            return Err(BrokerError::InvalidPartitions {
+                topic: spec.name.clone(),
+                reason: format!("{partitions} is not in 1..={MAX_PARTITIONS}"),
+            });
         }
         if spec.replication_factor != -1 && spec.replication_factor != 1 {
-            return Err(BrokerError::InvalidReplicationFactor { factor: i32::from(spec.replication_factor) });
+            return Err(BrokerError::InvalidReplicationFactor {
+                factor: i32::from(spec.replication_factor),
+            });
         }
         let config = TopicConfig::resolve(&self.config.topic_defaults, &spec.configs)?;
-        let mut meta = self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut meta = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if meta.topics.contains_key(&spec.name) {
-            return Err(BrokerError::TopicAlreadyExists { topic: spec.name.clone() });
+            return Err(BrokerError::TopicAlreadyExists {
+                topic: spec.name.clone(),
+            });
         }
         let record = TopicRecord {
             name: spec.name.clone(),
@@ -175,7 +227,13 @@ impl Broker {
             configs: spec.configs.clone(),
         };
         if validate_only {
-            return Ok(Arc::new(Topic { name: record.name, id: record.id, partitions: Vec::new(), config, overrides: record.configs }));
+            return Ok(Arc::new(Topic {
+                name: record.name,
+                id: record.id,
+                partitions: Vec::new(),
+                config,
+                overrides: record.configs,
+            }));
         }
         let mut record = record;
         record.log_ids = meta.allocate_log_ids(partitions as usize);
@@ -195,17 +253,34 @@ impl Broker {
         if !self.config.auto_create_topics {
             return None;
         }
-        let spec = TopicSpec { name: name.to_string(), partitions: -1, replication_factor: -1, configs: BTreeMap::new() };
+        let spec = TopicSpec {
+            name: name.to_string(),
+            partitions: -1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+        };
         Some(match self.create_topic(&spec, false) {
-            Err(BrokerError::TopicAlreadyExists { .. }) => self.topic(name).ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 }),
+            Err(BrokerError::TopicAlreadyExists { .. }) => {
+                self.topic(name)
+                    .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                        topic: name.to_string(),
+                        partition: -1,
+                    })
+            }
             other => other,
         })
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        let mut meta = self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut meta = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(record) = meta.topics.remove(name) else {
-            return Err(BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 });
+            return Err(BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            });
         };
         if let Err(e) = meta.save() {
             meta.topics.insert(name.to_string(), record);
@@ -220,14 +295,28 @@ impl Broker {
     }
 
     /// Grows a topic to `total` partitions (Kafka never shrinks one).
-    pub fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<(), BrokerError> {
-        let mut meta = self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let mut meta = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(record) = meta.topics.get(name).cloned() else {
-            return Err(BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 });
+            return Err(BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            });
         };
         let current = record.log_ids.len() as i32;
         if total <= current || total > MAX_PARTITIONS {
-            return Err(BrokerError::InvalidPartitions { topic: name.to_string(), reason: format!("topic has {current} partitions; {total} is not more") });
+            return Err(BrokerError::InvalidPartitions {
+                topic: name.to_string(),
+                reason: format!("topic has {current} partitions; {total} is not more"),
+            });
         }
         if validate_only {
             return Ok(());
@@ -243,21 +332,41 @@ impl Broker {
             return Err(e);
         }
         let config = TopicConfig::resolve(&self.config.topic_defaults, &record.configs)?;
-        write(&self.topics).insert(name.to_string(), Arc::new(Self::materialize(&self.storage, &record, config)));
+        write(&self.topics).insert(
+            name.to_string(),
+            Arc::new(Self::materialize(&self.storage, &record, config)),
+        );
         tracing::info!(topic = name, from = current, to = total, "partitions added");
         Ok(())
     }
 
     pub fn describe_configs(&self, name: &str) -> Result<Vec<ConfigEntry>, BrokerError> {
-        let t = self.topic(name).ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 })?;
+        let t = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
         Ok(t.config.describe(&t.overrides))
     }
 
     /// Replaces every override (AlterConfigs) or applies `ops` (IncrementalAlterConfigs).
-    pub fn alter_configs(&self, name: &str, replace: Option<BTreeMap<String, String>>, ops: &[ConfigOp], validate_only: bool) -> Result<(), BrokerError> {
-        let mut meta = self.meta.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn alter_configs(
+        &self,
+        name: &str,
+        replace: Option<BTreeMap<String, String>>,
+        ops: &[ConfigOp],
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let mut meta = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(record) = meta.topics.get(name).cloned() else {
-            return Err(BrokerError::UnknownTopicOrPartition { topic: name.to_string(), partition: -1 });
+            return Err(BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            });
         };
         let mut configs = replace.unwrap_or_else(|| record.configs.clone());
         for op in ops {
@@ -283,28 +392,59 @@ impl Broker {
             }
             return Err(e);
         }
-        write(&self.topics).insert(name.to_string(), Arc::new(Self::materialize(&self.storage, &record, config)));
+        write(&self.topics).insert(
+            name.to_string(),
+            Arc::new(Self::materialize(&self.storage, &record, config)),
+        );
         tracing::info!(topic = name, "topic configs altered");
         Ok(())
     }
 
     /// ListOffsets: -2 earliest, -1 latest, otherwise the first record at or after the time.
-    pub fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<TimestampMatch, BrokerError> {
+    pub fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<TimestampMatch, BrokerError> {
         let p = self.partition(topic, partition)?;
         Ok(match timestamp {
-            -2 => TimestampMatch { offset: p.log.log_start_offset(), timestamp: -1 },
-            -1 => TimestampMatch { offset: p.log.high_watermark(), timestamp: -1 },
-            ts => p.log.offset_for_timestamp(ts)?.unwrap_or(TimestampMatch { offset: -1, timestamp: -1 }),
+            -2 => TimestampMatch {
+                offset: p.log.log_start_offset(),
+                timestamp: -1,
+            },
+            -1 => TimestampMatch {
+                offset: p.log.high_watermark(),
+                timestamp: -1,
+            },
+            ts => p.log.offset_for_timestamp(ts)?.unwrap_or(TimestampMatch {
+                offset: -1,
+                timestamp: -1,
+            }),
         })
     }
 
     /// DeleteRecords: moves the log start offset; returns the new low watermark.
-    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, BrokerError> {
+    pub fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, BrokerError> {
         let p = self.partition(topic, partition)?;
         p.log.delete_records(offset).map_err(|e| match e {
-            wharf_storage::StorageError::OffsetOutOfRange { offset, log_start, high_watermark, .. } => {
-                BrokerError::OffsetOutOfRange { topic: topic.to_string(), partition, offset, log_start, high_watermark }
-            }
+            wharf_storage::StorageError::OffsetOutOfRange {
+                offset,
+                log_start,
+                high_watermark,
+                ..
+            } => BrokerError::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                log_start,
+                high_watermark,
+            },
             other => BrokerError::Storage(other),
         })
     }
@@ -333,16 +473,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let b = open(dir.path());
-            let spec = |name: &str| TopicSpec { name: name.into(), partitions: 3, replication_factor: 1, configs: BTreeMap::new() };
+            let spec = |name: &str| TopicSpec {
+                name: name.into(),
+                partitions: 3,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+            };
             b.create_topic(&spec("keep"), false).unwrap();
             b.create_topic(&spec("gone"), false).unwrap();
-            assert!(matches!(b.create_topic(&spec("keep"), false), Err(BrokerError::TopicAlreadyExists { .. })));
-            assert!(matches!(b.create_topic(&spec("bad/name"), false), Err(BrokerError::InvalidTopic { .. })));
+            assert!(matches!(
+                b.create_topic(&spec("keep"), false),
+                Err(BrokerError::TopicAlreadyExists { .. })
+            ));
+            assert!(matches!(
+                b.create_topic(&spec("bad/name"), false),
+                Err(BrokerError::InvalidTopic { .. })
+            ));
             b.create_topic(&spec("dry"), true).unwrap();
             assert!(b.topic("dry").is_none());
             b.create_partitions("keep", 5, false).unwrap();
             assert!(b.create_partitions("keep", 4, false).is_err());
-            b.alter_configs("keep", None, &[ConfigOp::Set("retention.ms".into(), "5000".into())], false).unwrap();
+            b.alter_configs(
+                "keep",
+                None,
+                &[ConfigOp::Set("retention.ms".into(), "5000".into())],
+                false,
+            )
+            .unwrap();
             b.delete_topic("gone").unwrap();
             b.shutdown().await;
         }

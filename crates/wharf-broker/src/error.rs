@@ -15,13 +15,31 @@ pub enum BrokerError {
     #[error("invalid replication factor {factor}: this broker is a single node")]
     InvalidReplicationFactor { factor: i32 },
     #[error("invalid config {key}={value}: {reason}")]
-    InvalidConfig { key: String, value: String, reason: String },
+    InvalidConfig {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("corrupt message for {topic}[{partition}]: {reason}")]
-    CorruptMessage { topic: String, partition: i32, reason: String },
+    CorruptMessage {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
     #[error("batch of {size} bytes exceeds max.message.bytes {max} of {topic}")]
-    MessageTooLarge { topic: String, size: usize, max: usize },
+    MessageTooLarge {
+        topic: String,
+        size: usize,
+        max: usize,
+    },
     #[error("{topic}[{partition}]: offset {offset} out of range [{log_start}, {high_watermark}]")]
-    OffsetOutOfRange { topic: String, partition: i32, offset: i64, log_start: i64, high_watermark: i64 },
+    OffsetOutOfRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
     #[error("{topic}: min.insync.replicas {required} cannot be met by a single replica")]
     NotEnoughReplicas { topic: String, required: i32 },
     #[error("invalid request: {0}")]

@@ -36,7 +36,8 @@ impl MetadataStore {
         let path = dir.join("meta.json");
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let mut store: MetadataStore = serde_json::from_slice(&bytes).map_err(|e| meta_err(&path, e))?;
+                let mut store: MetadataStore =
+                    serde_json::from_slice(&bytes).map_err(|e| meta_err(&path, e))?;
                 store.path = path;
                 Ok(store)
             }

@@ -40,29 +40,71 @@ pub struct ProduceOutcome {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Broker {
-    pub async fn produce(&self, topic: &str, partition: i32, records: BytesMut, acks: Acks) -> Result<ProduceOutcome, BrokerError> {
-        self.submit_produce(topic, partition, records, acks)?.wait().await
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: BytesMut,
+        acks: Acks,
+    ) -> Result<ProduceOutcome, BrokerError> {
+        self.submit_produce(topic, partition, records, acks)?
+            .wait()
+            .await
     }
 
     /// Validates and hands the batches to storage at once; await the result with `wait`.
     /// A request's partitions submitted together share one group commit.
-    pub fn submit_produce(&self, topic: &str, partition: i32, mut records: BytesMut, acks: Acks) -> Result<PendingProduce, BrokerError> {
-        let t = self.topic(topic).ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: topic.to_string(), partition })?;
-        let p = t.partition(partition).ok_or_else(|| BrokerError::UnknownTopicOrPartition { topic: topic.to_string(), partition })?.clone();
-        let ranges = split_batches(&records).map_err(|e| BrokerError::CorruptMessage { topic: topic.to_string(), partition, reason: e.to_string() })?;
+    pub fn submit_produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        mut records: BytesMut,
+        acks: Acks,
+    ) -> Result<PendingProduce, BrokerError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            })?;
+        let p = t
+            .partition(partition)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            })?
+            .clone();
+        let ranges = split_batches(&records).map_err(|e| BrokerError::CorruptMessage {
+            topic: topic.to_string(),
+            partition,
+            reason: e.to_string(),
+        })?;
         if ranges.is_empty() {
-            return Err(BrokerError::CorruptMessage { topic: topic.to_string(), partition, reason: "no record batch".into() });
+            return Err(BrokerError::CorruptMessage {
+                topic: topic.to_string(),
+                partition,
+                reason: "no record batch".into(),
+            });
         }
         let max = t.config.max_message_bytes.max(0) as usize;
         if let Some(r) = ranges.iter().find(|r| r.len() > max) {
-            return Err(BrokerError::MessageTooLarge { topic: topic.to_string(), size: r.len(), max });
+            return Err(BrokerError::MessageTooLarge {
+                topic: topic.to_string(),
+                size: r.len(),
+                max,
+            });
         }
         if acks == Acks::All && t.config.min_insync_replicas > 1 {
-            return Err(BrokerError::NotEnoughReplicas { topic: topic.to_string(), required: t.config.min_insync_replicas });
+            return Err(BrokerError::NotEnoughReplicas {
+                topic: topic.to_string(),
+                required: t.config.min_insync_replicas,
+            });
         }
         let mut log_append_time = -1;
         if t.config.log_append_time {
@@ -71,9 +113,16 @@ impl Broker {
                 set_log_append_time(&mut records[r], log_append_time);
             }
         }
-        let durability = if acks == Acks::All { Durability::Synced } else { Durability::Written };
+        let durability = if acks == Acks::All {
+            Durability::Synced
+        } else {
+            Durability::Written
+        };
         let pending = p.log.submit(records, durability)?;
-        Ok(PendingProduce { pending, log_append_time })
+        Ok(PendingProduce {
+            pending,
+            log_append_time,
+        })
     }
 }
 
@@ -86,6 +135,10 @@ pub struct PendingProduce {
 impl PendingProduce {
     pub async fn wait(self) -> Result<ProduceOutcome, BrokerError> {
         let info = self.pending.wait().await?;
-        Ok(ProduceOutcome { base_offset: info.base_offset, log_append_time: self.log_append_time, log_start_offset: info.log_start_offset })
+        Ok(ProduceOutcome {
+            base_offset: info.base_offset,
+            log_append_time: self.log_append_time,
+            log_start_offset: info.log_start_offset,
+        })
     }
 }

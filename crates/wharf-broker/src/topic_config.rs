@@ -63,11 +63,18 @@ pub struct ConfigEntry {
 }
 
 fn invalid(key: &str, value: &str, reason: &str) -> BrokerError {
-    BrokerError::InvalidConfig { key: key.to_string(), value: value.to_string(), reason: reason.to_string() }
+    BrokerError::InvalidConfig {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn parse_long(key: &str, value: &str, min: i64) -> Result<i64, BrokerError> {
-    let v: i64 = value.trim().parse().map_err(|_| invalid(key, value, "not a number"))?;
+    let v: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "not a number"))?;
     if v < min {
         return Err(invalid(key, value, &format!("must be at least {min}")));
     }
@@ -76,7 +83,10 @@ fn parse_long(key: &str, value: &str, min: i64) -> Result<i64, BrokerError> {
 
 impl TopicConfig {
     /// Applies topic overrides over `defaults`, validating each.
-    pub fn resolve(defaults: &TopicConfig, overrides: &BTreeMap<String, String>) -> Result<Self, BrokerError> {
+    pub fn resolve(
+        defaults: &TopicConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, BrokerError> {
         let mut c = defaults.clone();
         for (key, value) in overrides {
             c.apply(key, value)?;
@@ -101,7 +111,11 @@ impl TopicConfig {
             }
             "cleanup.policy" => {
                 if value != "delete" {
-                    return Err(invalid(key, value, "only the delete policy is implemented (compaction is not)"));
+                    return Err(invalid(
+                        key,
+                        value,
+                        "only the delete policy is implemented (compaction is not)",
+                    ));
                 }
             }
             "compression.type" => {
@@ -123,15 +137,28 @@ impl TopicConfig {
                     "cleanup.policy" => "delete".to_string(),
                     "compression.type" => "producer".to_string(),
                     "max.message.bytes" => self.max_message_bytes.to_string(),
-                    "message.timestamp.type" => if self.log_append_time { "LogAppendTime" } else { "CreateTime" }.to_string(),
+                    "message.timestamp.type" => if self.log_append_time {
+                        "LogAppendTime"
+                    } else {
+                        "CreateTime"
+                    }
+                    .to_string(),
                     "min.insync.replicas" => self.min_insync_replicas.to_string(),
                     "retention.bytes" => self.retention_bytes.to_string(),
                     "retention.ms" => self.retention_ms.to_string(),
                     "segment.bytes" => self.segment_bytes.to_string(),
                     _ => self.segment_ms.to_string(),
                 };
-                let source = if overrides.contains_key(name) { ConfigSource::Topic } else { ConfigSource::Default };
-                ConfigEntry { name: name.to_string(), value, source }
+                let source = if overrides.contains_key(name) {
+                    ConfigSource::Topic
+                } else {
+                    ConfigSource::Default
+                };
+                ConfigEntry {
+                    name: name.to_string(),
+                    value,
+                    source,
+                }
             })
             .collect()
     }
@@ -160,7 +187,10 @@ mod tests {
         let r = d.iter().find(|e| e.name == "retention.ms").unwrap();
         assert_eq!((r.value.as_str(), r.source), ("1000", ConfigSource::Topic));
         o.insert("cleanup.policy".to_string(), "compact".to_string());
-        assert!(matches!(TopicConfig::resolve(&TopicConfig::default(), &o), Err(BrokerError::InvalidConfig { .. })));
+        assert!(matches!(
+            TopicConfig::resolve(&TopicConfig::default(), &o),
+            Err(BrokerError::InvalidConfig { .. })
+        ));
         let mut bad = BTreeMap::new();
         bad.insert("no.such.key".to_string(), "1".to_string());
         assert!(TopicConfig::resolve(&TopicConfig::default(), &bad).is_err());

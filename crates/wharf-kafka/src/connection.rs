@@ -16,7 +16,13 @@ use wharf_broker::Broker;
 
 use crate::{dispatch, versions, ListenerConfig};
 
-pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, config: Arc<ListenerConfig>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<ListenerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let span = tracing::info_span!("connection", %peer);
     async move {
         tracing::debug!("connected");
@@ -65,10 +71,9 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, confi
             if tx.send(reply_rx).await.is_err() {
                 break;
             }
-            let broker = broker.clone();
+            let reply = dispatch::start(&broker, request);
             tokio::spawn(async move {
-                let reply = dispatch::handle(&broker, request).await;
-                let _ = reply_tx.send(reply);
+                let _ = reply_tx.send(reply.await);
             });
         }
         drop(tx);
@@ -80,7 +85,10 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, confi
 }
 
 /// Reads one size-prefixed frame; `None` at a clean end of stream.
-async fn read_frame(reader: &mut tokio::net::tcp::OwnedReadHalf, max: usize) -> Result<Option<BytesMut>, String> {
+async fn read_frame(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    max: usize,
+) -> Result<Option<BytesMut>, String> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(_) => {}
@@ -93,7 +101,10 @@ async fn read_frame(reader: &mut tokio::net::tcp::OwnedReadHalf, max: usize) -> 
         return Err(format!("frame size {size} outside 8..={max}"));
     }
     let mut buf = BytesMut::zeroed(len);
-    reader.read_exact(&mut buf).await.map_err(|e| format!("truncated frame: {e}"))?;
+    reader
+        .read_exact(&mut buf)
+        .await
+        .map_err(|e| format!("truncated frame: {e}"))?;
     Ok(Some(buf))
 }
 
@@ -119,8 +130,16 @@ fn parse_header(frame: BytesMut) -> Result<Request, String> {
     } else if (min..=max).contains(&version) {
         api.request_header_version(version)
     } else {
-        return Err(format!("{api:?} v{version} is not supported ({min}..={max})"));
+        return Err(format!(
+            "{api:?} v{version} is not supported ({min}..={max})"
+        ));
     };
-    let header = RequestHeader::decode(&mut bytes, header_version).map_err(|e| format!("{api:?} v{version}: {e}"))?;
-    Ok(Request { api, version, header, body: bytes })
+    let header = RequestHeader::decode(&mut bytes, header_version)
+        .map_err(|e| format!("{api:?} v{version}: {e}"))?;
+    Ok(Request {
+        api,
+        version,
+        header,
+        body: bytes,
+    })
 }

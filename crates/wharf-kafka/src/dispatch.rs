@@ -1,5 +1,7 @@
 //! Routes a parsed request to its API handler and frames the response.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -10,12 +12,51 @@ use crate::api;
 use crate::codec::{decode, frame, CodecError};
 use crate::connection::Request;
 
-/// Serves one request. `None`: no response is due (acks=0), or the request could not be
-/// decoded (logged).
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
-    let Request { api, version, header, mut body } = request;
+/// A request being served; resolves to its response frame.
+pub type Reply = Pin<Box<dyn Future<Output = Option<BytesMut>> + Send + 'static>>;
+
+/// Starts serving one request. Called on the connection's reader in request order: a
+/// Produce is decoded and handed to storage here, before the next request is read, so
+/// pipelined produces keep their order; its acks are awaited in the returned future.
+pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
+    if request.api == ApiKey::Produce {
+        let Request {
+            api,
+            version,
+            header,
+            mut body,
+        } = request;
+        let correlation_id = header.correlation_id;
+        let in_flight = match decode(api, version, &mut body) {
+            Ok(req) => api::produce::submit(broker, req),
+            Err(error) => {
+                tracing::warn!(%error, "request failed to decode");
+                return Box::pin(async { None });
+            }
+        };
+        return Box::pin(async move {
+            let resp = api::produce::finish(in_flight).await?;
+            frame(api, version, correlation_id, &resp)
+                .map_err(|error| tracing::warn!(%error, "response failed to encode"))
+                .ok()
+        });
+    }
+    let broker = broker.clone();
+    Box::pin(async move { handle(&broker, request).await })
+}
+
+/// Serves one request. `None`: no response is due, or the request could not be decoded
+/// (logged).
+async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
+    let Request {
+        api,
+        version,
+        header,
+        mut body,
+    } = request;
     let correlation_id = header.correlation_id;
-    let span = tracing::debug_span!("request", api_key = ?api, api_version = version, correlation_id);
+    let span =
+        tracing::debug_span!("request", api_key = ?api, api_version = version, correlation_id);
     let _enter = span.enter();
     macro_rules! call {
         ($module:ident) => {{
@@ -31,13 +72,6 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> 
                 // A version we do not know is answered in v0 (KIP-511).
                 let v = if resp.error_code == 0 { version } else { 0 };
                 frame(api, v, correlation_id, &resp)?
-            }
-            ApiKey::Produce => {
-                let req = decode(api, version, &mut body)?;
-                match api::produce::handle(broker, req, version).await {
-                    Some(resp) => frame(api, version, correlation_id, &resp)?,
-                    None => return Ok(None),
-                }
             }
             ApiKey::Fetch => call!(fetch)?,
             ApiKey::ListOffsets => call!(list_offsets)?,

@@ -32,7 +32,12 @@ impl Default for ListenerConfig {
 }
 
 /// Serves Kafka clients on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, config: ListenerConfig, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: ListenerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let config = Arc::new(config);
     loop {

@@ -22,10 +22,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 
 /// The `(min, max)` Wharf serves for `key`, if any.
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED_APIS.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| {
-        let crate_range = key.valid_versions();
-        (min.max(crate_range.min), max.min(crate_range.max))
-    })
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| {
+            let crate_range = key.valid_versions();
+            (min.max(crate_range.min), max.min(crate_range.max))
+        })
 }
 
 #[cfg(test)]
@@ -36,7 +39,10 @@ mod tests {
     fn every_advertised_range_is_decodable_by_the_codec_crate() {
         for (key, min, max) in SUPPORTED_APIS {
             let range = key.valid_versions();
-            assert!(range.min <= *min && *max <= range.max, "{key:?} {min}..{max} outside {range}");
+            assert!(
+                range.min <= *min && *max <= range.max,
+                "{key:?} {min}..{max} outside {range}"
+            );
         }
     }
 }

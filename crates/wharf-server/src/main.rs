@@ -8,7 +8,11 @@ use wharf_server::settings::Settings;
 use wharf_server::topic_cmd::TopicCommand;
 
 #[derive(Parser, Debug)]
-#[command(name = "wharf", version, about = "Wharf: a Kafka-compatible message broker")]
+#[command(
+    name = "wharf",
+    version,
+    about = "Wharf: a Kafka-compatible message broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,12 +46,21 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
-        Command::Serve { config, listen, data_dir, set } => {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            set,
+        } => {
             let mut overrides = Vec::new();
             for kv in set {
-                let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
                 overrides.push((k.to_string(), v.to_string()));
             }
             if let Some(l) = listen {
@@ -56,11 +69,22 @@ fn main() -> anyhow::Result<()> {
             if let Some(d) = data_dir {
                 overrides.push(("data_dir".into(), d.display().to_string()));
             }
-            let settings = Settings::load(config.as_deref(), std::env::vars().filter(|(k, _)| k != "WHARF_BOOTSTRAP"), &overrides)?;
-            let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level).context("invalid log_level")?;
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            let settings = Settings::load(
+                config.as_deref(),
+                std::env::vars().filter(|(k, _)| k != "WHARF_BOOTSTRAP"),
+                &overrides,
+            )?;
+            let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+                .context("invalid log_level")?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
             runtime.block_on(wharf_server::server::run(settings))
         }
-        Command::Topic { bootstrap_server, command } => runtime.block_on(wharf_server::topic_cmd::run(&bootstrap_server, command)),
+        Command::Topic {
+            bootstrap_server,
+            command,
+        } => runtime.block_on(wharf_server::topic_cmd::run(&bootstrap_server, command)),
     }
 }

@@ -9,7 +9,9 @@ use wharf_broker::Broker;
 use crate::settings::Settings;
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
     let bound = listener.local_addr()?;
     let broker_config = settings.broker_config(bound.port());
     let storage_config = settings.storage_config();
@@ -19,7 +21,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), "wharf is serving Kafka clients");
-    let serving = tokio::spawn(wharf_kafka::serve(listener, broker.clone(), settings.listener_config(), stop_rx));
+    let serving = tokio::spawn(wharf_kafka::serve(
+        listener,
+        broker.clone(),
+        settings.listener_config(),
+        stop_rx,
+    ));
     wait_for_signal().await?;
     tracing::info!("shutting down: closing listener, flushing storage");
     let _ = stop_tx.send(true);

@@ -80,7 +80,11 @@ fn value_of(raw: &str) -> toml::Value {
 
 impl Settings {
     /// Layers the sources. `env` is the process environment (injected for tests).
-    pub fn load(file: Option<&std::path::Path>, env: impl IntoIterator<Item = (String, String)>, overrides: &[(String, String)]) -> anyhow::Result<Self> {
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let mut table = match file {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading config file {}", path.display()))?
@@ -114,7 +118,13 @@ impl Settings {
         };
         BrokerConfig {
             node_id: self.node_id,
-            advertised_host: self.advertised_host.clone().unwrap_or_else(|| if listen_host == "0.0.0.0" { "127.0.0.1".into() } else { listen_host.to_string() }),
+            advertised_host: self.advertised_host.clone().unwrap_or_else(|| {
+                if listen_host == "0.0.0.0" {
+                    "127.0.0.1".into()
+                } else {
+                    listen_host.to_string()
+                }
+            }),
             advertised_port: i32::from(self.advertised_port.unwrap_or(bound_port)),
             auto_create_topics: self.auto_create_topics,
             num_partitions: self.num_partitions,
@@ -130,7 +140,8 @@ impl Settings {
         c.segment_bytes = self.log_segment_bytes;
         c.segment_ms = self.log_roll_ms;
         c.flush_interval = Duration::from_millis(self.log_flush_interval_ms);
-        c.retention_check_interval = Duration::from_millis(self.log_retention_check_interval_ms.max(10));
+        c.retention_check_interval =
+            Duration::from_millis(self.log_retention_check_interval_ms.max(10));
         c
     }
 
@@ -152,8 +163,15 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wharf.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nnum_partitions = 3\nlog_level = \"debug\"\n").unwrap();
-        let env = vec![("WHARF_NUM_PARTITIONS".to_string(), "5".to_string()), ("OTHER".to_string(), "x".to_string())];
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\nnum_partitions = 3\nlog_level = \"debug\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("WHARF_NUM_PARTITIONS".to_string(), "5".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
         let s = Settings::load(Some(&file), env, &[("log-level".into(), "warn".into())]).unwrap();
         assert_eq!(s.listen, "127.0.0.1:1");
         assert_eq!(s.num_partitions, 5);

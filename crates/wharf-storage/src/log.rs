@@ -150,15 +150,28 @@ impl Log {
 
     /// Appends one or more batches, already validated by the caller (CRC, magic). The writer
     /// assigns their base offsets. Completes per `durability`.
-    pub async fn append(&self, batches: BytesMut, durability: Durability) -> Result<AppendInfo, StorageError> {
+    pub async fn append(
+        &self,
+        batches: BytesMut,
+        durability: Durability,
+    ) -> Result<AppendInfo, StorageError> {
         self.submit(batches, durability)?.wait().await
     }
 
     /// Hands batches to the shard writer now; the returned handle completes like `append`.
     /// Submitting several before waiting lets one group commit cover them all.
-    pub fn submit(&self, batches: BytesMut, durability: Durability) -> Result<PendingAppend, StorageError> {
+    pub fn submit(
+        &self,
+        batches: BytesMut,
+        durability: Durability,
+    ) -> Result<PendingAppend, StorageError> {
         let (reply, rx) = oneshot::channel();
-        self.shard.send(AppendRequest { log: self.shared.clone(), batches, durability, reply })?;
+        self.shard.send(AppendRequest {
+            log: self.shared.clone(),
+            batches,
+            durability,
+            reply,
+        })?;
         Ok(PendingAppend { rx })
     }
 

@@ -1,1 +1,14 @@
-//! placeholder
+//! Dev-only helpers: start a real `wharf` broker process on a loopback port with a real data
+//! directory (restartable, killable with SIGKILL), and librdkafka clients pointed at it.
+//!
+//! # Layout
+//! - `BrokerProcess`: spawn, wait until the port accepts, kill -9, SIGTERM, restart.
+//! - `clients`: rdkafka producer/consumer/admin builders with test-friendly settings.
+
+#![allow(clippy::missing_errors_doc)]
+
+mod clients;
+mod process;
+
+pub use clients::{admin, base_consumer, create_topic, producer, watermarks};
+pub use process::{free_port, BrokerProcess};

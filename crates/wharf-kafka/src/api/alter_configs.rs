@@ -11,17 +11,39 @@ use wharf_broker::Broker;
 use super::{error_parts, RESOURCE_TOPIC};
 use crate::codec::str;
 
-pub async fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
     let responses = req
         .resources
         .into_iter()
         .map(|r| {
-            let resp = AlterConfigsResourceResponse::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+            let resp = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
             if r.resource_type != RESOURCE_TOPIC {
-                return resp.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(str("only topic configs can be altered")));
+                return resp
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str("only topic configs can be altered")));
             }
-            let configs: BTreeMap<String, String> = r.configs.iter().filter_map(|c| Some((c.name.as_str().to_string(), c.value.as_ref()?.as_str().to_string()))).collect();
-            match broker.alter_configs(r.resource_name.as_str(), Some(configs), &[], req.validate_only) {
+            let configs: BTreeMap<String, String> = r
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c.name.as_str().to_string(),
+                        c.value.as_ref()?.as_str().to_string(),
+                    ))
+                })
+                .collect();
+            match broker.alter_configs(
+                r.resource_name.as_str(),
+                Some(configs),
+                &[],
+                req.validate_only,
+            ) {
                 Ok(()) => resp,
                 Err(e) => {
                     let (code, message) = error_parts(&e);

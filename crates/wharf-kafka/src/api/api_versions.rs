@@ -11,10 +11,22 @@ pub fn handle(version: i16) -> ApiVersionsResponse {
         .iter()
         .filter_map(|(key, _, _)| {
             let (min, max) = supported(*key)?;
-            Some(ApiVersion::default().with_api_key(*key as i16).with_min_version(min).with_max_version(max))
+            Some(
+                ApiVersion::default()
+                    .with_api_key(*key as i16)
+                    .with_min_version(min)
+                    .with_max_version(max),
+            )
         })
         .collect();
-    let known = supported(kafka_protocol::messages::ApiKey::ApiVersions).is_some_and(|(min, max)| (min..=max).contains(&version));
-    let error_code = if known { 0 } else { ResponseError::UnsupportedVersion.code() };
-    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+    let known = supported(kafka_protocol::messages::ApiKey::ApiVersions)
+        .is_some_and(|(min, max)| (min..=max).contains(&version));
+    let error_code = if known {
+        0
+    } else {
+        ResponseError::UnsupportedVersion.code()
+    };
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
 }

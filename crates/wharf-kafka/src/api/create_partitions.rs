@@ -10,7 +10,11 @@ use wharf_broker::Broker;
 use super::error_parts;
 use crate::codec::str;
 
-pub async fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version: i16) -> CreatePartitionsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
     let node = broker.config().node_id;
     let results = req
         .topics
@@ -18,8 +22,13 @@ pub async fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             if let Some(assignments) = &t.assignments {
-                if assignments.iter().any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node) {
-                    return result.with_error_code(ResponseError::InvalidReplicaAssignment.code()).with_error_message(Some(str("replicas must be exactly this broker")));
+                if assignments
+                    .iter()
+                    .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
+                {
+                    return result
+                        .with_error_code(ResponseError::InvalidReplicaAssignment.code())
+                        .with_error_message(Some(str("replicas must be exactly this broker")));
                 }
             }
             match broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only) {

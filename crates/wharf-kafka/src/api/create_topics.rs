@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 use wharf_broker::{Broker, BrokerError, ConfigSource, TopicSpec};
@@ -11,7 +13,11 @@ use wharf_broker::{Broker, BrokerError, ConfigSource, TopicSpec};
 use super::error_parts;
 use crate::codec::str;
 
-pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let node = broker.config().node_id;
     let topics = req
         .topics
@@ -22,7 +28,10 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16
             let mut partitions = t.num_partitions;
             let mut replication = t.replication_factor;
             if !t.assignments.is_empty() {
-                if t.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1) {
+                if t.assignments
+                    .iter()
+                    .any(|a| a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1)
+                {
                     return result
                         .with_error_code(ResponseError::InvalidReplicaAssignment.code())
                         .with_error_message(Some(str("replicas must be exactly this broker")));
@@ -37,7 +46,12 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16
                     None => continue,
                 };
             }
-            let spec = TopicSpec { name: name.clone(), partitions, replication_factor: replication, configs };
+            let spec = TopicSpec {
+                name: name.clone(),
+                partitions,
+                replication_factor: replication,
+                configs,
+            };
             match broker.create_topic(&spec, req.validate_only) {
                 Ok(topic) => {
                     let described = topic
@@ -48,11 +62,22 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16
                             CreatableTopicConfigs::default()
                                 .with_name(str(&e.name))
                                 .with_value(Some(str(&e.value)))
-                                .with_config_source(if e.source == ConfigSource::Topic { 1 } else { 5 })
+                                .with_config_source(if e.source == ConfigSource::Topic {
+                                    1
+                                } else {
+                                    5
+                                })
                         })
                         .collect();
-                    let count = if req.validate_only { spec_partitions(broker, partitions) } else { topic.partitions.len() as i32 };
-                    let result = result.with_topic_id(topic.id).with_num_partitions(count).with_replication_factor(1);
+                    let count = if req.validate_only {
+                        spec_partitions(broker, partitions)
+                    } else {
+                        topic.partitions.len() as i32
+                    };
+                    let result = result
+                        .with_topic_id(topic.id)
+                        .with_num_partitions(count)
+                        .with_replication_factor(1);
                     if version >= 5 {
                         result.with_configs(Some(described))
                     } else {
@@ -64,7 +89,11 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16
                         tracing::info!(topic = %name, error = %e, "create topic rejected");
                     }
                     let (code, message) = error_parts(&e);
-                    result.with_error_code(code).with_error_message(message).with_num_partitions(-1).with_replication_factor(-1)
+                    result
+                        .with_error_code(code)
+                        .with_error_message(message)
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
                 }
             }
         })

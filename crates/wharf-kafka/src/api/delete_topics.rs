@@ -8,7 +8,11 @@ use wharf_broker::Broker;
 
 use super::error_parts;
 
-pub async fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, _version: i16) -> DeleteTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    _version: i16,
+) -> DeleteTopicsResponse {
     let responses = req
         .topic_names
         .into_iter()

@@ -8,9 +8,16 @@ use wharf_broker::Broker;
 
 use crate::codec::str;
 
-pub async fn handle(broker: &Arc<Broker>, _req: DescribeClusterRequest, _version: i16) -> DescribeClusterResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _req: DescribeClusterRequest,
+    _version: i16,
+) -> DescribeClusterResponse {
     let cfg = broker.config();
-    let me = DescribeClusterBroker::default().with_broker_id(BrokerId(cfg.node_id)).with_host(str(&cfg.advertised_host)).with_port(cfg.advertised_port);
+    let me = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(cfg.node_id))
+        .with_host(str(&cfg.advertised_host))
+        .with_port(cfg.advertised_port);
     DescribeClusterResponse::default()
         .with_cluster_id(str(&broker.cluster_id()))
         .with_controller_id(BrokerId(cfg.node_id))

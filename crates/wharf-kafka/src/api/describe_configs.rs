@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 use wharf_broker::{Broker, ConfigSource};
@@ -16,23 +18,48 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
 fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
-    DescribeConfigsResourceResult::default().with_name(str(name)).with_value(Some(str(value))).with_config_source(source).with_read_only(read_only)
+    DescribeConfigsResourceResult::default()
+        .with_name(str(name))
+        .with_value(Some(str(value)))
+        .with_config_source(source)
+        .with_read_only(read_only)
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
     let results = req
         .resources
         .into_iter()
         .map(|r| {
-            let result = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
-            let wanted = |name: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let wanted = |name: &str| {
+                r.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            };
             match r.resource_type {
                 RESOURCE_TOPIC => match broker.describe_configs(r.resource_name.as_str()) {
                     Ok(entries) => result.with_configs(
                         entries
                             .iter()
                             .filter(|e| wanted(&e.name))
-                            .map(|e| entry(&e.name, &e.value, if e.source == ConfigSource::Topic { SOURCE_TOPIC } else { SOURCE_DEFAULT }, false))
+                            .map(|e| {
+                                entry(
+                                    &e.name,
+                                    &e.value,
+                                    if e.source == ConfigSource::Topic {
+                                        SOURCE_TOPIC
+                                    } else {
+                                        SOURCE_DEFAULT
+                                    },
+                                    false,
+                                )
+                            })
                             .collect(),
                     ),
                     Err(e) => {
@@ -43,13 +70,23 @@ pub async fn handle(broker: &Arc<Broker>, req: DescribeConfigsRequest, _version:
                 RESOURCE_BROKER => {
                     let cfg = broker.config();
                     let all = [
-                        ("auto.create.topics.enable", cfg.auto_create_topics.to_string()),
+                        (
+                            "auto.create.topics.enable",
+                            cfg.auto_create_topics.to_string(),
+                        ),
                         ("num.partitions", cfg.num_partitions.to_string()),
                         ("broker.id", cfg.node_id.to_string()),
                     ];
-                    result.with_configs(all.iter().filter(|(n, _)| wanted(n)).map(|(n, v)| entry(n, v, SOURCE_STATIC_BROKER, true)).collect())
+                    result.with_configs(
+                        all.iter()
+                            .filter(|(n, _)| wanted(n))
+                            .map(|(n, v)| entry(n, v, SOURCE_STATIC_BROKER, true))
+                            .collect(),
+                    )
                 }
-                _ => result.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(str("unsupported resource type"))),
+                _ => result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str("unsupported resource type"))),
             }
         })
         .collect();

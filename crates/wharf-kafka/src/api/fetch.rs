@@ -26,12 +26,21 @@ struct Wanted {
 pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
     if req.session_epoch > 0 {
         // An incremental fetch on a session we never granted.
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()).with_session_id(0);
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
     }
     let read_committed = req.isolation_level == 1;
     let mut wanted = Vec::new();
     for t in &req.topics {
-        let topic_name = if version >= 13 { broker.topic_by_id(t.topic_id).map(|x| x.name.clone()).unwrap_or_default() } else { t.topic.0.as_str().to_string() };
+        let topic_name = if version >= 13 {
+            broker
+                .topic_by_id(t.topic_id)
+                .map(|x| x.name.clone())
+                .unwrap_or_default()
+        } else {
+            t.topic.0.as_str().to_string()
+        };
         for p in &t.partitions {
             wanted.push(Wanted {
                 topic: t.topic.clone(),
@@ -46,7 +55,8 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     let wanted = Arc::new(wanted);
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(usize::MAX);
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
     let notify = Arc::new(Notify::new());
     let results = loop {
         for w in wanted.iter() {
@@ -59,18 +69,28 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             Ok(r) => r,
             Err(error) => {
                 tracing::error!(%error, "fetch read task failed");
-                return FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code());
+                return FetchResponse::default()
+                    .with_error_code(ResponseError::UnknownServerError.code());
             }
         };
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let any_error = results.iter().any(|r| r.error != 0);
-        if min_bytes == 0 || bytes >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
+        if min_bytes == 0
+            || bytes >= min_bytes
+            || any_error
+            || tokio::time::Instant::now() >= deadline
+        {
             break results;
         }
-        if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+        if tokio::time::timeout_at(deadline, notify.notified())
+            .await
+            .is_err()
+        {
             // Deadline: one last read so data that raced the timer is not missed.
             let batch = wanted.clone();
-            break tokio::task::spawn_blocking(move || gather(&batch, max_bytes)).await.unwrap_or(results);
+            break tokio::task::spawn_blocking(move || gather(&batch, max_bytes))
+                .await
+                .unwrap_or(results);
         }
     };
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
@@ -84,11 +104,20 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             .with_aborted_transactions(read_committed.then(Vec::new))
             .with_records(Some(r.records));
         match responses.last_mut() {
-            Some(last) if last.topic == w.topic && last.topic_id == w.topic_id => last.partitions.push(data),
-            _ => responses.push(FetchableTopicResponse::default().with_topic(w.topic.clone()).with_topic_id(w.topic_id).with_partitions(vec![data])),
+            Some(last) if last.topic == w.topic && last.topic_id == w.topic_id => {
+                last.partitions.push(data)
+            }
+            _ => responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(w.topic.clone())
+                    .with_topic_id(w.topic_id)
+                    .with_partitions(vec![data]),
+            ),
         }
     }
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
 }
 
 struct PartitionResult {
@@ -106,7 +135,12 @@ fn gather(wanted: &[Wanted], max_bytes: usize) -> Vec<PartitionResult> {
         let p = match &w.target {
             Ok(p) => p,
             Err(e) => {
-                out.push(PartitionResult { error: errors::code(e), high_watermark: -1, log_start: -1, records: Bytes::new() });
+                out.push(PartitionResult {
+                    error: errors::code(e),
+                    high_watermark: -1,
+                    log_start: -1,
+                    records: Bytes::new(),
+                });
                 continue;
             }
         };
@@ -114,20 +148,35 @@ fn gather(wanted: &[Wanted], max_bytes: usize) -> Vec<PartitionResult> {
         // The first non-empty partition may exceed the budget by one batch (KIP-74).
         let limit = w.max_bytes.min(if budget == 0 { 0 } else { budget });
         if limit == 0 || w.offset == high_watermark {
-            out.push(PartitionResult { error: 0, high_watermark, log_start, records: Bytes::new() });
+            out.push(PartitionResult {
+                error: 0,
+                high_watermark,
+                log_start,
+                records: Bytes::new(),
+            });
             continue;
         }
         match p.log.read(w.offset, limit) {
             Ok(r) => {
                 budget = budget.saturating_sub(r.records.len());
-                out.push(PartitionResult { error: 0, high_watermark: r.high_watermark, log_start: r.log_start_offset, records: r.records });
+                out.push(PartitionResult {
+                    error: 0,
+                    high_watermark: r.high_watermark,
+                    log_start: r.log_start_offset,
+                    records: r.records,
+                });
             }
             Err(e) => {
                 let e = BrokerError::Storage(e);
                 if !matches!(errors::kafka_error(&e), ResponseError::OffsetOutOfRange) {
                     tracing::error!(partition = w.partition, error = %e, "fetch read failed");
                 }
-                out.push(PartitionResult { error: errors::code(&e), high_watermark, log_start, records: Bytes::new() });
+                out.push(PartitionResult {
+                    error: errors::code(&e),
+                    high_watermark,
+                    log_start,
+                    records: Bytes::new(),
+                });
             }
         }
     }

@@ -11,14 +11,22 @@ use wharf_broker::{Broker, ConfigOp};
 use super::{error_parts, RESOURCE_TOPIC};
 use crate::codec::str;
 
-pub async fn handle(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> IncrementalAlterConfigsResponse {
     let responses = req
         .resources
         .into_iter()
         .map(|r| {
-            let resp = AlterConfigsResourceResponse::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+            let resp = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
             if r.resource_type != RESOURCE_TOPIC {
-                return resp.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(str("only topic configs can be altered")));
+                return resp
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str("only topic configs can be altered")));
             }
             let mut ops = Vec::with_capacity(r.configs.len());
             for c in &r.configs {
@@ -29,7 +37,10 @@ pub async fn handle(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest, _
                     _ => {
                         return resp
                             .with_error_code(ResponseError::InvalidConfig.code())
-                            .with_error_message(Some(str(&format!("operation {} on {name} is not supported", c.config_operation))));
+                            .with_error_message(Some(str(&format!(
+                                "operation {} on {name} is not supported",
+                                c.config_operation
+                            ))));
                     }
                 }
             }

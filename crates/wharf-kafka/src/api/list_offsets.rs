@@ -2,13 +2,19 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use wharf_broker::Broker;
 
 use crate::errors;
 
-pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ListOffsetsRequest,
+    _version: i16,
+) -> ListOffsetsResponse {
     let topics = req
         .topics
         .into_iter()
@@ -17,14 +23,23 @@ pub async fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16
                 .partitions
                 .iter()
                 .map(|p| {
-                    let resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
                     match broker.list_offset(t.name.0.as_str(), p.partition_index, p.timestamp) {
-                        Ok(m) => resp.with_offset(m.offset).with_timestamp(m.timestamp).with_leader_epoch(0),
-                        Err(e) => resp.with_error_code(errors::code(&e)).with_offset(-1).with_timestamp(-1),
+                        Ok(m) => resp
+                            .with_offset(m.offset)
+                            .with_timestamp(m.timestamp)
+                            .with_leader_epoch(0),
+                        Err(e) => resp
+                            .with_error_code(errors::code(&e))
+                            .with_offset(-1)
+                            .with_timestamp(-1),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 use wharf_broker::{Broker, Topic};
@@ -32,8 +34,16 @@ fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
         .with_topic_authorized_operations(i32::MIN)
 }
 
-fn error_entry(name: Option<TopicName>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
-    MetadataResponseTopic::default().with_name(name).with_topic_id(id).with_error_code(error.code()).with_topic_authorized_operations(i32::MIN)
+fn error_entry(
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+    error: ResponseError,
+) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name)
+        .with_topic_id(id)
+        .with_error_code(error.code())
+        .with_topic_authorized_operations(i32::MIN)
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
@@ -44,7 +54,11 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         _ => None,
     };
     let topics = match requested {
-        None => broker.topics().iter().map(|t| topic_entry(broker, t)).collect(),
+        None => broker
+            .topics()
+            .iter()
+            .map(|t| topic_entry(broker, t))
+            .collect(),
         Some(list) => list
             .into_iter()
             .map(|wanted| match wanted.name {
@@ -52,10 +66,22 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                     Some(t) => topic_entry(broker, &t),
                     None if allow_auto_create => match broker.auto_create(name.0.as_str()) {
                         Some(Ok(t)) => topic_entry(broker, &t),
-                        Some(Err(e)) => error_entry(Some(name), uuid::Uuid::nil(), crate::errors::kafka_error(&e)),
-                        None => error_entry(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+                        Some(Err(e)) => error_entry(
+                            Some(name),
+                            uuid::Uuid::nil(),
+                            crate::errors::kafka_error(&e),
+                        ),
+                        None => error_entry(
+                            Some(name),
+                            uuid::Uuid::nil(),
+                            ResponseError::UnknownTopicOrPartition,
+                        ),
                     },
-                    None => error_entry(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+                    None => error_entry(
+                        Some(name),
+                        uuid::Uuid::nil(),
+                        ResponseError::UnknownTopicOrPartition,
+                    ),
                 },
                 None => match broker.topic_by_id(wanted.topic_id) {
                     Some(t) => topic_entry(broker, &t),
@@ -64,7 +90,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             })
             .collect(),
     };
-    let me = MetadataResponseBroker::default().with_node_id(BrokerId(cfg.node_id)).with_host(str(&cfg.advertised_host)).with_port(cfg.advertised_port);
+    let me = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(cfg.node_id))
+        .with_host(str(&cfg.advertised_host))
+        .with_port(cfg.advertised_port);
     MetadataResponse::default()
         .with_brokers(vec![me])
         .with_cluster_id(Some(str(&broker.cluster_id())))

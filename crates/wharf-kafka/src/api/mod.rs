@@ -24,5 +24,8 @@ pub const RESOURCE_BROKER: i8 = 4;
 
 /// Error code and message for a failed broker call.
 pub fn error_parts(error: &BrokerError) -> (i16, Option<StrBytes>) {
-    (crate::errors::code(error), Some(StrBytes::from_string(error.to_string())))
+    (
+        crate::errors::code(error),
+        Some(StrBytes::from_string(error.to_string())),
+    )
 }

@@ -16,7 +16,15 @@ enum Slot {
     Failed(i16, Option<kafka_protocol::protocol::StrBytes>),
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+/// A produce whose partitions are all handed to storage, awaiting their acks.
+pub struct InFlight {
+    acks: i16,
+    slots: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)>,
+}
+
+/// Validates and submits every partition now. Called in request order on the connection's
+/// reader, so two pipelined produces to one partition keep their order.
+pub fn submit(broker: &Arc<Broker>, req: ProduceRequest) -> InFlight {
     let acks = Acks::from_kafka(req.acks);
     let mut slots = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
@@ -26,19 +34,31 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
             let slot = match (acks, p.records) {
                 (None, _) => Slot::Failed(ResponseError::InvalidRequiredAcks.code(), None),
                 (_, None) => Slot::Failed(ResponseError::CorruptMessage.code(), None),
-                (Some(acks), Some(records)) => match broker.submit_produce(&name, p.index, BytesMut::from(&records[..]), acks) {
-                    Ok(pending) => Slot::Pending(pending),
-                    Err(e) => {
-                        log_failure(&name, p.index, &e);
-                        let (code, msg) = error_parts(&e);
-                        Slot::Failed(code, msg)
+                (Some(acks), Some(records)) => {
+                    match broker.submit_produce(&name, p.index, BytesMut::from(&records[..]), acks)
+                    {
+                        Ok(pending) => Slot::Pending(pending),
+                        Err(e) => {
+                            log_failure(&name, p.index, &e);
+                            let (code, msg) = error_parts(&e);
+                            Slot::Failed(code, msg)
+                        }
                     }
-                },
+                }
             };
             parts.push((p.index, slot));
         }
         slots.push((topic.name, parts));
     }
+    InFlight {
+        acks: req.acks,
+        slots,
+    }
+}
+
+/// Waits for every partition's ack; `None` for acks=0, which gets no response.
+pub async fn finish(in_flight: InFlight) -> Option<ProduceResponse> {
+    let InFlight { acks, slots } = in_flight;
     let mut responses = Vec::with_capacity(slots.len());
     for (name, parts) in slots {
         let mut partition_responses = Vec::with_capacity(parts.len());
@@ -46,20 +66,32 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
             let resp = PartitionProduceResponse::default().with_index(index);
             let resp = match slot {
                 Slot::Pending(pending) => match pending.wait().await {
-                    Ok(o) => resp.with_base_offset(o.base_offset).with_log_append_time_ms(o.log_append_time).with_log_start_offset(o.log_start_offset),
+                    Ok(o) => resp
+                        .with_base_offset(o.base_offset)
+                        .with_log_append_time_ms(o.log_append_time)
+                        .with_log_start_offset(o.log_start_offset),
                     Err(e) => {
                         log_failure(name.0.as_str(), index, &e);
                         let (code, msg) = error_parts(&e);
-                        resp.with_error_code(code).with_error_message(msg).with_base_offset(-1)
+                        resp.with_error_code(code)
+                            .with_error_message(msg)
+                            .with_base_offset(-1)
                     }
                 },
-                Slot::Failed(code, msg) => resp.with_error_code(code).with_error_message(msg).with_base_offset(-1),
+                Slot::Failed(code, msg) => resp
+                    .with_error_code(code)
+                    .with_error_message(msg)
+                    .with_base_offset(-1),
             };
             partition_responses.push(resp);
         }
-        responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(partition_responses),
+        );
     }
-    if req.acks == 0 {
+    if acks == 0 {
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))

@@ -1,0 +1,151 @@
+//! Bad input fails alone: oversized messages, garbage frames, unknown APIs, unsupported
+//! versions. The broker keeps serving other clients.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureRecord;
+
+use crate::start_broker;
+
+/// Sends `bytes` and reads until the broker closes the connection; returns what was read.
+fn send_raw(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn api_versions_frame(version: i16, correlation_id: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes());
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+async fn produce_works(addr: &str, topic: &str) {
+    let p = wharf_testkit::producer(addr, &[("acks", "all")]).unwrap();
+    p.send(
+        FutureRecord::to(topic).key("k").payload("still serving"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_too_large_is_refused_and_broker_serves_on() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "small", 1, &[("max.message.bytes", "1048576")])
+        .await
+        .unwrap();
+    let p = wharf_testkit::producer(
+        &addr,
+        &[
+            ("acks", "all"),
+            ("message.max.bytes", "4000000"),
+            ("compression.type", "none"),
+        ],
+    )
+    .unwrap();
+    let big = vec![7u8; 2 * 1024 * 1024];
+    let err = p
+        .send(
+            FutureRecord::to("small").key("k").payload(&big),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        err,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+    produce_works(&addr, "small").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_and_unknown_requests_close_only_their_connection() {
+    let (_dir, mut broker) = start_broker(&[]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "t", 1, &[])
+        .await
+        .unwrap();
+    let keep = wharf_testkit::producer(&addr, &[("acks", "all")]).unwrap();
+    keep.send(
+        FutureRecord::<str, str>::to("t").payload("before"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+
+    // Garbage: a huge size, a negative size, a short frame, random bytes, unknown api key.
+    assert!(send_raw(&addr, &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3]).is_empty());
+    assert!(send_raw(&addr, &(-5i32).to_be_bytes()).is_empty());
+    assert!(send_raw(&addr, &[0, 0, 0, 2, 0, 0]).is_empty());
+    assert!(send_raw(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_empty());
+    let mut unknown = api_versions_frame(0, 1);
+    unknown[4..6].copy_from_slice(&999i16.to_be_bytes());
+    assert!(send_raw(&addr, &unknown).is_empty());
+    // A Produce v0 (message format v0/v1) is not offered: connection closed, no answer.
+    let mut old = api_versions_frame(0, 2);
+    old[4..6].copy_from_slice(&0i16.to_be_bytes());
+    assert!(send_raw(&addr, &old).is_empty());
+
+    // ApiVersions at a version newer than known: a v0 answer with UNSUPPORTED_VERSION (35).
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(&api_versions_frame(99, 42)).unwrap();
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).unwrap();
+    assert_eq!(i32::from_be_bytes(body[0..4].try_into().unwrap()), 42);
+    assert_eq!(i16::from_be_bytes(body[4..6].try_into().unwrap()), 35);
+
+    // The established client and new ones are unaffected, and the broker is alive.
+    keep.send(
+        FutureRecord::<str, str>::to("t").payload("after"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    produce_works(&addr, "t").await;
+    assert!(broker.is_running());
+    assert!(
+        broker.log().contains("closing connection"),
+        "bad input is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_sent_request_does_not_block_others_and_idle_times_out() {
+    let (_dir, broker) = start_broker(&[("connection_idle_timeout_ms", "1000")]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "t", 1, &[])
+        .await
+        .unwrap();
+    // Announce 100 bytes, send 10, stall.
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled.write_all(&100i32.to_be_bytes()).unwrap();
+    stalled.write_all(&[0u8; 10]).unwrap();
+    produce_works(&addr, "t").await;
+    // The stalled connection is closed by the broker.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        stalled.read(&mut buf).unwrap(),
+        0,
+        "stalled connection closed"
+    );
+}

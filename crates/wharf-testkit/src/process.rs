@@ -1,0 +1,160 @@
+//! A broker child process. Dropping it kills the process.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// A free loopback port (bound then released; good enough for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub struct BrokerProcess {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl BrokerProcess {
+    /// Starts `bin serve` on a free port with `data_dir`, plus `--set` settings.
+    pub fn start(
+        bin: impl Into<PathBuf>,
+        data_dir: &Path,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let args = settings
+            .iter()
+            .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+            .collect();
+        let mut p = Self {
+            bin: bin.into(),
+            data_dir: data_dir.to_path_buf(),
+            port: free_port()?,
+            args,
+            child: None,
+            starts: 0,
+        };
+        p.launch()?;
+        Ok(p)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Where the broker's stderr goes: one file per start, beside the data directory.
+    pub fn log_path(&self, start: usize) -> PathBuf {
+        let name = self
+            .data_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("wharf");
+        self.data_dir
+            .with_file_name(format!("{name}.broker-{start}.log"))
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let log = File::create(self.log_path(self.starts))?;
+        let child = Command::new(&self.bin)
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.addr())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env_remove("WHARF_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.addr()).is_ok() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!(
+                        "broker exited during start ({status}); log: {}",
+                        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "broker did not accept connections on {} within 60 s",
+            self.addr()
+        )
+    }
+
+    /// SIGKILL: no flush, no clean shutdown.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> anyhow::Result<bool> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(true);
+        };
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.kill()?;
+        c.wait()?;
+        Ok(false)
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            self.kill9()?;
+        }
+        self.launch()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The broker's log of its latest start.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
