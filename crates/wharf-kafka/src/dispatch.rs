@@ -58,10 +58,34 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
     let span =
         tracing::debug_span!("request", api_key = ?api, api_version = version, correlation_id);
     let _enter = span.enter();
+    // Async handlers (they wait).
     macro_rules! call {
         ($module:ident) => {{
             let req = decode(api, version, &mut body)?;
             let resp = api::$module::handle(broker, req, version).await;
+            frame(api, version, correlation_id, &resp)
+        }};
+    }
+    // Handlers that touch files (metadata writes with fsync, segment reads) run off the
+    // async workers.
+    macro_rules! call_blocking {
+        ($module:ident) => {{
+            let req = decode(api, version, &mut body)?;
+            let b = broker.clone();
+            match tokio::task::spawn_blocking(move || api::$module::handle(&b, req, version)).await {
+                Ok(resp) => frame(api, version, correlation_id, &resp),
+                Err(error) => {
+                    tracing::error!(%error, "request handler failed");
+                    return Ok(None);
+                }
+            }
+        }};
+    }
+    // Handlers that only read memory.
+    macro_rules! call_sync {
+        ($module:ident) => {{
+            let req = decode(api, version, &mut body)?;
+            let resp = api::$module::handle(broker, req, version);
             frame(api, version, correlation_id, &resp)
         }};
     }
@@ -74,16 +98,16 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
                 frame(api, v, correlation_id, &resp)?
             }
             ApiKey::Fetch => call!(fetch)?,
-            ApiKey::ListOffsets => call!(list_offsets)?,
-            ApiKey::Metadata => call!(metadata)?,
-            ApiKey::CreateTopics => call!(create_topics)?,
-            ApiKey::DeleteTopics => call!(delete_topics)?,
-            ApiKey::DeleteRecords => call!(delete_records)?,
-            ApiKey::DescribeConfigs => call!(describe_configs)?,
-            ApiKey::AlterConfigs => call!(alter_configs)?,
-            ApiKey::IncrementalAlterConfigs => call!(incremental_alter_configs)?,
-            ApiKey::CreatePartitions => call!(create_partitions)?,
-            ApiKey::DescribeCluster => call!(describe_cluster)?,
+            ApiKey::ListOffsets => call_blocking!(list_offsets)?,
+            ApiKey::Metadata => call_blocking!(metadata)?,
+            ApiKey::CreateTopics => call_blocking!(create_topics)?,
+            ApiKey::DeleteTopics => call_blocking!(delete_topics)?,
+            ApiKey::DeleteRecords => call_blocking!(delete_records)?,
+            ApiKey::DescribeConfigs => call_sync!(describe_configs)?,
+            ApiKey::AlterConfigs => call_blocking!(alter_configs)?,
+            ApiKey::IncrementalAlterConfigs => call_blocking!(incremental_alter_configs)?,
+            ApiKey::CreatePartitions => call_blocking!(create_partitions)?,
+            ApiKey::DescribeCluster => call_sync!(describe_cluster)?,
             other => {
                 tracing::warn!(api_key = ?other, "request for an API that is not served");
                 return Ok(None);

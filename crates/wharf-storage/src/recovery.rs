@@ -31,7 +31,10 @@ pub(crate) fn recover_shard(dir: &Path, shard_id: usize) -> Result<RecoveredShar
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if name.ends_with(".tmp") {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("tmp"))
+        {
             let _ = std::fs::remove_file(&path);
         } else if let Some(id) = name
             .strip_suffix(".log")

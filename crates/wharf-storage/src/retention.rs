@@ -106,7 +106,7 @@ pub(crate) fn run_once(storage: &Arc<StorageInner>) {
                     "deleted expired segment"
                 ),
                 Err(error) => {
-                    tracing::warn!(shard = state.id, segment = seg.id, %error, "cannot delete expired segment")
+                    tracing::warn!(shard = state.id, segment = seg.id, %error, "cannot delete expired segment");
                 }
             }
         }

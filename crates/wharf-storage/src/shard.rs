@@ -182,11 +182,15 @@ impl Writer {
             if !flushes.is_empty() || flush_due || (stop && self.dirty_since.is_some()) {
                 let result = self.sync();
                 for reply in flushes.drain(..) {
-                    let _ = reply.send(result.as_ref().map(|()| ()).map_err(|_| {
-                        StorageError::Poisoned {
-                            shard_id: self.state.id,
-                        }
-                    }));
+                    let _ =
+                        reply.send(
+                            result
+                                .as_ref()
+                                .copied()
+                                .map_err(|_| StorageError::Poisoned {
+                                    shard_id: self.state.id,
+                                }),
+                        );
                 }
             }
             if let Err(error) = self.maybe_roll() {

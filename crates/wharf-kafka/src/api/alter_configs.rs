@@ -11,7 +11,7 @@ use wharf_broker::Broker;
 use super::{error_parts, RESOURCE_TOPIC};
 use crate::codec::str;
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     req: AlterConfigsRequest,
     _version: i16,

@@ -10,7 +10,7 @@ use wharf_broker::Broker;
 use super::error_parts;
 use crate::codec::str;
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     req: CreatePartitionsRequest,
     _version: i16,

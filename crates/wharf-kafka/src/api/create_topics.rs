@@ -13,7 +13,7 @@ use wharf_broker::{Broker, BrokerError, ConfigSource, TopicSpec};
 use super::error_parts;
 use crate::codec::str;
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     req: CreateTopicsRequest,
     version: i16,

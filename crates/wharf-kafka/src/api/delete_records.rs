@@ -10,7 +10,7 @@ use wharf_broker::Broker;
 
 use crate::errors;
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     req: DeleteRecordsRequest,
     _version: i16,

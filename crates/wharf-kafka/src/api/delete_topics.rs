@@ -8,7 +8,7 @@ use wharf_broker::Broker;
 
 use super::error_parts;
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     req: DeleteTopicsRequest,
     _version: i16,

@@ -8,7 +8,7 @@ use wharf_broker::Broker;
 
 use crate::codec::str;
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     _req: DescribeClusterRequest,
     _version: i16,

@@ -25,7 +25,7 @@ fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfig
         .with_read_only(read_only)
 }
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     req: DescribeConfigsRequest,
     _version: i16,

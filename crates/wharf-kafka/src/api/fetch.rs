@@ -105,7 +105,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             .with_records(Some(r.records));
         match responses.last_mut() {
             Some(last) if last.topic == w.topic && last.topic_id == w.topic_id => {
-                last.partitions.push(data)
+                last.partitions.push(data);
             }
             _ => responses.push(
                 FetchableTopicResponse::default()

@@ -11,7 +11,7 @@ use wharf_broker::{Broker, ConfigOp};
 use super::{error_parts, RESOURCE_TOPIC};
 use crate::codec::str;
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     req: IncrementalAlterConfigsRequest,
     _version: i16,

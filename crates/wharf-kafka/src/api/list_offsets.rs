@@ -10,11 +10,7 @@ use wharf_broker::Broker;
 
 use crate::errors;
 
-pub async fn handle(
-    broker: &Arc<Broker>,
-    req: ListOffsetsRequest,
-    _version: i16,
-) -> ListOffsetsResponse {
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
     let topics = req
         .topics
         .into_iter()

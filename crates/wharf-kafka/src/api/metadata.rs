@@ -46,7 +46,7 @@ fn error_entry(
         .with_topic_authorized_operations(i32::MIN)
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let cfg = broker.config();
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
     let requested = match req.topics {

@@ -98,8 +98,9 @@ pub async fn finish(in_flight: InFlight) -> Option<ProduceResponse> {
 }
 
 fn log_failure(topic: &str, partition: i32, error: &BrokerError) {
-    match error {
-        BrokerError::Storage(_) => tracing::error!(topic, partition, %error, "produce failed"),
-        _ => tracing::info!(topic, partition, %error, "produce rejected"),
+    if let BrokerError::Storage(_) = error {
+        tracing::error!(topic, partition, %error, "produce failed");
+    } else {
+        tracing::info!(topic, partition, %error, "produce rejected");
     }
 }

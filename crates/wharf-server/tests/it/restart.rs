@@ -17,7 +17,7 @@ async fn thousand_partitions_keep_offsets_across_restart() {
     let mut fs = Vec::new();
     for partition in 0..1_000 {
         // Partition p gets p % 5 + 1 records, so offsets differ across partitions.
-        for i in 0..(partition % 5 + 1) {
+        for i in 0..=(partition % 5) {
             let v = format!("p{partition}-{i}");
             fs.push(
                 p.send_result(

@@ -13,7 +13,11 @@ fn segment_files(dir: &std::path::Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(dir.join("shards/0"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
-        .filter(|n| n.ends_with(".log"))
+        .filter(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e == "log")
+        })
         .collect();
     out.sort();
     out
@@ -54,7 +58,7 @@ async fn expired_data_leaves_disk_and_consumers_reset() {
     tokio::task::spawn_blocking(move || {
         eventually("log start moves past expired records", || {
             wharf_testkit::watermarks(&a, "ephemeral", 1).unwrap()[&0] == (100, 100)
-        })
+        });
     })
     .await
     .unwrap();

@@ -10,6 +10,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::start_broker;
 
+const N: usize = 100_000;
+
 struct Got {
     partition: i32,
     offset: i64,
@@ -75,7 +77,6 @@ async fn hundred_thousand_keyed_messages_round_trip_in_key_order() {
         &[("acks", "all"), ("queue.buffering.max.messages", "200000")],
     )
     .unwrap();
-    const N: usize = 100_000;
     let mut deliveries = Vec::with_capacity(N);
     for i in 0..N {
         let key = format!("customer-{}", i % 997);
