@@ -5,7 +5,9 @@
 //! - `settings`: embedded defaults ← TOML file ← `WHARF_*` environment ← flags.
 //! - `server`: starts everything, serves until SIGTERM/SIGINT, flushes on the way out.
 //! - `topic_cmd`: `wharf topic create|list|describe|alter|delete`.
+//! - `storage_cmd`: `wharf storage verify`.
 
 pub mod server;
 pub mod settings;
+pub mod storage_cmd;
 pub mod topic_cmd;

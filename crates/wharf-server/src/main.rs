@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wharf_server::settings::Settings;
+use wharf_server::storage_cmd::StorageCommand;
 use wharf_server::topic_cmd::TopicCommand;
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,11 @@ enum Command {
         /// Any setting, as key=value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+    },
+    /// Offline checks of a data directory.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
     },
     /// Manage topics on a running broker (like kafka-topics.sh).
     Topic {
@@ -81,6 +87,13 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .init();
             runtime.block_on(wharf_server::server::run(settings))
+        }
+        Command::Storage { command } => {
+            if wharf_server::storage_cmd::run(&command)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::Topic {
             bootstrap_server,

@@ -14,6 +14,8 @@
 //! - `recovery`: rebuilding indexes from sealed index files and scanning the active tail.
 //! - `retention`: the housekeeping thread: retention by time and size, segment deletion.
 //! - `checkpoint`: the persisted log start offsets.
+//! - `scan`: entry-by-entry reading with checksum checks (recovery, verify).
+//! - `verify`: offline verification of a data directory.
 //!
 //! ```text
 //!  Log::append ──► shard channel ──► writer thread: assign offsets, one write, one fdatasync
@@ -29,14 +31,18 @@ mod error;
 mod log;
 mod recovery;
 mod retention;
+mod scan;
 mod segment;
 mod shard;
 mod storage;
+mod verify;
 
 pub use config::{LogConfig, StorageConfig};
 pub use error::StorageError;
 pub use log::{AppendInfo, Durability, Log, PendingAppend, ReadResult, TimestampMatch};
+pub use scan::Damage;
 pub use storage::{RecoveryStats, Storage};
+pub use verify::{verify, DamagedRange, VerifyReport};
 
 /// A partition's log, as the broker numbers it. Never reused.
 pub type LogId = u64;

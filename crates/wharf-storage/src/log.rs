@@ -135,6 +135,25 @@ impl LogShared {
     }
 }
 
+/// Checks the CRC-32C of every batch read from disk, so damaged bytes are never served.
+fn verify_batches(segment: &Segment, position: u64, bytes: &[u8]) -> Result<(), StorageError> {
+    let mut at = 0usize;
+    while at < bytes.len() {
+        match BatchHeader::parse_checked(&bytes[at..]) {
+            Ok(h) => at += h.len(),
+            Err(error) => {
+                let position = position + at as u64;
+                tracing::error!(segment = %segment.path.display(), position, %error, "stored batch failed its checksum");
+                return Err(StorageError::Corrupt {
+                    path: segment.path.clone(),
+                    position,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A handle on one partition's log. Cheap to clone.
 #[derive(Clone)]
 pub struct Log {
@@ -248,7 +267,9 @@ impl Log {
         }
         let mut out = Vec::with_capacity(picked.iter().map(|p| p.2 as usize).sum());
         for (segment, position, len) in picked {
+            let start = out.len();
             segment.read_into(position, len as usize, &mut out)?;
+            verify_batches(&segment, position, &out[start..])?;
         }
         Ok(ReadResult {
             records: Bytes::from(out),

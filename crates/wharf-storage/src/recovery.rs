@@ -3,14 +3,11 @@
 //! CRC-32C checked, and a torn or corrupt tail is truncated away and logged.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use wharf_record::BatchHeader;
-
-use crate::envelope::{self, ENVELOPE_LEN};
+use crate::scan::scan_from;
 use crate::segment::{self, Segment, SegmentEntry};
 use crate::StorageError;
 
@@ -89,78 +86,21 @@ pub(crate) fn recover_shard(dir: &Path, shard_id: usize) -> Result<RecoveredShar
 /// Reads every entry of a segment, checking each CRC; truncates at the first bad one.
 fn scan(seg: &Segment, shard_id: usize) -> Result<Vec<SegmentEntry>, StorageError> {
     let size = seg.size();
-    let file = seg
-        .file
-        .try_clone()
-        .map_err(|e| StorageError::io(&seg.path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut entries = Vec::new();
-    let mut pos: u64 = 0;
-    let mut body = Vec::new();
-    let cut_reason = loop {
-        if pos == size {
-            break None;
-        }
-        if size - pos < ENVELOPE_LEN as u64 {
-            break Some("partial envelope header");
-        }
-        let mut header = [0u8; ENVELOPE_LEN];
-        reader
-            .read_exact(&mut header)
-            .map_err(|e| StorageError::io(&seg.path, e))?;
-        let (len, crc, log_id) = envelope::parse_header(&header);
-        let batches_len = (len as u64).saturating_sub((ENVELOPE_LEN - 4) as u64);
-        if (len as usize) < ENVELOPE_LEN - 4
-            || batches_len == 0
-            || pos + ENVELOPE_LEN as u64 + batches_len > size
-        {
-            break Some("torn entry");
-        }
-        body.resize(batches_len as usize, 0);
-        reader
-            .read_exact(&mut body)
-            .map_err(|e| StorageError::io(&seg.path, e))?;
-        if envelope::checksum(log_id, &body) != crc {
-            break Some("envelope checksum mismatch");
-        }
-        let first = entries.len();
-        let mut at = 0usize;
-        let mut ok = true;
-        while at < body.len() {
-            let Ok(h) = BatchHeader::parse(&body[at..]) else {
-                ok = false;
-                break;
-            };
-            entries.push(SegmentEntry {
-                log_id,
-                base_offset: h.base_offset(),
-                last_offset: h.last_offset(),
-                max_timestamp: h.max_timestamp(),
-                position: pos + (ENVELOPE_LEN + at) as u64,
-                len: h.len() as u32,
-            });
-            at += h.len();
-        }
-        if !ok {
-            entries.truncate(first);
-            break Some("malformed batch inside a valid envelope");
-        }
-        pos += ENVELOPE_LEN as u64 + batches_len;
-    };
-    if let Some(reason) = cut_reason {
+    let scanned = scan_from(&seg.file, &seg.path, size, 0)?;
+    if let Some(damage) = scanned.damage {
         tracing::warn!(
             shard = shard_id,
             segment = %seg.path.display(),
-            position = pos,
-            cut_bytes = size - pos,
-            reason,
+            position = damage.position,
+            cut_bytes = size - damage.position,
+            reason = damage.reason,
             "recovery truncated segment tail"
         );
         seg.file
-            .set_len(pos)
+            .set_len(damage.position)
             .and_then(|()| seg.file.sync_all())
             .map_err(|e| StorageError::io(&seg.path, e))?;
-        seg.size.store(pos, Ordering::Release);
+        seg.size.store(damage.position, Ordering::Release);
     }
-    Ok(entries)
+    Ok(scanned.entries)
 }
