@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::Instrument;
 use wharf_broker::Broker;
 
@@ -27,6 +27,8 @@ pub async fn run(
     async move {
         tracing::debug!("connected");
         let (mut reader, mut writer) = stream.into_split();
+        let budget = config.max_in_flight_bytes.clamp(1, u32::MAX as usize);
+        let in_flight_bytes = Arc::new(Semaphore::new(budget));
         let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<BytesMut>>>(config.max_in_flight);
         let write_task = tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
@@ -60,6 +62,7 @@ pub async fn run(
                     break;
                 }
             };
+            let cost = u32::try_from(frame.len().min(budget)).unwrap_or(u32::MAX);
             let request = match parse_header(frame) {
                 Ok(r) => r,
                 Err(reason) => {
@@ -71,9 +74,12 @@ pub async fn run(
             if tx.send(reply_rx).await.is_err() {
                 break;
             }
+            // Requests hold their bytes of the connection's budget until answered.
+            let Ok(bytes_permit) = in_flight_bytes.clone().acquire_many_owned(cost).await else { break };
             let reply = dispatch::start(&broker, request);
             tokio::spawn(async move {
                 let _ = reply_tx.send(reply.await);
+                drop(bytes_permit);
             });
         }
         drop(tx);

@@ -16,6 +16,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Requests read ahead of their responses on one connection.
     pub max_in_flight: usize,
+    /// Request bytes being served at once on one connection; reading pauses beyond it.
+    pub max_in_flight_bytes: usize,
     /// A connection idle this long (or stalled mid-request) is closed.
     pub idle_timeout: std::time::Duration,
 }
@@ -26,6 +28,7 @@ impl Default for ListenerConfig {
             max_frame_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             max_in_flight: 64,
+            max_in_flight_bytes: 256 * 1024 * 1024,
             idle_timeout: std::time::Duration::from_secs(600),
         }
     }

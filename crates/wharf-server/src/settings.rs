@@ -35,6 +35,7 @@ pub struct Settings {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight_requests: usize,
+    pub max_in_flight_bytes: usize,
     pub connection_idle_timeout_ms: u64,
     /// `tracing` filter, e.g. `info` or `wharf_kafka=debug`.
     pub log_level: String,
@@ -63,6 +64,7 @@ impl Default for Settings {
             max_frame_bytes: listener.max_frame_bytes,
             max_connections: listener.max_connections,
             max_in_flight_requests: listener.max_in_flight,
+            max_in_flight_bytes: listener.max_in_flight_bytes,
             connection_idle_timeout_ms: listener.idle_timeout.as_millis() as u64,
             log_level: "info".into(),
         }
@@ -150,6 +152,7 @@ impl Settings {
             max_frame_bytes: self.max_frame_bytes,
             max_connections: self.max_connections,
             max_in_flight: self.max_in_flight_requests.max(1),
+            max_in_flight_bytes: self.max_in_flight_bytes.max(1),
             idle_timeout: Duration::from_millis(self.connection_idle_timeout_ms),
         }
     }

@@ -50,12 +50,25 @@ pub fn index_path(dir: &Path, id: u64) -> PathBuf {
 impl Segment {
     pub fn create(dir: &Path, id: u64) -> Result<Self, StorageError> {
         let path = log_path(dir, id);
+        // Not create_new: a roll that failed after creating the file is retried.
         let file = OpenOptions::new()
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| StorageError::io(&path, e))?
+            .len();
+        if size != 0 {
+            let exists = std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "new segment file is not empty",
+            );
+            return Err(StorageError::io(&path, exists));
+        }
         Ok(Self::from_file(id, path, file, 0))
     }
 

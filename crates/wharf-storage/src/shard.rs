@@ -115,6 +115,7 @@ struct Writer {
     dirty_since: Option<Instant>,
     roll_bytes: u64,
     roll_ms: i64,
+    roll_failed_at: Option<Instant>,
 }
 
 /// Starts the writer thread of a shard whose segments were recovered into `state`.
@@ -143,6 +144,7 @@ pub(crate) fn spawn(
         limits,
         buf: Vec::new(),
         dirty_since: None,
+        roll_failed_at: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("wharf-shard-{}", state.id))
@@ -193,9 +195,16 @@ impl Writer {
                         );
                 }
             }
-            if let Err(error) = self.maybe_roll() {
-                tracing::error!(shard = self.state.id, %error, "segment roll failed; shard poisoned");
-                self.state.poisoned.store(true, Ordering::Release);
+            let roll_due = self
+                .roll_failed_at
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if roll_due {
+                // A failed roll (a full disk, say) leaves the active segment in use; it is
+                // retried a second later. Only a failed fdatasync poisons the shard.
+                self.roll_failed_at = self.maybe_roll().err().map(|error| {
+                    tracing::warn!(shard = self.state.id, %error, "segment roll failed; will retry");
+                    Instant::now()
+                });
             }
             if stop {
                 tracing::debug!(shard = self.state.id, "shard writer stopped");

@@ -4,7 +4,9 @@
 
 mod admin;
 mod cli;
+mod crash_loop;
 mod durability;
+mod full_disk;
 mod hostile;
 mod kcat;
 mod offsets;

@@ -1,0 +1,143 @@
+//! A full disk: produce gets KAFKA_STORAGE_ERROR, nothing written is damaged, the broker keeps
+//! running, and producing works again once DeleteRecords and retention free space.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::admin::AdminOptions;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use wharf_testkit::BrokerProcess;
+
+use crate::wharf_bin;
+
+/// A small tmpfs, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_fails_produce_cleanly_and_recovers_after_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = SmallFs::mount(&dir.path().join("mnt"), "6m") else {
+        eprintln!("SKIPPED full_disk test: this machine cannot mount a small tmpfs (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    let data = fs.0.join("data");
+    let settings = [
+        ("shards", "1"),
+        ("log_segment_bytes", "262144"),
+        ("log_retention_check_interval_ms", "100"),
+    ];
+    let mut broker = BrokerProcess::start(wharf_bin(), &data, &settings).unwrap();
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "fill", 1, &[])
+        .await
+        .unwrap();
+    let producer = wharf_testkit::producer(
+        &addr,
+        &[("acks", "all"), ("retries", "0"), ("linger.ms", "0")],
+    )
+    .unwrap();
+    let payload = |i: usize| format!("{i:08}-{}", "d".repeat(10_000));
+    let mut acked = 0usize;
+    let mut storage_error = false;
+    for i in 0..2_000 {
+        match producer
+            .send(
+                FutureRecord::<str, str>::to("fill").payload(&payload(i)),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(d) => {
+                assert_eq!(d.offset, acked as i64, "acked offsets are dense");
+                acked += 1;
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError), _)) => {
+                storage_error = true;
+                break;
+            }
+            Err((e, _)) => panic!("unexpected produce error {e}"),
+        }
+    }
+    assert!(
+        storage_error,
+        "a 6 MB filesystem fills before 20 MB are written"
+    );
+    assert!(acked > 100);
+    assert!(broker.is_running(), "no crash on a full disk");
+
+    // Everything acked reads back intact.
+    let a = addr.clone();
+    tokio::task::spawn_blocking(move || {
+        let c = wharf_testkit::base_consumer(&a, &[]).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("fill", 0, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        let mut n = 0;
+        while n < acked {
+            let m = c
+                .poll(Duration::from_secs(30))
+                .expect("acked data readable")
+                .unwrap();
+            assert_eq!(m.offset(), n as i64);
+            assert_eq!(m.payload().unwrap(), payload(n).as_bytes());
+            n += 1;
+        }
+    })
+    .await
+    .unwrap();
+
+    // Free space: delete everything acked; retention then deletes the sealed segments.
+    let admin = wharf_testkit::admin(&addr).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("fill", 0, Offset::End).unwrap();
+    admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .unwrap();
+    let mut resumed = false;
+    for _ in 0..600 {
+        if producer
+            .send(
+                FutureRecord::<str, str>::to("fill").payload("after"),
+                Duration::from_secs(10),
+            )
+            .await
+            .is_ok()
+        {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "producing works again once space is freed");
+    assert!(
+        broker.log().contains("write failed"),
+        "the failure is logged"
+    );
+    let status = broker.terminate().unwrap();
+    assert!(status, "clean shutdown");
+    drop(broker);
+}
