@@ -10,7 +10,9 @@ use wharf_broker::Broker;
 
 use crate::errors;
 
-pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // leader_epoch exists from v4; setting it on an older response fails the encode.
+    let leader_epoch = if version >= 4 { 0 } else { -1 };
     let topics = req
         .topics
         .into_iter()
@@ -25,7 +27,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> L
                         Ok(m) => resp
                             .with_offset(m.offset)
                             .with_timestamp(m.timestamp)
-                            .with_leader_epoch(0),
+                            .with_leader_epoch(leader_epoch),
                         Err(e) => resp
                             .with_error_code(errors::code(&e))
                             .with_offset(-1)
