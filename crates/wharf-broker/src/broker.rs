@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use wharf_storage::{Storage, StorageConfig, TimestampMatch};
 
+use crate::group::{system_clock, CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{MetadataStore, TopicRecord};
 use crate::topic::{Partition, Topic};
 use crate::topic_config::{ConfigEntry, TopicConfig};
@@ -22,6 +23,8 @@ pub struct BrokerConfig {
     /// Kafka's `num.partitions`: partitions of an auto-created topic or a create with -1.
     pub num_partitions: i32,
     pub topic_defaults: TopicConfig,
+    /// Consumer groups: protocol limits and offset retention.
+    pub groups: CoordinatorConfig,
 }
 
 impl Default for BrokerConfig {
@@ -33,6 +36,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             topic_defaults: TopicConfig::default(),
+            groups: CoordinatorConfig::default(),
         }
     }
 }
@@ -60,6 +64,7 @@ pub struct Broker {
     storage: Storage,
     meta: Mutex<MetadataStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    groups: GroupCoordinator,
 }
 
 const MAX_TOPIC_NAME: usize = 249;
@@ -120,12 +125,16 @@ impl Broker {
             }
         }
         tracing::info!(topics = topics.len(), cluster_id = %meta.cluster_id, "broker opened");
-        Ok(Arc::new(Self {
+        let groups = GroupCoordinator::new(config.groups.clone(), system_clock());
+        let broker = Arc::new(Self {
             config,
             storage,
             meta: Mutex::new(meta),
             topics: RwLock::new(topics),
-        }))
+            groups,
+        });
+        broker.open_groups()?;
+        Ok(broker)
     }
 
     fn materialize(storage: &Storage, record: &TopicRecord, config: TopicConfig) -> Topic {
@@ -153,6 +162,11 @@ impl Broker {
 
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The group coordinator (consumer groups and committed offsets).
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
     }
 
     pub fn cluster_id(&self) -> String {
@@ -272,6 +286,11 @@ impl Broker {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        if name == crate::group::OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{name} is internal and cannot be deleted"
+            )));
+        }
         let mut meta = self
             .meta
             .lock()
@@ -301,6 +320,12 @@ impl Broker {
         total: i32,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
+        if name == crate::group::OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidPartitions {
+                topic: name.to_string(),
+                reason: "groups are placed by a hash of its partition count".into(),
+            });
+        }
         let mut meta = self
             .meta
             .lock()
@@ -451,6 +476,7 @@ impl Broker {
 
     /// Flushes every shard and stops storage threads.
     pub async fn shutdown(&self) {
+        self.groups.stop();
         if let Err(error) = self.storage.flush().await {
             tracing::error!(%error, "flush at shutdown failed");
         }

@@ -48,4 +48,6 @@ pub enum BrokerError {
     Storage(#[from] StorageError),
     #[error("metadata store error: {0}")]
     Metadata(String),
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
 }

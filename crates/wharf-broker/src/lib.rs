@@ -7,10 +7,12 @@
 //! - `metadata`: the persisted topic registry (`meta.json`).
 //! - `topic`: a topic and its partitions in memory.
 //! - `produce`: batch validation and the append path.
+//! - `group`: consumer groups and committed offsets, persisted in `__consumer_offsets`.
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
 mod broker;
 mod error;
+pub mod group;
 mod metadata;
 mod produce;
 mod topic;

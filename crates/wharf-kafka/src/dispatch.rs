@@ -108,6 +108,22 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
             ApiKey::IncrementalAlterConfigs => call_blocking!(incremental_alter_configs)?,
             ApiKey::CreatePartitions => call_blocking!(create_partitions)?,
             ApiKey::DescribeCluster => call_sync!(describe_cluster)?,
+            ApiKey::FindCoordinator => call_sync!(find_coordinator)?,
+            ApiKey::JoinGroup => {
+                let req = decode(api, version, &mut body)?;
+                let client_id = header.client_id.as_deref().unwrap_or_default();
+                let resp = api::join_group::handle(broker, req, version, client_id).await;
+                frame(api, version, correlation_id, &resp)?
+            }
+            ApiKey::SyncGroup => call!(sync_group)?,
+            ApiKey::Heartbeat => call_sync!(heartbeat)?,
+            ApiKey::LeaveGroup => call_sync!(leave_group)?,
+            ApiKey::OffsetCommit => call!(offset_commit)?,
+            ApiKey::OffsetFetch => call_sync!(offset_fetch)?,
+            ApiKey::ListGroups => call_sync!(list_groups)?,
+            ApiKey::DescribeGroups => call_sync!(describe_groups)?,
+            ApiKey::DeleteGroups => call!(delete_groups)?,
+            ApiKey::OffsetDelete => call!(offset_delete)?,
             other => {
                 tracing::warn!(api_key = ?other, "request for an API that is not served");
                 return Ok(None);

@@ -1,10 +1,37 @@
 //! Broker errors as Kafka error codes: one exhaustive match.
 
 use kafka_protocol::ResponseError;
+use wharf_broker::group::GroupError;
 use wharf_broker::{BrokerError, StorageError};
 
 pub fn code(error: &BrokerError) -> i16 {
     kafka_error(error).code()
+}
+
+/// The error code of an optional group error (0 for none).
+pub fn group_code(error: Option<&GroupError>) -> i16 {
+    error.map_or(0, |e| group_error(e).code())
+}
+
+pub fn group_error(error: &GroupError) -> ResponseError {
+    match error {
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        GroupError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
+        GroupError::InvalidGroupId { .. } => ResponseError::InvalidGroupId,
+        GroupError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,
+        GroupError::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress { .. } => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol { .. } => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+        GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
+        GroupError::GroupIdNotFound { .. } => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
+        GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
+        GroupError::UnknownTopicOrPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        GroupError::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+        GroupError::InvalidCommitOffset { .. } => ResponseError::OffsetOutOfRange,
+    }
 }
 
 pub fn kafka_error(error: &BrokerError) -> ResponseError {
@@ -21,6 +48,7 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
         BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         BrokerError::Metadata(_) => ResponseError::UnknownServerError,
+        BrokerError::Group(g) => group_error(g),
         BrokerError::Storage(s) => match s {
             StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             StorageError::UnknownLog { .. } => ResponseError::UnknownTopicOrPartition,

@@ -5,8 +5,10 @@
 //! - `settings`: embedded defaults ← TOML file ← `WHARF_*` environment ← flags.
 //! - `server`: starts everything, serves until SIGTERM/SIGINT, flushes on the way out.
 //! - `topic_cmd`: `wharf topic create|list|describe|alter|delete`.
+//! - `group_cmd`: `wharf group list|describe|delete|reset-offsets`.
 //! - `storage_cmd`: `wharf storage verify`.
 
+pub mod group_cmd;
 pub mod server;
 pub mod settings;
 pub mod storage_cmd;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use wharf_server::group_cmd::GroupCommand;
 use wharf_server::settings::Settings;
 use wharf_server::storage_cmd::StorageCommand;
 use wharf_server::topic_cmd::TopicCommand;
@@ -47,6 +48,13 @@ enum Command {
         bootstrap_server: String,
         #[command(subcommand)]
         command: TopicCommand,
+    },
+    /// Inspect and manage consumer groups (like kafka-consumer-groups.sh).
+    Group {
+        #[arg(long, default_value = "127.0.0.1:9092", env = "WHARF_BOOTSTRAP")]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        command: GroupCommand,
     },
 }
 
@@ -99,5 +107,9 @@ fn main() -> anyhow::Result<()> {
             bootstrap_server,
             command,
         } => runtime.block_on(wharf_server::topic_cmd::run(&bootstrap_server, command)),
+        Command::Group {
+            bootstrap_server,
+            command,
+        } => runtime.block_on(wharf_server::group_cmd::run(&bootstrap_server, command)),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
+use wharf_broker::group::{CoordinatorConfig, GroupConfig};
 use wharf_broker::{BrokerConfig, StorageConfig, TopicConfig};
 use wharf_kafka::ListenerConfig;
 
@@ -37,6 +38,10 @@ pub struct Settings {
     pub max_in_flight_requests: usize,
     pub max_in_flight_bytes: usize,
     pub connection_idle_timeout_ms: u64,
+    /// Committed offsets of an empty group expire after this long (Kafka's name).
+    pub offsets_retention_minutes: i64,
+    /// How long the first rebalance of an empty group waits for more members.
+    pub group_initial_rebalance_delay_ms: i64,
     /// `tracing` filter, e.g. `info` or `wharf_kafka=debug`.
     pub log_level: String,
 }
@@ -66,6 +71,8 @@ impl Default for Settings {
             max_in_flight_requests: listener.max_in_flight,
             max_in_flight_bytes: listener.max_in_flight_bytes,
             connection_idle_timeout_ms: listener.idle_timeout.as_millis() as u64,
+            offsets_retention_minutes: 10_080,
+            group_initial_rebalance_delay_ms: 3_000,
             log_level: "info".into(),
         }
     }
@@ -131,6 +138,14 @@ impl Settings {
             auto_create_topics: self.auto_create_topics,
             num_partitions: self.num_partitions,
             topic_defaults: defaults,
+            groups: CoordinatorConfig {
+                group: GroupConfig {
+                    initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.max(0),
+                    ..GroupConfig::default()
+                },
+                offsets_retention_ms: self.offsets_retention_minutes.max(1) * 60_000,
+                ..CoordinatorConfig::default()
+            },
         }
     }
 

@@ -1,0 +1,935 @@
+//! The group coordinator, the driver around the pure [`Group`] state machine: it owns every
+//! group and its committed offsets, the parked JoinGroup/SyncGroup requests (oneshot
+//! channels), the clock, the background tick and the `__consumer_offsets` logs.
+//!
+//! ```text
+//!  request ─► lock state ─► Group::join/sync/… (pure) ─► outputs ─► answer parked channels
+//!                               │ records (offsets, membership)
+//!                               ▼ submitted to the group's offsets partition while the lock
+//!                                 is held, so log order is memory order; awaited after it
+//!  tick (100 ms) ─► Group::tick: sessions, rebalance deadlines; every 5 s: offset expiry;
+//!                   offsets partitions past the threshold: snapshot the live state, then
+//!                   DeleteRecords below the snapshot
+//! ```
+//!
+//! Invariant: every change to a group's committed offsets or persisted membership is
+//! submitted to its offsets partition, in the order it was applied in memory; replaying a
+//! partition from its log start rebuilds exactly the state of the groups it holds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::oneshot;
+use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
+use wharf_storage::{Durability, Log, PendingAppend};
+
+use crate::group::api::{
+    FetchedOffset, GroupDescription, GroupListing, HeartbeatRequest, JoinRequest, JoinResponse,
+    LeaveMember, OffsetCommitRequest, SyncRequest, SyncResponse,
+};
+use crate::group::membership::{Group, GroupConfig, Output, Reply};
+use crate::group::offsets::Offsets;
+use crate::group::records::{
+    decode_key, decode_value, encode_key, encode_value, partition_for, OffsetValue, RecordKey,
+    RecordValue,
+};
+use crate::group::GroupError;
+
+/// Kafka's `offset.metadata.max.bytes`.
+pub const MAX_METADATA_BYTES: usize = 4096;
+const TICK: Duration = Duration::from_millis(100);
+const EXPIRY_EVERY_MS: i64 = 5_000;
+/// An empty group without offsets is forgotten after this long (Kafka's cleanup interval).
+const EMPTY_GROUP_GRACE_MS: i64 = 600_000;
+/// Records per batch when writing a snapshot.
+const SNAPSHOT_BATCH: usize = 1_000;
+
+/// Milliseconds since the epoch; a seam so tests can drive time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub group: GroupConfig,
+    /// Kafka's `offsets.retention.minutes`, in ms: committed offsets of an empty group live
+    /// this long.
+    pub offsets_retention_ms: i64,
+    /// An offsets partition holding more records than this (and more than twice its live
+    /// records) is rewritten as a snapshot and truncated.
+    pub compact_after_records: i64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            group: GroupConfig::default(),
+            offsets_retention_ms: 10_080 * 60_000,
+            compact_after_records: 100_000,
+        }
+    }
+}
+
+struct Entry {
+    group: Group,
+    offsets: Offsets,
+}
+
+#[derive(Default)]
+struct State {
+    groups: HashMap<String, Entry>,
+    joins: HashMap<(String, String), oneshot::Sender<JoinResponse>>,
+    syncs: HashMap<(String, String), oneshot::Sender<SyncResponse>>,
+    last_expiry: i64,
+}
+
+struct Inner {
+    config: CoordinatorConfig,
+    clock: Clock,
+    state: Mutex<State>,
+    logs: OnceLock<Vec<Log>>,
+    stopped: AtomicBool,
+}
+
+/// Every consumer group of this broker. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCoordinator {
+    inner: Arc<Inner>,
+}
+
+type Records = Vec<(RecordKey, Option<RecordValue>)>;
+
+fn not_loaded() -> GroupError {
+    GroupError::CoordinatorLoadInProgress
+}
+
+fn check_group_id(group_id: &str) -> Result<(), GroupError> {
+    if group_id.is_empty() {
+        return Err(GroupError::InvalidGroupId {
+            group: group_id.to_string(),
+        });
+    }
+    Ok(())
+}
+
+impl GroupCoordinator {
+    pub fn new(config: CoordinatorConfig, clock: Clock) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                clock,
+                state: Mutex::new(State::default()),
+                logs: OnceLock::new(),
+                stopped: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Replays the offsets partitions, then serves. Starts the background tick when called
+    /// inside a tokio runtime. Blocking: reads the logs.
+    pub fn load(&self, logs: Vec<Log>) -> Result<(), GroupError> {
+        let now = (self.inner.clock)();
+        let mut latest: HashMap<RecordKey, Option<RecordValue>> = HashMap::new();
+        let mut records = 0usize;
+        for log in &logs {
+            replay_log(log, &mut |key, value| {
+                records += 1;
+                latest.insert(key, value);
+            })?;
+        }
+        let mut state = self.inner.lock();
+        let mut group_values = Vec::new();
+        let mut offset_values = Vec::new();
+        for (key, value) in latest {
+            match (key, value) {
+                (RecordKey::Group { group }, Some(RecordValue::Group(v))) => {
+                    group_values.push((group, v));
+                }
+                (
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    },
+                    Some(RecordValue::Offset(v)),
+                ) => offset_values.push((group, topic, partition, v)),
+                _ => {}
+            }
+        }
+        for (group, v) in group_values {
+            state.groups.insert(
+                group.clone(),
+                Entry {
+                    group: Group::from_record(&group, v, now),
+                    offsets: Offsets::default(),
+                },
+            );
+        }
+        for (group, topic, partition, v) in offset_values {
+            state
+                .groups
+                .entry(group.clone())
+                .or_insert_with(|| Entry {
+                    group: Group::new(&group, 0),
+                    offsets: Offsets::default(),
+                })
+                .offsets
+                .commit(&topic, partition, v);
+        }
+        tracing::info!(
+            groups = state.groups.len(),
+            records,
+            "consumer groups loaded from __consumer_offsets"
+        );
+        drop(state);
+        if self.inner.logs.set(logs).is_err() {
+            return Err(GroupError::CoordinatorNotAvailable {
+                reason: "loaded twice".into(),
+            });
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&self.inner);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(TICK).await;
+                    let Some(inner) = weak.upgrade() else { break };
+                    if inner.stopped.load(Ordering::Acquire) {
+                        break;
+                    }
+                    inner.tick().await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the background tick (at shutdown).
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+    }
+
+    /// Runs one tick now (tests drive time with their own clock).
+    pub async fn tick(&self) {
+        self.inner.tick().await;
+    }
+
+    pub async fn join_group(&self, req: JoinRequest) -> JoinResponse {
+        let rx = {
+            let mut state = self.inner.lock();
+            if self.inner.logs.get().is_none() {
+                return JoinResponse::error(not_loaded(), &req.member_id);
+            }
+            if let Err(e) = check_group_id(&req.group_id) {
+                return JoinResponse::error(e, &req.member_id);
+            }
+            let now = (self.inner.clock)();
+            let prefix = req
+                .group_instance_id
+                .as_deref()
+                .unwrap_or(req.client_id.as_str());
+            let fresh = format!("{prefix}-{}", uuid::Uuid::new_v4());
+            let entry = state
+                .groups
+                .entry(req.group_id.clone())
+                .or_insert_with(|| Entry {
+                    group: Group::new(&req.group_id, now),
+                    offsets: Offsets::default(),
+                });
+            let (reply, outputs) = entry.group.join(&req, now, fresh, &self.inner.config.group);
+            let rx = match reply {
+                Reply::Now(resp) => Err(resp),
+                Reply::Parked { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    state.joins.insert((req.group_id.clone(), member_id), tx);
+                    Ok(rx)
+                }
+            };
+            self.inner.after_change(&mut state, &req.group_id, outputs);
+            match rx {
+                Err(resp) => return resp,
+                Ok(rx) => rx,
+            }
+        };
+        rx.await.unwrap_or_else(|_| {
+            JoinResponse::error(
+                GroupError::RebalanceInProgress {
+                    group: req.group_id.clone(),
+                },
+                &req.member_id,
+            )
+        })
+    }
+
+    pub async fn sync_group(&self, req: SyncRequest) -> SyncResponse {
+        let rx = {
+            let mut state = self.inner.lock();
+            if self.inner.logs.get().is_none() {
+                return SyncResponse::error(not_loaded());
+            }
+            let now = (self.inner.clock)();
+            let Some(entry) = state.groups.get_mut(&req.group_id) else {
+                return SyncResponse::error(GroupError::UnknownMemberId {
+                    group: req.group_id.clone(),
+                    member: req.member_id.clone(),
+                });
+            };
+            let (reply, outputs) = entry.group.sync(&req, now);
+            let rx = match reply {
+                Reply::Now(resp) => Err(resp),
+                Reply::Parked { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    state.syncs.insert((req.group_id.clone(), member_id), tx);
+                    Ok(rx)
+                }
+            };
+            self.inner.after_change(&mut state, &req.group_id, outputs);
+            match rx {
+                Err(resp) => return resp,
+                Ok(rx) => rx,
+            }
+        };
+        rx.await.unwrap_or_else(|_| {
+            SyncResponse::error(GroupError::RebalanceInProgress {
+                group: req.group_id.clone(),
+            })
+        })
+    }
+
+    pub fn heartbeat(&self, req: &HeartbeatRequest) -> Result<(), GroupError> {
+        let mut state = self.inner.lock();
+        if self.inner.logs.get().is_none() {
+            return Err(not_loaded());
+        }
+        let now = (self.inner.clock)();
+        let unknown = || GroupError::UnknownMemberId {
+            group: req.group_id.clone(),
+            member: req.member_id.clone(),
+        };
+        let entry = state.groups.get_mut(&req.group_id).ok_or_else(unknown)?;
+        entry.group.heartbeat(req, now)
+    }
+
+    /// LeaveGroup: one result per member.
+    pub fn leave_group(
+        &self,
+        group_id: &str,
+        members: &[LeaveMember],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let mut state = self.inner.lock();
+        if self.inner.logs.get().is_none() {
+            return Err(not_loaded());
+        }
+        let now = (self.inner.clock)();
+        let Some(entry) = state.groups.get_mut(group_id) else {
+            return Ok(members
+                .iter()
+                .map(|m| {
+                    Err(GroupError::UnknownMemberId {
+                        group: group_id.to_string(),
+                        member: m.member_id.clone(),
+                    })
+                })
+                .collect());
+        };
+        let (results, outputs) = entry.group.leave(members, now, &self.inner.config.group);
+        self.inner.after_change(&mut state, group_id, outputs);
+        Ok(results)
+    }
+
+    /// OffsetCommit: returns once the offsets are durable (fdatasync-ed). `exists` says
+    /// whether a topic partition exists. One result per partition, in request order.
+    pub async fn commit_offsets(
+        &self,
+        req: &OffsetCommitRequest,
+        exists: impl Fn(&str, i32) -> bool,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let (results, pending) = {
+            let mut state = self.inner.lock();
+            if self.inner.logs.get().is_none() {
+                return Err(not_loaded());
+            }
+            check_group_id(&req.group_id)?;
+            let now = (self.inner.clock)();
+            let entry = state
+                .groups
+                .entry(req.group_id.clone())
+                .or_insert_with(|| Entry {
+                    group: Group::new(&req.group_id, now),
+                    offsets: Offsets::default(),
+                });
+            if let Err(e) = entry.group.validate_commit(
+                req.generation_id,
+                &req.member_id,
+                req.group_instance_id.as_ref(),
+                now,
+            ) {
+                forget_if_vacant(&mut state, &req.group_id);
+                return Err(e);
+            }
+            let mut results = Vec::with_capacity(req.partitions.len());
+            let mut records: Records = Vec::new();
+            for p in &req.partitions {
+                let size = p.metadata.as_ref().map_or(0, String::len);
+                let result = if !exists(&p.topic, p.partition) {
+                    Err(GroupError::UnknownTopicOrPartition {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                    })
+                } else if size > MAX_METADATA_BYTES {
+                    Err(GroupError::OffsetMetadataTooLarge {
+                        size,
+                        max: MAX_METADATA_BYTES,
+                    })
+                } else if p.offset < 0 {
+                    Err(GroupError::InvalidCommitOffset {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        offset: p.offset,
+                    })
+                } else {
+                    let value = OffsetValue {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata: p.metadata.clone(),
+                        commit_ms: now,
+                    };
+                    entry.offsets.commit(&p.topic, p.partition, value.clone());
+                    records.push((
+                        RecordKey::Offset {
+                            group: req.group_id.clone(),
+                            topic: p.topic.clone(),
+                            partition: p.partition,
+                        },
+                        Some(RecordValue::Offset(value)),
+                    ));
+                    Ok(())
+                };
+                results.push(result);
+            }
+            if records.is_empty() {
+                forget_if_vacant(&mut state, &req.group_id);
+                return Ok(results);
+            }
+            let pending = self
+                .inner
+                .submit(&req.group_id, &records, Durability::Synced, now);
+            (results, pending)
+        };
+        wait_durable(pending).await?;
+        Ok(results)
+    }
+
+    /// OffsetFetch: the requested partitions (-1 where nothing is committed), or every
+    /// committed offset of the group when `topics` is `None`.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<Vec<FetchedOffset>, GroupError> {
+        let state = self.inner.lock();
+        if self.inner.logs.get().is_none() {
+            return Err(not_loaded());
+        }
+        let offsets = state.groups.get(group_id).map(|e| &e.offsets);
+        let fetched = |topic: &str, partition: i32, v: Option<&OffsetValue>| FetchedOffset {
+            topic: topic.to_string(),
+            partition,
+            offset: v.map_or(-1, |v| v.offset),
+            leader_epoch: v.map_or(-1, |v| v.leader_epoch),
+            metadata: v.and_then(|v| v.metadata.clone()),
+        };
+        Ok(match topics {
+            Some(topics) => topics
+                .iter()
+                .flat_map(|(topic, partitions)| {
+                    partitions
+                        .iter()
+                        .map(move |p| fetched(topic, *p, offsets.and_then(|o| o.get(topic, *p))))
+                })
+                .collect(),
+            None => offsets
+                .map(|o| o.iter().map(|(t, p, v)| fetched(t, p, Some(v))).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// ListGroups, optionally only those in `states` (Kafka's names, any case).
+    pub fn list_groups(&self, states: &[String]) -> Result<Vec<GroupListing>, GroupError> {
+        let state = self.inner.lock();
+        if self.inner.logs.get().is_none() {
+            return Err(not_loaded());
+        }
+        let mut out: Vec<GroupListing> = state
+            .groups
+            .values()
+            .map(|e| e.group.listing())
+            .filter(|l| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(l.state)))
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(out)
+    }
+
+    /// DescribeGroups: `None` for a group that does not exist.
+    pub fn describe_group(&self, group_id: &str) -> Result<Option<GroupDescription>, GroupError> {
+        let state = self.inner.lock();
+        if self.inner.logs.get().is_none() {
+            return Err(not_loaded());
+        }
+        Ok(state.groups.get(group_id).map(|e| e.group.describe()))
+    }
+
+    /// DeleteGroups: only groups without members; their offsets go too. Durable on return.
+    pub async fn delete_groups(&self, group_ids: &[String]) -> Vec<Result<(), GroupError>> {
+        let mut results = Vec::with_capacity(group_ids.len());
+        let mut pendings = Vec::new();
+        {
+            let mut state = self.inner.lock();
+            if self.inner.logs.get().is_none() {
+                return group_ids.iter().map(|_| Err(not_loaded())).collect();
+            }
+            let now = (self.inner.clock)();
+            for id in group_ids {
+                let result = match state.groups.get(id) {
+                    None => Err(GroupError::GroupIdNotFound { group: id.clone() }),
+                    Some(e) if e.group.has_members() => {
+                        Err(GroupError::NonEmptyGroup { group: id.clone() })
+                    }
+                    Some(_) => {
+                        if let Some(entry) = state.groups.remove(id) {
+                            let records = tombstones(id, &entry.offsets, true);
+                            pendings.push((
+                                results.len(),
+                                self.inner.submit(id, &records, Durability::Synced, now),
+                            ));
+                        }
+                        Ok(())
+                    }
+                };
+                results.push(result);
+            }
+        }
+        for (i, pending) in pendings {
+            if let Err(e) = wait_durable(pending).await {
+                if let Some(r) = results.get_mut(i) {
+                    *r = Err(e);
+                }
+            }
+        }
+        results
+    }
+
+    /// OffsetDelete: removes committed offsets of topics the group is not subscribed to
+    /// (`subscribed`: the topics its members subscribe to). One result per partition.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        subscribed: &HashSet<String>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let (results, pending) = {
+            let mut state = self.inner.lock();
+            if self.inner.logs.get().is_none() {
+                return Err(not_loaded());
+            }
+            let now = (self.inner.clock)();
+            let Some(entry) = state.groups.get_mut(group_id) else {
+                return Err(GroupError::GroupIdNotFound {
+                    group: group_id.to_string(),
+                });
+            };
+            let active = entry.group.has_members();
+            let mut records: Records = Vec::new();
+            let results: Vec<_> = partitions
+                .iter()
+                .map(|(topic, partition)| {
+                    if active && subscribed.contains(topic) {
+                        return Err(GroupError::GroupSubscribedToTopic {
+                            group: group_id.to_string(),
+                            topic: topic.clone(),
+                        });
+                    }
+                    if entry.offsets.remove(topic, *partition).is_some() {
+                        records.push((
+                            RecordKey::Offset {
+                                group: group_id.to_string(),
+                                topic: topic.clone(),
+                                partition: *partition,
+                            },
+                            None,
+                        ));
+                    }
+                    Ok(())
+                })
+                .collect();
+            let pending = (!records.is_empty()).then(|| {
+                self.inner
+                    .submit(group_id, &records, Durability::Synced, now)
+            });
+            (results, pending)
+        };
+        if let Some(pending) = pending {
+            wait_durable(pending).await?;
+        }
+        Ok(results)
+    }
+}
+
+/// Tombstones for every offset of a group, and for its membership record if `group`.
+fn tombstones(group_id: &str, offsets: &Offsets, group: bool) -> Records {
+    let mut records: Records = offsets
+        .iter()
+        .map(|(topic, partition, _)| {
+            (
+                RecordKey::Offset {
+                    group: group_id.to_string(),
+                    topic: topic.to_string(),
+                    partition,
+                },
+                None,
+            )
+        })
+        .collect();
+    if group {
+        records.push((
+            RecordKey::Group {
+                group: group_id.to_string(),
+            },
+            None,
+        ));
+    }
+    records
+}
+
+async fn wait_durable(pending: Result<PendingAppend, GroupError>) -> Result<(), GroupError> {
+    pending?
+        .wait()
+        .await
+        .map(|_| ())
+        .map_err(|e| GroupError::CoordinatorNotAvailable {
+            reason: format!("writing __consumer_offsets failed: {e}"),
+        })
+}
+
+/// Reads every record of an offsets partition from its log start, in order.
+fn replay_log(
+    log: &Log,
+    apply: &mut dyn FnMut(RecordKey, Option<RecordValue>),
+) -> Result<(), GroupError> {
+    let corrupt = |reason: String| GroupError::CoordinatorNotAvailable {
+        reason: format!("replaying __consumer_offsets log {}: {reason}", log.id()),
+    };
+    let mut offset = log.log_start_offset();
+    let end = log.high_watermark();
+    while offset < end {
+        let read = log
+            .read(offset, 1 << 20)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let ranges =
+            wharf_record::split_batches(&read.records).map_err(|e| corrupt(e.to_string()))?;
+        if ranges.is_empty() {
+            break;
+        }
+        for range in ranges {
+            let bytes = read.records.get(range).unwrap_or_default();
+            let batch = BatchHeader::parse(bytes).map_err(|e| corrupt(e.to_string()))?;
+            offset = offset.max(batch.last_offset() + 1);
+            for record in RecordIter::new(&batch).map_err(|e| corrupt(e.to_string()))? {
+                let record = record.map_err(|e| corrupt(e.to_string()))?;
+                if record.offset < log.log_start_offset() {
+                    continue;
+                }
+                let Some(key_bytes) = record.key else {
+                    continue;
+                };
+                let key = decode_key(key_bytes).map_err(|e| corrupt(e.to_string()))?;
+                let value = match record.value {
+                    Some(v) => Some(decode_value(&key, v).map_err(|e| corrupt(e.to_string()))?),
+                    None => None,
+                };
+                apply(key, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn log_for(&self, group_id: &str) -> Result<&Log, GroupError> {
+        let logs = self.logs.get().ok_or_else(not_loaded)?;
+        logs.get(partition_for(group_id, logs.len()))
+            .ok_or_else(|| GroupError::CoordinatorNotAvailable {
+                reason: "no __consumer_offsets partition".into(),
+            })
+    }
+
+    /// Appends `records` to the group's offsets partition. Call with the state lock held.
+    fn submit(
+        &self,
+        group_id: &str,
+        records: &Records,
+        durability: Durability,
+        now: i64,
+    ) -> Result<PendingAppend, GroupError> {
+        let log = self.log_for(group_id)?;
+        let mut batches = BytesMut::new();
+        for chunk in records.chunks(SNAPSHOT_BATCH) {
+            let mut builder = BatchBuilder::new(now);
+            for (key, value) in chunk {
+                let key = encode_key(key);
+                let value = value.as_ref().map(encode_value);
+                builder.push(Some(&key), value.as_deref(), &[], now);
+            }
+            batches.extend_from_slice(&builder.build());
+        }
+        log.submit(batches, durability)
+            .map_err(|e| GroupError::CoordinatorNotAvailable {
+                reason: format!("writing __consumer_offsets failed: {e}"),
+            })
+    }
+
+    /// After a call on a group: answer parked requests, persist a membership change, forget
+    /// a group that holds nothing.
+    fn after_change(&self, state: &mut State, group_id: &str, outputs: Vec<Output>) {
+        let now = (self.clock)();
+        deliver(state, group_id, outputs);
+        let record = state.groups.get_mut(group_id).and_then(|e| {
+            e.group
+                .take_metadata_change()
+                .then(|| RecordValue::Group(e.group.to_record()))
+        });
+        if let Some(value) = record {
+            let key = RecordKey::Group {
+                group: group_id.to_string(),
+            };
+            // Membership is written without waiting: losing it costs a rebalance, not data.
+            if let Err(error) = self.submit(
+                group_id,
+                &vec![(key, Some(value))],
+                Durability::Written,
+                now,
+            ) {
+                tracing::warn!(group = group_id, %error, "persisting group membership failed");
+            }
+        }
+        forget_if_vacant(state, group_id);
+    }
+}
+
+fn forget_if_vacant(state: &mut State, group_id: &str) {
+    {
+        if state
+            .groups
+            .get(group_id)
+            .is_some_and(|e| e.group.is_vacant() && e.offsets.is_empty())
+        {
+            state.groups.remove(group_id);
+        }
+    }
+}
+
+impl Inner {
+    async fn tick(&self) {
+        let Some(logs) = self.logs.get() else {
+            return;
+        };
+        let now = (self.clock)();
+        let mut snapshots = Vec::new();
+        {
+            let mut state = self.lock();
+            let ids: Vec<String> = state.groups.keys().cloned().collect();
+            for id in &ids {
+                let outputs = match state.groups.get_mut(id) {
+                    Some(e) => e.group.tick(now, &self.config.group),
+                    None => continue,
+                };
+                self.after_change(&mut state, id, outputs);
+            }
+            if now - state.last_expiry >= EXPIRY_EVERY_MS {
+                state.last_expiry = now;
+                self.expire(&mut state, now);
+                for (index, log) in logs.iter().enumerate() {
+                    let held = log.high_watermark() - log.log_start_offset();
+                    let live = live_records(&state, index, logs.len());
+                    if held > self.config.compact_after_records && held > 2 * live {
+                        snapshots.push(snapshot(&state, index, logs.len(), log, now));
+                    }
+                }
+            }
+        }
+        for snapshot in snapshots {
+            finish_snapshot(snapshot).await;
+        }
+    }
+
+    /// Expires offsets of empty groups; forgets empty groups with nothing left.
+    fn expire(&self, state: &mut State, now: i64) {
+        let retention = self.config.offsets_retention_ms;
+        let mut writes: Vec<(String, Records)> = Vec::new();
+        let mut forget = Vec::new();
+        for (id, entry) in &mut state.groups {
+            let Some(empty_since) = entry.group.empty_since() else {
+                continue;
+            };
+            let expired = entry.offsets.expire(now, empty_since, retention);
+            let mut records: Records = expired
+                .into_iter()
+                .map(|(topic, partition)| {
+                    (
+                        RecordKey::Offset {
+                            group: id.clone(),
+                            topic,
+                            partition,
+                        },
+                        None,
+                    )
+                })
+                .collect();
+            if !records.is_empty() {
+                tracing::info!(group = %id, offsets = records.len(), "committed offsets expired");
+            }
+            if entry.offsets.is_empty()
+                && (entry.group.is_simple() || now - empty_since >= EMPTY_GROUP_GRACE_MS)
+            {
+                forget.push(id.clone());
+                records.push((RecordKey::Group { group: id.clone() }, None));
+            }
+            if !records.is_empty() {
+                writes.push((id.clone(), records));
+            }
+        }
+        for id in forget {
+            state.groups.remove(&id);
+        }
+        for (id, records) in writes {
+            if let Err(error) = self.submit(&id, &records, Durability::Written, now) {
+                tracing::warn!(group = %id, %error, "writing offset expiry failed");
+            }
+        }
+    }
+}
+
+/// Submits the live state of every group in offsets partition `index`.
+fn snapshot(state: &State, index: usize, partitions: usize, log: &Log, now: i64) -> Snapshot {
+    let mut records: Records = Vec::new();
+    for (id, entry) in &state.groups {
+        if partition_for(id, partitions) != index {
+            continue;
+        }
+        records.push((
+            RecordKey::Group { group: id.clone() },
+            Some(RecordValue::Group(entry.group.to_record())),
+        ));
+        for (topic, partition, v) in entry.offsets.iter() {
+            records.push((
+                RecordKey::Offset {
+                    group: id.clone(),
+                    topic: topic.to_string(),
+                    partition,
+                },
+                Some(RecordValue::Offset(v.clone())),
+            ));
+        }
+    }
+    let pending = if records.is_empty() {
+        None
+    } else {
+        let mut batches = BytesMut::new();
+        for chunk in records.chunks(SNAPSHOT_BATCH) {
+            let mut builder = BatchBuilder::new(now);
+            for (key, value) in chunk {
+                let key = encode_key(key);
+                let value = value.as_ref().map(encode_value);
+                builder.push(Some(&key), value.as_deref(), &[], now);
+            }
+            batches.extend_from_slice(&builder.build());
+        }
+        Some(log.submit(batches, Durability::Synced))
+    };
+    Snapshot {
+        log: log.clone(),
+        pending,
+        high_watermark: log.high_watermark(),
+    }
+}
+
+/// A snapshot of one offsets partition on its way to the log.
+struct Snapshot {
+    log: Log,
+    pending: Option<Result<PendingAppend, wharf_storage::StorageError>>,
+    /// Where the log ended when the snapshot was taken (for an empty snapshot).
+    high_watermark: i64,
+}
+
+async fn finish_snapshot(snapshot: Snapshot) {
+    let start = match snapshot.pending {
+        None => snapshot.high_watermark,
+        Some(Ok(pending)) => match pending.wait().await {
+            Ok(info) => info.base_offset,
+            Err(error) => {
+                tracing::warn!(log_id = snapshot.log.id(), %error, "offsets snapshot failed");
+                return;
+            }
+        },
+        Some(Err(error)) => {
+            tracing::warn!(log_id = snapshot.log.id(), %error, "offsets snapshot failed");
+            return;
+        }
+    };
+    let log = snapshot.log;
+    let result = tokio::task::spawn_blocking(move || log.delete_records(start)).await;
+    match result {
+        Ok(Ok(start)) => tracing::info!(log_start = start, "offsets partition compacted"),
+        Ok(Err(error)) => tracing::warn!(%error, "truncating offsets partition failed"),
+        Err(error) => tracing::warn!(%error, "truncating offsets partition failed"),
+    }
+}
+
+fn live_records(state: &State, index: usize, partitions: usize) -> i64 {
+    state
+        .groups
+        .iter()
+        .filter(|(id, _)| partition_for(id, partitions) == index)
+        .map(|(_, e)| 1 + e.offsets.iter().count() as i64)
+        .sum()
+}
+
+fn deliver(state: &mut State, group_id: &str, outputs: Vec<Output>) {
+    for output in outputs {
+        match output {
+            Output::Join {
+                member_id,
+                response,
+            } => {
+                if let Some(tx) = state.joins.remove(&(group_id.to_string(), member_id)) {
+                    let _ = tx.send(response);
+                }
+            }
+            Output::Sync {
+                member_id,
+                response,
+            } => {
+                if let Some(tx) = state.syncs.remove(&(group_id.to_string(), member_id)) {
+                    let _ = tx.send(response);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

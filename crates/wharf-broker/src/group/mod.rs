@@ -1,0 +1,58 @@
+//! Consumer groups: Kafka's classic group protocol (membership, generations, rebalances,
+//! static members) and committed offsets, persisted as records in `__consumer_offsets`
+//! and replayed at open (ADR 0004).
+//!
+//! # Layout
+//! - `api`: the requests and responses front ends translate to and from.
+//! - `membership`: one group's membership state machine; pure, time is a parameter.
+//! - `offsets`: one group's committed offsets and their expiry; pure.
+//! - `records`: the byte layout of `__consumer_offsets` records.
+//! - `coordinator`: the driver: parked requests, the tick, appends, replay, compaction.
+//! - `error`: [`GroupError`], one variant per Kafka error code a client acts on.
+
+pub mod api;
+mod coordinator;
+mod error;
+mod membership;
+mod offsets;
+mod records;
+
+pub use coordinator::{
+    system_clock, Clock, CoordinatorConfig, GroupCoordinator, MAX_METADATA_BYTES,
+};
+pub use error::GroupError;
+pub use membership::{GroupConfig, GroupState};
+
+use crate::{Broker, BrokerError, TopicSpec};
+
+/// The internal topic holding committed offsets and group membership.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Partitions of `__consumer_offsets`; fixed once created (a group's partition is a hash).
+pub const OFFSETS_PARTITIONS: i32 = 8;
+
+impl Broker {
+    /// Creates `__consumer_offsets` if missing and replays it into the coordinator.
+    pub(crate) fn open_groups(&self) -> Result<(), BrokerError> {
+        let topic = if let Some(t) = self.topic(OFFSETS_TOPIC) {
+            t
+        } else {
+            {
+                let spec = TopicSpec {
+                    name: OFFSETS_TOPIC.to_string(),
+                    partitions: OFFSETS_PARTITIONS,
+                    replication_factor: -1,
+                    configs: [
+                        ("retention.ms".to_string(), "-1".to_string()),
+                        ("retention.bytes".to_string(), "-1".to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                };
+                self.create_topic(&spec, false)?
+            }
+        };
+        let logs = topic.partitions.iter().map(|p| p.log.clone()).collect();
+        self.groups().load(logs)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+; all groups
+//! here are "classic").
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use wharf_broker::Broker;
+
+use crate::codec::str;
+use crate::errors;
+
+pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let classic_wanted = req.types_filter.is_empty()
+        || req
+            .types_filter
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
+    let states: Vec<String> = req.states_filter.iter().map(ToString::to_string).collect();
+    let listed = match broker.groups().list_groups(&states) {
+        Ok(l) => l,
+        Err(e) => {
+            return ListGroupsResponse::default().with_error_code(errors::group_code(Some(&e)))
+        }
+    };
+    let groups = listed
+        .into_iter()
+        .filter(|_| classic_wanted)
+        .map(|g| {
+            let mut listed = ListedGroup::default()
+                .with_group_id(GroupId(str(&g.group_id)))
+                .with_protocol_type(str(&g.protocol_type));
+            if version >= 4 {
+                listed = listed.with_group_state(str(g.state));
+            }
+            if version >= 5 {
+                listed = listed.with_group_type(str("classic"));
+            }
+            listed
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
