@@ -149,3 +149,86 @@ async fn half_sent_request_does_not_block_others_and_idle_times_out() {
         "stalled connection closed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thousands_of_abandoned_connections_and_the_connection_limit() {
+    let (_dir, broker) =
+        start_broker(&[("max_connections", "2200"), ("auto_create_topics", "false")]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "t", 1, &[])
+        .await
+        .unwrap();
+    // 2,000 connections opened and abandoned: half silent, half mid-request.
+    let mut conns = Vec::new();
+    for i in 0..2_000 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        if i % 2 == 1 {
+            s.write_all(&64i32.to_be_bytes()).unwrap();
+            s.write_all(&[0, 3, 0, 1]).unwrap();
+        }
+        conns.push(s);
+    }
+    // The broker serves a real client while they hang there...
+    produce_works(&addr, "t").await;
+    // ...and beyond the limit a connection is closed at once.
+    let mut extra: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    // Give the broker a moment to accept (and drop) them, then look without blocking: a
+    // refused connection reads end-of-stream, an accepted one would block.
+    let mut refused = 0;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        refused = 0;
+        for s in &mut extra {
+            s.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            if matches!(s.read(&mut b), Ok(0)) {
+                refused += 1;
+            }
+        }
+        if refused >= 100 {
+            break;
+        }
+    }
+    assert!(
+        refused >= 100,
+        "connections past max_connections are closed ({refused} of 300)"
+    );
+    drop(extra);
+    drop(conns);
+    // Once they are gone, new clients are served.
+    produce_works(&addr, "t").await;
+    assert!(broker.log().contains("too many connections"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn produce_to_a_missing_topic_is_refused_per_partition() {
+    let (_dir, broker) = start_broker(&[("auto_create_topics", "false")]);
+    let addr = broker.addr();
+    let p =
+        wharf_testkit::producer(&addr, &[("acks", "all"), ("message.timeout.ms", "3000")]).unwrap();
+    let err = p
+        .send(
+            FutureRecord::<str, str>::to("nowhere").payload("x"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err()
+        .0;
+    assert!(
+        matches!(
+            err,
+            KafkaError::MessageProduction(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::MessageTimedOut
+            )
+        ),
+        "{err:?}"
+    );
+    wharf_testkit::create_topic(&addr, "somewhere", 1, &[])
+        .await
+        .unwrap();
+    produce_works(&addr, "somewhere").await;
+}
