@@ -1,0 +1,165 @@
+//! A broker started by the tool (`--spawn`): `wharf serve` on a free loopback port with a
+//! temporary data directory, killed with SIGKILL and restarted by the `recovery` scenario.
+//! The child never outlives this value.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub struct SpawnedBroker {
+    bin: PathBuf,
+    addr: SocketAddr,
+    /// Holds `data/` (the broker's data directory) and `broker.log`; removed on drop.
+    root: tempfile::TempDir,
+    settings: Vec<String>,
+    child: Option<Child>,
+}
+
+impl SpawnedBroker {
+    /// Starts the broker and waits until its port accepts. The temporary directory is made
+    /// inside `parent` when given, else in the system's temporary directory.
+    pub fn start(
+        bin: &Path,
+        parent: Option<&Path>,
+        settings: &[String],
+    ) -> anyhow::Result<SpawnedBroker> {
+        if !bin.is_file() {
+            bail!("broker binary {} not found (build it with `cargo build --release -p wharf-server` or pass --wharf-bin)", bin.display());
+        }
+        let builder = {
+            let mut b = tempfile::Builder::new();
+            b.prefix("wharf-bench-");
+            b
+        };
+        let root = match parent {
+            Some(dir) => builder.tempdir_in(dir),
+            None => builder.tempdir(),
+        }
+        .context("creating the broker's temporary directory")?;
+        std::fs::create_dir(root.path().join("data"))
+            .context("creating the broker's data directory")?;
+        let addr = free_loopback_port()?;
+        let mut broker = SpawnedBroker {
+            bin: bin.to_path_buf(),
+            addr,
+            root,
+            settings: settings.to_vec(),
+            child: None,
+        };
+        broker.launch()?;
+        broker.wait_accepting(Duration::from_secs(30))?;
+        Ok(broker)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join("broker.log")
+    }
+
+    /// Starts the process (again) on the same port and data directory, without waiting.
+    pub fn launch(&mut self) -> anyhow::Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .context("opening broker.log")?;
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(self.data_dir());
+        for setting in &self.settings {
+            command.arg("--set").arg(setting);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .context("duplicating the broker.log handle")?,
+            )
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill_hard(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("sending SIGKILL to the broker")?;
+            child.wait().context("reaping the broker")?;
+        }
+        Ok(())
+    }
+
+    /// Polls until a TCP connection to the broker's port succeeds; fails early if it exited.
+    pub fn wait_accepting(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if let Some(exit) = self.exit_note() {
+                bail!("{exit}");
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "broker port {} did not accept within {timeout:?}; {}",
+                    self.addr,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// When the broker has exited: how, and the end of its log.
+    pub fn exit_note(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(format!("broker exited ({status}); {}", self.log_tail()))
+    }
+
+    /// The last lines of broker.log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" / ");
+        format!(
+            "broker.log tail: {}",
+            if tail.is_empty() { "(empty)" } else { &tail }
+        )
+    }
+}
+
+impl Drop for SpawnedBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_loopback_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(listener.local_addr()?)
+}

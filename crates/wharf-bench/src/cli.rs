@@ -1,0 +1,65 @@
+//! Command-line options.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::scenarios::Scenario;
+
+/// Drives a Kafka-compatible broker with librdkafka and reports each figure as a ratio to a
+/// ceiling measured in the same run (see BENCHMARKING.md).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "wharf-bench", version)]
+pub struct Args {
+    /// Use a running broker at HOST:PORT.
+    #[arg(
+        long,
+        env = "WHARF_BOOTSTRAP",
+        conflicts_with = "spawn",
+        required_unless_present = "spawn"
+    )]
+    pub bootstrap: Option<String>,
+    /// Start a broker on a free loopback port with a temporary data directory.
+    #[arg(long)]
+    pub spawn: bool,
+    /// The broker binary for --spawn.
+    #[arg(long, default_value = "target/release/wharf")]
+    pub wharf_bin: PathBuf,
+    /// A `wharf serve --set` setting for the spawned broker, KEY=VALUE (repeatable).
+    #[arg(long = "broker-set", value_name = "KEY=VALUE")]
+    pub broker_set: Vec<String>,
+    /// Where ceilings are measured: the broker's data directory (with --bootstrap), or where
+    /// the spawned broker's temporary directory is made (default: the system's temp dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Scenario to run (repeatable; default: all, in the canonical order).
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Time limit of one scenario run, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub duration: u64,
+    /// Byte limit of one produce run, in GB (10^9 bytes).
+    #[arg(long, default_value_t = 2.0)]
+    pub max_gb: f64,
+    /// Runs of each scenario; the median and min–max are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub repeat: u32,
+    /// many-partitions: number of topics.
+    #[arg(long, default_value_t = 100)]
+    pub many_topics: u32,
+    /// many-partitions: partitions per topic.
+    #[arg(long, default_value_t = 100)]
+    pub many_partitions: i32,
+    /// recovery: GB (10^9 bytes) written before the kill.
+    #[arg(long, default_value_t = 1.0)]
+    pub recovery_gb: f64,
+    /// recovery: partitions the data is spread over.
+    #[arg(long, default_value_t = 100)]
+    pub recovery_partitions: i32,
+    /// recovery: time limit for the write and for the restart, each, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub recovery_timeout: u64,
+    /// JSON-lines file the results are appended to.
+    #[arg(long, default_value = "bench/results/results.jsonl")]
+    pub results: PathBuf,
+}

@@ -1,0 +1,366 @@
+//! What a run prints and records: one markdown table on stdout, one JSON line per scenario
+//! appended to the results file.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::stats::{ratio, Summary};
+
+/// The reference a figure is divided by, measured in the same run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ceiling {
+    /// `disk_write`, `disk_sync`, `loopback`, `fdatasync_p50`, or a scenario's own baseline.
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+impl Ceiling {
+    pub fn new(name: impl Into<String>, value: f64, unit: impl Into<String>) -> Ceiling {
+        Ceiling {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+        }
+    }
+}
+
+/// One figure of a scenario over its repeats.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figure {
+    /// What is measured and its unit, e.g. `MB/s` or `p99 ms`.
+    pub name: String,
+    /// One value per repeat.
+    pub values: Vec<f64>,
+    pub summary: Option<Summary>,
+    pub ceiling: Option<Ceiling>,
+    /// `summary.median / ceiling.value`.
+    pub ratio: Option<f64>,
+}
+
+impl Figure {
+    pub fn new(name: impl Into<String>, values: Vec<f64>, ceiling: Option<Ceiling>) -> Figure {
+        let summary = Summary::of(&values);
+        let ratio = match (&summary, &ceiling) {
+            (Some(s), Some(c)) => ratio(s.median, c.value),
+            _ => None,
+        };
+        Figure {
+            name: name.into(),
+            values,
+            summary,
+            ceiling,
+            ratio,
+        }
+    }
+}
+
+/// The outcome of one scenario: its figures, or why it failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: String,
+    pub figures: Vec<Figure>,
+    /// Settings the scenario ran with (sizes, counts, client configuration).
+    pub config: serde_json::Value,
+    /// Things a reader of the figures should know (delivery errors, skipped parts).
+    pub notes: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl ScenarioReport {
+    /// A scenario that does not apply to this run: no figures, no error, one note.
+    pub fn skipped(scenario: &str, config: serde_json::Value, reason: &str) -> ScenarioReport {
+        ScenarioReport {
+            scenario: scenario.to_string(),
+            figures: Vec::new(),
+            config,
+            notes: vec![format!("skipped: {reason}")],
+            error: None,
+        }
+    }
+
+    pub fn failed(
+        scenario: &str,
+        config: serde_json::Value,
+        error: &anyhow::Error,
+    ) -> ScenarioReport {
+        ScenarioReport {
+            scenario: scenario.to_string(),
+            figures: Vec::new(),
+            config,
+            notes: Vec::new(),
+            error: Some(format!("{error:#}")),
+        }
+    }
+}
+
+/// Formats a figure for a human: three significant digits or so, thousands grouped.
+pub fn format_value(value: f64) -> String {
+    let magnitude = value.abs();
+    if !value.is_finite() {
+        value.to_string()
+    } else if magnitude >= 1000.0 {
+        group_thousands(value.round() as i64)
+    } else if magnitude >= 100.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 10.0 {
+        format!("{value:.1}")
+    } else if magnitude >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+fn group_thousands(value: i64) -> String {
+    let digits = value.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if value < 0 {
+        out.push('-');
+    }
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// Keeps a cell on one line and out of the table's syntax.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The markdown table: ratio first, then the figure's median and range, then the ceiling.
+pub fn markdown_table(reports: &[ScenarioReport]) -> String {
+    let mut out = String::from("| scenario | figure | ratio | median | min–max | ceiling |\n| --- | --- | --- | --- | --- | --- |\n");
+    for report in reports {
+        if let Some(error) = &report.error {
+            let _ = writeln!(
+                out,
+                "| {} | FAILED | — | — | — | {} |",
+                report.scenario,
+                cell(error)
+            );
+            continue;
+        }
+        if report.figures.is_empty() {
+            let _ = writeln!(
+                out,
+                "| {} | skipped | — | — | — | {} |",
+                report.scenario,
+                cell(&report.notes.join("; "))
+            );
+            continue;
+        }
+        for figure in &report.figures {
+            let ratio = figure
+                .ratio
+                .map_or_else(|| "—".to_string(), |r| format!("{r:.3}"));
+            let (median, range) = figure.summary.map_or_else(
+                || ("—".to_string(), "—".to_string()),
+                |s| {
+                    (
+                        format_value(s.median),
+                        format!("{}–{}", format_value(s.min), format_value(s.max)),
+                    )
+                },
+            );
+            let ceiling = figure.ceiling.as_ref().map_or_else(
+                || "—".to_string(),
+                |c| format!("{} {} {}", c.name, format_value(c.value), c.unit),
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} | {ratio} | {median} | {range} | {} |",
+                report.scenario,
+                cell(&figure.name),
+                cell(&ceiling)
+            );
+        }
+    }
+    out
+}
+
+/// Fields every JSON line carries besides the scenario's own.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub unix_time: u64,
+    /// The command line, to quote beside the figures.
+    pub command: String,
+    /// `spawn` or `bootstrap HOST:PORT`.
+    pub target: String,
+    pub load_average: Option<[f64; 3]>,
+    pub ceilings: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct ResultLine<'a> {
+    #[serde(flatten)]
+    run: &'a RunInfo,
+    #[serde(flatten)]
+    report: &'a ScenarioReport,
+}
+
+/// One JSON object per line, no trailing newline.
+pub fn json_line(run: &RunInfo, report: &ScenarioReport) -> anyhow::Result<String> {
+    serde_json::to_string(&ResultLine { run, report }).context("serialising a result line")
+}
+
+/// Appends one line per scenario to `path`, creating its directories.
+pub fn append_results(
+    path: &Path,
+    run: &RunInfo,
+    reports: &[ScenarioReport],
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut text = String::new();
+    for report in reports {
+        text.push_str(&json_line(run, report)?);
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("appending to {}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn report(figures: Vec<Figure>) -> ScenarioReport {
+        ScenarioReport {
+            scenario: "produce-1k".into(),
+            figures,
+            config: serde_json::json!({}),
+            notes: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn values_keep_about_three_significant_digits() {
+        assert_eq!(format_value(1_234_567.4), "1,234,567");
+        assert_eq!(format_value(-4321.0), "-4,321");
+        assert_eq!(format_value(512.4), "512");
+        assert_eq!(format_value(51.24), "51.2");
+        assert_eq!(format_value(5.124), "5.12");
+        assert_eq!(format_value(0.5124), "0.512");
+        assert_eq!(format_value(1000.0), "1,000");
+    }
+
+    #[test]
+    fn figure_ratio_is_median_over_ceiling() {
+        let figure = Figure::new(
+            "MB/s",
+            vec![100.0, 300.0, 200.0],
+            Some(Ceiling::new("disk_write", 1000.0, "MB/s")),
+        );
+        assert_eq!(figure.ratio, Some(0.2));
+        assert!(Figure::new("MB/s", vec![1.0], None).ratio.is_none());
+    }
+
+    #[test]
+    fn table_has_ratio_before_median_and_one_row_per_figure() {
+        let table = markdown_table(&[report(vec![
+            Figure::new(
+                "MB/s",
+                vec![100.0, 300.0, 200.0],
+                Some(Ceiling::new("disk_write", 1000.0, "MB/s")),
+            ),
+            Figure::new("msgs/s", vec![2000.0], None),
+        ])]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| scenario | figure | ratio | median | min–max | ceiling |"
+        );
+        assert_eq!(
+            lines[2],
+            "| produce-1k | MB/s | 0.200 | 200 | 100–300 | disk_write 1,000 MB/s |"
+        );
+        assert_eq!(
+            lines[3],
+            "| produce-1k | msgs/s | — | 2,000 | 2,000–2,000 | — |"
+        );
+        assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn a_failed_scenario_is_one_row_with_its_error_escaped() {
+        let failed = ScenarioReport::failed(
+            "recovery",
+            serde_json::json!({}),
+            &anyhow::anyhow!("port | closed"),
+        );
+        let table = markdown_table(&[failed]);
+        assert!(table
+            .lines()
+            .nth(2)
+            .unwrap()
+            .contains("| recovery | FAILED | — | — | — | port \\| closed |"));
+    }
+
+    #[test]
+    fn a_skipped_scenario_is_one_row_with_its_reason() {
+        let skipped = ScenarioReport::skipped("recovery", serde_json::json!({}), "needs --spawn");
+        let table = markdown_table(&[skipped]);
+        assert_eq!(
+            table.lines().nth(2),
+            Some("| recovery | skipped | — | — | — | skipped: needs --spawn |")
+        );
+    }
+
+    #[test]
+    fn a_json_line_carries_run_and_scenario_fields() {
+        let run = RunInfo {
+            run_id: "r1".into(),
+            unix_time: 1,
+            command: "wharf-bench --spawn".into(),
+            target: "spawn".into(),
+            load_average: Some([0.5, 0.4, 0.3]),
+            ceilings: serde_json::json!({"disk_write_mb_s": 1000.0}),
+        };
+        let line = json_line(
+            &run,
+            &report(vec![Figure::new("MB/s", vec![1.0, 3.0], None)]),
+        )
+        .unwrap();
+        assert!(!line.contains('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["scenario"], "produce-1k");
+        assert_eq!(value["run_id"], "r1");
+        assert_eq!(value["figures"][0]["summary"]["median"], 2.0);
+        assert_eq!(value["ceilings"]["disk_write_mb_s"], 1000.0);
+    }
+
+    #[test]
+    fn results_are_appended_under_created_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bench/results/results.jsonl");
+        let run = RunInfo {
+            run_id: "r".into(),
+            unix_time: 0,
+            command: String::new(),
+            target: "spawn".into(),
+            load_average: None,
+            ceilings: serde_json::json!({}),
+        };
+        append_results(&path, &run, &[report(Vec::new())]).unwrap();
+        append_results(&path, &run, &[report(Vec::new()), report(Vec::new())]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+    }
+}

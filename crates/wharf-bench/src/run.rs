@@ -1,0 +1,139 @@
+//! One benchmark run: note the load, start or reach the broker, measure the ceilings, run
+//! the scenarios, then print the table and append the results.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+
+use crate::admin::Admin;
+use crate::broker::SpawnedBroker;
+use crate::cli::Args;
+use crate::report::{self, RunInfo, ScenarioReport};
+use crate::scenarios::{self, Context};
+use crate::{ceilings, load_average};
+
+/// Settings every spawned broker gets; `--broker-set` comes after and wins.
+const SPAWN_SETTINGS: &[&str] = &["log_level=warn"];
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let load = load_average::read();
+    match load {
+        Some([one, five, fifteen]) => {
+            eprintln!("load average at start: {one:.2} {five:.2} {fifteen:.2}");
+            if one > 1.0 {
+                eprintln!("warning: load average {one:.2} > 1: something else is running; repeat the run when the machine is quiet");
+            }
+        }
+        None => eprintln!("load average: unknown (no /proc/loadavg)"),
+    }
+
+    let mut broker = if args.spawn {
+        let settings: Vec<String> = SPAWN_SETTINGS
+            .iter()
+            .map(|s| (*s).to_string())
+            .chain(args.broker_set.iter().cloned())
+            .collect();
+        let broker = SpawnedBroker::start(&args.wharf_bin, args.data_dir.as_deref(), &settings)?;
+        eprintln!(
+            "spawned {} on {} (data {}, log {})",
+            args.wharf_bin.display(),
+            broker.addr(),
+            broker.data_dir().display(),
+            broker.log_path().display()
+        );
+        Some(broker)
+    } else {
+        None
+    };
+    let (bootstrap, ceiling_dir, target) = match (&broker, &args.bootstrap) {
+        (Some(broker), _) => (broker.bootstrap(), broker.data_dir(), "spawn".to_string()),
+        (None, Some(bootstrap)) => (
+            bootstrap.clone(),
+            args.data_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+            format!("bootstrap {bootstrap}"),
+        ),
+        (None, None) => anyhow::bail!("pass --bootstrap HOST:PORT or --spawn"),
+    };
+
+    eprintln!("measuring ceilings in {}", ceiling_dir.display());
+    let ceilings = ceilings::measure(&ceiling_dir)?;
+    let ceilings_line = format!(
+        "ceilings: disk_write {} MB/s, disk_sync {} MB/s, fdatasync 4 KiB p50 {} ms p99 {} ms, loopback {} MB/s",
+        report::format_value(ceilings.disk_write_mb_s),
+        report::format_value(ceilings.disk_sync_mb_s),
+        report::format_value(ceilings.fdatasync_p50_ms),
+        report::format_value(ceilings.fdatasync_p99_ms),
+        report::format_value(ceilings.loopback_mb_s),
+    );
+    eprintln!("{ceilings_line}");
+
+    let admin = Admin::connect(&bootstrap)?;
+    let unix_time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let run_id = format!("{unix_time}-{}", std::process::id());
+    let mut ctx = Context {
+        args,
+        bootstrap,
+        admin: &admin,
+        ceilings,
+        run_id: run_id.clone(),
+        broker: broker.as_mut(),
+        topics: Vec::new(),
+        produce_1k_mb_s: None,
+        produce_durable_mb_s: None,
+    };
+    let reports = scenarios::run_all(&mut ctx, &scenarios::selection(&args.scenarios));
+    if !args.spawn && !ctx.topics.is_empty() {
+        if let Err(error) = admin.delete_topics(&ctx.topics) {
+            eprintln!(
+                "warning: deleting the {} bench topics: {error:#}",
+                ctx.topics.len()
+            );
+        }
+    }
+
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let info = RunInfo {
+        run_id,
+        unix_time,
+        command: command.clone(),
+        target,
+        load_average: load,
+        ceilings: serde_json::to_value(ceilings)?,
+    };
+    print_summary(&info, &ceilings_line, &reports);
+    report::append_results(&args.results, &info, &reports)
+        .with_context(|| format!("writing results to {}", args.results.display()))?;
+    eprintln!(
+        "appended {} result lines to {}",
+        reports.len(),
+        args.results.display()
+    );
+    Ok(())
+}
+
+fn print_summary(info: &RunInfo, ceilings_line: &str, reports: &[ScenarioReport]) {
+    let load = info.load_average.map_or_else(
+        || "unknown".to_string(),
+        |[one, five, fifteen]| format!("{one:.2} {five:.2} {fifteen:.2}"),
+    );
+    println!(
+        "`{}` (target: {}, load average at start: {load})\n",
+        info.command, info.target
+    );
+    println!("{ceilings_line}\n");
+    print!("{}", report::markdown_table(reports));
+    let notes: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            r.notes
+                .iter()
+                .map(move |n| format!("- {}: {n}", r.scenario))
+        })
+        .collect();
+    if !notes.is_empty() {
+        println!("\nNotes:\n{}", notes.join("\n"));
+    }
+}

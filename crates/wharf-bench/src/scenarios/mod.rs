@@ -1,0 +1,220 @@
+//! The scenarios, by their fixed names, and what they share. Each turns its repeats into one
+//! [`ScenarioReport`]; a failing scenario yields a report carrying its error.
+
+mod latency;
+mod many_partitions;
+mod recovery;
+mod throughput;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use crate::admin::Admin;
+use crate::broker::SpawnedBroker;
+use crate::ceilings::Ceilings;
+use crate::cli::Args;
+use crate::report::ScenarioReport;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    #[value(name = "produce-1k")]
+    Produce1k,
+    #[value(name = "produce-100b")]
+    Produce100b,
+    #[value(name = "produce-durable")]
+    ProduceDurable,
+    #[value(name = "consume-1k")]
+    Consume1k,
+    #[value(name = "e2e-latency")]
+    E2eLatency,
+    #[value(name = "many-partitions")]
+    ManyPartitions,
+    #[value(name = "recovery")]
+    Recovery,
+}
+
+impl Scenario {
+    /// The canonical order; `many-partitions` follows the scenarios it compares against.
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Produce1k,
+        Scenario::Produce100b,
+        Scenario::ProduceDurable,
+        Scenario::Consume1k,
+        Scenario::E2eLatency,
+        Scenario::ManyPartitions,
+        Scenario::Recovery,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Produce1k => "produce-1k",
+            Scenario::Produce100b => "produce-100b",
+            Scenario::ProduceDurable => "produce-durable",
+            Scenario::Consume1k => "consume-1k",
+            Scenario::E2eLatency => "e2e-latency",
+            Scenario::ManyPartitions => "many-partitions",
+            Scenario::Recovery => "recovery",
+        }
+    }
+}
+
+/// The selected scenarios in canonical order, each once; all when none is named.
+pub fn selection(named: &[Scenario]) -> Vec<Scenario> {
+    Scenario::ALL
+        .into_iter()
+        .filter(|s| named.is_empty() || named.contains(s))
+        .collect()
+}
+
+/// What a scenario runs against and with.
+pub struct Context<'a> {
+    pub args: &'a Args,
+    pub bootstrap: String,
+    pub admin: &'a Admin,
+    pub ceilings: Ceilings,
+    /// Makes topic names unique per run.
+    pub run_id: String,
+    /// Present with --spawn; `recovery` needs it.
+    pub broker: Option<&'a mut SpawnedBroker>,
+    /// Every topic created, to delete at the end.
+    pub topics: Vec<String>,
+    /// MB/s per repeat of `produce-1k` and `produce-durable`, the baselines of `many-partitions`.
+    pub produce_1k_mb_s: Option<Vec<f64>>,
+    pub produce_durable_mb_s: Option<Vec<f64>>,
+}
+
+impl Context<'_> {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.args.duration)
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        (self.args.max_gb * 1e9) as u64
+    }
+
+    /// Creates `count` fresh topics named after the scenario and repeat.
+    pub fn create_topics(
+        &mut self,
+        label: &str,
+        count: u32,
+        partitions: i32,
+    ) -> anyhow::Result<Vec<String>> {
+        let names: Vec<String> = if count == 1 {
+            vec![format!("bench-{}-{label}", self.run_id)]
+        } else {
+            (0..count)
+                .map(|i| format!("bench-{}-{label}-t{i}", self.run_id))
+                .collect()
+        };
+        self.admin.create_topics(&names, partitions)?;
+        self.topics.extend(names.iter().cloned());
+        Ok(names)
+    }
+}
+
+/// Runs the selection; `produce-1k` and `consume-1k` run interleaved so each read-back finds
+/// its data in the page cache.
+pub fn run_all(ctx: &mut Context<'_>, selected: &[Scenario]) -> Vec<ScenarioReport> {
+    let mut reports = Vec::new();
+    let consume = selected.contains(&Scenario::Consume1k);
+    for &scenario in selected {
+        if scenario != Scenario::Consume1k || !selected.contains(&Scenario::Produce1k) {
+            eprintln!("== {}", scenario.name());
+        }
+        let produced = match scenario {
+            Scenario::Produce1k => throughput::produce_1k_and_consume(ctx, true, consume),
+            Scenario::Consume1k if !selected.contains(&Scenario::Produce1k) => {
+                throughput::produce_1k_and_consume(ctx, false, true)
+            }
+            Scenario::Consume1k => Vec::new(),
+            Scenario::Produce100b => vec![throughput::produce_100b(ctx)],
+            Scenario::ProduceDurable => vec![throughput::produce_durable(ctx)],
+            Scenario::E2eLatency => vec![latency::e2e_latency(ctx)],
+            Scenario::ManyPartitions => vec![many_partitions::many_partitions(ctx)],
+            Scenario::Recovery => vec![recovery::recovery(ctx)],
+        };
+        for mut report in produced {
+            note_broker_death(ctx, &mut report);
+            eprintln!("{}", one_line(&report));
+            reports.push(report);
+        }
+    }
+    reports
+}
+
+/// With --spawn, a broker that died during the scenario is noted and started again so the
+/// following scenarios still run.
+fn note_broker_death(ctx: &mut Context<'_>, report: &mut ScenarioReport) {
+    let Some(broker) = ctx.broker.as_deref_mut() else {
+        return;
+    };
+    let Some(exit) = broker.exit_note() else {
+        return;
+    };
+    let note = format!("{exit}; restarted for the next scenario");
+    match &mut report.error {
+        Some(error) => {
+            let _ = write!(error, " ({note})");
+        }
+        None => report.notes.push(note),
+    }
+    if let Err(error) = broker
+        .launch()
+        .and_then(|()| broker.wait_accepting(Duration::from_secs(60)).map(|_| ()))
+    {
+        report.notes.push(format!("restart failed: {error:#}"));
+    }
+}
+
+fn one_line(report: &ScenarioReport) -> String {
+    if let Some(error) = &report.error {
+        return format!("   {} FAILED: {error}", report.scenario);
+    }
+    let figures: Vec<String> = report
+        .figures
+        .iter()
+        .filter_map(|f| {
+            f.summary
+                .map(|s| format!("{} {}", f.name, crate::report::format_value(s.median)))
+        })
+        .collect();
+    let mut line = format!("   {}: {}", report.scenario, figures.join(", "));
+    for note in &report.notes {
+        let _ = write!(line, "\n   note: {note}");
+    }
+    line
+}
+
+/// Runs `body` once per repeat, stopping at the first error.
+fn repeat<T>(
+    ctx: &mut Context<'_>,
+    mut body: impl FnMut(&mut Context<'_>, u32) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    (0..ctx.args.repeat).map(|index| body(ctx, index)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_is_canonical_and_deduplicated() {
+        assert_eq!(
+            selection(&[Scenario::Recovery, Scenario::Produce1k, Scenario::Recovery]),
+            vec![Scenario::Produce1k, Scenario::Recovery]
+        );
+        assert_eq!(selection(&[]), Scenario::ALL.to_vec());
+    }
+
+    #[test]
+    fn names_match_the_command_line_values() {
+        for scenario in Scenario::ALL {
+            assert_eq!(
+                Scenario::from_str(scenario.name(), false).ok(),
+                Some(scenario)
+            );
+        }
+    }
+}
