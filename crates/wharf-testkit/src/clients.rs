@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
@@ -43,6 +43,33 @@ pub fn base_consumer(addr: &str, extra: &[(&str, &str)]) -> anyhow::Result<BaseC
         c.set(*k, *v);
     }
     c.create().context("creating consumer")
+}
+
+/// A consumer in `group` that commits only when told (`enable.auto.commit=false`), starts
+/// from the earliest offset without a commit, and has a 6 s session so eviction is quick.
+/// `extra` overrides (e.g. `partition.assignment.strategy`, `group.instance.id`).
+pub fn group_consumer<C: ConsumerContext + 'static>(
+    addr: &str,
+    group: &str,
+    extra: &[(&str, &str)],
+    context: C,
+) -> anyhow::Result<BaseConsumer<C>> {
+    let mut c = config(
+        addr,
+        &[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "500"),
+        ],
+    );
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create_with_context(context)
+        .context("creating group consumer")
 }
 
 pub fn admin(addr: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {

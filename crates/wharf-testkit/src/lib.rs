@@ -10,5 +10,5 @@
 mod clients;
 mod process;
 
-pub use clients::{admin, base_consumer, create_topic, producer, watermarks};
+pub use clients::{admin, base_consumer, create_topic, group_consumer, producer, watermarks};
 pub use process::{free_port, BrokerProcess};

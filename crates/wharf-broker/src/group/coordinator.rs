@@ -366,12 +366,20 @@ impl GroupCoordinator {
                     group: Group::new(&req.group_id, now),
                     offsets: Offsets::default(),
                 });
+            tracing::debug!(
+                group = %req.group_id,
+                member_id = %req.member_id,
+                generation = req.generation_id,
+                partitions = ?req.partitions.iter().map(|p| (p.partition, p.offset)).collect::<Vec<_>>(),
+                "offset commit"
+            );
             if let Err(e) = entry.group.validate_commit(
                 req.generation_id,
                 &req.member_id,
                 req.group_instance_id.as_ref(),
                 now,
             ) {
+                tracing::debug!(group = %req.group_id, error = %e, "offset commit refused");
                 forget_if_vacant(&mut state, &req.group_id);
                 return Err(e);
             }
@@ -440,6 +448,7 @@ impl GroupCoordinator {
             return Err(not_loaded());
         }
         let offsets = state.groups.get(group_id).map(|e| &e.offsets);
+        tracing::debug!(group = group_id, topics = ?topics, "offset fetch");
         let fetched = |topic: &str, partition: i32, v: Option<&OffsetValue>| FetchedOffset {
             topic: topic.to_string(),
             partition,

@@ -7,6 +7,7 @@ mod cli;
 mod crash_loop;
 mod durability;
 mod full_disk;
+mod groups;
 mod hostile;
 mod kcat;
 mod offsets;
