@@ -1,10 +1,13 @@
 //! The produce path: validate every batch (length, magic, CRC-32C, size limit), stamp
-//! `LogAppendTime` where configured, append with the durability `acks` asks for.
+//! `LogAppendTime` where configured, append with the durability `acks` asks for. Records
+//! and bytes in are counted per topic once the append succeeds.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use wharf_record::{set_log_append_time, split_batches};
+use wharf_record::{set_log_append_time, split_batches, BatchHeader};
 use wharf_storage::{Durability, PendingAppend};
 
 use crate::{Broker, BrokerError};
@@ -37,6 +40,37 @@ pub struct ProduceOutcome {
     /// -1 unless the topic uses `LogAppendTime`.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+}
+
+/// A topic's produce counters, registered once per topic name so the produce path does not
+/// build label sets.
+struct TopicCounters {
+    records_in: metrics::Counter,
+    bytes_in: metrics::Counter,
+}
+
+fn topic_counters(topic: &str) -> Arc<TopicCounters> {
+    static CACHE: LazyLock<RwLock<HashMap<String, Arc<TopicCounters>>>> =
+        LazyLock::new(RwLock::default);
+    if let Some(c) = CACHE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(topic)
+    {
+        return c.clone();
+    }
+    CACHE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(topic.to_string())
+        .or_insert_with(|| {
+            let label = topic.to_string();
+            Arc::new(TopicCounters {
+                records_in: metrics::counter!("wharf_topic_records_in_total", "topic" => label.clone()),
+                bytes_in: metrics::counter!("wharf_topic_bytes_in_total", "topic" => label),
+            })
+        })
+        .clone()
 }
 
 fn now_ms() -> i64 {
@@ -106,6 +140,13 @@ impl Broker {
                 required: t.config.min_insync_replicas,
             });
         }
+        let record_count: u64 = ranges
+            .iter()
+            .filter_map(|r| records.get(r.clone()))
+            .filter_map(|b| BatchHeader::parse(b).ok())
+            .map(|h| u64::try_from(h.records_count()).unwrap_or(0))
+            .sum();
+        let byte_count = records.len() as u64;
         let mut log_append_time = -1;
         if t.config.log_append_time {
             log_append_time = now_ms();
@@ -122,6 +163,9 @@ impl Broker {
         Ok(PendingProduce {
             pending,
             log_append_time,
+            counters: topic_counters(topic),
+            record_count,
+            byte_count,
         })
     }
 }
@@ -130,11 +174,16 @@ impl Broker {
 pub struct PendingProduce {
     pending: PendingAppend,
     log_append_time: i64,
+    counters: Arc<TopicCounters>,
+    record_count: u64,
+    byte_count: u64,
 }
 
 impl PendingProduce {
     pub async fn wait(self) -> Result<ProduceOutcome, BrokerError> {
         let info = self.pending.wait().await?;
+        self.counters.records_in.increment(self.record_count);
+        self.counters.bytes_in.increment(self.byte_count);
         Ok(ProduceOutcome {
             base_offset: info.base_offset,
             log_append_time: self.log_append_time,

@@ -1,24 +1,80 @@
-//! Routes a parsed request to its API handler and frames the response.
+//! Routes a parsed request to its API handler and frames the response. Every request that
+//! reaches a handler is counted once, when it is answered (or dropped), with its latency and
+//! whether it failed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, FetchResponse};
 use wharf_broker::Broker;
 
 use crate::api;
 use crate::codec::{decode, frame, CodecError};
 use crate::connection::Request;
+use crate::versions::SUPPORTED_APIS;
 
 /// A request being served; resolves to its response frame.
 pub type Reply = Pin<Box<dyn Future<Output = Option<BytesMut>> + Send + 'static>>;
+
+/// One API's request metrics, registered once with its `api` label.
+struct ApiMetrics {
+    requests: metrics::Counter,
+    errors: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl ApiMetrics {
+    fn observe(&self, started: Instant, failed: bool) {
+        self.requests.increment(1);
+        if failed {
+            self.errors.increment(1);
+        }
+        self.duration.record(started.elapsed().as_secs_f64());
+    }
+}
+
+fn api_metrics(api: ApiKey) -> Option<&'static ApiMetrics> {
+    static ALL: LazyLock<HashMap<i16, ApiMetrics>> = LazyLock::new(|| {
+        SUPPORTED_APIS
+            .iter()
+            .map(|&(api, _, _)| {
+                let label = format!("{api:?}");
+                let metrics = ApiMetrics {
+                    requests: metrics::counter!("wharf_kafka_requests_total", "api" => label.clone()),
+                    errors: metrics::counter!("wharf_kafka_request_errors_total", "api" => label.clone()),
+                    duration: metrics::histogram!("wharf_kafka_request_duration_seconds", "api" => label),
+                };
+                (api as i16, metrics)
+            })
+            .collect()
+    });
+    ALL.get(&(api as i16))
+}
+
+/// Whether a Fetch answer carries an error code, at the top or for any partition.
+fn fetch_failed(resp: &FetchResponse) -> bool {
+    resp.error_code != 0
+        || resp
+            .responses
+            .iter()
+            .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
+}
 
 /// Starts serving one request. Called on the connection's reader in request order: a
 /// Produce is decoded and handed to storage here, before the next request is read, so
 /// pipelined produces keep their order; its acks are awaited in the returned future.
 pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
+    let started = Instant::now();
+    let metrics = api_metrics(request.api);
+    let observe = move |failed: bool| {
+        if let Some(m) = metrics {
+            m.observe(started, failed);
+        }
+    };
     if request.api == ApiKey::Produce {
         let Request {
             api,
@@ -31,23 +87,35 @@ pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
             Ok(req) => api::produce::submit(broker, req),
             Err(error) => {
                 tracing::warn!(%error, "request failed to decode");
+                observe(true);
                 return Box::pin(async { None });
             }
         };
         return Box::pin(async move {
-            let resp = api::produce::finish(in_flight).await?;
-            frame(api, version, correlation_id, &resp)
+            let (resp, failed) = api::produce::finish(in_flight).await;
+            let Some(resp) = resp else {
+                observe(failed);
+                return None;
+            };
+            let framed = frame(api, version, correlation_id, &resp)
                 .map_err(|error| tracing::warn!(%error, "response failed to encode"))
-                .ok()
+                .ok();
+            observe(failed || framed.is_none());
+            framed
         });
     }
     let broker = broker.clone();
-    Box::pin(async move { handle(&broker, request).await })
+    Box::pin(async move {
+        let (reply, failed) = handle(&broker, request).await;
+        observe(failed);
+        reply
+    })
 }
 
 /// Serves one request. `None`: no response is due, or the request could not be decoded
-/// (logged).
-async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
+/// (logged). The flag is true when the request failed: it could not be decoded, served or
+/// encoded, or (ApiVersions, Fetch) its answer carries an error code.
+async fn handle(broker: &Arc<Broker>, request: Request) -> (Option<BytesMut>, bool) {
     let Request {
         api,
         version,
@@ -58,6 +126,7 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
     let span =
         tracing::debug_span!("request", api_key = ?api, api_version = version, correlation_id);
     let _enter = span.enter();
+    let mut failed = false;
     // Async handlers (they wait).
     macro_rules! call {
         ($module:ident) => {{
@@ -76,6 +145,7 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
                 Ok(resp) => frame(api, version, correlation_id, &resp),
                 Err(error) => {
                     tracing::error!(%error, "request handler failed");
+                    failed = true;
                     return Ok(None);
                 }
             }
@@ -95,9 +165,15 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
                 let resp = api::api_versions::handle(version);
                 // A version we do not know is answered in v0 (KIP-511).
                 let v = if resp.error_code == 0 { version } else { 0 };
+                failed = resp.error_code != 0;
                 frame(api, v, correlation_id, &resp)?
             }
-            ApiKey::Fetch => call!(fetch)?,
+            ApiKey::Fetch => {
+                let req = decode(api, version, &mut body)?;
+                let resp = api::fetch::handle(broker, req, version).await;
+                failed = fetch_failed(&resp);
+                frame(api, version, correlation_id, &resp)?
+            }
             ApiKey::ListOffsets => call_blocking!(list_offsets)?,
             ApiKey::Metadata => call_blocking!(metadata)?,
             ApiKey::CreateTopics => call_blocking!(create_topics)?,
@@ -132,10 +208,10 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> Option<BytesMut> {
     }
     .await;
     match result {
-        Ok(reply) => reply,
+        Ok(reply) => (reply, failed),
         Err(error) => {
             tracing::warn!(%error, "request failed to decode or encode");
-            None
+            (None, true)
         }
     }
 }

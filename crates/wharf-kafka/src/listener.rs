@@ -42,6 +42,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let open_connections = metrics::gauge!("wharf_kafka_connections");
     let config = Arc::new(config);
     loop {
         let accepted = tokio::select! {
@@ -65,8 +66,11 @@ pub async fn serve(
         let broker = broker.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let open_connections = open_connections.clone();
+        open_connections.increment(1.0);
         tokio::spawn(async move {
             connection::run(stream, peer, broker, config, shutdown).await;
+            open_connections.decrement(1.0);
             drop(permit);
         });
     }

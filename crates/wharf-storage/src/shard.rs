@@ -105,8 +105,33 @@ struct Staged {
     entries: Vec<SegmentEntry>,
 }
 
+/// Histograms of one shard's writer, registered once (the `shard` label is fixed).
+struct WriterMetrics {
+    /// Appends (produce requests' partitions) covered by one group commit.
+    group_commit_appends: metrics::Histogram,
+    group_commit_bytes: metrics::Histogram,
+    fdatasync_seconds: metrics::Histogram,
+}
+
+impl WriterMetrics {
+    fn new(shard: usize) -> Self {
+        let label = shard.to_string();
+        Self {
+            group_commit_appends: metrics::histogram!("wharf_storage_group_commit_appends", "shard" => label.clone()),
+            group_commit_bytes: metrics::histogram!("wharf_storage_group_commit_bytes", "shard" => label.clone()),
+            fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => label),
+        }
+    }
+}
+
+/// A count as a histogram sample (exact below 2^32; saturating above).
+fn metric_value(n: usize) -> f64 {
+    u32::try_from(n).map_or(f64::from(u32::MAX), f64::from)
+}
+
 struct Writer {
     state: Arc<ShardState>,
+    metrics: WriterMetrics,
     active: Arc<Segment>,
     /// Entries of the active segment, written to its index file when it is sealed.
     active_entries: Vec<SegmentEntry>,
@@ -136,6 +161,7 @@ pub(crate) fn spawn(
     };
     let (tx, rx) = mpsc::sync_channel(4096);
     let mut writer = Writer {
+        metrics: WriterMetrics::new(state.id),
         state: state.clone(),
         active,
         active_entries,
@@ -312,6 +338,12 @@ impl Writer {
             return;
         }
         self.state.group_commits.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .group_commit_appends
+            .record(metric_value(staged.len()));
+        self.metrics
+            .group_commit_bytes
+            .record(metric_value(self.buf.len()));
         if let Err(error) = self.active.file.write_all_at(&self.buf, start) {
             tracing::error!(shard = self.state.id, segment = %self.active.path.display(), %error, "write failed");
             // Undo a partial write so the segment holds whole entries only.
@@ -389,7 +421,12 @@ impl Writer {
             return Err(e);
         }
         self.state.fsyncs.fetch_add(1, Ordering::Relaxed);
-        match self.active.file.sync_data() {
+        let started = Instant::now();
+        let synced = self.active.file.sync_data();
+        self.metrics
+            .fdatasync_seconds
+            .record(started.elapsed().as_secs_f64());
+        match synced {
             Ok(()) => {
                 self.dirty_since = None;
                 Ok(())

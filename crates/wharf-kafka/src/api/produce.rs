@@ -56,9 +56,11 @@ pub fn submit(broker: &Arc<Broker>, req: ProduceRequest) -> InFlight {
     }
 }
 
-/// Waits for every partition's ack; `None` for acks=0, which gets no response.
-pub async fn finish(in_flight: InFlight) -> Option<ProduceResponse> {
+/// Waits for every partition's ack; `None` for acks=0, which gets no response. The flag is
+/// true when any partition failed.
+pub async fn finish(in_flight: InFlight) -> (Option<ProduceResponse>, bool) {
     let InFlight { acks, slots } = in_flight;
+    let mut failed = false;
     let mut responses = Vec::with_capacity(slots.len());
     for (name, parts) in slots {
         let mut partition_responses = Vec::with_capacity(parts.len());
@@ -71,6 +73,7 @@ pub async fn finish(in_flight: InFlight) -> Option<ProduceResponse> {
                         .with_log_append_time_ms(o.log_append_time)
                         .with_log_start_offset(o.log_start_offset),
                     Err(e) => {
+                        failed = true;
                         log_failure(name.0.as_str(), index, &e);
                         let (code, msg) = error_parts(&e);
                         resp.with_error_code(code)
@@ -78,10 +81,12 @@ pub async fn finish(in_flight: InFlight) -> Option<ProduceResponse> {
                             .with_base_offset(-1)
                     }
                 },
-                Slot::Failed(code, msg) => resp
-                    .with_error_code(code)
-                    .with_error_message(msg)
-                    .with_base_offset(-1),
+                Slot::Failed(code, msg) => {
+                    failed = true;
+                    resp.with_error_code(code)
+                        .with_error_message(msg)
+                        .with_base_offset(-1)
+                }
             };
             partition_responses.push(resp);
         }
@@ -92,9 +97,12 @@ pub async fn finish(in_flight: InFlight) -> Option<ProduceResponse> {
         );
     }
     if acks == 0 {
-        return None;
+        return (None, failed);
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    (
+        Some(ProduceResponse::default().with_responses(responses)),
+        failed,
+    )
 }
 
 fn log_failure(topic: &str, partition: i32, error: &BrokerError) {
