@@ -4,11 +4,17 @@
 //! # Layout
 //! - `settings`: embedded defaults ← TOML file ← `WHARF_*` environment ← flags.
 //! - `server`: starts everything, serves until SIGTERM/SIGINT, flushes on the way out.
+//! - `admin_http`: the admin HTTP listener: `/health`, `/ready`, `/metrics`, `/v1/` JSON.
+//! - `metrics`: the Prometheus recorder and the gauges computed at scrape time.
+//! - `lag`: consumer lag from the broker's committed offsets and high watermarks.
 //! - `topic_cmd`: `wharf topic create|list|describe|alter|delete`.
 //! - `group_cmd`: `wharf group list|describe|delete|reset-offsets`.
 //! - `storage_cmd`: `wharf storage verify`.
 
+pub mod admin_http;
 pub mod group_cmd;
+pub mod lag;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod storage_cmd;

@@ -1,14 +1,42 @@
-//! `wharf serve`: open storage and broker, listen, serve until SIGTERM/SIGINT, then stop
-//! accepting, flush every shard and exit.
+//! `wharf serve`: install the metrics recorder, start the admin HTTP listener, open storage
+//! and broker (recovery), listen, serve until SIGTERM/SIGINT, then stop accepting, flush
+//! every shard and exit.
+//!
+//! ```text
+//!  metrics recorder ─► admin HTTP (/health: up, /ready: 503) ─► bind Kafka port
+//!    ─► Broker::open (recovery) ─► Kafka listener accepts ─► /ready: 200
+//! ```
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wharf_broker::Broker;
 
+use crate::admin_http::{self, AdminState};
+use crate::metrics;
 use crate::settings::Settings;
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let prometheus = metrics::install()?;
+    metrics::spawn_upkeep(prometheus.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin = AdminState::new(prometheus);
+    let admin_serving = match settings.admin_addr() {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the admin listener {addr} (admin_listen; \"off\" disables it)")
+            })?;
+            tracing::info!(admin_listen = %listener.local_addr()?, "admin HTTP listener started");
+            Some(tokio::spawn(admin_http::serve(
+                listener,
+                Arc::clone(&admin),
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -19,7 +47,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config, storage_config))
         .await?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    admin.set_broker(broker.clone(), bound.to_string());
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), "wharf is serving Kafka clients");
     let serving = tokio::spawn(wharf_kafka::serve(
         listener,
@@ -27,10 +55,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.listener_config(),
         stop_rx,
     ));
+    admin.set_ready(true);
     wait_for_signal().await?;
     tracing::info!("shutting down: closing listener, flushing storage");
+    admin.set_ready(false);
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    if let Some(admin_serving) = admin_serving {
+        let _ = admin_serving.await;
+    }
     broker.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())

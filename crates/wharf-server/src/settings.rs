@@ -16,6 +16,9 @@ use wharf_kafka::ListenerConfig;
 pub struct Settings {
     /// Kafka listener address.
     pub listen: String,
+    /// Admin HTTP listener (health, readiness, `/metrics`, `/v1/` JSON); empty or "off"
+    /// disables it.
+    pub admin_listen: String,
     /// Host advertised in Metadata (default: the listen host).
     pub advertised_host: Option<String>,
     /// Port advertised in Metadata (default: the bound port).
@@ -52,6 +55,7 @@ impl Default for Settings {
         let listener = ListenerConfig::default();
         Self {
             listen: "127.0.0.1:9092".into(),
+            admin_listen: "127.0.0.1:9644".into(),
             advertised_host: None,
             advertised_port: None,
             data_dir: PathBuf::from("./wharf-data"),
@@ -113,6 +117,12 @@ impl Settings {
             table.insert(key.replace(['.', '-'], "_"), value_of(value));
         }
         Settings::deserialize(toml::Value::Table(table)).context("invalid configuration")
+    }
+
+    /// The admin HTTP address, or `None` when it is disabled.
+    pub fn admin_addr(&self) -> Option<&str> {
+        let addr = self.admin_listen.trim();
+        (!addr.is_empty() && !addr.eq_ignore_ascii_case("off")).then_some(addr)
     }
 
     pub fn broker_config(&self, bound_port: u16) -> BrokerConfig {
@@ -196,5 +206,11 @@ mod tests {
         assert_eq!(s.log_level, "warn");
         assert!(s.auto_create_topics);
         assert!(Settings::load(None, vec![("WHARF_NO_SUCH".into(), "1".into())], &[]).is_err());
+        assert_eq!(s.admin_addr(), Some("127.0.0.1:9644"));
+        for off in ["", "off", "OFF"] {
+            let s =
+                Settings::load(None, Vec::new(), &[("admin_listen".into(), off.into())]).unwrap();
+            assert_eq!(s.admin_addr(), None, "{off:?}");
+        }
     }
 }

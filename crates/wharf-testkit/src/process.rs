@@ -17,26 +17,41 @@ pub struct BrokerProcess {
     bin: PathBuf,
     data_dir: PathBuf,
     port: u16,
+    /// The admin HTTP port, unless the settings turned the admin listener off.
+    admin_port: Option<u16>,
     args: Vec<String>,
     child: Option<Child>,
     starts: usize,
 }
 
 impl BrokerProcess {
-    /// Starts `bin serve` on a free port with `data_dir`, plus `--set` settings.
+    /// Starts `bin serve` on a free port with `data_dir`, plus `--set` settings. The admin
+    /// HTTP listener gets a free port too (see [`Self::admin_addr`]) unless `settings` set
+    /// `admin_listen`, so brokers of parallel tests never share the default 9644.
     pub fn start(
         bin: impl Into<PathBuf>,
         data_dir: &Path,
         settings: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let args = settings
+        let mut args: Vec<String> = settings
             .iter()
             .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
             .collect();
+        let admin_port = if settings.iter().any(|(k, _)| *k == "admin_listen") {
+            None
+        } else {
+            let port = free_port()?;
+            args.extend([
+                "--set".to_string(),
+                format!("admin_listen=127.0.0.1:{port}"),
+            ]);
+            Some(port)
+        };
         let mut p = Self {
             bin: bin.into(),
             data_dir: data_dir.to_path_buf(),
             port: free_port()?,
+            admin_port,
             args,
             child: None,
             starts: 0,
@@ -47,6 +62,12 @@ impl BrokerProcess {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The admin HTTP listener (`/metrics`, `/health`, `/ready`, `/v1/...`), when the test
+    /// did not choose `admin_listen` itself.
+    pub fn admin_addr(&self) -> Option<String> {
+        self.admin_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     pub fn data_dir(&self) -> &Path {

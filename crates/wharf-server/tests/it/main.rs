@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod admin;
+mod admin_http;
 mod cli;
 mod crash_loop;
 mod durability;
@@ -10,6 +11,7 @@ mod full_disk;
 mod groups;
 mod hostile;
 mod kcat;
+mod metrics;
 mod offsets;
 mod restart;
 mod retention;

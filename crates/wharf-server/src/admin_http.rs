@@ -1,0 +1,359 @@
+//! The admin HTTP listener (`admin_listen`, default 127.0.0.1:9644): liveness, readiness,
+//! Prometheus metrics and a read-only JSON view of the broker. It starts before storage is
+//! recovered, so `/health` answers at once and `/ready` tells when clients are served.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /health` | 200 while the process runs |
+//! | `GET /ready` | 200 once storage is recovered and the Kafka listener accepts, else 503 |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /v1/cluster`, `/v1/broker` | cluster id, brokers; this broker's settings |
+//! | `GET /v1/topics`, `/v1/topics/{topic}` | partitions: log start, high watermark, bytes |
+//! | `GET /v1/topics/{topic}/configs` | every topic config with its source |
+//! | `GET /v1/groups`, `/v1/groups/{group}` | members, assignments, committed offsets, lag |
+//!
+//! `/v1/` answers 503 until the broker is open.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wharf_broker::group::api::GroupListing;
+use wharf_broker::{Broker, ConfigSource, Topic};
+
+use crate::{group_cmd, lag, metrics};
+
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// What the admin routes read. The broker is set once it is open; `ready` flips when the
+/// Kafka listener accepts, and back when shutdown starts.
+pub struct AdminState {
+    metrics: PrometheusHandle,
+    broker: OnceLock<Arc<Broker>>,
+    ready: AtomicBool,
+    /// The Kafka listener's bound address.
+    kafka_listener: OnceLock<String>,
+    started: Instant,
+}
+
+impl AdminState {
+    pub fn new(metrics: PrometheusHandle) -> Arc<Self> {
+        Arc::new(Self {
+            metrics,
+            broker: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            kafka_listener: OnceLock::new(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn set_broker(&self, broker: Arc<Broker>, kafka_listener: String) {
+        let _ = self.broker.set(broker);
+        let _ = self.kafka_listener.set(kafka_listener);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Serves admin HTTP on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &request)) }
+            });
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, %error, "admin connection failed");
+            }
+        });
+    }
+    tracing::info!("admin listener stopped");
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut body = value.to_string();
+    body.push('\n');
+    respond(status, JSON, body)
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
+    }
+    let path = request.uri().path();
+    tracing::debug!(path, "admin request");
+    match path {
+        "/health" => return json_response(StatusCode::OK, &json!({ "status": "ok" })),
+        "/ready" => {
+            let ready = state.is_ready();
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return json_response(status, &json!({ "ready": ready }));
+        }
+        "/metrics" => {
+            let text = metrics::render(&state.metrics, state.broker.get().map(AsRef::as_ref));
+            return respond(StatusCode::OK, PROMETHEUS_TEXT, text);
+        }
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return error(StatusCode::NOT_FOUND, "no such route");
+    };
+    let Some(broker) = state.broker.get() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage is being recovered",
+        );
+    };
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let found = match segments.as_slice() {
+        ["cluster"] => Some(cluster(broker)),
+        ["broker"] => Some(broker_info(state, broker)),
+        ["topics"] => Some(Value::Array(
+            broker.topics().iter().map(|t| topic_json(t)).collect(),
+        )),
+        ["topics", name] => broker.topic(&percent_decode(name)).map(|t| {
+            let mut value = topic_json(&t);
+            value["configs"] = configs_json(&t);
+            value
+        }),
+        ["topics", name, "configs"] => broker
+            .topic(&percent_decode(name))
+            .map(|t| configs_json(&t)),
+        ["groups"] => Some(Value::Array(
+            broker
+                .groups()
+                .list_groups(&[])
+                .unwrap_or_default()
+                .iter()
+                .map(|g| group_summary(broker, g))
+                .collect(),
+        )),
+        ["groups", id] => group_json(broker, &percent_decode(id)),
+        _ => return error(StatusCode::NOT_FOUND, "no such route"),
+    };
+    match found {
+        Some(value) => json_response(StatusCode::OK, &value),
+        None => error(StatusCode::NOT_FOUND, "no such topic or group"),
+    }
+}
+
+fn cluster(broker: &Broker) -> Value {
+    let config = broker.config();
+    json!({
+        "cluster_id": broker.cluster_id(),
+        "controller_id": config.node_id,
+        "brokers": [{
+            "node_id": config.node_id,
+            "host": config.advertised_host,
+            "port": config.advertised_port,
+        }],
+    })
+}
+
+fn broker_info(state: &AdminState, broker: &Broker) -> Value {
+    let config = broker.config();
+    let storage = broker.storage().config();
+    json!({
+        "node_id": config.node_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "kafka_listener": state.kafka_listener.get(),
+        "advertised_host": config.advertised_host,
+        "advertised_port": config.advertised_port,
+        "data_dir": storage.data_dir.display().to_string(),
+        "shards": storage.shards,
+        "ready": state.is_ready(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    })
+}
+
+fn topic_json(topic: &Topic) -> Value {
+    let partitions: Vec<Value> = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.index,
+                "log_start_offset": p.log.log_start_offset(),
+                "high_watermark": p.log.high_watermark(),
+                "size_bytes": p.log.size_bytes(),
+            })
+        })
+        .collect();
+    let size: u64 = topic.partitions.iter().map(|p| p.log.size_bytes()).sum();
+    json!({
+        "name": topic.name,
+        "topic_id": topic.id.to_string(),
+        "internal": topic.is_internal(),
+        "partitions": partitions,
+        "size_bytes": size,
+    })
+}
+
+fn configs_json(topic: &Topic) -> Value {
+    Value::Array(
+        topic
+            .config
+            .describe(&topic.overrides)
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "name": e.name,
+                    "value": e.value,
+                    "source": match e.source {
+                        ConfigSource::Topic => "topic",
+                        ConfigSource::Default => "default",
+                    },
+                })
+            })
+            .collect(),
+    )
+}
+
+fn group_summary(broker: &Broker, group: &GroupListing) -> Value {
+    json!({
+        "group_id": group.group_id,
+        "state": group.state,
+        "protocol_type": group.protocol_type,
+        "lag": lag::total(&lag::committed_lag(broker, &group.group_id)),
+    })
+}
+
+fn group_json(broker: &Broker, group_id: &str) -> Option<Value> {
+    let description = broker.groups().describe_group(group_id).ok()??;
+    let members: Vec<Value> = description
+        .members
+        .iter()
+        .map(|m| {
+            let assignment: Vec<Value> = group_cmd::decode_assignment(&m.assignment)
+                .into_iter()
+                .map(|(topic, partition)| json!({ "topic": topic, "partition": partition }))
+                .collect();
+            json!({
+                "member_id": m.member_id,
+                "group_instance_id": m.group_instance_id,
+                "client_id": m.client_id,
+                "client_host": m.client_host,
+                "assignment": assignment,
+            })
+        })
+        .collect();
+    let lags = lag::committed_lag(broker, group_id);
+    let offsets: Vec<Value> = lags
+        .iter()
+        .map(|l| {
+            json!({
+                "topic": l.topic,
+                "partition": l.partition,
+                "committed_offset": l.committed,
+                "log_end_offset": l.log_end,
+                "lag": l.lag(),
+                "metadata": l.metadata,
+            })
+        })
+        .collect();
+    Some(json!({
+        "group_id": description.group_id,
+        "state": description.state,
+        "protocol_type": description.protocol_type,
+        "protocol": description.protocol,
+        "generation_id": description.generation_id,
+        "members": members,
+        "offsets": offsets,
+        "lag": lag::total(&lags),
+    }))
+}
+
+/// Decodes `%XX` escapes of a path segment (group ids may hold any character); a malformed
+/// escape is kept as written.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = (b == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(decoded) = escaped {
+            out.push(decoded);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("my%20group%2Fa"), "my group/a");
+        assert_eq!(percent_decode("plain-id.1"), "plain-id.1");
+        assert_eq!(percent_decode("bad%zzend%"), "bad%zzend%");
+    }
+}

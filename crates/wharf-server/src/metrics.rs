@@ -1,0 +1,208 @@
+//! The Prometheus side of Wharf's metrics (ADR 0005). Storage, broker and the Kafka front end
+//! record through the `metrics` facade; this module installs the process-wide Prometheus
+//! recorder (histogram buckets, help texts) before anything records, and renders a scrape:
+//! the recorded metrics, then gauges computed from broker state at scrape time (bytes per
+//! topic, consumer lag) through a recorder that lives for that scrape only, so deleted
+//! topics and groups disappear from the output instead of going stale.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use wharf_broker::Broker;
+
+use crate::lag;
+
+/// Request latency: 100 µs (a metadata answer) up to 30 s (a long-polling fetch).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+/// fdatasync: 50 µs (a fast NVMe) up to 2.5 s (a struggling disk).
+const FDATASYNC_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
+const GROUP_COMMIT_APPENDS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+/// 512 B up to 64 MiB, by powers of four.
+const GROUP_COMMIT_BYTES_BUCKETS: &[f64] = &[
+    512.0,
+    2048.0,
+    8192.0,
+    32768.0,
+    131_072.0,
+    524_288.0,
+    2_097_152.0,
+    8_388_608.0,
+    33_554_432.0,
+    67_108_864.0,
+];
+/// Histogram samples are folded into their buckets at least this often, scraped or not.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Installs the global recorder once per process and returns its handle. Handles created
+/// through the facade before this call record nowhere, so it runs first in `serve`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("wharf_kafka_request_duration_seconds".into()),
+            LATENCY_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("wharf_storage_fdatasync_duration_seconds".into()),
+            FDATASYNC_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("wharf_storage_group_commit_appends".into()),
+            GROUP_COMMIT_APPENDS_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("wharf_storage_group_commit_bytes".into()),
+            GROUP_COMMIT_BYTES_BUCKETS,
+        )?
+        .install_recorder()?;
+    describe_recorded();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Folds histogram samples into buckets now and then (the exporter's upkeep), so memory
+/// stays bounded when nobody scrapes. Runs until the runtime stops.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
+fn describe_recorded() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "wharf_topic_records_in_total",
+        Unit::Count,
+        "Records appended by producers, per topic."
+    );
+    describe_counter!(
+        "wharf_topic_bytes_in_total",
+        Unit::Bytes,
+        "Record batch bytes appended by producers, per topic."
+    );
+    describe_counter!(
+        "wharf_topic_records_out_total",
+        Unit::Count,
+        "Records returned to fetchers, per topic (whole batches, as stored)."
+    );
+    describe_counter!(
+        "wharf_topic_bytes_out_total",
+        Unit::Bytes,
+        "Record batch bytes returned to fetchers, per topic."
+    );
+    describe_counter!(
+        "wharf_kafka_requests_total",
+        Unit::Count,
+        "Kafka requests served, per API."
+    );
+    describe_counter!(
+        "wharf_kafka_request_errors_total",
+        Unit::Count,
+        "Kafka requests that failed (undecodable, handler or encode failure), or whose \
+         Produce/Fetch/ApiVersions answer carries an error code, per API."
+    );
+    describe_histogram!(
+        "wharf_kafka_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's dispatch to its response being ready, per API (a Produce \
+         includes waiting for its acks, a Fetch its long poll)."
+    );
+    describe_gauge!(
+        "wharf_kafka_connections",
+        Unit::Count,
+        "Open Kafka client connections."
+    );
+    describe_histogram!(
+        "wharf_storage_group_commit_appends",
+        Unit::Count,
+        "Appends (a partition of a produce request) covered by one group commit, per shard."
+    );
+    describe_histogram!(
+        "wharf_storage_group_commit_bytes",
+        Unit::Bytes,
+        "Bytes written by one group commit, per shard."
+    );
+    describe_histogram!(
+        "wharf_storage_fdatasync_duration_seconds",
+        Unit::Seconds,
+        "Duration of one fdatasync of a shard's active segment, per shard."
+    );
+}
+
+/// A scrape: the recorded metrics, then the gauges computed from `broker` (if it is open).
+pub fn render(handle: &PrometheusHandle, broker: Option<&Broker>) -> String {
+    let mut text = handle.render();
+    if let Some(broker) = broker {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&render_state(broker));
+    }
+    text
+}
+
+/// Offsets and byte counts stay far below 2^53, where `f64` is exact.
+#[allow(clippy::cast_precision_loss)]
+fn sample(value: i64) -> f64 {
+    value as f64
+}
+
+/// Gauges read from broker state, through a recorder that lives for this scrape only.
+fn render_state(broker: &Broker) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::describe_gauge!(
+            "wharf_topic_disk_bytes",
+            Unit::Bytes,
+            "Bytes of the topic's retained record batches in the shard logs."
+        );
+        metrics::describe_gauge!(
+            "wharf_group_partition_lag_records",
+            Unit::Count,
+            "Log end offset minus the group's committed offset, per group and partition."
+        );
+        metrics::describe_gauge!(
+            "wharf_group_lag_records",
+            Unit::Count,
+            "Sum of the group's lag over its committed partitions."
+        );
+        for topic in broker.topics() {
+            let bytes: u64 = topic.partitions.iter().map(|p| p.log.size_bytes()).sum();
+            metrics::gauge!("wharf_topic_disk_bytes", "topic" => topic.name.clone())
+                .set(sample(i64::try_from(bytes).unwrap_or(i64::MAX)));
+        }
+        for group in broker.groups().list_groups(&[]).unwrap_or_default() {
+            let lags = lag::committed_lag(broker, &group.group_id);
+            for l in &lags {
+                if let Some(value) = l.lag() {
+                    metrics::gauge!(
+                        "wharf_group_partition_lag_records",
+                        "group" => group.group_id.clone(),
+                        "topic" => l.topic.clone(),
+                        "partition" => l.partition.to_string()
+                    )
+                    .set(sample(value));
+                }
+            }
+            metrics::gauge!("wharf_group_lag_records", "group" => group.group_id.clone())
+                .set(sample(lag::total(&lags)));
+        }
+    });
+    recorder.handle().render()
+}
