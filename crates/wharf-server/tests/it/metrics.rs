@@ -137,6 +137,7 @@ async fn metrics_report_records_in_group_lag_and_produce_requests() {
 
     // A group member consumes M records and commits exactly what it consumed.
     let a = addr.clone();
+    let admin_addr = admin.clone();
     tokio::task::spawn_blocking(move || {
         let consumer =
             wharf_testkit::group_consumer(&a, GROUP, &[], DefaultConsumerContext).unwrap();
@@ -160,6 +161,20 @@ async fn metrics_report_records_in_group_lag_and_produce_requests() {
                 .unwrap();
         }
         consumer.commit(&tpl, CommitMode::Sync).unwrap();
+        // The live member and its assignment, as the admin API shows them.
+        let group = get_json(&admin_addr, &format!("/v1/groups/{GROUP}"));
+        assert_eq!(group["state"], "Stable", "{group}");
+        let members = group["members"].as_array().unwrap();
+        assert_eq!(members.len(), 1, "{group}");
+        assert_eq!(
+            members[0]["assignment"].as_array().unwrap().len(),
+            PARTITIONS as usize,
+            "{group}"
+        );
+        assert_eq!(
+            group["offsets"].as_array().unwrap().len(),
+            PARTITIONS as usize
+        );
     })
     .await
     .unwrap();
@@ -222,6 +237,7 @@ async fn metrics_report_records_in_group_lag_and_produce_requests() {
         .samples
         .iter()
         .any(|x| x.metric.contains("under_replicated")));
+    dashboard_uses_only_these_metrics(&s);
 
     // The group's lag follows the log: N more records, nothing committed.
     for i in 0..PARTITIONS {
@@ -242,4 +258,35 @@ async fn metrics_report_records_in_group_lag_and_produce_requests() {
             &[("group", GROUP)],
         ) == lag + f64::from(PARTITIONS)
     });
+}
+
+/// Every `wharf_*` metric the Grafana dashboard queries is one this scrape holds.
+fn dashboard_uses_only_these_metrics(s: &Scrape) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/wharf.json"
+    );
+    let dashboard = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str::<serde_json::Value>(&dashboard).unwrap();
+    let mut rest = dashboard.as_str();
+    let mut checked = 0;
+    while let Some(at) = rest.find("wharf_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(
+            s.samples
+                .iter()
+                .any(|x| x.metric == family || x.metric == name),
+            "the dashboard queries {name}, which /metrics does not have"
+        );
+        checked += 1;
+    }
+    assert!(checked > 10);
 }
