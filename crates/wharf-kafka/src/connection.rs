@@ -10,10 +10,11 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tracing::Instrument;
 use wharf_broker::Broker;
 
+use crate::dispatch::Answer;
 use crate::{dispatch, versions, ListenerConfig};
 
 pub async fn run(
@@ -29,26 +30,31 @@ pub async fn run(
         let (mut reader, mut writer) = stream.into_split();
         let budget = config.max_in_flight_bytes.clamp(1, u32::MAX as usize);
         let in_flight_bytes = Arc::new(Semaphore::new(budget));
-        let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<BytesMut>>>(config.max_in_flight);
+        let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Answer>>(config.max_in_flight);
+        // Set when the writer gives up (a malformed request, a failed write): the reader stops.
+        let closed = Arc::new(Notify::new());
+        let writer_closed = closed.clone();
         let write_task = tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
                 match reply.await {
-                    Ok(Some(frame)) => {
+                    Ok(Answer::Frame(frame)) => {
                         if let Err(error) = writer.write_all(&frame).await {
                             tracing::debug!(%error, "write failed");
-                            return;
+                            break;
                         }
                     }
-                    Ok(None) => {}
-                    Err(_) => return,
+                    Ok(Answer::Nothing) => {}
+                    Ok(Answer::Close) | Err(_) => break,
                 }
             }
             let _ = writer.shutdown().await;
+            writer_closed.notify_one();
         });
         loop {
             let frame = tokio::select! {
                 f = tokio::time::timeout(config.idle_timeout, read_frame(&mut reader, config.max_frame_bytes)) => f,
                 _ = shutdown.changed() => break,
+                () = closed.notified() => break,
             };
             let frame = match frame {
                 Err(_) => {
@@ -148,4 +154,15 @@ fn parse_header(frame: BytesMut) -> Result<Request, String> {
         header,
         body: bytes,
     })
+}
+
+/// Serves one request frame (the bytes after the size prefix) without a socket: the whole
+/// path a connection runs — header parsing, version checks, dispatch — for fuzzing and tests.
+/// `Err` is what would close the connection.
+pub async fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Answer, String> {
+    if frame.len() < 8 {
+        return Err(format!("frame of {} bytes is too short", frame.len()));
+    }
+    let request = parse_header(frame)?;
+    Ok(dispatch::start(broker, request).await)
 }

@@ -17,8 +17,19 @@ use crate::codec::{decode, frame, CodecError};
 use crate::connection::Request;
 use crate::versions::SUPPORTED_APIS;
 
-/// A request being served; resolves to its response frame.
-pub type Reply = Pin<Box<dyn Future<Output = Option<BytesMut>> + Send + 'static>>;
+/// What the connection does once a request is served.
+pub enum Answer {
+    /// Send this response frame.
+    Frame(BytesMut),
+    /// No response is due (acks=0).
+    Nothing,
+    /// The request was malformed (or its answer could not be encoded): close the connection,
+    /// as Kafka does, rather than leave the client waiting.
+    Close,
+}
+
+/// A request being served; resolves to what to send back.
+pub type Reply = Pin<Box<dyn Future<Output = Answer> + Send + 'static>>;
 
 /// One API's request metrics, registered once with its `api` label.
 struct ApiMetrics {
@@ -86,22 +97,28 @@ pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
         let in_flight = match decode(api, version, &mut body) {
             Ok(req) => api::produce::submit(broker, req),
             Err(error) => {
-                tracing::warn!(%error, "request failed to decode");
+                tracing::warn!(%error, "closing connection: request failed to decode");
                 observe(true);
-                return Box::pin(async { None });
+                return Box::pin(async { Answer::Close });
             }
         };
         return Box::pin(async move {
             let (resp, failed) = api::produce::finish(in_flight).await;
             let Some(resp) = resp else {
                 observe(failed);
-                return None;
+                return Answer::Nothing;
             };
-            let framed = frame(api, version, correlation_id, &resp)
-                .map_err(|error| tracing::warn!(%error, "response failed to encode"))
-                .ok();
-            observe(failed || framed.is_none());
-            framed
+            match frame(api, version, correlation_id, &resp) {
+                Ok(framed) => {
+                    observe(failed);
+                    Answer::Frame(framed)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "closing connection: response failed to encode");
+                    observe(true);
+                    Answer::Close
+                }
+            }
         });
     }
     let broker = broker.clone();
@@ -112,10 +129,9 @@ pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
     })
 }
 
-/// Serves one request. `None`: no response is due, or the request could not be decoded
-/// (logged). The flag is true when the request failed: it could not be decoded, served or
-/// encoded, or (ApiVersions, Fetch) its answer carries an error code.
-async fn handle(broker: &Arc<Broker>, request: Request) -> (Option<BytesMut>, bool) {
+/// Serves one request. The flag is true when the request failed: it could not be decoded,
+/// served or encoded, or (ApiVersions, Fetch) its answer carries an error code.
+async fn handle(broker: &Arc<Broker>, request: Request) -> (Answer, bool) {
     let Request {
         api,
         version,
@@ -146,7 +162,7 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Option<BytesMut>, bo
                 Err(error) => {
                     tracing::error!(%error, "request handler failed");
                     failed = true;
-                    return Ok(None);
+                    return Ok(Answer::Close);
                 }
             }
         }};
@@ -159,8 +175,8 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Option<BytesMut>, bo
             frame(api, version, correlation_id, &resp)
         }};
     }
-    let result: Result<Option<BytesMut>, CodecError> = async {
-        Ok(Some(match api {
+    let result: Result<Answer, CodecError> = async {
+        Ok(Answer::Frame(match api {
             ApiKey::ApiVersions => {
                 let resp = api::api_versions::handle(version);
                 // A version we do not know is answered in v0 (KIP-511).
@@ -202,7 +218,7 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Option<BytesMut>, bo
             ApiKey::OffsetDelete => call!(offset_delete)?,
             other => {
                 tracing::warn!(api_key = ?other, "request for an API that is not served");
-                return Ok(None);
+                return Ok(Answer::Close);
             }
         }))
     }
@@ -210,8 +226,8 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Option<BytesMut>, bo
     match result {
         Ok(reply) => (reply, failed),
         Err(error) => {
-            tracing::warn!(%error, "request failed to decode or encode");
-            (None, true)
+            tracing::warn!(%error, "closing connection: request failed to decode or encode");
+            (Answer::Close, true)
         }
     }
 }

@@ -232,3 +232,41 @@ async fn produce_to_a_missing_topic_is_refused_per_partition() {
         .unwrap();
     produce_works(&addr, "somewhere").await;
 }
+
+/// A request header (api key, version, correlation id, null client id) and `body`, framed.
+fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    inner.extend_from_slice(&api_key.to_be_bytes());
+    inner.extend_from_slice(&version.to_be_bytes());
+    inner.extend_from_slice(&7i32.to_be_bytes());
+    inner.extend_from_slice(&(-1i16).to_be_bytes());
+    inner.extend_from_slice(body);
+    let mut out = (inner.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&inner);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_array_count_closes_only_that_connection() {
+    let (_dir, mut broker) = start_broker(&[]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "t", 1, &[])
+        .await
+        .unwrap();
+    // Metadata v0 claiming 2^31-1 topics in a 4-byte body: once this aborted the process
+    // (the codec allocated for the claimed count; see ADR 0006).
+    assert!(send_raw(&addr, &frame(3, 0, &i32::MAX.to_be_bytes())).is_empty());
+    // Fetch v4: replica, max wait, min bytes, max bytes, isolation, then 2^31-1 topics.
+    let mut fetch = Vec::new();
+    fetch.extend_from_slice(&(-1i32).to_be_bytes());
+    fetch.extend_from_slice(&100i32.to_be_bytes());
+    fetch.extend_from_slice(&1i32.to_be_bytes());
+    fetch.extend_from_slice(&1_000_000i32.to_be_bytes());
+    fetch.push(0);
+    fetch.extend_from_slice(&i32::MAX.to_be_bytes());
+    assert!(send_raw(&addr, &frame(1, 4, &fetch)).is_empty());
+    // A truncated but otherwise plausible request is closed too, not left hanging.
+    assert!(send_raw(&addr, &frame(3, 0, &[0, 0, 0, 2, 0, 1])).is_empty());
+    produce_works(&addr, "t").await;
+    assert!(broker.is_running());
+}
