@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use wharf_record::{set_log_append_time, split_batches, BatchHeader};
 use wharf_storage::{Durability, PendingAppend};
 
@@ -84,7 +84,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: i32,
-        records: BytesMut,
+        records: Bytes,
         acks: Acks,
     ) -> Result<ProduceOutcome, BrokerError> {
         self.submit_produce(topic, partition, records, acks)?
@@ -98,7 +98,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: i32,
-        mut records: BytesMut,
+        records: Bytes,
         acks: Acks,
     ) -> Result<PendingProduce, BrokerError> {
         let t = self
@@ -148,11 +148,15 @@ impl Broker {
             .sum();
         let byte_count = records.len() as u64;
         let mut log_append_time = -1;
+        let mut records = records;
         if t.config.log_append_time {
+            // The one case where the broker rewrites CRC-covered bytes: copy, stamp, re-CRC.
             log_append_time = now_ms();
+            let mut stamped = BytesMut::from(&records[..]);
             for r in ranges {
-                set_log_append_time(&mut records[r], log_append_time);
+                set_log_append_time(&mut stamped[r], log_append_time);
             }
+            records = stamped.freeze();
         }
         let durability = if acks == Acks::All {
             Durability::Synced

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,9 +50,10 @@ pub async fn run(
             let _ = writer.shutdown().await;
             writer_closed.notify_one();
         });
+        let mut frames = FrameReader::new();
         loop {
             let frame = tokio::select! {
-                f = tokio::time::timeout(config.idle_timeout, read_frame(&mut reader, config.max_frame_bytes)) => f,
+                f = tokio::time::timeout(config.idle_timeout, frames.next(&mut reader, config.max_frame_bytes)) => f,
                 _ = shutdown.changed() => break,
                 () = closed.notified() => break,
             };
@@ -96,28 +97,68 @@ pub async fn run(
     .await;
 }
 
-/// Reads one size-prefixed frame; `None` at a clean end of stream.
-async fn read_frame(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
-    max: usize,
-) -> Result<Option<BytesMut>, String> {
-    let mut size = [0u8; 4];
-    match reader.read_exact(&mut size).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+/// Reads size-prefixed frames into one growing buffer: no zeroing, fewer reads when
+/// requests are pipelined, and an allocation reused once the frames cut from it are dropped.
+struct FrameReader {
+    buf: BytesMut,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl FrameReader {
+    fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }
     }
-    let size = i32::from_be_bytes(size);
-    let len = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
-    if len < 8 || len > max {
-        return Err(format!("frame size {size} outside 8..={max}"));
+
+    /// Reads until `want` bytes are buffered; `false` at end of stream.
+    async fn fill(
+        &mut self,
+        reader: &mut tokio::net::tcp::OwnedReadHalf,
+        want: usize,
+    ) -> Result<bool, String> {
+        while self.buf.len() < want {
+            self.buf.reserve((want - self.buf.len()).max(READ_CHUNK));
+            if reader
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| e.to_string())?
+                == 0
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
-    let mut buf = BytesMut::zeroed(len);
-    reader
-        .read_exact(&mut buf)
-        .await
-        .map_err(|e| format!("truncated frame: {e}"))?;
-    Ok(Some(buf))
+
+    /// The next frame (without its size prefix); `None` at a clean end of stream.
+    async fn next(
+        &mut self,
+        reader: &mut tokio::net::tcp::OwnedReadHalf,
+        max: usize,
+    ) -> Result<Option<BytesMut>, String> {
+        if !self.fill(reader, 4).await? {
+            return if self.buf.is_empty() {
+                Ok(None)
+            } else {
+                Err("stream ended inside a frame size".into())
+            };
+        }
+        let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        let len = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
+        if len < 8 || len > max {
+            return Err(format!("frame size {size} outside 8..={max}"));
+        }
+        if !self.fill(reader, 4 + len).await? {
+            return Err(format!(
+                "truncated frame: {} of {len} bytes",
+                self.buf.len() - 4
+            ));
+        }
+        self.buf.advance(4);
+        Ok(Some(self.buf.split_to(len)))
+    }
 }
 
 /// A request whose header is parsed; `body` is what follows it.

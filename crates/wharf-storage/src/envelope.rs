@@ -1,15 +1,22 @@
-//! An entry in a segment: `[len u32 LE][crc32c u32 LE][log_id u64 LE][batches...]`.
-//! `len` counts the bytes after itself; the CRC-32C covers log id and batches.
+//! An entry in a segment: `[len u32 LE][crc u32 LE][log_id u64 LE][batches...]`.
+//! `len` counts the bytes after itself. The CRC-32C covers the log id and the first 21 bytes
+//! of each batch (base offset, length, leader epoch, magic, batch CRC): the rest of each batch
+//! is covered by the batch's own CRC-32C, which recovery checks too. So every byte is
+//! checksummed once on the produce path, not twice.
+
+use wharf_record::BatchHeader;
 
 pub const ENVELOPE_LEN: usize = 16;
 
-pub fn put_header(out: &mut Vec<u8>, log_id: u64, batches: &[u8]) {
+/// Bytes of a batch before its CRC-covered part.
+const BATCH_PREFIX: usize = 21;
+
+/// Fills `header` (16 bytes) for `batches`.
+pub fn write_header(header: &mut [u8], log_id: u64, batches: &[u8]) {
     let len = (ENVELOPE_LEN - 4 + batches.len()) as u32;
-    let id = log_id.to_le_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&id), batches);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&id);
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[4..8].copy_from_slice(&checksum(log_id, batches).to_le_bytes());
+    header[8..16].copy_from_slice(&log_id.to_le_bytes());
 }
 
 /// Parsed header fields: `(body_len after the len field, crc, log_id)`.
@@ -27,23 +34,57 @@ pub fn parse_header(header: &[u8; ENVELOPE_LEN]) -> (u32, u32, u64) {
     )
 }
 
+/// The envelope checksum: log id, then each batch's prefix. Bytes that do not parse as a
+/// batch are covered whole, so damage there still shows.
 pub fn checksum(log_id: u64, batches: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&log_id.to_le_bytes()), batches)
+    let mut crc = crc32c::crc32c(&log_id.to_le_bytes());
+    let mut at = 0;
+    while at < batches.len() {
+        let rest = &batches[at..];
+        match BatchHeader::parse(rest) {
+            Ok(h) => {
+                crc = crc32c::crc32c_append(crc, &rest[..BATCH_PREFIX]);
+                at += h.len();
+            }
+            Err(_) => return crc32c::crc32c_append(crc, rest),
+        }
+    }
+    crc
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn batch() -> Vec<u8> {
+        let mut b = wharf_record::BatchBuilder::new(1);
+        b.push(None, Some(b"abc"), &[], 1);
+        b.build()
+    }
+
     #[test]
     fn header_round_trips() {
-        let mut out = Vec::new();
-        put_header(&mut out, 77, b"abc");
+        let body = batch();
         let mut h = [0u8; ENVELOPE_LEN];
-        h.copy_from_slice(&out);
+        write_header(&mut h, 77, &body);
         let (len, crc, id) = parse_header(&h);
-        assert_eq!(len, 15);
+        assert_eq!(len as usize, 12 + body.len());
         assert_eq!(id, 77);
-        assert_eq!(crc, checksum(77, b"abc"));
+        assert_eq!(crc, checksum(77, &body));
+    }
+
+    #[test]
+    fn checksum_sees_base_offset_and_log_id_changes() {
+        let body = batch();
+        let base = checksum(1, &body);
+        assert_ne!(base, checksum(2, &body));
+        let mut moved = body.clone();
+        wharf_record::set_base_offset(&mut moved, 5);
+        assert_ne!(base, checksum(1, &moved));
+        assert_ne!(
+            base,
+            checksum(1, &body[..body.len() - 1]),
+            "a torn batch is covered whole"
+        );
     }
 }

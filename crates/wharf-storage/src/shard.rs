@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use wharf_record::{set_base_offset, BatchHeader};
 
@@ -28,7 +28,7 @@ use crate::StorageError;
 
 pub(crate) struct AppendRequest {
     pub log: Arc<LogShared>,
-    pub batches: BytesMut,
+    pub batches: Bytes,
     pub durability: Durability,
     pub reply: oneshot::Sender<Result<AppendInfo, StorageError>>,
 }
@@ -279,7 +279,7 @@ impl Writer {
         // Offsets handed out in this group but not yet published.
         let mut next: HashMap<u64, i64> = HashMap::new();
         let mut sync = false;
-        for mut request in group {
+        for request in group {
             if request.log.deleted.load(Ordering::Acquire) {
                 let _ = request.reply.send(Err(StorageError::UnknownLog {
                     log_id: request.log.id,
@@ -290,7 +290,13 @@ impl Writer {
             let mut offset = *next
                 .entry(log_id)
                 .or_insert_with(|| request.log.next_offset.load(Ordering::Acquire));
-            let envelope_at = start + self.buf.len() as u64;
+            // The batches are copied once, into the group's write buffer; the broker-owned
+            // base offsets are written there, after the envelope header's place.
+            let header_at = self.buf.len();
+            let envelope_at = start + header_at as u64;
+            self.buf.extend_from_slice(&[0u8; ENVELOPE_LEN]);
+            let body_at = self.buf.len();
+            self.buf.extend_from_slice(&request.batches);
             let mut entries = Vec::new();
             let mut at = 0usize;
             let mut valid = true;
@@ -304,7 +310,7 @@ impl Writer {
                     header.last_offset_delta(),
                     header.max_timestamp(),
                 );
-                set_base_offset(&mut request.batches[at..], offset);
+                set_base_offset(&mut self.buf[body_at + at..], offset);
                 entries.push(SegmentEntry {
                     log_id,
                     base_offset: offset,
@@ -317,6 +323,7 @@ impl Writer {
                 at += len;
             }
             if !valid || entries.is_empty() {
+                self.buf.truncate(header_at);
                 let source = wharf_record::RecordError::InvalidLength {
                     length: request.batches.len() as i32,
                 };
@@ -326,8 +333,8 @@ impl Writer {
                 continue;
             }
             next.insert(log_id, offset);
-            envelope::put_header(&mut self.buf, log_id, &request.batches);
-            self.buf.extend_from_slice(&request.batches);
+            let (header, body) = self.buf[header_at..].split_at_mut(ENVELOPE_LEN);
+            envelope::write_header(header, log_id, body);
             sync |= request.durability == Durability::Synced;
             let cfg = request.log.config();
             self.roll_bytes = self.roll_bytes.min(cfg.segment_bytes.max(1));

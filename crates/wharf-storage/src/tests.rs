@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
 
 use crate::{Durability, LogConfig, Storage, StorageConfig};
@@ -16,12 +16,12 @@ fn config(dir: &std::path::Path) -> StorageConfig {
     c
 }
 
-fn batch(values: &[&str], timestamp: i64) -> BytesMut {
+fn batch(values: &[&str], timestamp: i64) -> Bytes {
     let mut b = BatchBuilder::new(timestamp);
     for (i, v) in values.iter().enumerate() {
         b.push(Some(b"k"), Some(v.as_bytes()), &[], timestamp + i as i64);
     }
-    BytesMut::from(&b.build()[..])
+    Bytes::from(b.build())
 }
 
 fn values_of(bytes: &[u8]) -> Vec<(i64, String)> {

@@ -705,7 +705,7 @@ impl Inner {
             }
             batches.extend_from_slice(&builder.build());
         }
-        log.submit(batches, durability)
+        log.submit(batches.freeze(), durability)
             .map_err(|e| GroupError::CoordinatorNotAvailable {
                 reason: format!("writing __consumer_offsets failed: {e}"),
             })
@@ -867,7 +867,7 @@ fn snapshot(state: &State, index: usize, partitions: usize, log: &Log, now: i64)
             }
             batches.extend_from_slice(&builder.build());
         }
-        Some(log.submit(batches, Durability::Synced))
+        Some(log.submit(batches.freeze(), Durability::Synced))
     };
     Snapshot {
         log: log.clone(),

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
@@ -35,8 +34,7 @@ pub fn submit(broker: &Arc<Broker>, req: ProduceRequest) -> InFlight {
                 (None, _) => Slot::Failed(ResponseError::InvalidRequiredAcks.code(), None),
                 (_, None) => Slot::Failed(ResponseError::CorruptMessage.code(), None),
                 (Some(acks), Some(records)) => {
-                    match broker.submit_produce(&name, p.index, BytesMut::from(&records[..]), acks)
-                    {
+                    match broker.submit_produce(&name, p.index, records, acks) {
                         Ok(pending) => Slot::Pending(pending),
                         Err(e) => {
                             log_failure(&name, p.index, &e);
