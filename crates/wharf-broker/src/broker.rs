@@ -61,6 +61,8 @@ pub enum ConfigOp {
 
 pub struct Broker {
     config: BrokerConfig,
+    /// Fixed at creation; kept outside `meta` so readers never wait behind a topic change.
+    cluster_id: String,
     storage: Storage,
     meta: Mutex<MetadataStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -128,6 +130,7 @@ impl Broker {
         let groups = GroupCoordinator::new(config.groups.clone(), system_clock());
         let broker = Arc::new(Self {
             config,
+            cluster_id: meta.cluster_id.clone(),
             storage,
             meta: Mutex::new(meta),
             topics: RwLock::new(topics),
@@ -170,11 +173,7 @@ impl Broker {
     }
 
     pub fn cluster_id(&self) -> String {
-        self.meta
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .cluster_id
-            .clone()
+        self.cluster_id.clone()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
