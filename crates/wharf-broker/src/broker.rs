@@ -7,7 +7,7 @@ use wharf_storage::{Storage, StorageConfig, TimestampMatch};
 
 use crate::group::{system_clock, CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{MetadataStore, TopicRecord};
-use crate::topic::{Partition, Topic};
+use crate::topic::{Partition, Topic, TopicCounters};
 use crate::topic_config::{ConfigEntry, TopicConfig};
 use crate::BrokerError;
 
@@ -141,6 +141,7 @@ impl Broker {
     }
 
     fn materialize(storage: &Storage, record: &TopicRecord, config: TopicConfig) -> Topic {
+        let counters = Arc::new(TopicCounters::new(&record.name));
         let partitions = record
             .log_ids
             .iter()
@@ -148,6 +149,7 @@ impl Broker {
             .map(|(i, &id)| Partition {
                 index: i as i32,
                 log: storage.create_log(id, config.log_config()),
+                counters: counters.clone(),
             })
             .collect();
         Topic {

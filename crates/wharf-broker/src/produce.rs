@@ -2,14 +2,14 @@
 //! `LogAppendTime` where configured, append with the durability `acks` asks for. Records
 //! and bytes in are counted per topic once the append succeeds.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use wharf_record::{set_log_append_time, split_batches, BatchHeader};
 use wharf_storage::{Durability, PendingAppend};
 
+use crate::topic::TopicCounters;
 use crate::{Broker, BrokerError};
 
 /// Kafka's `acks`.
@@ -40,37 +40,6 @@ pub struct ProduceOutcome {
     /// -1 unless the topic uses `LogAppendTime`.
     pub log_append_time: i64,
     pub log_start_offset: i64,
-}
-
-/// A topic's produce counters, registered once per topic name so the produce path does not
-/// build label sets.
-struct TopicCounters {
-    records_in: metrics::Counter,
-    bytes_in: metrics::Counter,
-}
-
-fn topic_counters(topic: &str) -> Arc<TopicCounters> {
-    static CACHE: LazyLock<RwLock<HashMap<String, Arc<TopicCounters>>>> =
-        LazyLock::new(RwLock::default);
-    if let Some(c) = CACHE
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(topic)
-    {
-        return c.clone();
-    }
-    CACHE
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry(topic.to_string())
-        .or_insert_with(|| {
-            let label = topic.to_string();
-            Arc::new(TopicCounters {
-                records_in: metrics::counter!("wharf_topic_records_in_total", "topic" => label.clone()),
-                bytes_in: metrics::counter!("wharf_topic_bytes_in_total", "topic" => label),
-            })
-        })
-        .clone()
 }
 
 fn now_ms() -> i64 {
@@ -167,7 +136,7 @@ impl Broker {
         Ok(PendingProduce {
             pending,
             log_append_time,
-            counters: topic_counters(topic),
+            counters: p.counters.clone(),
             record_count,
             byte_count,
         })

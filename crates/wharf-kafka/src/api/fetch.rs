@@ -3,8 +3,7 @@
 //! (KIP-227) are declined by answering session id 0, so every fetch is a full one. Records
 //! and bytes out are counted per topic from the batch headers of what is returned.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +12,6 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use wharf_broker::{Broker, BrokerError, Partition};
-use wharf_record::BatchHeader;
 
 use crate::errors;
 
@@ -98,8 +96,8 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     };
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     for (w, r) in wanted.iter().zip(results) {
-        if !r.records.is_empty() {
-            topic_counters(w.topic.0.as_str()).count(&r.records);
+        if let (false, Ok(p)) = (r.records.is_empty(), &w.target) {
+            p.counters.count_out(&r.records);
         }
         let data = PartitionData::default()
             .with_partition_index(w.partition)
@@ -124,50 +122,6 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     FetchResponse::default()
         .with_session_id(0)
         .with_responses(responses)
-}
-
-/// A topic's fetch counters, registered once per topic name.
-struct TopicCounters {
-    records_out: metrics::Counter,
-    bytes_out: metrics::Counter,
-}
-
-impl TopicCounters {
-    /// Counts the records of whole batches (by their headers) and every byte returned.
-    fn count(&self, batches: &[u8]) {
-        let mut records = 0u64;
-        let mut at = 0usize;
-        while let Some(header) = batches.get(at..).and_then(|b| BatchHeader::parse(b).ok()) {
-            records += u64::try_from(header.records_count()).unwrap_or(0);
-            at += header.len().max(1);
-        }
-        self.records_out.increment(records);
-        self.bytes_out.increment(batches.len() as u64);
-    }
-}
-
-fn topic_counters(topic: &str) -> Arc<TopicCounters> {
-    static CACHE: LazyLock<RwLock<HashMap<String, Arc<TopicCounters>>>> =
-        LazyLock::new(RwLock::default);
-    if let Some(c) = CACHE
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(topic)
-    {
-        return c.clone();
-    }
-    CACHE
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry(topic.to_string())
-        .or_insert_with(|| {
-            let label = topic.to_string();
-            Arc::new(TopicCounters {
-                records_out: metrics::counter!("wharf_topic_records_out_total", "topic" => label.clone()),
-                bytes_out: metrics::counter!("wharf_topic_bytes_out_total", "topic" => label),
-            })
-        })
-        .clone()
 }
 
 struct PartitionResult {
