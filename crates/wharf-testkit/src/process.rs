@@ -95,7 +95,10 @@ impl BrokerProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)
-            .env_remove("WHARF_CONFIG")
+            .env_clear()
+            // The broker reads WHARF_* settings from its environment; a test's own variables
+            // (WHARF_CRASH_KILLS, ...) must not reach it.
+            .envs(std::env::vars().filter(|(k, _)| !k.starts_with("WHARF_")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
