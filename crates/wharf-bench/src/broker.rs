@@ -84,7 +84,10 @@ impl SpawnedBroker {
             .arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")
-            .arg(self.data_dir());
+            .arg(self.data_dir())
+            // The admin port (9644 by default) may be taken; the bench reads no metrics.
+            .arg("--set")
+            .arg("admin_listen=off");
         for setting in &self.settings {
             command.arg("--set").arg(setting);
         }
