@@ -907,7 +907,8 @@ impl Group {
         g.leader = value.leader;
         for m in value.members {
             if let Some(instance) = &m.group_instance_id {
-                g.static_members.insert(instance.clone(), m.member_id.clone());
+                g.static_members
+                    .insert(instance.clone(), m.member_id.clone());
             }
             let protocol = Protocol {
                 name: g.protocol.clone().unwrap_or_default(),

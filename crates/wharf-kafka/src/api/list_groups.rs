@@ -14,9 +14,13 @@ pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> Lis
     let classic_wanted = req.types_filter.is_empty()
         || req
             .types_filter
-            .iter()
+            .into_iter()
             .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
-    let states: Vec<String> = req.states_filter.iter().map(ToString::to_string).collect();
+    let states: Vec<String> = req
+        .states_filter
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect();
     let listed = match broker.groups().list_groups(&states) {
         Ok(l) => l,
         Err(e) => {

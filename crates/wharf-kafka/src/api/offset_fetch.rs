@@ -30,11 +30,11 @@ fn by_topic(fetched: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
 fn fetch(
     broker: &Broker,
     group_id: &str,
-    topics: Option<Vec<(String, Vec<i32>)>>,
+    topics: Option<&[(String, Vec<i32>)]>,
 ) -> Result<Vec<(String, Vec<FetchedOffset>)>, GroupError> {
     broker
         .groups()
-        .fetch_offsets(group_id, topics.as_deref())
+        .fetch_offsets(group_id, topics)
         .map(by_topic)
 }
 
@@ -44,13 +44,13 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Of
             .groups
             .into_iter()
             .map(|g| {
-                let topics = g.topics.map(|ts| {
+                let topics: Option<Vec<_>> = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch(broker, g.group_id.0.as_str(), topics) {
+                match fetch(broker, g.group_id.0.as_str(), topics.as_deref()) {
                     Err(e) => group.with_error_code(errors::group_code(Some(&e))),
                     Ok(found) => group.with_topics(
                         found
@@ -83,7 +83,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Of
             .collect::<Vec<_>>()
     });
     let requested = topics.clone();
-    match fetch(broker, req.group_id.0.as_str(), topics) {
+    match fetch(broker, req.group_id.0.as_str(), topics.as_deref()) {
         Ok(found) => OffsetFetchResponse::default().with_topics(
             found
                 .into_iter()

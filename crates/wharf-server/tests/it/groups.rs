@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::producer::FutureRecord;
+use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::{eventually, start_broker, wharf_bin};
@@ -20,8 +21,10 @@ use crate::{eventually, start_broker, wharf_bin};
 const BROKER: &[(&str, &str)] = &[("group_initial_rebalance_delay_ms", "300")];
 
 /// Records rebalance callbacks: ("assign" | "revoke", partitions).
+type Recorded = Arc<Mutex<Vec<(&'static str, Vec<i32>)>>>;
+
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(&'static str, Vec<i32>)>>>);
+struct Events(Recorded);
 
 impl Events {
     fn all(&self) -> Vec<(&'static str, Vec<i32>)> {
@@ -37,14 +40,23 @@ impl ConsumerContext for Events {
             Rebalance::Revoke(tpl) => ("revoke", *tpl),
             Rebalance::Error(_) => return,
         };
-        let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
+        let partitions = tpl
+            .elements()
+            .iter()
+            .map(TopicPartitionListElem::partition)
+            .collect();
         self.0.lock().unwrap().push((kind, partitions));
     }
 }
 
 fn assigned<C: ConsumerContext>(c: &BaseConsumer<C>) -> BTreeSet<i32> {
     c.assignment()
-        .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .map(TopicPartitionListElem::partition)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -416,15 +428,15 @@ async fn members_leave_and_die_without_losing_messages() {
                 let Some(at) = line.find("EVENT ") else {
                     continue;
                 };
-                let f: Vec<&str> = line[at..].split_whitespace().collect();
-                if let ["EVENT", kind, p, o] = f[..] {
+                let fields: Vec<&str> = line[at..].split_whitespace().collect();
+                if let ["EVENT", kind, p, o] = fields[..] {
                     let (p, o) = (p.parse().unwrap(), o.parse().unwrap());
-                    let e = if kind == "P" {
+                    let event = if kind == "P" {
                         Event::Processed(p, o)
                     } else {
                         Event::Committed(p, o)
                     };
-                    let _ = child_tx.send(("c", e));
+                    let _ = child_tx.send(("c", event));
                 }
             }
         });
@@ -459,6 +471,9 @@ async fn members_leave_and_die_without_losing_messages() {
                 child.wait().unwrap();
             }
         }
+        // Reap c (killed above, or now if the loop ended first).
+        let _ = child.kill();
+        let _ = child.wait();
         // b catches up; let it commit everything, then close.
         let hwm: BTreeMap<i32, i64> = (0..12).map(|p| (p, per_partition(TOTAL, p))).collect();
         let mut committed: BTreeMap<(&str, i32), i64> = BTreeMap::new();
