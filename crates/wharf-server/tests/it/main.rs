@@ -10,7 +10,6 @@ mod durability;
 mod full_disk;
 mod groups;
 mod hostile;
-mod idempotence;
 mod kcat;
 mod load;
 mod metrics;
