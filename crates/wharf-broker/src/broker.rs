@@ -7,6 +7,7 @@ use wharf_storage::{Storage, StorageConfig, TimestampMatch};
 
 use crate::group::{system_clock, CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{MetadataStore, TopicRecord};
+use crate::producer::{ProducerError, Producers};
 use crate::topic::{Partition, Topic, TopicCounters};
 use crate::topic_config::{ConfigEntry, TopicConfig};
 use crate::BrokerError;
@@ -25,6 +26,8 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicConfig,
     /// Consumer groups: protocol limits and offset retention.
     pub groups: CoordinatorConfig,
+    /// Kafka's `producer.id.expiration.ms`: a producer idle this long is forgotten.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -37,6 +40,7 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             topic_defaults: TopicConfig::default(),
             groups: CoordinatorConfig::default(),
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -67,6 +71,9 @@ pub struct Broker {
     meta: Mutex<MetadataStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     groups: GroupCoordinator,
+    producers: Producers,
+    /// Stops the producer snapshot thread.
+    producer_housekeeping: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 const MAX_TOPIC_NAME: usize = 249;
@@ -126,6 +133,15 @@ impl Broker {
                 storage.delete_log(id)?;
             }
         }
+        let logs: Vec<_> = topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| p.log.clone()))
+            .collect();
+        let producers = Producers::load(
+            &storage.config().data_dir,
+            config.producer_id_expiration_ms,
+            &logs,
+        )?;
         tracing::info!(topics = topics.len(), cluster_id = %meta.cluster_id, "broker opened");
         let groups = GroupCoordinator::new(config.groups.clone(), system_clock());
         let broker = Arc::new(Self {
@@ -135,8 +151,15 @@ impl Broker {
             meta: Mutex::new(meta),
             topics: RwLock::new(topics),
             groups,
+            producers,
+            producer_housekeeping: Mutex::new(None),
         });
         broker.open_groups()?;
+        let stop = crate::producer::spawn_housekeeping(Arc::downgrade(&broker))?;
+        *broker
+            .producer_housekeeping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stop);
         Ok(broker)
     }
 
@@ -475,11 +498,53 @@ impl Broker {
         })
     }
 
-    /// Flushes every shard and stops storage threads.
+    pub(crate) fn producers(&self) -> &Producers {
+        &self.producers
+    }
+
+    /// InitProducerId: a new producer id with epoch 0 for an idempotent producer (as Kafka,
+    /// even when the client names its previous id). Transactions are not supported yet.
+    pub fn init_producer_id(
+        &self,
+        transactional_id: Option<&str>,
+    ) -> Result<(i64, i16), BrokerError> {
+        if let Some(id) = transactional_id {
+            return Err(ProducerError::TransactionsUnsupported {
+                what: format!("transactional.id {id:?}"),
+            }
+            .into());
+        }
+        let producer_id = self.producers.allocate_id(&self.meta)?;
+        tracing::debug!(producer_id, "producer id allocated");
+        Ok((producer_id, 0))
+    }
+
+    /// Writes the producer state snapshot of every live partition (and expires idle
+    /// producers). Blocking: file writes.
+    pub fn snapshot_producers(&self) -> Result<(), BrokerError> {
+        let logs: Vec<_> = read(&self.topics)
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| p.log.clone()))
+            .collect();
+        self.producers.snapshot(&logs)
+    }
+
+    /// Flushes every shard, snapshots producer state and stops storage threads.
     pub async fn shutdown(&self) {
         self.groups.stop();
+        if let Some(stop) = self
+            .producer_housekeeping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            stop.send(()).ok();
+        }
         if let Err(error) = self.storage.flush().await {
             tracing::error!(%error, "flush at shutdown failed");
+        }
+        if let Err(error) = self.snapshot_producers() {
+            tracing::error!(%error, "producer snapshot at shutdown failed");
         }
         self.storage.shutdown();
     }

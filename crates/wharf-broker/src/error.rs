@@ -50,4 +50,6 @@ pub enum BrokerError {
     Metadata(String),
     #[error(transparent)]
     Group(#[from] crate::group::GroupError),
+    #[error(transparent)]
+    Producer(#[from] crate::producer::ProducerError),
 }

@@ -8,6 +8,7 @@
 //! - `topic`: a topic and its partitions in memory.
 //! - `produce`: batch validation and the append path.
 //! - `group`: consumer groups and committed offsets, persisted in `__consumer_offsets`.
+//! - `producer`: idempotent producers: producer ids, per-partition sequence state, snapshots.
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
 mod broker;
@@ -15,12 +16,14 @@ mod error;
 pub mod group;
 mod metadata;
 mod produce;
+pub mod producer;
 mod topic;
 mod topic_config;
 
 pub use broker::{Broker, BrokerConfig, ConfigOp, TopicSpec};
 pub use error::BrokerError;
 pub use produce::{Acks, PendingProduce, ProduceOutcome};
+pub use producer::ProducerError;
 pub use topic::{Partition, Topic};
 pub use topic_config::{ConfigEntry, ConfigSource, TopicConfig, TOPIC_CONFIG_KEYS};
 pub use wharf_storage::{Durability, Log, ReadResult, StorageConfig, StorageError, TimestampMatch};

@@ -1,5 +1,6 @@
 //! The topic registry, persisted as `meta.json` (ADR 0002): written to a temporary file,
-//! fsynced and renamed before a change is acknowledged. Log ids are never reused.
+//! fsynced and renamed before a change is acknowledged. Log ids and producer ids are never
+//! reused.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,6 +23,9 @@ pub struct TopicRecord {
 pub struct MetadataStore {
     pub cluster_id: String,
     pub next_log_id: u64,
+    /// Producer ids below this may have been handed out (reserved in blocks).
+    #[serde(default)]
+    pub next_producer_id: i64,
     pub topics: BTreeMap<String, TopicRecord>,
     #[serde(skip)]
     path: PathBuf,
@@ -45,6 +49,7 @@ impl MetadataStore {
                 let store = MetadataStore {
                     cluster_id: uuid::Uuid::new_v4().simple().to_string(),
                     next_log_id: 1,
+                    next_producer_id: 0,
                     topics: BTreeMap::new(),
                     path,
                 };

@@ -1,6 +1,8 @@
 //! The produce path: validate every batch (length, magic, CRC-32C, size limit), stamp
-//! `LogAppendTime` where configured, append with the durability `acks` asks for. Records
-//! and bytes in are counted per topic once the append succeeds.
+//! `LogAppendTime` where configured, append with the durability `acks` asks for. A batch
+//! with a producer id goes through the producer state first (`producer`): a retry is
+//! answered with the original's offsets instead of being written again. Records and bytes
+//! in are counted per topic once the append succeeds.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use wharf_record::{set_log_append_time, split_batches, BatchHeader};
 use wharf_storage::{Durability, PendingAppend};
 
+use crate::producer::{Appending, BatchIdentity, ProducerError};
 use crate::topic::TopicCounters;
 use crate::{Broker, BrokerError};
 
@@ -116,6 +119,16 @@ impl Broker {
             .map(|h| u64::try_from(h.records_count()).unwrap_or(0))
             .sum();
         let byte_count = records.len() as u64;
+        let identity = idempotent_identity(&records, &ranges).map_err(|reason| match reason {
+            IdentityError::Transactional => {
+                BrokerError::from(ProducerError::TransactionsUnsupported {
+                    what: format!("transactional batch for {topic}[{partition}]"),
+                })
+            }
+            IdentityError::NotOneBatch => BrokerError::InvalidRequest(format!(
+                "{topic}[{partition}]: a produce with a producer id carries exactly one batch"
+            )),
+        })?;
         let mut log_append_time = -1;
         let mut records = records;
         if t.config.log_append_time {
@@ -132,7 +145,23 @@ impl Broker {
         } else {
             Durability::Written
         };
-        let pending = p.log.submit(records, durability)?;
+        let (pending, record_count, byte_count) = match identity {
+            None => (
+                Waiting::Storage(p.log.submit(records, durability)?),
+                record_count,
+                byte_count,
+            ),
+            Some(batch) => {
+                let appending = self
+                    .producers()
+                    .submit(&p.log, batch, || p.log.submit(records, durability))?;
+                match appending {
+                    // A duplicate of a written batch: nothing is written, nothing counted.
+                    done @ Appending::Done(_) => (Waiting::Producer(done), 0, 0),
+                    wait => (Waiting::Producer(wait), record_count, byte_count),
+                }
+            }
+        };
         Ok(PendingProduce {
             pending,
             log_append_time,
@@ -143,9 +172,48 @@ impl Broker {
     }
 }
 
-/// A produce handed to storage.
+enum IdentityError {
+    Transactional,
+    NotOneBatch,
+}
+
+/// The producer identity of an idempotent produce (`None` without a producer id). Like
+/// Kafka, such a produce must hold exactly one batch.
+fn idempotent_identity(
+    records: &Bytes,
+    ranges: &[std::ops::Range<usize>],
+) -> Result<Option<BatchIdentity>, IdentityError> {
+    let headers: Vec<BatchHeader<'_>> = ranges
+        .iter()
+        .filter_map(|r| records.get(r.clone()))
+        .filter_map(|b| BatchHeader::parse(b).ok())
+        .collect();
+    if headers.iter().any(BatchHeader::is_transactional) {
+        return Err(IdentityError::Transactional);
+    }
+    if !headers.iter().any(|h| h.producer_id() >= 0) {
+        return Ok(None);
+    }
+    match headers.as_slice() {
+        [h] => Ok(Some(BatchIdentity::new(
+            h.producer_id(),
+            h.producer_epoch(),
+            h.base_sequence(),
+            h.last_offset_delta(),
+        ))),
+        _ => Err(IdentityError::NotOneBatch),
+    }
+}
+
+/// Where a produce's outcome comes from.
+enum Waiting {
+    Storage(PendingAppend),
+    Producer(Appending),
+}
+
+/// A produce handed to storage (or recognised as a retry).
 pub struct PendingProduce {
-    pending: PendingAppend,
+    pending: Waiting,
     log_append_time: i64,
     counters: Arc<TopicCounters>,
     record_count: u64,
@@ -154,7 +222,10 @@ pub struct PendingProduce {
 
 impl PendingProduce {
     pub async fn wait(self) -> Result<ProduceOutcome, BrokerError> {
-        let info = self.pending.wait().await?;
+        let info = match self.pending {
+            Waiting::Storage(pending) => pending.wait().await?,
+            Waiting::Producer(appending) => appending.wait().await?,
+        };
         self.counters.records_in.increment(self.record_count);
         self.counters.bytes_in.increment(self.byte_count);
         Ok(ProduceOutcome {

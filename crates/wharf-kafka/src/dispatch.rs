@@ -216,6 +216,7 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Answer, bool) {
             ApiKey::DescribeGroups => call_sync!(describe_groups)?,
             ApiKey::DeleteGroups => call!(delete_groups)?,
             ApiKey::OffsetDelete => call!(offset_delete)?,
+            ApiKey::InitProducerId => call_blocking!(init_producer_id)?,
             other => {
                 tracing::warn!(api_key = ?other, "request for an API that is not served");
                 return Ok(Answer::Close);

@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 use wharf_broker::group::GroupError;
-use wharf_broker::{BrokerError, StorageError};
+use wharf_broker::{BrokerError, ProducerError, StorageError};
 
 pub fn code(error: &BrokerError) -> i16 {
     kafka_error(error).code()
@@ -49,6 +49,7 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
         BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         BrokerError::Metadata(_) => ResponseError::UnknownServerError,
         BrokerError::Group(g) => group_error(g),
+        BrokerError::Producer(p) => producer_error(p),
         BrokerError::Storage(s) => match s {
             StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             StorageError::UnknownLog { .. } => ResponseError::UnknownTopicOrPartition,
@@ -59,5 +60,19 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
             | StorageError::Corrupt { .. }
             | StorageError::ShutDown => ResponseError::KafkaStorageError,
         },
+    }
+}
+
+pub fn producer_error(error: &ProducerError) -> ResponseError {
+    match error {
+        ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+        // What Kafka answers while no transaction coordinator is available; FindCoordinator
+        // answers transaction keys the same way.
+        ProducerError::TransactionsUnsupported { .. } => ResponseError::CoordinatorNotAvailable,
+        // Retriable: the client sends the batch again, and it is appended then.
+        ProducerError::OriginalFailed { .. } | ProducerError::Store { .. } => {
+            ResponseError::KafkaStorageError
+        }
     }
 }

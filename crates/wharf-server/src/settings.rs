@@ -45,6 +45,8 @@ pub struct Settings {
     pub offsets_retention_minutes: i64,
     /// How long the first rebalance of an empty group waits for more members.
     pub group_initial_rebalance_delay_ms: i64,
+    /// Kafka's `producer.id.expiration.ms`: idempotence state of an idle producer is dropped.
+    pub producer_id_expiration_ms: i64,
     /// `tracing` filter, e.g. `info` or `wharf_kafka=debug`.
     pub log_level: String,
 }
@@ -77,6 +79,7 @@ impl Default for Settings {
             connection_idle_timeout_ms: listener.idle_timeout.as_millis() as u64,
             offsets_retention_minutes: 10_080,
             group_initial_rebalance_delay_ms: 3_000,
+            producer_id_expiration_ms: 86_400_000,
             log_level: "info".into(),
         }
     }
@@ -156,6 +159,7 @@ impl Settings {
                 offsets_retention_ms: self.offsets_retention_minutes.max(1) * 60_000,
                 ..CoordinatorConfig::default()
             },
+            producer_id_expiration_ms: self.producer_id_expiration_ms.max(1),
         }
     }
 

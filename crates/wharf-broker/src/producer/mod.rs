@@ -1,0 +1,361 @@
+//! Idempotent producers (ADR 0007): producer id allocation and, per partition log, the
+//! state that recognises a retried batch. The rules are the pure [`state`] machine; this
+//! module is its driver: locking, waiting for storage, snapshots and log replay.
+//!
+//! # Layout
+//! - `state`: [`PartitionProducers`], the pure per-partition state machine.
+//! - `store`: the snapshot file `producer_state.json`.
+//! - `error`: [`ProducerError`].
+//!
+//! ```text
+//!  submit_produce ─► lock log state ─► check ─► Append: storage submit, begin(ticket) ─┐
+//!                                        │                                            │
+//!                                        └─► Duplicate: original offsets or its watch │
+//!  spawned task: storage result ─► complete/abort ─► watch ◄──────────────────────────┘
+//! ```
+//!
+//! A batch is checked and handed to storage under its log's lock, so the state's order per
+//! producer is the log's order; the storage result is recorded by a spawned task, so it is
+//! recorded even when the connection that sent the batch is gone.
+
+mod error;
+pub mod state;
+mod store;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use wharf_record::BatchHeader;
+use wharf_storage::{AppendInfo, Log, LogId, PendingAppend, StorageError};
+
+pub use error::ProducerError;
+pub use state::{BatchIdentity, Check, PartitionProducers, Placement};
+use store::{LogSnapshot, SnapshotFile};
+
+use crate::metadata::MetadataStore;
+use crate::BrokerError;
+
+/// How often producer state is snapshotted and idle producers expire.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
+/// Producer ids reserved in `meta.json` at a time.
+const ID_BLOCK: i64 = 1_000;
+/// Bytes read at a time when replaying a log.
+const REPLAY_CHUNK: usize = 4 << 20;
+
+type Outcome = Option<Result<AppendInfo, String>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[derive(Default)]
+struct LogProducers {
+    state: PartitionProducers,
+    /// The outcome of each pending batch, by ticket.
+    waiting: HashMap<u64, watch::Receiver<Outcome>>,
+    /// The last consistent snapshot (no batch pending when taken).
+    snapshot: Option<LogSnapshot>,
+}
+
+/// An idempotent batch on its way: answered now (a duplicate of a written batch) or when
+/// the original write completes.
+pub enum Appending {
+    Done(AppendInfo),
+    Wait {
+        outcome: watch::Receiver<Outcome>,
+        producer_id: i64,
+        first_seq: i32,
+    },
+}
+
+impl Appending {
+    pub async fn wait(self) -> Result<AppendInfo, ProducerError> {
+        match self {
+            Self::Done(info) => Ok(info),
+            Self::Wait {
+                mut outcome,
+                producer_id,
+                first_seq,
+            } => {
+                let failed = |reason: String| ProducerError::OriginalFailed {
+                    producer_id,
+                    first_seq,
+                    reason,
+                };
+                let result = match outcome.wait_for(Option::is_some).await {
+                    Ok(value) => value.clone(),
+                    Err(_) => return Err(failed("its writer stopped".into())),
+                };
+                match result {
+                    Some(Ok(info)) => Ok(info),
+                    Some(Err(reason)) => Err(failed(reason)),
+                    None => Err(failed("no outcome".into())),
+                }
+            }
+        }
+    }
+}
+
+/// Every partition's producer state and the producer id allocator.
+pub struct Producers {
+    path: PathBuf,
+    expiration_ms: i64,
+    logs: Mutex<HashMap<LogId, Arc<Mutex<LogProducers>>>>,
+    /// `(next, limit)`: ids below `limit` are reserved in `meta.json`.
+    ids: Mutex<(i64, i64)>,
+    /// Serialises snapshot writes.
+    writing: Mutex<()>,
+}
+
+impl Producers {
+    /// Loads the snapshot in `data_dir` and replays each log's tail after it.
+    pub(crate) fn load(
+        data_dir: &Path,
+        expiration_ms: i64,
+        logs: &[Log],
+    ) -> Result<Self, BrokerError> {
+        let path = data_dir.join(store::FILE_NAME);
+        let mut file = store::read(&path)?;
+        let mut map = HashMap::with_capacity(logs.len());
+        let mut replayed = 0usize;
+        for log in logs {
+            let high_watermark = log.high_watermark();
+            let log_start = log.log_start_offset();
+            let (state, from) = match file.logs.remove(&log.id()) {
+                Some(s) if s.offset <= high_watermark => (
+                    PartitionProducers::restore(&s.producers),
+                    s.offset.max(log_start),
+                ),
+                Some(s) => {
+                    tracing::warn!(
+                        log_id = log.id(),
+                        snapshot_offset = s.offset,
+                        high_watermark,
+                        "producer snapshot is past the log end; replaying the whole log"
+                    );
+                    (PartitionProducers::default(), log_start)
+                }
+                None => (PartitionProducers::default(), log_start),
+            };
+            let mut state = state;
+            replayed += replay(log, from, high_watermark, &mut state)?;
+            map.insert(
+                log.id(),
+                Arc::new(Mutex::new(LogProducers {
+                    state,
+                    ..LogProducers::default()
+                })),
+            );
+        }
+        tracing::info!(logs = logs.len(), replayed, "producer state loaded");
+        Ok(Self {
+            path,
+            expiration_ms,
+            logs: Mutex::new(map),
+            ids: Mutex::new((0, 0)),
+            writing: Mutex::new(()),
+        })
+    }
+
+    fn log_state(&self, id: LogId) -> Arc<Mutex<LogProducers>> {
+        lock(&self.logs).entry(id).or_default().clone()
+    }
+
+    /// A new producer id, never handed out before (ids are reserved in blocks in
+    /// `meta.json` before use).
+    pub(crate) fn allocate_id(&self, meta: &Mutex<MetadataStore>) -> Result<i64, BrokerError> {
+        let mut ids = lock(&self.ids);
+        if ids.0 >= ids.1 {
+            let mut meta = lock(meta);
+            let start = meta.next_producer_id;
+            meta.next_producer_id = start + ID_BLOCK;
+            if let Err(e) = meta.save() {
+                meta.next_producer_id = start;
+                return Err(e);
+            }
+            *ids = (start, start + ID_BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    /// Checks `batch` against `log`'s producer state and, if it is new, appends it with
+    /// `append` (called at most once, under the log's lock).
+    pub(crate) fn submit(
+        &self,
+        log: &Log,
+        batch: BatchIdentity,
+        append: impl FnOnce() -> Result<PendingAppend, StorageError>,
+    ) -> Result<Appending, BrokerError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| BrokerError::InvalidRequest(format!("no async runtime: {e}")))?;
+        let shared = self.log_state(log.id());
+        let mut guard = lock(&shared);
+        let check = guard.state.check(&batch).map_err(BrokerError::from)?;
+        let wait = |outcome| Appending::Wait {
+            outcome,
+            producer_id: batch.producer_id,
+            first_seq: batch.first_seq,
+        };
+        match check {
+            Check::Duplicate(Placement::Written {
+                base_offset,
+                last_offset,
+            }) => Ok(Appending::Done(AppendInfo {
+                base_offset,
+                last_offset,
+                log_start_offset: log.log_start_offset(),
+            })),
+            Check::Duplicate(Placement::Pending(ticket)) => match guard.waiting.get(&ticket) {
+                Some(outcome) => Ok(wait(outcome.clone())),
+                None => Err(ProducerError::OriginalFailed {
+                    producer_id: batch.producer_id,
+                    first_seq: batch.first_seq,
+                    reason: "its outcome is lost".into(),
+                }
+                .into()),
+            },
+            Check::Append => {
+                let pending = append()?;
+                let ticket = guard.state.begin(&batch, now_ms());
+                let (tx, rx) = watch::channel(None);
+                guard.waiting.insert(ticket, rx.clone());
+                drop(guard);
+                runtime.spawn(async move {
+                    let result = pending.wait().await;
+                    {
+                        let mut guard = lock(&shared);
+                        match &result {
+                            Ok(info) => guard.state.complete(
+                                batch.producer_id,
+                                ticket,
+                                info.base_offset,
+                                info.last_offset,
+                            ),
+                            Err(_) => guard.state.abort(batch.producer_id, ticket),
+                        }
+                        guard.waiting.remove(&ticket);
+                    }
+                    tx.send_replace(Some(result.map_err(|e| e.to_string())));
+                });
+                Ok(wait(rx))
+            }
+        }
+    }
+
+    /// Expires idle producers and writes the state of `logs` (every live log; others are
+    /// forgotten) to the snapshot file. A log with a batch pending keeps its last snapshot.
+    pub(crate) fn snapshot(&self, logs: &[Log]) -> Result<(), BrokerError> {
+        let _writing = lock(&self.writing);
+        let now = now_ms();
+        let mut file = SnapshotFile::default();
+        let mut expired = 0usize;
+        for log in logs {
+            let shared = self.log_state(log.id());
+            let mut guard = lock(&shared);
+            expired += guard.state.expire(now, self.expiration_ms);
+            if !guard.state.has_pending() {
+                guard.snapshot = Some(LogSnapshot {
+                    offset: log.high_watermark(),
+                    producers: guard.state.snapshot(),
+                });
+            }
+            if let Some(s) = &guard.snapshot {
+                file.logs.insert(log.id(), s.clone());
+            }
+        }
+        {
+            let live: std::collections::HashSet<LogId> = logs.iter().map(Log::id).collect();
+            lock(&self.logs).retain(|id, _| live.contains(id));
+        }
+        if expired > 0 {
+            tracing::info!(expired, "idle producers expired");
+        }
+        store::write(&self.path, &file)
+    }
+}
+
+/// Applies the idempotent batches of `log` in `[from, to)` to `state`; returns how many.
+fn replay(
+    log: &Log,
+    from: i64,
+    to: i64,
+    state: &mut PartitionProducers,
+) -> Result<usize, BrokerError> {
+    let now = now_ms();
+    let mut offset = from;
+    let mut count = 0;
+    while offset < to {
+        let read = log.read(offset, REPLAY_CHUNK)?;
+        let mut at = 0usize;
+        let mut progressed = false;
+        while let Some(header) = read
+            .records
+            .get(at..)
+            .and_then(|b| BatchHeader::parse(b).ok())
+        {
+            at += header.len().max(1);
+            if header.last_offset() < offset {
+                continue;
+            }
+            progressed = true;
+            offset = header.last_offset() + 1;
+            if header.producer_id() >= 0 && !header.is_control() {
+                let batch = BatchIdentity::new(
+                    header.producer_id(),
+                    header.producer_epoch(),
+                    header.base_sequence(),
+                    header.last_offset_delta(),
+                );
+                let ts = header.max_timestamp().min(now);
+                state.replay(&batch, header.base_offset(), header.last_offset(), ts);
+                count += 1;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    Ok(count)
+}
+
+/// Starts the thread that snapshots producer state every [`SNAPSHOT_INTERVAL`]; it stops
+/// when the returned sender is used or dropped, or the broker is gone.
+pub(crate) fn spawn_housekeeping(
+    broker: std::sync::Weak<crate::Broker>,
+) -> Result<std::sync::mpsc::Sender<()>, BrokerError> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let (stop, stopped) = channel::<()>();
+    std::thread::Builder::new()
+        .name("wharf-producers".into())
+        .spawn(move || loop {
+            match stopped.recv_timeout(SNAPSHOT_INTERVAL) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            if let Err(error) = broker.snapshot_producers() {
+                tracing::warn!(%error, "producer snapshot failed");
+            }
+        })
+        .map_err(|e| ProducerError::Store {
+            path: "producer housekeeping thread".into(),
+            reason: e.to_string(),
+        })?;
+    Ok(stop)
+}
+
+#[cfg(test)]
+mod tests;

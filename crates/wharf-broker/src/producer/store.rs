@@ -1,0 +1,114 @@
+//! The producer state snapshot, `producer_state.json` in the data directory: per log, the
+//! offset it covers (every batch below it is reflected) and its producers. Written to a
+//! temporary file, fsynced and renamed, so a crash leaves the old or the new snapshot.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use wharf_storage::LogId;
+
+use super::state::ProducerSnapshot;
+use super::ProducerError;
+use crate::BrokerError;
+
+pub const FILE_NAME: &str = "producer_state.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSnapshot {
+    /// The log end offset when taken: replay starts here.
+    pub offset: i64,
+    pub producers: Vec<ProducerSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    pub version: u32,
+    pub logs: BTreeMap<LogId, LogSnapshot>,
+}
+
+impl Default for SnapshotFile {
+    fn default() -> Self {
+        Self {
+            version: VERSION,
+            logs: BTreeMap::new(),
+        }
+    }
+}
+
+fn store_err(path: &Path, e: impl std::fmt::Display) -> BrokerError {
+    ProducerError::Store {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+    .into()
+}
+
+/// The snapshot at `path`; empty when there is none. A snapshot that does not parse is
+/// ignored (every log is then replayed in full), never fatal.
+pub fn read(path: &Path) -> Result<SnapshotFile, BrokerError> {
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<SnapshotFile>(&bytes) {
+            Ok(file) if file.version == VERSION => Ok(file),
+            Ok(file) => {
+                tracing::warn!(path = %path.display(), version = file.version,
+                    "unknown producer snapshot version; replaying logs");
+                Ok(SnapshotFile::default())
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error,
+                    "unreadable producer snapshot; replaying logs");
+                Ok(SnapshotFile::default())
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SnapshotFile::default()),
+        Err(e) => Err(store_err(path, e)),
+    }
+}
+
+pub fn write(path: &Path, file: &SnapshotFile) -> Result<(), BrokerError> {
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec(file).map_err(|e| store_err(path, e))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| store_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_round_trips_and_a_damaged_one_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        assert_eq!(read(&path).unwrap(), SnapshotFile::default());
+        let mut file = SnapshotFile::default();
+        file.logs.insert(
+            3,
+            LogSnapshot {
+                offset: 42,
+                producers: vec![ProducerSnapshot {
+                    producer_id: 9,
+                    epoch: 1,
+                    last_append_ms: 5,
+                    batches: vec![(0, 4, 37, 41)],
+                }],
+            },
+        );
+        write(&path, &file).unwrap();
+        assert_eq!(read(&path).unwrap(), file);
+        std::fs::write(&path, b"{not json").unwrap();
+        assert_eq!(read(&path).unwrap(), SnapshotFile::default());
+    }
+}
