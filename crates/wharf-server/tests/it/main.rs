@@ -10,6 +10,7 @@ mod durability;
 mod full_disk;
 mod groups;
 mod hostile;
+mod idempotence;
 mod kcat;
 mod load;
 mod metrics;
