@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,9 @@ impl ShardState {
 #[derive(Clone)]
 pub(crate) struct ShardHandle {
     pub state: Arc<ShardState>,
-    tx: SyncSender<Command>,
+    /// Unbounded: appends are submitted from async workers, which must never block on a full
+    /// queue. Memory is bounded upstream (per-connection in-flight requests and bytes).
+    tx: Sender<Command>,
 }
 
 impl ShardHandle {
@@ -159,7 +161,7 @@ pub(crate) fn spawn(
     else {
         return Err(StorageError::ShutDown);
     };
-    let (tx, rx) = mpsc::sync_channel(4096);
+    let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
         metrics: WriterMetrics::new(state.id),
         state: state.clone(),
