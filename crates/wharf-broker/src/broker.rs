@@ -275,11 +275,7 @@ impl Broker {
         }
         let mut record = record;
         record.log_ids = meta.allocate_log_ids(partitions as usize);
-        meta.topics.insert(spec.name.clone(), record.clone());
-        if let Err(e) = meta.save() {
-            meta.topics.remove(&spec.name);
-            return Err(e);
-        }
+        meta.put_topic(record.clone())?;
         let topic = Arc::new(Self::materialize(&self.storage, &record, config));
         write(&self.topics).insert(spec.name.clone(), topic.clone());
         tracing::info!(topic = %spec.name, partitions, "topic created");
@@ -319,16 +315,12 @@ impl Broker {
             .meta
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(record) = meta.topics.remove(name) else {
+        let Some(record) = meta.remove_topic(name)? else {
             return Err(BrokerError::UnknownTopicOrPartition {
                 topic: name.to_string(),
                 partition: -1,
             });
         };
-        if let Err(e) = meta.save() {
-            meta.topics.insert(name.to_string(), record);
-            return Err(e);
-        }
         write(&self.topics).remove(name);
         for id in record.log_ids {
             self.storage.delete_log(id)?;
@@ -373,13 +365,7 @@ impl Broker {
         let mut record = record;
         let new_ids = meta.allocate_log_ids((total - current) as usize);
         record.log_ids.extend(new_ids);
-        let previous = meta.topics.insert(name.to_string(), record.clone());
-        if let Err(e) = meta.save() {
-            if let Some(p) = previous {
-                meta.topics.insert(name.to_string(), p);
-            }
-            return Err(e);
-        }
+        meta.put_topic(record.clone())?;
         let config = TopicConfig::resolve(&self.config.topic_defaults, &record.configs)?;
         write(&self.topics).insert(
             name.to_string(),
@@ -434,13 +420,7 @@ impl Broker {
         }
         let mut record = record;
         record.configs = configs;
-        let previous = meta.topics.insert(name.to_string(), record.clone());
-        if let Err(e) = meta.save() {
-            if let Some(p) = previous {
-                meta.topics.insert(name.to_string(), p);
-            }
-            return Err(e);
-        }
+        meta.put_topic(record.clone())?;
         write(&self.topics).insert(
             name.to_string(),
             Arc::new(Self::materialize(&self.storage, &record, config)),

@@ -66,6 +66,33 @@ impl MetadataStore {
         ids
     }
 
+    /// Inserts or replaces a topic and saves; if the save fails the registry is left as it was,
+    /// so memory never runs ahead of the file.
+    pub fn put_topic(&mut self, record: TopicRecord) -> Result<(), BrokerError> {
+        let name = record.name.clone();
+        let previous = self.topics.insert(name.clone(), record);
+        let saved = self.save();
+        if saved.is_err() {
+            match previous {
+                Some(p) => self.topics.insert(name, p),
+                None => self.topics.remove(&name),
+            };
+        }
+        saved
+    }
+
+    /// Removes a topic and saves; if the save fails the topic is put back.
+    pub fn remove_topic(&mut self, name: &str) -> Result<Option<TopicRecord>, BrokerError> {
+        let Some(record) = self.topics.remove(name) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.save() {
+            self.topics.insert(name.to_string(), record);
+            return Err(e);
+        }
+        Ok(Some(record))
+    }
+
     pub fn save(&self) -> Result<(), BrokerError> {
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| meta_err(&self.path, e))?;
