@@ -1,7 +1,8 @@
 //! The crash loop: producers with acks=all stamp (producer, sequence) on every message while
 //! the broker is killed with SIGKILL at random moments — during segment rolls, retention
 //! deletions and group commits — and restarted. Every acknowledged message must be found at
-//! its acknowledged offset, once, in per-producer order.
+//! its acknowledged offset, once, in per-producer order; and a consumer group's committed
+//! offsets never go back behind an acknowledged commit.
 //!
 //! Default 20 kills; `WHARF_CRASH_KILLS=500 cargo test -p wharf-server --test it crash_loop`
 //! is the long mode. `WHARF_CRASH_SEED` picks the random moments.
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -116,14 +117,76 @@ async fn crash_loop() {
         }));
     }
 
+    // A committer moves the group's offsets forward with synchronous commits; after every
+    // restart the committed offsets must be at least what was acknowledged before the kill.
+    let committed_acked: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+    let committer = {
+        let (addr, stop, acked) = (addr.clone(), stop.clone(), committed_acked.clone());
+        tokio::task::spawn_blocking(move || {
+            let c =
+                wharf_testkit::base_consumer(&addr, &[("group.id", "crash-committer")]).unwrap();
+            let mut next = 1i64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..PARTITIONS {
+                    tpl.add_partition_offset("durable", p, Offset::Offset(next))
+                        .unwrap();
+                }
+                if c.commit(&tpl, CommitMode::Sync).is_ok() {
+                    let mut a = acked.lock().unwrap();
+                    for p in 0..PARTITIONS {
+                        a.insert(p, next);
+                    }
+                }
+                next += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let committed_now = |addr: String| {
+        tokio::task::spawn_blocking(move || {
+            let c =
+                wharf_testkit::base_consumer(&addr, &[("group.id", "crash-committer")]).unwrap();
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..PARTITIONS {
+                tpl.add_partition("durable", p);
+            }
+            let got = c.committed_offsets(tpl, Duration::from_secs(30)).unwrap();
+            got.elements()
+                .iter()
+                .map(|e| (e.partition(), e.offset()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut offset_checks = 0;
     for _ in 0..kills {
         tokio::time::sleep(Duration::from_millis(100 + rng.below(400))).await;
         broker.kill9().unwrap();
+        let before: HashMap<i32, i64> = committed_acked.lock().unwrap().clone();
         tokio::time::sleep(Duration::from_millis(rng.below(100))).await;
         broker.restart().unwrap();
+        for (p, offset) in committed_now(addr.clone()).await.unwrap() {
+            let floor = before.get(&p).copied().unwrap_or(0);
+            match offset {
+                Offset::Offset(o) => assert!(
+                    o >= floor,
+                    "partition {p}: committed offset went back from {floor} to {o}"
+                ),
+                other => assert_eq!(
+                    floor, 0,
+                    "partition {p}: acknowledged commit {floor} missing ({other:?})"
+                ),
+            }
+            offset_checks += 1;
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
+    committer.await.unwrap();
+    assert!(
+        committed_acked.lock().unwrap().values().all(|o| *o > 1),
+        "commits were acknowledged"
+    );
     for t in tasks {
         t.await.unwrap();
     }
@@ -184,7 +247,10 @@ async fn crash_loop() {
     }
     let duplicated = copies.values().filter(|n| **n > 1).count();
     let found = acked.keys().filter(|id| copies.contains_key(id)).count();
-    println!("crash-loop summary: kills={kills} acked={} found={found} lost={lost} duplicated={duplicated}", acked.len());
+    println!(
+        "crash-loop summary: kills={kills} acked={} found={found} lost={lost} duplicated={duplicated} committed_offset_checks={offset_checks}",
+        acked.len()
+    );
     assert!(
         acked.len() > kills as usize,
         "producers made progress between kills"
