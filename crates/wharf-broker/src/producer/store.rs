@@ -21,6 +21,9 @@ pub struct LogSnapshot {
     /// The log end offset when taken: replay starts here.
     pub offset: i64,
     pub producers: Vec<ProducerSnapshot>,
+    /// Open and aborted transactions (absent in snapshots written before transactions).
+    #[serde(default)]
+    pub transactions: crate::txn::PartitionTxnIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +107,13 @@ mod tests {
                     last_append_ms: 5,
                     batches: vec![(0, 4, 37, 41)],
                 }],
+                transactions: {
+                    let mut index = crate::txn::PartitionTxnIndex::default();
+                    index.on_data(9, 30);
+                    index.on_marker(9, 35, false);
+                    index.on_data(9, 37);
+                    index
+                },
             },
         );
         write(&path, &file).unwrap();
