@@ -220,7 +220,7 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Answer, bool) {
             ApiKey::AddPartitionsToTxn => call!(add_partitions_to_txn)?,
             ApiKey::AddOffsetsToTxn => call!(add_offsets_to_txn)?,
             ApiKey::EndTxn => call!(end_txn)?,
-            ApiKey::TxnOffsetCommit => call_sync!(txn_offset_commit)?,
+            ApiKey::TxnOffsetCommit => call!(txn_offset_commit)?,
             ApiKey::DescribeTransactions => call_sync!(describe_transactions)?,
             ApiKey::ListTransactions => call_sync!(list_transactions)?,
             other => {

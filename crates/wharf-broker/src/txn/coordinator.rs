@@ -111,6 +111,9 @@ pub struct TxnMetadata {
     pub partitions: BTreeSet<TxnPartition>,
     /// Groups whose offsets the open transaction commits (AddOffsetsToTxn).
     pub groups: BTreeSet<String>,
+    /// Offsets sent with TxnOffsetCommit, by (group, topic, partition): they become the
+    /// groups' committed offsets only when the transaction commits.
+    pub offsets: BTreeMap<(String, String, i32), TxnOffset>,
     /// When the open transaction started (-1 without one).
     pub start_ms: i64,
     pub update_ms: i64,
@@ -168,10 +171,26 @@ impl TxnMetadata {
                 })
                 .collect(),
             groups: self.groups.iter().cloned().collect(),
+            offsets: if commit {
+                self.offsets
+                    .iter()
+                    .map(|((g, t, p), o)| (g.clone(), t.clone(), *p, o.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             producer_id: self.producer_id,
             producer_epoch: self.producer_epoch,
         }
     }
+}
+
+/// An offset committed by a transaction (TxnOffsetCommit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
 }
 
 /// A commit or abort marker to write to one partition of a transaction.
@@ -191,6 +210,8 @@ pub struct Completion {
     pub commit: bool,
     pub markers: Vec<Marker>,
     pub groups: Vec<String>,
+    /// `(group, topic, partition, offset)` to commit (empty for an abort).
+    pub offsets: Vec<(String, String, i32, TxnOffset)>,
     pub producer_id: i64,
     pub producer_epoch: i16,
 }
@@ -297,6 +318,7 @@ impl TxnCoordinatorState {
                 state: TxnState::Empty,
                 partitions: BTreeSet::new(),
                 groups: BTreeSet::new(),
+                offsets: BTreeMap::new(),
                 start_ms: -1,
                 update_ms: now,
             };
@@ -329,6 +351,7 @@ impl TxnCoordinatorState {
                 meta.state = TxnState::Empty;
                 meta.partitions.clear();
                 meta.groups.clear();
+                meta.offsets.clear();
                 meta.start_ms = -1;
                 meta.update_ms = now;
                 Ok(InitOutcome::Ready {
@@ -386,21 +409,18 @@ impl TxnCoordinatorState {
         Ok(Some(meta.clone()))
     }
 
-    /// TxnOffsetCommit is valid only for a producer whose open transaction added the group.
-    pub fn check_offset_commit(
-        &self,
+    /// TxnOffsetCommit, valid only for a producer whose open transaction added the group:
+    /// the offsets are held in the transaction. Returns the metadata to persist.
+    pub fn offset_commit(
+        &mut self,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         group: &str,
-    ) -> Result<(), TxnError> {
-        let meta =
-            self.txns
-                .get(transactional_id)
-                .ok_or_else(|| TxnError::InvalidProducerIdMapping {
-                    transactional_id: transactional_id.to_string(),
-                    producer_id,
-                })?;
+        offsets: Vec<(String, i32, TxnOffset)>,
+        now: i64,
+    ) -> Result<TxnMetadata, TxnError> {
+        let meta = self.known(transactional_id, producer_id)?;
         meta.check_producer(producer_id, epoch)?;
         if meta.state != TxnState::Ongoing || !meta.groups.contains(group) {
             return Err(TxnError::InvalidTxnState {
@@ -409,7 +429,12 @@ impl TxnCoordinatorState {
                 state: meta.state.name(),
             });
         }
-        Ok(())
+        for (topic, partition, offset) in offsets {
+            meta.offsets
+                .insert((group.to_string(), topic, partition), offset);
+        }
+        meta.update_ms = now;
+        Ok(meta.clone())
     }
 
     /// EndTxn. `Ok(None)`: a retry of a transaction that already completed the same way.
@@ -487,6 +512,7 @@ impl TxnCoordinatorState {
         };
         meta.partitions.clear();
         meta.groups.clear();
+        meta.offsets.clear();
         meta.start_ms = -1;
         meta.update_ms = now;
         Some(meta.clone())
@@ -519,6 +545,7 @@ impl TxnMetadata {
             self.state = TxnState::Ongoing;
             self.partitions.clear();
             self.groups.clear();
+            self.offsets.clear();
             self.start_ms = now;
         }
         self.update_ms = now;

@@ -11,7 +11,7 @@
 //! Changes are applied in memory and submitted to the log under the state lock, so log
 //! order is memory order; appends are awaited after the lock is released.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use wharf_storage::{Durability, Log, PendingAppend};
 
 use super::records::{decode_key, decode_value, encode_key, encode_value};
 use super::{
-    Completion, InitOutcome, TxnCoordinatorState, TxnError, TxnMetadata, TxnPartition,
+    Completion, InitOutcome, TxnCoordinatorState, TxnError, TxnMetadata, TxnOffset, TxnPartition,
     TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC,
 };
 use crate::group::api::CommitPartition;
@@ -51,13 +51,9 @@ impl Default for TxnConfig {
     }
 }
 
-/// Offsets sent with TxnOffsetCommit, held until the transaction ends.
-type PendingOffsets = HashMap<String, BTreeMap<String, BTreeMap<(String, i32), CommitPartition>>>;
-
 pub struct TxnCoordinator {
     config: TxnConfig,
     state: Mutex<TxnCoordinatorState>,
-    offsets: Mutex<PendingOffsets>,
     logs: OnceLock<Vec<Log>>,
     stopped: AtomicBool,
     last_id_expiry: Mutex<i64>,
@@ -78,7 +74,6 @@ impl TxnCoordinator {
         Self {
             state: Mutex::new(TxnCoordinatorState::new(config.max_timeout_ms)),
             config,
-            offsets: Mutex::new(HashMap::new()),
             logs: OnceLock::new(),
             stopped: AtomicBool::new(false),
             last_id_expiry: Mutex::new(0),
@@ -288,13 +283,20 @@ impl Broker {
                 .await?;
         }
         let coordinator = self.transactions();
-        let offsets = lock(&coordinator.offsets).remove(&completion.transactional_id);
-        if let (true, Some(groups)) = (completion.commit, offsets) {
-            for (group, partitions) in groups {
-                self.groups()
-                    .commit_transactional_offsets(&group, partitions.into_values().collect())
-                    .await?;
-            }
+        let mut by_group: BTreeMap<&str, Vec<CommitPartition>> = BTreeMap::new();
+        for (group, topic, partition, o) in &completion.offsets {
+            by_group.entry(group).or_default().push(CommitPartition {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+                metadata: o.metadata.clone(),
+            });
+        }
+        for (group, partitions) in by_group {
+            self.groups()
+                .commit_transactional_offsets(group, partitions)
+                .await?;
         }
         let pending = {
             let mut state = lock(&coordinator.state);
@@ -368,7 +370,6 @@ impl Broker {
                     transactional_id,
                     "fencing the previous producer: aborting its transaction"
                 );
-                lock(&coordinator.offsets).remove(transactional_id);
                 let broker = self.clone();
                 tokio::spawn(async move {
                     if let Err(error) = broker.finish(completion).await {
@@ -429,9 +430,9 @@ impl Broker {
         Ok(())
     }
 
-    /// TxnOffsetCommit: the offsets are held until the transaction ends; they become the
-    /// group's committed offsets only if it commits.
-    pub fn txn_offset_commit(
+    /// TxnOffsetCommit: the offsets are held in the transaction's durable record until it
+    /// ends; they become the group's committed offsets only if it commits.
+    pub async fn txn_offset_commit(
         &self,
         transactional_id: &str,
         producer_id: i64,
@@ -440,18 +441,33 @@ impl Broker {
         partitions: Vec<CommitPartition>,
     ) -> Result<(), BrokerError> {
         let coordinator = self.transactions();
-        let state = lock(&coordinator.state);
-        state.check_offset_commit(transactional_id, producer_id, epoch, group)?;
-        let mut offsets = lock(&coordinator.offsets);
-        let held = offsets
-            .entry(transactional_id.to_string())
-            .or_default()
-            .entry(group.to_string())
-            .or_default();
-        for p in partitions {
-            held.insert((p.topic.clone(), p.partition), p);
-        }
-        Ok(())
+        let offsets = partitions
+            .into_iter()
+            .map(|p| {
+                (
+                    p.topic,
+                    p.partition,
+                    TxnOffset {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata: p.metadata,
+                    },
+                )
+            })
+            .collect();
+        let pending = {
+            let mut state = lock(&coordinator.state);
+            let meta = state.offset_commit(
+                transactional_id,
+                producer_id,
+                epoch,
+                group,
+                offsets,
+                now_ms(),
+            )?;
+            coordinator.submit(transactional_id, Some(&meta))
+        };
+        durable(pending).await
     }
 
     /// EndTxn: returns once the markers are written and the outcome is durable.
@@ -481,3 +497,6 @@ impl Broker {
         self.finish(completion).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,7 +17,8 @@ pub mod partition_index;
 pub mod records;
 
 pub use coordinator::{
-    Completion, InitOutcome, Marker, TxnCoordinatorState, TxnMetadata, TxnPartition, TxnState,
+    Completion, InitOutcome, Marker, TxnCoordinatorState, TxnMetadata, TxnOffset, TxnPartition,
+    TxnState,
 };
 pub use driver::{TxnConfig, TxnCoordinator};
 pub use error::TxnError;

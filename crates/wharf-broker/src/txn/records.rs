@@ -9,15 +9,17 @@
 //! value  i16 0 | producer_id i64 | producer_epoch i16 | timeout_ms i32 | state i8
 //!        | partitions i32 n × (topic | partition i32) | groups i32 n × group
 //!        | start_ms i64 | update_ms i64
+//!        | offsets i32 n × (group | topic | partition i32 | offset i64 | leader_epoch i32
+//!                           | metadata (i16 -1: null))
 //! marker key    i16 0 (version) | i16 type (0 abort, 1 commit)        (Kafka's control record)
 //! marker value  i16 0 (version) | coordinator_epoch i32
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
-use super::{TxnMetadata, TxnPartition, TxnState};
+use super::{TxnMetadata, TxnOffset, TxnPartition, TxnState};
 
 const KEY_VERSION: i16 = 0;
 const VALUE_VERSION: i16 = 0;
@@ -68,6 +70,18 @@ pub fn encode_value(meta: &TxnMetadata) -> Vec<u8> {
     }
     out.extend_from_slice(&meta.start_ms.to_be_bytes());
     out.extend_from_slice(&meta.update_ms.to_be_bytes());
+    put_len(&mut out, meta.offsets.len());
+    for ((group, topic, partition), o) in &meta.offsets {
+        put_str(&mut out, group);
+        put_str(&mut out, topic);
+        out.extend_from_slice(&partition.to_be_bytes());
+        out.extend_from_slice(&o.offset.to_be_bytes());
+        out.extend_from_slice(&o.leader_epoch.to_be_bytes());
+        match &o.metadata {
+            Some(m) => put_str(&mut out, m),
+            None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+        }
+    }
     out
 }
 
@@ -136,6 +150,25 @@ pub fn decode_value(transactional_id: &str, value: &[u8]) -> Result<TxnMetadata,
     for _ in 0..c.count()? {
         groups.insert(c.str()?);
     }
+    let start_ms = c.i64()?;
+    let update_ms = c.i64()?;
+    let mut offsets = BTreeMap::new();
+    for _ in 0..c.count()? {
+        let group = c.str()?;
+        let topic = c.str()?;
+        let partition = c.i32()?;
+        let offset = c.i64()?;
+        let leader_epoch = c.i32()?;
+        let metadata = c.nullable_str()?;
+        offsets.insert(
+            (group, topic, partition),
+            TxnOffset {
+                offset,
+                leader_epoch,
+                metadata,
+            },
+        );
+    }
     Ok(TxnMetadata {
         transactional_id: transactional_id.to_string(),
         producer_id,
@@ -144,8 +177,9 @@ pub fn decode_value(transactional_id: &str, value: &[u8]) -> Result<TxnMetadata,
         state,
         partitions,
         groups,
-        start_ms: c.i64()?,
-        update_ms: c.i64()?,
+        offsets,
+        start_ms,
+        update_ms,
     })
 }
 
@@ -191,6 +225,14 @@ impl<'a> Cursor<'a> {
             at,
         })
     }
+    fn nullable_str(&mut self) -> Result<Option<String>, TxnRecordError> {
+        let at = self.at;
+        if self.i16()? < 0 {
+            return Ok(None);
+        }
+        self.at = at;
+        self.str().map(Some)
+    }
     fn str(&mut self) -> Result<String, TxnRecordError> {
         let at = self.at;
         let len = usize::try_from(self.i16()?).map_err(|_| TxnRecordError {
@@ -224,6 +266,26 @@ mod tests {
             .into_iter()
             .collect(),
             groups: ["app".to_string()].into_iter().collect(),
+            offsets: [
+                (
+                    ("app".to_string(), "in".to_string(), 2),
+                    TxnOffset {
+                        offset: 17,
+                        leader_epoch: -1,
+                        metadata: Some("m".into()),
+                    },
+                ),
+                (
+                    ("app".to_string(), "in".to_string(), 3),
+                    TxnOffset {
+                        offset: 4,
+                        leader_epoch: 1,
+                        metadata: None,
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
             start_ms: 1_000,
             update_ms: 2_000,
         };
@@ -242,6 +304,7 @@ mod tests {
             state: TxnState::Ongoing,
             partitions: [TxnPartition::new("a", 0)].into_iter().collect(),
             groups: BTreeSet::new(),
+            offsets: BTreeMap::new(),
             start_ms: 0,
             update_ms: 0,
         };

@@ -1,5 +1,5 @@
-//! TxnOffsetCommit: offsets held by the transaction coordinator until the transaction
-//! ends; they reach the group only when it commits.
+//! TxnOffsetCommit: offsets held (durably) by the transaction coordinator until the
+//! transaction ends; they reach the group only when it commits.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use wharf_broker::Broker;
 
 use crate::errors;
 
-pub fn handle(
+pub async fn handle(
     broker: &Arc<Broker>,
     req: TxnOffsetCommitRequest,
     _version: i16,
@@ -30,13 +30,16 @@ pub fn handle(
             })
         })
         .collect();
-    let code = match broker.txn_offset_commit(
-        &req.transactional_id.0,
-        req.producer_id.0,
-        req.producer_epoch,
-        &req.group_id.0,
-        partitions,
-    ) {
+    let code = match broker
+        .txn_offset_commit(
+            &req.transactional_id.0,
+            req.producer_id.0,
+            req.producer_epoch,
+            &req.group_id.0,
+            partitions,
+        )
+        .await
+    {
         Ok(()) => 0,
         Err(error) => {
             tracing::debug!(%error, "TxnOffsetCommit refused");

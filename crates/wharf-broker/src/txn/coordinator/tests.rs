@@ -13,6 +13,34 @@ fn init(state: &mut TxnCoordinatorState, id: &str, now: i64, next_id: i64) -> (i
     }
 }
 
+fn offset(offset: i64) -> TxnOffset {
+    TxnOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+    }
+}
+
+#[test]
+fn an_abort_drops_the_offsets_of_the_transaction() {
+    let mut state = TxnCoordinatorState::new(MAX);
+    let (pid, epoch) = init(&mut state, "tx", 0, 5);
+    state.add_offsets("tx", pid, epoch, "app", 1).unwrap();
+    state
+        .offset_commit(
+            "tx",
+            pid,
+            epoch,
+            "app",
+            vec![("in".into(), 0, offset(3))],
+            2,
+        )
+        .unwrap();
+    let (_, completion) = state.end_txn("tx", pid, epoch, false, 3).unwrap().unwrap();
+    assert!(completion.offsets.is_empty());
+    assert!(state.complete(&completion, 4).unwrap().offsets.is_empty());
+}
+
 fn parts(list: &[(&str, i32)]) -> Vec<TxnPartition> {
     list.iter()
         .map(|(t, p)| TxnPartition::new(*t, *p))
@@ -52,7 +80,17 @@ fn commit_writes_a_marker_to_every_partition_then_completes() {
         "nothing new to persist"
     );
     state.add_offsets("tx", pid, epoch, "app", 12).unwrap();
-    state.check_offset_commit("tx", pid, epoch, "app").unwrap();
+    let held = state
+        .offset_commit(
+            "tx",
+            pid,
+            epoch,
+            "app",
+            vec![("in".into(), 0, offset(7))],
+            13,
+        )
+        .unwrap();
+    assert_eq!(held.offsets.len(), 1);
     let (meta, completion) = state.end_txn("tx", pid, epoch, true, 20).unwrap().unwrap();
     assert_eq!(meta.state, TxnState::PrepareCommit);
     assert!(completion.commit);
@@ -62,6 +100,10 @@ fn commit_writes_a_marker_to_every_partition_then_completes() {
         .iter()
         .all(|m| m.commit && m.producer_id == pid));
     assert_eq!(completion.groups, vec!["app".to_string()]);
+    assert_eq!(
+        completion.offsets,
+        vec![("app".to_string(), "in".to_string(), 0, offset(7))]
+    );
     // While markers are written, the producer must wait.
     assert!(matches!(
         state.add_partitions("tx", pid, epoch, &parts(&[("a", 0)]), 21),
@@ -162,7 +204,7 @@ fn unknown_producers_and_offset_commits_outside_a_transaction_are_refused() {
         Err(TxnError::InvalidProducerIdMapping { .. })
     ));
     assert!(matches!(
-        state.check_offset_commit("tx", pid, epoch, "app"),
+        state.offset_commit("tx", pid, epoch, "app", Vec::new(), 0),
         Err(TxnError::InvalidTxnState { .. })
     ));
     assert!(matches!(
