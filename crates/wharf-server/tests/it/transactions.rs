@@ -165,14 +165,25 @@ fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     successor.begin_transaction().unwrap();
     send(&successor, "txn-zombie", 0, "successor");
     successor.commit_transaction(WAIT).unwrap();
-    // The zombie's next send (or at the latest its commit) fails.
+    // The zombie's next send fails (reported at the latest by its commit).
     let sent = zombie.send(
         BaseRecord::<(), str>::to("txn-zombie")
             .partition(0)
             .payload("zombie-2"),
     );
-    let committed = sent.is_ok() && zombie.commit_transaction(WAIT).is_ok();
-    assert!(!committed, "the fenced producer committed");
+    let outcome = match sent {
+        Err((e, _)) => Err(e),
+        Ok(()) => zombie.commit_transaction(WAIT),
+    };
+    // librdkafka: "ProduceRequest ... failed: ... old epoch ...: transactional producer
+    // fenced by newer producer instance", a fatal error.
+    match outcome {
+        Err(rdkafka::error::KafkaError::Transaction(e)) => {
+            assert!(e.is_fatal(), "{e}");
+            assert!(e.to_string().contains("fenced"), "{e}");
+        }
+        other => panic!("the fenced producer was not refused as fenced: {other:?}"),
+    }
     let seen = read_until(&reader(&addr, "txn-zombie", 1, "read_committed"), |s| {
         s.contains(&"successor".to_string())
     });
@@ -203,6 +214,10 @@ fn a_transaction_left_open_past_its_timeout_is_aborted_by_the_broker() {
         s.contains(&"later".to_string())
     });
     assert_eq!(seen, vec!["later".to_string()]);
+    assert!(
+        broker.log().contains("transaction timed out; aborting"),
+        "the abort did not come from the broker's timeout"
+    );
     let uncommitted = read_until(&reader(&addr, "txn-timeout", 1, "read_uncommitted"), |s| {
         s.len() == 2
     });
