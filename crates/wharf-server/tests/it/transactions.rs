@@ -141,6 +141,10 @@ fn read_committed_never_reads_past_an_open_transaction() {
         s.len() == 2
     });
     let committed = reader(&addr, "txn-lso", 1, "read_committed");
+    // ListOffsets latest: the LSO for read_committed, the high watermark otherwise.
+    let high = |c: &BaseConsumer| c.fetch_watermarks("txn-lso", 0, WAIT).unwrap().1;
+    assert_eq!(high(&committed), 0);
+    assert_eq!(high(&reader(&addr, "txn-lso", 1, "read_uncommitted")), 2);
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         if let Some(m) = committed.poll(Duration::from_millis(200)) {
@@ -150,6 +154,7 @@ fn read_committed_never_reads_past_an_open_transaction() {
     p.commit_transaction(WAIT).unwrap();
     let seen = read_until(&committed, |s| s.len() == 2);
     assert_eq!(seen, vec!["open".to_string(), "after".to_string()]);
+    assert_eq!(high(&committed), 3, "after the commit marker");
 }
 
 #[test]
