@@ -121,4 +121,20 @@ mod tests {
         std::fs::write(&path, b"{not json").unwrap();
         assert_eq!(read(&path).unwrap(), SnapshotFile::default());
     }
+
+    #[test]
+    fn a_snapshot_written_before_transactions_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &path,
+            br#"{"version":1,"logs":{"3":{"offset":42,"producers":[{"producer_id":9,"epoch":1,"last_append_ms":5,"batches":[[0,4,37,41]]}]}}}"#,
+        )
+        .unwrap();
+        let file = read(&path).unwrap();
+        let log = &file.logs[&3];
+        assert_eq!(log.offset, 42);
+        assert_eq!(log.producers[0].batches, vec![(0, 4, 37, 41)]);
+        assert_eq!(log.transactions, crate::txn::PartitionTxnIndex::default());
+    }
 }
