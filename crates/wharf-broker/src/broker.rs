@@ -10,6 +10,7 @@ use crate::metadata::{MetadataStore, TopicRecord};
 use crate::producer::{ProducerError, Producers};
 use crate::topic::{Partition, Topic, TopicCounters};
 use crate::topic_config::{ConfigEntry, TopicConfig};
+use crate::txn::{TxnConfig, TxnCoordinator, TRANSACTION_STATE_TOPIC};
 use crate::BrokerError;
 
 /// Broker-wide settings.
@@ -28,6 +29,8 @@ pub struct BrokerConfig {
     pub groups: CoordinatorConfig,
     /// Kafka's `producer.id.expiration.ms`: a producer idle this long is forgotten.
     pub producer_id_expiration_ms: i64,
+    /// The transaction coordinator: maximum timeout, transactional id expiry.
+    pub transactions: TxnConfig,
 }
 
 impl Default for BrokerConfig {
@@ -41,6 +44,7 @@ impl Default for BrokerConfig {
             topic_defaults: TopicConfig::default(),
             groups: CoordinatorConfig::default(),
             producer_id_expiration_ms: 86_400_000,
+            transactions: TxnConfig::default(),
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     groups: GroupCoordinator,
     producers: Producers,
+    transactions: TxnCoordinator,
     /// Stops the producer snapshot thread.
     producer_housekeeping: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
@@ -144,6 +149,7 @@ impl Broker {
         )?;
         tracing::info!(topics = topics.len(), cluster_id = %meta.cluster_id, "broker opened");
         let groups = GroupCoordinator::new(config.groups.clone(), system_clock());
+        let transactions = TxnCoordinator::new(config.transactions.clone());
         let broker = Arc::new(Self {
             config,
             cluster_id: meta.cluster_id.clone(),
@@ -152,9 +158,11 @@ impl Broker {
             topics: RwLock::new(topics),
             groups,
             producers,
+            transactions,
             producer_housekeeping: Mutex::new(None),
         });
         broker.open_groups()?;
+        broker.open_transactions()?;
         let stop = crate::producer::spawn_housekeeping(Arc::downgrade(&broker))?;
         *broker
             .producer_housekeeping
@@ -190,6 +198,11 @@ impl Broker {
 
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The transaction coordinator.
+    pub fn transactions(&self) -> &TxnCoordinator {
+        &self.transactions
     }
 
     /// The group coordinator (consumer groups and committed offsets).
@@ -306,7 +319,7 @@ impl Broker {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        if name == crate::group::OFFSETS_TOPIC {
+        if name == crate::group::OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
             return Err(BrokerError::InvalidRequest(format!(
                 "{name} is internal and cannot be deleted"
             )));
@@ -336,7 +349,7 @@ impl Broker {
         total: i32,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        if name == crate::group::OFFSETS_TOPIC {
+        if name == crate::group::OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
             return Err(BrokerError::InvalidPartitions {
                 topic: name.to_string(),
                 reason: "groups are placed by a hash of its partition count".into(),
@@ -483,7 +496,8 @@ impl Broker {
     }
 
     /// InitProducerId: a new producer id with epoch 0 for an idempotent producer (as Kafka,
-    /// even when the client names its previous id). Transactions are not supported yet.
+    /// even when the client names its previous id). A transactional id is served by
+    /// [`Broker::init_transactional_producer`] and refused here.
     pub fn init_producer_id(
         &self,
         transactional_id: Option<&str>,
@@ -499,6 +513,10 @@ impl Broker {
         Ok((producer_id, 0))
     }
 
+    pub(crate) fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        self.producers.allocate_id(&self.meta)
+    }
+
     /// Writes the producer state snapshot of every live partition (and expires idle
     /// producers). Blocking: file writes.
     pub fn snapshot_producers(&self) -> Result<(), BrokerError> {
@@ -512,6 +530,7 @@ impl Broker {
     /// Flushes every shard, snapshots producer state and stops storage threads.
     pub async fn shutdown(&self) {
         self.groups.stop();
+        self.transactions.stop();
         if let Some(stop) = self
             .producer_housekeeping
             .lock()

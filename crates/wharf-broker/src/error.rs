@@ -52,4 +52,6 @@ pub enum BrokerError {
     Group(#[from] crate::group::GroupError),
     #[error(transparent)]
     Producer(#[from] crate::producer::ProducerError),
+    #[error(transparent)]
+    Txn(#[from] crate::txn::TxnError),
 }

@@ -9,6 +9,7 @@
 //! - `produce`: batch validation and the append path.
 //! - `group`: consumer groups and committed offsets, persisted in `__consumer_offsets`.
 //! - `producer`: idempotent producers: producer ids, per-partition sequence state, snapshots.
+//! - `txn`: transactions: the pure coordinator, `__transaction_state` records, markers, LSO.
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
 mod broker;
@@ -19,6 +20,7 @@ mod produce;
 pub mod producer;
 mod topic;
 mod topic_config;
+pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, ConfigOp, TopicSpec};
 pub use error::BrokerError;

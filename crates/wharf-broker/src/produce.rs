@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use wharf_record::{set_log_append_time, split_batches, BatchHeader};
 use wharf_storage::{Durability, PendingAppend};
 
-use crate::producer::{Appending, BatchIdentity, ProducerError};
+use crate::producer::{Appending, BatchIdentity};
 use crate::topic::TopicCounters;
 use crate::{Broker, BrokerError};
 
@@ -120,11 +120,6 @@ impl Broker {
             .sum();
         let byte_count = records.len() as u64;
         let identity = idempotent_identity(&records, &ranges).map_err(|reason| match reason {
-            IdentityError::Transactional => {
-                BrokerError::from(ProducerError::TransactionsUnsupported {
-                    what: format!("transactional batch for {topic}[{partition}]"),
-                })
-            }
             IdentityError::NotOneBatch => BrokerError::InvalidRequest(format!(
                 "{topic}[{partition}]: a produce with a producer id carries exactly one batch"
             )),
@@ -151,10 +146,10 @@ impl Broker {
                 record_count,
                 byte_count,
             ),
-            Some(batch) => {
-                let appending = self
-                    .producers()
-                    .submit(&p.log, batch, || p.log.submit(records, durability))?;
+            Some((batch, transactional)) => {
+                let appending = self.producers().submit(&p.log, batch, transactional, || {
+                    p.log.submit(records, durability)
+                })?;
                 match appending {
                     // A duplicate of a written batch: nothing is written, nothing counted.
                     done @ Appending::Done(_) => (Waiting::Producer(done), 0, 0),
@@ -173,33 +168,33 @@ impl Broker {
 }
 
 enum IdentityError {
-    Transactional,
     NotOneBatch,
 }
 
-/// The producer identity of an idempotent produce (`None` without a producer id). Like
-/// Kafka, such a produce must hold exactly one batch.
+/// The producer identity of an idempotent produce (`None` without a producer id) and
+/// whether its batch is transactional. Like Kafka, such a produce must hold exactly one
+/// batch.
 fn idempotent_identity(
     records: &Bytes,
     ranges: &[std::ops::Range<usize>],
-) -> Result<Option<BatchIdentity>, IdentityError> {
+) -> Result<Option<(BatchIdentity, bool)>, IdentityError> {
     let headers: Vec<BatchHeader<'_>> = ranges
         .iter()
         .filter_map(|r| records.get(r.clone()))
         .filter_map(|b| BatchHeader::parse(b).ok())
         .collect();
-    if headers.iter().any(BatchHeader::is_transactional) {
-        return Err(IdentityError::Transactional);
-    }
     if !headers.iter().any(|h| h.producer_id() >= 0) {
         return Ok(None);
     }
     match headers.as_slice() {
-        [h] => Ok(Some(BatchIdentity::new(
-            h.producer_id(),
-            h.producer_epoch(),
-            h.base_sequence(),
-            h.last_offset_delta(),
+        [h] => Ok(Some((
+            BatchIdentity::new(
+                h.producer_id(),
+                h.producer_epoch(),
+                h.base_sequence(),
+                h.last_offset_delta(),
+            ),
+            h.is_transactional(),
         ))),
         _ => Err(IdentityError::NotOneBatch),
     }

@@ -216,7 +216,13 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Answer, bool) {
             ApiKey::DescribeGroups => call_sync!(describe_groups)?,
             ApiKey::DeleteGroups => call!(delete_groups)?,
             ApiKey::OffsetDelete => call!(offset_delete)?,
-            ApiKey::InitProducerId => call_blocking!(init_producer_id)?,
+            ApiKey::InitProducerId => call!(init_producer_id)?,
+            ApiKey::AddPartitionsToTxn => call!(add_partitions_to_txn)?,
+            ApiKey::AddOffsetsToTxn => call!(add_offsets_to_txn)?,
+            ApiKey::EndTxn => call!(end_txn)?,
+            ApiKey::TxnOffsetCommit => call!(txn_offset_commit)?,
+            ApiKey::DescribeTransactions => call_sync!(describe_transactions)?,
+            ApiKey::ListTransactions => call_sync!(list_transactions)?,
             other => {
                 tracing::warn!(api_key = ?other, "request for an API that is not served");
                 return Ok(Answer::Close);

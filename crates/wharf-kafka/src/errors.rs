@@ -2,6 +2,7 @@
 
 use kafka_protocol::ResponseError;
 use wharf_broker::group::GroupError;
+use wharf_broker::txn::TxnError;
 use wharf_broker::{BrokerError, ProducerError, StorageError};
 
 pub fn code(error: &BrokerError) -> i16 {
@@ -50,6 +51,7 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
         BrokerError::Metadata(_) => ResponseError::UnknownServerError,
         BrokerError::Group(g) => group_error(g),
         BrokerError::Producer(p) => producer_error(p),
+        BrokerError::Txn(t) => txn_error(t),
         BrokerError::Storage(s) => match s {
             StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             StorageError::UnknownLog { .. } => ResponseError::UnknownTopicOrPartition,
@@ -60,6 +62,17 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
             | StorageError::Corrupt { .. }
             | StorageError::ShutDown => ResponseError::KafkaStorageError,
         },
+    }
+}
+
+pub fn txn_error(error: &TxnError) -> ResponseError {
+    match error {
+        TxnError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
+        TxnError::InvalidTimeout { .. } => ResponseError::InvalidTransactionTimeout,
+        TxnError::InvalidProducerIdMapping { .. } => ResponseError::InvalidProducerIdMapping,
+        TxnError::ProducerFenced { .. } => ResponseError::ProducerFenced,
+        TxnError::ConcurrentTransactions { .. } => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
     }
 }
 

@@ -47,6 +47,12 @@ impl BatchBuilder {
         self
     }
 
+    /// Marks the batch as part of a transaction (markers are transactional control batches).
+    pub fn transactional(mut self) -> Self {
+        self.attributes |= 0x10;
+        self
+    }
+
     pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;

@@ -635,7 +635,7 @@ pub fn format_group(d: &GroupDescription) -> String {
     out
 }
 
-fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -9,6 +9,7 @@
 //! - `lag`: consumer lag from the broker's committed offsets and high watermarks.
 //! - `topic_cmd`: `wharf topic create|list|describe|alter|delete`.
 //! - `group_cmd`: `wharf group list|describe|delete|reset-offsets`.
+//! - `txn_cmd`: `wharf txn list|describe`.
 //! - `storage_cmd`: `wharf storage verify`.
 
 pub mod admin_http;
@@ -19,3 +20,4 @@ pub mod server;
 pub mod settings;
 pub mod storage_cmd;
 pub mod topic_cmd;
+pub mod txn_cmd;

@@ -8,6 +8,7 @@ use wharf_server::group_cmd::GroupCommand;
 use wharf_server::settings::Settings;
 use wharf_server::storage_cmd::StorageCommand;
 use wharf_server::topic_cmd::TopicCommand;
+use wharf_server::txn_cmd::TxnCommand;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +56,13 @@ enum Command {
         bootstrap_server: String,
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Inspect transactions (like kafka-transactions.sh).
+    Txn {
+        #[arg(long, default_value = "127.0.0.1:9092", env = "WHARF_BOOTSTRAP")]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        command: TxnCommand,
     },
 }
 
@@ -111,5 +119,9 @@ fn main() -> anyhow::Result<()> {
             bootstrap_server,
             command,
         } => runtime.block_on(wharf_server::group_cmd::run(&bootstrap_server, command)),
+        Command::Txn {
+            bootstrap_server,
+            command,
+        } => runtime.block_on(wharf_server::txn_cmd::run(&bootstrap_server, command)),
     }
 }

@@ -47,6 +47,10 @@ pub struct Settings {
     pub group_initial_rebalance_delay_ms: i64,
     /// Kafka's `producer.id.expiration.ms`: idempotence state of an idle producer is dropped.
     pub producer_id_expiration_ms: i64,
+    /// Kafka's `transactional.id.expiration.ms`: an idle transactional id is forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// Kafka's `transaction.max.timeout.ms`: larger `transaction.timeout.ms` are refused.
+    pub transaction_max_timeout_ms: i32,
     /// `tracing` filter, e.g. `info` or `wharf_kafka=debug`.
     pub log_level: String,
 }
@@ -80,6 +84,8 @@ impl Default for Settings {
             offsets_retention_minutes: 10_080,
             group_initial_rebalance_delay_ms: 3_000,
             producer_id_expiration_ms: 86_400_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_max_timeout_ms: 900_000,
             log_level: "info".into(),
         }
     }
@@ -160,6 +166,10 @@ impl Settings {
                 ..CoordinatorConfig::default()
             },
             producer_id_expiration_ms: self.producer_id_expiration_ms.max(1),
+            transactions: wharf_broker::txn::TxnConfig {
+                max_timeout_ms: self.transaction_max_timeout_ms.max(1),
+                id_expiration_ms: self.transactional_id_expiration_ms.max(1),
+            },
         }
     }
 

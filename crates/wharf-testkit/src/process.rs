@@ -33,31 +33,42 @@ impl BrokerProcess {
         data_dir: &Path,
         settings: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut args: Vec<String> = settings
-            .iter()
-            .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
-            .collect();
-        let admin_port = if settings.iter().any(|(k, _)| *k == "admin_listen") {
-            None
-        } else {
-            let port = free_port()?;
-            args.extend([
-                "--set".to_string(),
-                format!("admin_listen=127.0.0.1:{port}"),
-            ]);
-            Some(port)
-        };
-        let mut p = Self {
-            bin: bin.into(),
-            data_dir: data_dir.to_path_buf(),
-            port: free_port()?,
-            admin_port,
-            args,
-            child: None,
-            starts: 0,
-        };
-        p.launch()?;
-        Ok(p)
+        let bin = bin.into();
+        // A port from `free_port` is released before the broker binds it, so another
+        // process (a client's outgoing connection, another test) can take it meanwhile:
+        // a start that fails with "Address already in use" is retried on new ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut args: Vec<String> = settings
+                .iter()
+                .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+                .collect();
+            let admin_port = if settings.iter().any(|(k, _)| *k == "admin_listen") {
+                None
+            } else {
+                let port = free_port()?;
+                args.extend([
+                    "--set".to_string(),
+                    format!("admin_listen=127.0.0.1:{port}"),
+                ]);
+                Some(port)
+            };
+            let mut p = Self {
+                bin: bin.clone(),
+                data_dir: data_dir.to_path_buf(),
+                port: free_port()?,
+                admin_port,
+                args,
+                child: None,
+                starts: 0,
+            };
+            match p.launch() {
+                Ok(()) => return Ok(p),
+                Err(e) if attempt < 5 && e.to_string().contains("Address already in use") => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn addr(&self) -> String {

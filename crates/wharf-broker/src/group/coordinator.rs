@@ -27,8 +27,8 @@ use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
 use wharf_storage::{Durability, Log, PendingAppend};
 
 use crate::group::api::{
-    FetchedOffset, GroupDescription, GroupListing, HeartbeatRequest, JoinRequest, JoinResponse,
-    LeaveMember, OffsetCommitRequest, SyncRequest, SyncResponse,
+    CommitPartition, FetchedOffset, GroupDescription, GroupListing, HeartbeatRequest, JoinRequest,
+    JoinResponse, LeaveMember, OffsetCommitRequest, SyncRequest, SyncResponse,
 };
 use crate::group::membership::{Group, GroupConfig, Output, Reply};
 use crate::group::offsets::Offsets;
@@ -352,6 +352,33 @@ impl GroupCoordinator {
         req: &OffsetCommitRequest,
         exists: impl Fn(&str, i32) -> bool,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        self.commit(req, exists, true).await
+    }
+
+    /// The offsets of a committed transaction (TxnOffsetCommit) become the group's
+    /// committed offsets: no member or generation check, the transaction coordinator
+    /// checked the producer when the offsets were sent.
+    pub async fn commit_transactional_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<CommitPartition>,
+    ) -> Result<(), GroupError> {
+        let req = OffsetCommitRequest {
+            group_id: group_id.to_string(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            partitions,
+        };
+        self.commit(&req, |_, _| true, false).await.map(|_| ())
+    }
+
+    async fn commit(
+        &self,
+        req: &OffsetCommitRequest,
+        exists: impl Fn(&str, i32) -> bool,
+        validate: bool,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let (results, pending) = {
             let mut state = self.inner.lock();
             if self.inner.logs.get().is_none() {
@@ -373,12 +400,16 @@ impl GroupCoordinator {
                 partitions = ?req.partitions.iter().map(|p| (p.partition, p.offset)).collect::<Vec<_>>(),
                 "offset commit"
             );
-            if let Err(e) = entry.group.validate_commit(
-                req.generation_id,
-                &req.member_id,
-                req.group_instance_id.as_ref(),
-                now,
-            ) {
+            if let Err(e) = entry
+                .group
+                .validate_commit(
+                    req.generation_id,
+                    &req.member_id,
+                    req.group_instance_id.as_ref(),
+                    now,
+                )
+                .or_else(|e| if validate { Err(e) } else { Ok(()) })
+            {
                 tracing::debug!(group = %req.group_id, error = %e, "offset commit refused");
                 forget_if_vacant(&mut state, &req.group_id);
                 return Err(e);

@@ -22,6 +22,7 @@ pub use coordinator::{
 };
 pub use error::GroupError;
 pub use membership::{GroupConfig, GroupState};
+pub(crate) use records::partition_for;
 
 use crate::{Broker, BrokerError, TopicSpec};
 

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use wharf_record::BatchHeader;
+use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
 use wharf_storage::{AppendInfo, Log, LogId, PendingAppend, StorageError};
 
 pub use error::ProducerError;
@@ -36,6 +36,7 @@ pub use state::{BatchIdentity, Check, PartitionProducers, Placement};
 use store::{LogSnapshot, SnapshotFile};
 
 use crate::metadata::MetadataStore;
+use crate::txn::{AbortedTxn, PartitionTxnIndex};
 use crate::BrokerError;
 
 /// How often producer state is snapshotted and idle producers expire.
@@ -60,6 +61,8 @@ pub(crate) fn now_ms() -> i64 {
 #[derive(Default)]
 struct LogProducers {
     state: PartitionProducers,
+    /// Open and aborted transactions: the last stable offset.
+    txns: PartitionTxnIndex,
     /// The outcome of each pending batch, by ticket.
     waiting: HashMap<u64, watch::Receiver<Outcome>>,
     /// The last consistent snapshot (no batch pending when taken).
@@ -130,9 +133,10 @@ impl Producers {
         for log in logs {
             let high_watermark = log.high_watermark();
             let log_start = log.log_start_offset();
-            let (state, from) = match file.logs.remove(&log.id()) {
+            let (state, txns, from) = match file.logs.remove(&log.id()) {
                 Some(s) if s.offset <= high_watermark => (
                     PartitionProducers::restore(&s.producers),
+                    s.transactions,
                     s.offset.max(log_start),
                 ),
                 Some(s) => {
@@ -142,16 +146,26 @@ impl Producers {
                         high_watermark,
                         "producer snapshot is past the log end; replaying the whole log"
                     );
-                    (PartitionProducers::default(), log_start)
+                    (
+                        PartitionProducers::default(),
+                        PartitionTxnIndex::default(),
+                        log_start,
+                    )
                 }
-                None => (PartitionProducers::default(), log_start),
+                None => (
+                    PartitionProducers::default(),
+                    PartitionTxnIndex::default(),
+                    log_start,
+                ),
             };
-            let mut state = state;
-            replayed += replay(log, from, high_watermark, &mut state)?;
+            let (mut state, mut txns) = (state, txns);
+            replayed += replay(log, from, high_watermark, &mut state, &mut txns)?;
+            txns.truncate_before(log_start);
             map.insert(
                 log.id(),
                 Arc::new(Mutex::new(LogProducers {
                     state,
+                    txns,
                     ..LogProducers::default()
                 })),
             );
@@ -195,6 +209,7 @@ impl Producers {
         &self,
         log: &Log,
         batch: BatchIdentity,
+        transactional: bool,
         append: impl FnOnce() -> Result<PendingAppend, StorageError>,
     ) -> Result<Appending, BrokerError> {
         let runtime = tokio::runtime::Handle::try_current()
@@ -226,7 +241,11 @@ impl Producers {
                 .into()),
             },
             Check::Append => {
+                let high_watermark = log.high_watermark();
                 let pending = append()?;
+                if transactional {
+                    guard.txns.on_submit(batch.producer_id, high_watermark);
+                }
                 let ticket = guard.state.begin(&batch, now_ms());
                 let (tx, rx) = watch::channel(None);
                 guard.waiting.insert(ticket, rx.clone());
@@ -236,12 +255,17 @@ impl Producers {
                     {
                         let mut guard = lock(&shared);
                         match &result {
-                            Ok(info) => guard.state.complete(
-                                batch.producer_id,
-                                ticket,
-                                info.base_offset,
-                                info.last_offset,
-                            ),
+                            Ok(info) => {
+                                guard.state.complete(
+                                    batch.producer_id,
+                                    ticket,
+                                    info.base_offset,
+                                    info.last_offset,
+                                );
+                                if transactional {
+                                    guard.txns.on_written(batch.producer_id, info.base_offset);
+                                }
+                            }
                             Err(_) => guard.state.abort(batch.producer_id, ticket),
                         }
                         guard.waiting.remove(&ticket);
@@ -251,6 +275,50 @@ impl Producers {
                 Ok(wait(rx))
             }
         }
+    }
+
+    /// Writes a commit or abort marker of `producer_id` to `log` and waits until it is
+    /// durable. The marker's epoch fences older epochs of the producer on this partition.
+    pub(crate) async fn write_marker(
+        &self,
+        log: &Log,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(), BrokerError> {
+        let now = now_ms();
+        let (key, value) = crate::txn::records::encode_marker(commit, 0);
+        let mut builder = BatchBuilder::new(now).control().transactional().producer(
+            producer_id,
+            producer_epoch,
+            -1,
+        );
+        builder.push(Some(&key), Some(&value), &[], now);
+        let bytes = bytes::Bytes::from(builder.build());
+        let shared = self.log_state(log.id());
+        let pending = {
+            let mut guard = lock(&shared);
+            guard.state.fence(producer_id, producer_epoch, now);
+            log.submit(bytes, wharf_storage::Durability::Synced)?
+        };
+        let info = pending.wait().await?;
+        lock(&shared)
+            .txns
+            .on_marker(producer_id, info.base_offset, commit);
+        Ok(())
+    }
+
+    /// The last stable offset of `log`: read_committed readers stop here.
+    pub fn last_stable_offset(&self, log: &Log) -> i64 {
+        let high_watermark = log.high_watermark();
+        lock(&self.log_state(log.id()))
+            .txns
+            .last_stable_offset(high_watermark)
+    }
+
+    /// Aborted transactions of `log` overlapping `[from, to)`.
+    pub fn aborted(&self, log: &Log, from: i64, to: i64) -> Vec<AbortedTxn> {
+        lock(&self.log_state(log.id())).txns.aborted_in(from, to)
     }
 
     /// Expires idle producers and writes the state of `logs` (every live log; others are
@@ -265,9 +333,11 @@ impl Producers {
             let mut guard = lock(&shared);
             expired += guard.state.expire(now, self.expiration_ms);
             if !guard.state.has_pending() {
+                guard.txns.truncate_before(log.log_start_offset());
                 guard.snapshot = Some(LogSnapshot {
                     offset: log.high_watermark(),
                     producers: guard.state.snapshot(),
+                    transactions: guard.txns.clone(),
                 });
             }
             if let Some(s) = &guard.snapshot {
@@ -285,12 +355,14 @@ impl Producers {
     }
 }
 
-/// Applies the idempotent batches of `log` in `[from, to)` to `state`; returns how many.
+/// Applies the idempotent batches of `log` in `[from, to)` to `state` and its transactions
+/// and markers to `txns`; returns how many batches.
 fn replay(
     log: &Log,
     from: i64,
     to: i64,
     state: &mut PartitionProducers,
+    txns: &mut PartitionTxnIndex,
 ) -> Result<usize, BrokerError> {
     let now = now_ms();
     let mut offset = from;
@@ -310,6 +382,26 @@ fn replay(
             }
             progressed = true;
             offset = header.last_offset() + 1;
+            if header.is_control() && header.producer_id() >= 0 {
+                let commit = RecordIter::new(&header).ok().and_then(|mut records| {
+                    let record = records.next()?.ok()?;
+                    crate::txn::records::decode_marker_key(record.key?).ok()
+                });
+                if let Some(commit) = commit {
+                    state.fence(header.producer_id(), header.producer_epoch(), now);
+                    txns.on_marker(header.producer_id(), header.base_offset(), commit);
+                } else {
+                    tracing::warn!(
+                        log_id = log.id(),
+                        offset = header.base_offset(),
+                        "unreadable control batch skipped"
+                    );
+                }
+                continue;
+            }
+            if header.is_transactional() && header.producer_id() >= 0 {
+                txns.on_data(header.producer_id(), header.base_offset());
+            }
             if header.producer_id() >= 0 && !header.is_control() {
                 let batch = BatchIdentity::new(
                     header.producer_id(),

@@ -181,6 +181,23 @@ impl PartitionProducers {
         }
     }
 
+    /// A transaction marker of `producer_id` with `epoch`: a newer epoch (the coordinator
+    /// fenced the producer) replaces the producer's, so batches of older epochs are refused.
+    pub fn fence(&mut self, producer_id: i64, epoch: i16, now_ms: i64) {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                last_append_ms: now_ms,
+                batches: VecDeque::new(),
+            });
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+    }
+
     /// Applies a batch read back from the log (recovery): no checks, as Kafka's replay.
     pub fn replay(
         &mut self,

@@ -21,6 +21,9 @@ pub struct LogSnapshot {
     /// The log end offset when taken: replay starts here.
     pub offset: i64,
     pub producers: Vec<ProducerSnapshot>,
+    /// Open and aborted transactions (absent in snapshots written before transactions).
+    #[serde(default)]
+    pub transactions: crate::txn::PartitionTxnIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,11 +107,34 @@ mod tests {
                     last_append_ms: 5,
                     batches: vec![(0, 4, 37, 41)],
                 }],
+                transactions: {
+                    let mut index = crate::txn::PartitionTxnIndex::default();
+                    index.on_data(9, 30);
+                    index.on_marker(9, 35, false);
+                    index.on_data(9, 37);
+                    index
+                },
             },
         );
         write(&path, &file).unwrap();
         assert_eq!(read(&path).unwrap(), file);
         std::fs::write(&path, b"{not json").unwrap();
         assert_eq!(read(&path).unwrap(), SnapshotFile::default());
+    }
+
+    #[test]
+    fn a_snapshot_written_before_transactions_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &path,
+            br#"{"version":1,"logs":{"3":{"offset":42,"producers":[{"producer_id":9,"epoch":1,"last_append_ms":5,"batches":[[0,4,37,41]]}]}}}"#,
+        )
+        .unwrap();
+        let file = read(&path).unwrap();
+        let log = &file.logs[&3];
+        assert_eq!(log.offset, 42);
+        assert_eq!(log.producers[0].batches, vec![(0, 4, 37, 41)]);
+        assert_eq!(log.transactions, crate::txn::PartitionTxnIndex::default());
     }
 }

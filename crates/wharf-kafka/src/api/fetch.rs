@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
+use wharf_broker::txn::AbortedTxn;
 use wharf_broker::{Broker, BrokerError, Partition};
 
 use crate::errors;
@@ -66,7 +69,12 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             }
         }
         let batch = wanted.clone();
-        let results = match tokio::task::spawn_blocking(move || gather(&batch, max_bytes)).await {
+        let b = broker.clone();
+        let results = match tokio::task::spawn_blocking(move || {
+            gather(&b, &batch, max_bytes, read_committed)
+        })
+        .await
+        {
             Ok(r) => r,
             Err(error) => {
                 tracing::error!(%error, "fetch read task failed");
@@ -89,9 +97,12 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         {
             // Deadline: one last read so data that raced the timer is not missed.
             let batch = wanted.clone();
-            break tokio::task::spawn_blocking(move || gather(&batch, max_bytes))
-                .await
-                .unwrap_or(results);
+            let b = broker.clone();
+            break tokio::task::spawn_blocking(move || {
+                gather(&b, &batch, max_bytes, read_committed)
+            })
+            .await
+            .unwrap_or(results);
         }
     };
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
@@ -103,9 +114,18 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             .with_partition_index(w.partition)
             .with_error_code(r.error)
             .with_high_watermark(r.high_watermark)
-            .with_last_stable_offset(r.high_watermark)
+            .with_last_stable_offset(r.last_stable)
             .with_log_start_offset(r.log_start)
-            .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_aborted_transactions(read_committed.then(|| {
+                r.aborted
+                    .iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset)
+                    })
+                    .collect()
+            }))
             .with_records(Some(r.records));
         match responses.last_mut() {
             Some(last) if last.topic == w.topic && last.topic_id == w.topic_id => {
@@ -127,12 +147,35 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
 struct PartitionResult {
     error: i16,
     high_watermark: i64,
+    last_stable: i64,
     log_start: i64,
     records: Bytes,
+    aborted: Vec<AbortedTxn>,
 }
 
-/// Reads every wanted partition within the response's byte budget. Blocking (file reads).
-fn gather(wanted: &[Wanted], max_bytes: usize) -> Vec<PartitionResult> {
+/// The prefix of `records` made of whole batches that end before `end`.
+fn batches_before(records: &Bytes, end: i64) -> Bytes {
+    let mut at = 0usize;
+    while let Some(header) = records
+        .get(at..)
+        .and_then(|b| wharf_record::BatchHeader::parse(b).ok())
+    {
+        if header.last_offset() >= end || header.is_empty() {
+            break;
+        }
+        at += header.len();
+    }
+    records.slice(..at.min(records.len()))
+}
+
+/// Reads every wanted partition within the response's byte budget; read_committed reads
+/// stop at the last stable offset. Blocking (file reads).
+fn gather(
+    broker: &Broker,
+    wanted: &[Wanted],
+    max_bytes: usize,
+    read_committed: bool,
+) -> Vec<PartitionResult> {
     let mut budget = max_bytes;
     let mut out = Vec::with_capacity(wanted.len());
     for w in wanted {
@@ -142,32 +185,55 @@ fn gather(wanted: &[Wanted], max_bytes: usize) -> Vec<PartitionResult> {
                 out.push(PartitionResult {
                     error: errors::code(e),
                     high_watermark: -1,
+                    last_stable: -1,
                     log_start: -1,
                     records: Bytes::new(),
+                    aborted: Vec::new(),
                 });
                 continue;
             }
         };
+        // The LSO first: the high watermark read after it is never below it.
+        let last_stable = broker.last_stable_offset(p);
         let (high_watermark, log_start) = (p.log.high_watermark(), p.log.log_start_offset());
+        let visible_end = if read_committed {
+            last_stable
+        } else {
+            high_watermark
+        };
         // The first non-empty partition may exceed the budget by one batch (KIP-74).
         let limit = w.max_bytes.min(if budget == 0 { 0 } else { budget });
-        if limit == 0 || w.offset == high_watermark {
+        if limit == 0 || (w.offset >= visible_end && w.offset <= high_watermark) {
             out.push(PartitionResult {
                 error: 0,
                 high_watermark,
+                last_stable,
                 log_start,
                 records: Bytes::new(),
+                aborted: Vec::new(),
             });
             continue;
         }
         match p.log.read(w.offset, limit) {
             Ok(r) => {
-                budget = budget.saturating_sub(r.records.len());
+                let records = if read_committed {
+                    batches_before(&r.records, last_stable)
+                } else {
+                    r.records
+                };
+                let aborted = if read_committed && !records.is_empty() {
+                    broker.aborted_transactions(p, w.offset, last_stable)
+                } else {
+                    Vec::new()
+                };
+                budget = budget.saturating_sub(records.len());
                 out.push(PartitionResult {
                     error: 0,
-                    high_watermark: r.high_watermark,
+                    high_watermark: r.high_watermark.max(high_watermark),
+                    last_stable,
                     log_start: r.log_start_offset,
-                    records: r.records,
+                    records,
+                    aborted,
                 });
             }
             Err(e) => {
@@ -178,8 +244,10 @@ fn gather(wanted: &[Wanted], max_bytes: usize) -> Vec<PartitionResult> {
                 out.push(PartitionResult {
                     error: errors::code(&e),
                     high_watermark,
+                    last_stable,
                     log_start,
                     records: Bytes::new(),
+                    aborted: Vec::new(),
                 });
             }
         }

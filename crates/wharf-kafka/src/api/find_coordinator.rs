@@ -1,5 +1,5 @@
-//! FindCoordinator: this broker coordinates every group. v4+ batches keys. Transaction and
-//! share-group coordinators do not exist yet: COORDINATOR_NOT_AVAILABLE.
+//! FindCoordinator: this broker coordinates every group and every transactional id. v4+
+//! batches keys. Share-group coordinators do not exist yet: COORDINATOR_NOT_AVAILABLE.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use wharf_broker::Broker;
 use crate::codec::str;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn handle(
     broker: &Arc<Broker>,
@@ -19,10 +20,10 @@ pub fn handle(
     version: i16,
 ) -> FindCoordinatorResponse {
     let cfg = broker.config();
-    let error = (req.key_type != KEY_TYPE_GROUP).then(|| {
+    let error = (!matches!(req.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION)).then(|| {
         (
             ResponseError::CoordinatorNotAvailable.code(),
-            str("only group coordinators are implemented"),
+            str("only group and transaction coordinators are implemented"),
         )
     });
     if version >= 4 {

@@ -1,22 +1,34 @@
-//! InitProducerId: a new producer id, epoch 0, for an idempotent producer. As in Kafka, a
-//! request without a transactional id always gets a new id, even when it names its current
-//! one (v3+, an epoch bump after an error). Transactions are not supported yet: a
-//! transactional id gets COORDINATOR_NOT_AVAILABLE, as FindCoordinator answers for
-//! transaction keys (ADR 0007).
+//! InitProducerId. Without a transactional id: a new producer id, epoch 0 (as in Kafka, even
+//! when a v3+ request names its current one). With one: the transaction coordinator bumps
+//! the id's epoch, fencing the previous producer; an open transaction of that producer is
+//! aborted first and the client, answered CONCURRENT_TRANSACTIONS, retries (ADR 0008).
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use wharf_broker::Broker;
 
-/// Blocking: allocating a block of ids writes `meta.json`.
-pub fn handle(
+pub async fn handle(
     broker: &Arc<Broker>,
     req: InitProducerIdRequest,
     _version: i16,
 ) -> InitProducerIdResponse {
-    let transactional_id = req.transactional_id;
-    match broker.init_producer_id(transactional_id.as_ref().map(|t| t.0.as_str())) {
+    let result = if let Some(id) = req.transactional_id.as_ref().map(|t| t.0.to_string()) {
+        broker
+            .init_transactional_producer(&id, req.transaction_timeout_ms)
+            .await
+    } else {
+        // Blocking: allocating a block of ids writes `meta.json`.
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.init_producer_id(None))
+            .await
+            .unwrap_or_else(|e| {
+                Err(wharf_broker::BrokerError::InvalidRequest(format!(
+                    "producer id task failed: {e}"
+                )))
+            })
+    };
+    match result {
         Ok((producer_id, epoch)) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(epoch),

@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp.
+//! ListOffsets: earliest (-2), latest (-1; with read_committed the last stable offset), or
+//! the first offset at or after a timestamp.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::errors;
 pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     // leader_epoch exists from v4; setting it on an older response fails the encode.
     let leader_epoch = if version >= 4 { 0 } else { -1 };
+    let read_committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -23,7 +25,17 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                 .map(|p| {
                     let resp = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    match broker.list_offset(t.name.0.as_str(), p.partition_index, p.timestamp) {
+                    let found = if read_committed && p.timestamp == -1 {
+                        broker
+                            .partition(t.name.0.as_str(), p.partition_index)
+                            .map(|part| wharf_broker::TimestampMatch {
+                                offset: broker.last_stable_offset(&part),
+                                timestamp: -1,
+                            })
+                    } else {
+                        broker.list_offset(t.name.0.as_str(), p.partition_index, p.timestamp)
+                    };
+                    match found {
                         Ok(m) => resp
                             .with_offset(m.offset)
                             .with_timestamp(m.timestamp)

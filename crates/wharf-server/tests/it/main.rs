@@ -18,6 +18,7 @@ mod offsets;
 mod restart;
 mod retention;
 mod roundtrip;
+mod transactions;
 
 use std::time::{Duration, Instant};
 
