@@ -15,6 +15,7 @@
 mod broker;
 mod error;
 pub mod group;
+mod internal_log;
 mod metadata;
 mod produce;
 pub mod producer;

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::oneshot;
-use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
+use wharf_record::BatchBuilder;
 use wharf_storage::{Durability, Log, PendingAppend};
 
 use crate::group::api::{
@@ -37,6 +37,7 @@ use crate::group::records::{
     RecordValue,
 };
 use crate::group::GroupError;
+use crate::internal_log::replay_keyed;
 
 /// Kafka's `offset.metadata.max.bytes`.
 pub const MAX_METADATA_BYTES: usize = 4096;
@@ -664,42 +665,19 @@ fn replay_log(
     log: &Log,
     apply: &mut dyn FnMut(RecordKey, Option<RecordValue>),
 ) -> Result<(), GroupError> {
-    let corrupt = |reason: String| GroupError::CoordinatorNotAvailable {
+    replay_keyed(log, |key, value| {
+        let key = decode_key(key).map_err(|e| e.to_string())?;
+        let value = value
+            .map(|v| decode_value(&key, v))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        apply(key, value);
+        Ok(())
+    })
+    .map(|_| ())
+    .map_err(|reason| GroupError::CoordinatorNotAvailable {
         reason: format!("replaying __consumer_offsets log {}: {reason}", log.id()),
-    };
-    let mut offset = log.log_start_offset();
-    let end = log.high_watermark();
-    while offset < end {
-        let read = log
-            .read(offset, 1 << 20)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let ranges =
-            wharf_record::split_batches(&read.records).map_err(|e| corrupt(e.to_string()))?;
-        if ranges.is_empty() {
-            break;
-        }
-        for range in ranges {
-            let bytes = read.records.get(range).unwrap_or_default();
-            let batch = BatchHeader::parse(bytes).map_err(|e| corrupt(e.to_string()))?;
-            offset = offset.max(batch.last_offset() + 1);
-            for record in RecordIter::new(&batch).map_err(|e| corrupt(e.to_string()))? {
-                let record = record.map_err(|e| corrupt(e.to_string()))?;
-                if record.offset < log.log_start_offset() {
-                    continue;
-                }
-                let Some(key_bytes) = record.key else {
-                    continue;
-                };
-                let key = decode_key(key_bytes).map_err(|e| corrupt(e.to_string()))?;
-                let value = match record.value {
-                    Some(v) => Some(decode_value(&key, v).map_err(|e| corrupt(e.to_string()))?),
-                    None => None,
-                };
-                apply(key, value);
-            }
-        }
-    }
-    Ok(())
+    })
 }
 
 impl Inner {

@@ -24,7 +24,7 @@ pub use error::GroupError;
 pub use membership::{GroupConfig, GroupState};
 pub(crate) use records::partition_for;
 
-use crate::{Broker, BrokerError, TopicSpec};
+use crate::{Broker, BrokerError};
 
 /// The internal topic holding committed offsets and group membership.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -34,24 +34,7 @@ pub const OFFSETS_PARTITIONS: i32 = 8;
 impl Broker {
     /// Creates `__consumer_offsets` if missing and replays it into the coordinator.
     pub(crate) fn open_groups(&self) -> Result<(), BrokerError> {
-        let topic = if let Some(t) = self.topic(OFFSETS_TOPIC) {
-            t
-        } else {
-            {
-                let spec = TopicSpec {
-                    name: OFFSETS_TOPIC.to_string(),
-                    partitions: OFFSETS_PARTITIONS,
-                    replication_factor: -1,
-                    configs: [
-                        ("retention.ms".to_string(), "-1".to_string()),
-                        ("retention.bytes".to_string(), "-1".to_string()),
-                    ]
-                    .into_iter()
-                    .collect(),
-                };
-                self.create_topic(&spec, false)?
-            }
-        };
+        let topic = self.internal_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS)?;
         let logs = topic.partitions.iter().map(|p| p.log.clone()).collect();
         self.groups().load(logs)?;
         Ok(())

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
+use wharf_record::BatchBuilder;
 use wharf_storage::{Durability, Log, PendingAppend};
 
 use super::records::{decode_key, decode_value, encode_key, encode_value};
@@ -25,8 +25,9 @@ use super::{
     TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC,
 };
 use crate::group::api::CommitPartition;
+use crate::internal_log::replay_keyed;
 use crate::producer::now_ms;
-use crate::{Broker, BrokerError, TopicSpec};
+use crate::{Broker, BrokerError};
 
 /// How often open transactions are checked against their timeout.
 const TICK: Duration = Duration::from_millis(200);
@@ -120,35 +121,16 @@ async fn durable(pending: Result<PendingAppend, BrokerError>) -> Result<(), Brok
 
 /// Reads every record of a `__transaction_state` partition, in order.
 fn replay_log(log: &Log, state: &mut TxnCoordinatorState) -> Result<usize, BrokerError> {
-    let corrupt = |reason: String| unavailable(format!("replaying log {}: {reason}", log.id()));
-    let mut offset = log.log_start_offset();
-    let end = log.high_watermark();
-    let mut count = 0;
-    while offset < end {
-        let read = log.read(offset, 1 << 20)?;
-        let ranges =
-            wharf_record::split_batches(&read.records).map_err(|e| corrupt(e.to_string()))?;
-        if ranges.is_empty() {
-            break;
-        }
-        for range in ranges {
-            let bytes = read.records.get(range).unwrap_or_default();
-            let batch = BatchHeader::parse(bytes).map_err(|e| corrupt(e.to_string()))?;
-            offset = offset.max(batch.last_offset() + 1);
-            for record in RecordIter::new(&batch).map_err(|e| corrupt(e.to_string()))? {
-                let record = record.map_err(|e| corrupt(e.to_string()))?;
-                let Some(key) = record.key else { continue };
-                let id = decode_key(key).map_err(|e| corrupt(e.to_string()))?;
-                let value = match record.value {
-                    Some(v) => Some(decode_value(&id, v).map_err(|e| corrupt(e.to_string()))?),
-                    None => None,
-                };
-                state.replay(&id, value);
-                count += 1;
-            }
-        }
-    }
-    Ok(count)
+    replay_keyed(log, |key, value| {
+        let id = decode_key(key).map_err(|e| e.to_string())?;
+        let value = value
+            .map(|v| decode_value(&id, v))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        state.replay(&id, value);
+        Ok(())
+    })
+    .map_err(|reason| unavailable(format!("replaying log {}: {reason}", log.id())))
 }
 
 impl Broker {
@@ -170,22 +152,7 @@ impl Broker {
     /// Creates `__transaction_state` if missing, replays it, finishes transactions that
     /// were completing at the last stop, and starts the timeout tick.
     pub(crate) fn open_transactions(self: &Arc<Self>) -> Result<(), BrokerError> {
-        let topic = if let Some(t) = self.topic(TRANSACTION_STATE_TOPIC) {
-            t
-        } else {
-            let spec = TopicSpec {
-                name: TRANSACTION_STATE_TOPIC.to_string(),
-                partitions: TRANSACTION_STATE_PARTITIONS,
-                replication_factor: -1,
-                configs: [
-                    ("retention.ms".to_string(), "-1".to_string()),
-                    ("retention.bytes".to_string(), "-1".to_string()),
-                ]
-                .into_iter()
-                .collect(),
-            };
-            self.create_topic(&spec, false)?
-        };
+        let topic = self.internal_topic(TRANSACTION_STATE_TOPIC, TRANSACTION_STATE_PARTITIONS)?;
         let logs: Vec<Log> = topic.partitions.iter().map(|p| p.log.clone()).collect();
         let coordinator = self.transactions();
         let unfinished = {
