@@ -119,10 +119,11 @@ impl Broker {
         config: BrokerConfig,
         storage_config: StorageConfig,
     ) -> Result<Arc<Self>, BrokerError> {
-        std::fs::create_dir_all(&storage_config.data_dir).map_err(|e| {
+        let fs = storage_config.fs.clone();
+        wharf_storage::durable::ensure_dir(&*fs, &storage_config.data_dir).map_err(|e| {
             BrokerError::Metadata(format!("{}: {e}", storage_config.data_dir.display()))
         })?;
-        let meta = MetadataStore::load(&storage_config.data_dir)?;
+        let meta = MetadataStore::load(fs.clone(), &storage_config.data_dir)?;
         let storage = Storage::open(storage_config)?;
         let mut topics = HashMap::new();
         let mut known = std::collections::HashSet::new();
@@ -143,6 +144,7 @@ impl Broker {
             .flat_map(|t| t.partitions.iter().map(|p| p.log.clone()))
             .collect();
         let producers = Producers::load(
+            fs,
             &storage.config().data_dir,
             config.producer_id_expiration_ms,
             &logs,

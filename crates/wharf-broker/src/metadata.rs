@@ -1,12 +1,13 @@
-//! The topic registry, persisted as `meta.json` (ADR 0002): written to a temporary file,
-//! fsynced and renamed before a change is acknowledged. Log ids and producer ids are never
+//! The topic registry, persisted as `meta.json` (ADR 0002): replaced durably (storage's
+//! `durable::replace`) before a change is acknowledged. Log ids and producer ids are never
 //! reused.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use wharf_storage::{durable, FileSystem, RealFs};
 
 use crate::BrokerError;
 
@@ -29,6 +30,8 @@ pub struct MetadataStore {
     pub topics: BTreeMap<String, TopicRecord>,
     #[serde(skip)]
     path: PathBuf,
+    #[serde(skip, default = "RealFs::shared")]
+    fs: Arc<dyn FileSystem>,
 }
 
 fn meta_err(path: &Path, e: impl std::fmt::Display) -> BrokerError {
@@ -36,13 +39,14 @@ fn meta_err(path: &Path, e: impl std::fmt::Display) -> BrokerError {
 }
 
 impl MetadataStore {
-    pub fn load(dir: &Path) -> Result<Self, BrokerError> {
+    pub fn load(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<Self, BrokerError> {
         let path = dir.join("meta.json");
-        match std::fs::read(&path) {
+        match fs.read(&path) {
             Ok(bytes) => {
                 let mut store: MetadataStore =
                     serde_json::from_slice(&bytes).map_err(|e| meta_err(&path, e))?;
                 store.path = path;
+                store.fs = fs;
                 Ok(store)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -52,6 +56,7 @@ impl MetadataStore {
                     next_producer_id: 0,
                     topics: BTreeMap::new(),
                     path,
+                    fs,
                 };
                 store.save()?;
                 Ok(store)
@@ -94,18 +99,7 @@ impl MetadataStore {
     }
 
     pub fn save(&self) -> Result<(), BrokerError> {
-        let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| meta_err(&self.path, e))?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| meta_err(&self.path, e))
+        durable::replace(&*self.fs, &self.path, &bytes).map_err(|e| meta_err(&self.path, e))
     }
 }

@@ -60,6 +60,8 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
             | StorageError::Poisoned { .. }
             | StorageError::WriteFailed { .. }
             | StorageError::Corrupt { .. }
+            | StorageError::Damaged { .. }
+            | StorageError::PositionOutOfRange { .. }
             | StorageError::ShutDown => ResponseError::KafkaStorageError,
         },
     }

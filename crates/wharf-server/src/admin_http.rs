@@ -5,7 +5,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /health` | 200 while the process runs |
-//! | `GET /ready` | 200 once storage is recovered and the Kafka listener accepts, else 503 |
+//! | `GET /ready` | 200 once storage is recovered and the Kafka listener accepts and no shard is poisoned, else 503 |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/cluster`, `/v1/broker` | cluster id, brokers; this broker's settings |
 //! | `GET /v1/topics`, `/v1/topics/{topic}` | partitions: log start, high watermark, bytes |
@@ -141,13 +141,22 @@ fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
     match path {
         "/health" => return json_response(StatusCode::OK, &json!({ "status": "ok" })),
         "/ready" => {
-            let ready = state.is_ready();
+            // A poisoned shard acknowledges nothing until a restart: not ready.
+            let poisoned = state
+                .broker
+                .get()
+                .map(|b| b.storage().poisoned_shards())
+                .unwrap_or_default();
+            let ready = state.is_ready() && poisoned.is_empty();
             let status = if ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            return json_response(status, &json!({ "ready": ready }));
+            return json_response(
+                status,
+                &json!({ "ready": ready, "poisoned_shards": poisoned }),
+            );
         }
         "/metrics" => {
             let text = metrics::render(&state.metrics, state.broker.get().map(AsRef::as_ref));

@@ -35,6 +35,9 @@ pub struct Settings {
     pub log_retention_bytes: i64,
     pub log_retention_check_interval_ms: u64,
     pub log_flush_interval_ms: u64,
+    /// Start even when a segment is damaged in a way that is not a torn tail, cutting it at
+    /// the damage (what follows is lost). Off: such damage stops the start with its location.
+    pub recovery_truncate_damaged: bool,
     pub message_max_bytes: i64,
     pub max_frame_bytes: usize,
     pub max_connections: usize,
@@ -75,6 +78,7 @@ impl Default for Settings {
             log_retention_bytes: topic.retention_bytes,
             log_retention_check_interval_ms: 30_000,
             log_flush_interval_ms: 1_000,
+            recovery_truncate_damaged: false,
             message_max_bytes: topic.max_message_bytes,
             max_frame_bytes: listener.max_frame_bytes,
             max_connections: listener.max_connections,
@@ -181,6 +185,7 @@ impl Settings {
         c.segment_bytes = self.log_segment_bytes;
         c.segment_ms = self.log_roll_ms;
         c.flush_interval = Duration::from_millis(self.log_flush_interval_ms);
+        c.truncate_damaged = self.recovery_truncate_damaged;
         c.retention_check_interval =
             Duration::from_millis(self.log_retention_check_interval_ms.max(10));
         c

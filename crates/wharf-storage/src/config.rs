@@ -1,5 +1,8 @@
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::fs::{FileSystem, RealFs};
 
 /// Storage-wide settings.
 #[derive(Debug, Clone)]
@@ -17,6 +20,11 @@ pub struct StorageConfig {
     pub retention_check_interval: Duration,
     /// Cap on bytes drained into one group commit.
     pub max_group_bytes: usize,
+    /// Recovery cuts a segment at damage that is not a torn tail (valid entries follow it,
+    /// or it is in a sealed segment) instead of refusing to start. Loses what follows.
+    pub truncate_damaged: bool,
+    /// Where files live: the operating system's, or a simulated disk in tests.
+    pub fs: Arc<dyn FileSystem>,
 }
 
 impl StorageConfig {
@@ -29,6 +37,8 @@ impl StorageConfig {
             flush_interval: Duration::from_secs(1),
             retention_check_interval: Duration::from_secs(30),
             max_group_bytes: 16 << 20,
+            truncate_damaged: false,
+            fs: RealFs::shared(),
         }
     }
 }

@@ -5,16 +5,21 @@
 //! topic, group or wire protocol. The byte layout is in `docs/storage-format.md`.
 //!
 //! # Layout
-//! - `storage`: [`Storage`], the entry point: open (recover), create and delete logs, shut down.
-//! - `log`: [`Log`], one partition's handle: append, read, offsets, timestamps, delete records.
-//! - `shard`: the single writer thread of a shard: group commit (one fdatasync for every
-//!   pending durable append), offset assignment, segment roll.
+//! Modules depend only on those listed before them:
+//! - `fs`: the file seam ([`FileSystem`], [`StorageFile`]): real files, or `sim`'s simulated
+//!   disk (feature `sim`) that cuts power and fails chosen writes and fsyncs.
+//! - `durable`: creating and replacing files and directories so a crash keeps them whole.
+//! - `clock`, `envelope`: wall-clock time; the entry framing (length, CRC-32C, log id).
 //! - `segment`: one segment file and its sealed index file.
-//! - `envelope`: the entry framing inside a segment (length, CRC-32C, log id).
-//! - `recovery`: rebuilding indexes from sealed index files and scanning the active tail.
-//! - `retention`: the housekeeping thread: retention by time and size, segment deletion.
-//! - `checkpoint`: the persisted log start offsets.
 //! - `scan`: entry-by-entry reading with checksum checks (recovery, verify).
+//! - `index`: one partition log's in-memory index, offsets and fetch waiters.
+//! - `checkpoint`, `registry`: every log by id; the persisted log start offsets.
+//! - `shard`: the single writer thread of a shard: group commit (one fdatasync for every
+//!   pending durable append), offset assignment, segment roll, truncation.
+//! - `log`: [`Log`], one partition's handle: append, read, offsets, timestamps, DeleteRecords.
+//! - `shard_log`: the shard-log contract ([`ShardLog`]) replication implements a second time.
+//! - `recovery`, `retention`: rebuilding a shard at start; retention and segment deletion.
+//! - `storage`: [`Storage`], the entry point: open (recover), create and delete logs, shut down.
 //! - `verify`: offline verification of a data directory.
 //!
 //! ```text
@@ -25,27 +30,40 @@
 //! ```
 
 mod checkpoint;
+mod clock;
 mod config;
+pub mod durable;
 mod envelope;
 mod error;
+mod fs;
+mod index;
 mod log;
 mod recovery;
+mod registry;
 mod retention;
 mod scan;
 mod segment;
 mod shard;
+mod shard_log;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod storage;
 mod verify;
 
 pub use config::{LogConfig, StorageConfig};
 pub use error::StorageError;
-pub use log::{AppendInfo, Durability, Log, PendingAppend, ReadResult, TimestampMatch};
+pub use fs::{FileSystem, RealFs, StorageFile};
+pub use log::{Log, PendingAppend, ReadResult, TimestampMatch};
 pub use scan::Damage;
+pub use shard::{AppendInfo, Appended, Durability, Position};
+pub use shard_log::{LocalShardLog, ShardEntry, ShardLog};
 pub use storage::{RecoveryStats, Storage};
 pub use verify::{verify, DamagedRange, VerifyReport};
 
 /// A partition's log, as the broker numbers it. Never reused.
 pub type LogId = u64;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

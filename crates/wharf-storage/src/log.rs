@@ -1,44 +1,31 @@
-//! One partition's log: its in-memory index and offsets, shared by the shard writer (which
-//! appends) and readers. Invariant: every offset below `next_offset` and at or above
-//! `log_start` is covered by an index entry, pushed before `next_offset` moves past it.
+//! [`Log`], one partition's handle: append through its shard's writer, read stored batches,
+//! offsets, timestamps, DeleteRecords. The state behind it is `index::LogShared`.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 use wharf_record::{BatchHeader, RecordIter};
 
+use crate::index::{read_lock, write_lock, LogShared};
+use crate::registry::Registry;
 use crate::segment::Segment;
-use crate::shard::{AppendRequest, ShardHandle};
-use crate::storage::StorageInner;
+use crate::shard::{AppendInfo, AppendRequest, Appended, Durability, ShardHandle};
 use crate::{LogConfig, LogId, StorageError};
-
-/// How durable an append must be before it completes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Complete once written to the OS (acks=0/1); flushed by the background interval.
-    Written,
-    /// Complete once fdatasync-ed (acks=all).
-    Synced,
-}
-
-/// Where an append landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendInfo {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    pub log_start_offset: i64,
-}
 
 /// An append handed to the shard writer.
 pub struct PendingAppend {
-    rx: oneshot::Receiver<Result<AppendInfo, StorageError>>,
+    rx: oneshot::Receiver<Result<Appended, StorageError>>,
 }
 
 impl PendingAppend {
     pub async fn wait(self) -> Result<AppendInfo, StorageError> {
+        Ok(self.wait_appended().await?.info)
+    }
+
+    /// The offsets and the entry's end position in the shard log.
+    pub async fn wait_appended(self) -> Result<Appended, StorageError> {
         self.rx.await.map_err(|_| StorageError::ShutDown)?
     }
 }
@@ -56,83 +43,6 @@ pub struct ReadResult {
 pub struct TimestampMatch {
     pub offset: i64,
     pub timestamp: i64,
-}
-
-#[derive(Clone)]
-pub(crate) struct IndexEntry {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    pub max_timestamp: i64,
-    pub segment: Arc<Segment>,
-    pub position: u64,
-    pub len: u32,
-}
-
-pub(crate) struct LogShared {
-    pub id: LogId,
-    pub shard: usize,
-    pub config: RwLock<LogConfig>,
-    pub index: RwLock<VecDeque<IndexEntry>>,
-    pub next_offset: AtomicI64,
-    pub log_start: AtomicI64,
-    pub bytes: AtomicU64,
-    pub deleted: AtomicBool,
-    waiters: Mutex<Vec<Weak<Notify>>>,
-}
-
-fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-pub(crate) fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl LogShared {
-    pub fn new(id: LogId, shard: usize, config: LogConfig) -> Self {
-        Self {
-            id,
-            shard,
-            config: RwLock::new(config),
-            index: RwLock::new(VecDeque::new()),
-            next_offset: AtomicI64::new(0),
-            log_start: AtomicI64::new(0),
-            bytes: AtomicU64::new(0),
-            deleted: AtomicBool::new(false),
-            waiters: Mutex::new(Vec::new()),
-        }
-    }
-
-    pub fn config(&self) -> LogConfig {
-        *read_lock(&self.config)
-    }
-
-    /// Wakes every fetch parked on this log.
-    pub fn wake(&self) {
-        let waiters = std::mem::take(
-            &mut *self
-                .waiters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for w in waiters {
-            if let Some(n) = w.upgrade() {
-                n.notify_one();
-            }
-        }
-    }
-
-    /// Drops index entries wholly below the log start offset.
-    pub fn prune_index(&self) {
-        let start = self.log_start.load(Ordering::Acquire);
-        let mut index = write_lock(&self.index);
-        while index.front().is_some_and(|e| e.last_offset < start) {
-            if let Some(e) = index.pop_front() {
-                self.bytes.fetch_sub(u64::from(e.len), Ordering::AcqRel);
-            }
-        }
-    }
 }
 
 /// Checks the CRC-32C of every batch read from disk, so damaged bytes are never served.
@@ -164,7 +74,7 @@ fn verify_batches(segment: &Segment, position: u64, bytes: &[u8]) -> Result<(), 
 pub struct Log {
     pub(crate) shared: Arc<LogShared>,
     pub(crate) shard: ShardHandle,
-    pub(crate) storage: Weak<StorageInner>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl Log {
@@ -222,13 +132,7 @@ impl Log {
 
     /// Registers a waiter woken at the next append to this log.
     pub fn register_waiter(&self, notify: &Arc<Notify>) {
-        let mut waiters = self
-            .shared
-            .waiters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        waiters.retain(|w| w.strong_count() > 0);
-        waiters.push(Arc::downgrade(notify));
+        self.shared.register_waiter(notify);
     }
 
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least
@@ -290,16 +194,15 @@ impl Log {
         timestamp: i64,
     ) -> Result<Option<TimestampMatch>, StorageError> {
         let start = self.log_start_offset();
-        let found = {
-            let index = read_lock(&self.shared.index);
-            index
-                .iter()
-                .find(|e| e.max_timestamp >= timestamp && e.last_offset >= start)
-                .map(|e| (e.segment.clone(), e.position, e.len, e.max_timestamp))
-        };
-        let Some((segment, position, len, max_timestamp)) = found else {
+        let Some(found) = self.shared.first_at_or_after(timestamp, start) else {
             return Ok(None);
         };
+        let (segment, position, len, max_timestamp) = (
+            found.segment,
+            found.position,
+            found.len,
+            found.max_timestamp,
+        );
         let mut bytes = Vec::with_capacity(len as usize);
         segment.read_into(position, len as usize, &mut bytes)?;
         let corrupt = || StorageError::Corrupt {
@@ -342,9 +245,7 @@ impl Log {
         let previous = self.shared.log_start.fetch_max(target, Ordering::AcqRel);
         if target > previous {
             self.shared.prune_index();
-            if let Some(storage) = self.storage.upgrade() {
-                storage.persist_log_starts()?;
-            }
+            self.registry.persist_log_starts()?;
         }
         Ok(self.log_start_offset())
     }

@@ -1,15 +1,21 @@
 //! Rebuilding a shard on start. Sealed segments load their index files (rescanned when the
 //! file is missing or damaged); the active segment is scanned entry by entry, each envelope's
-//! CRC-32C checked, and a torn or corrupt tail is truncated away and logged.
+//! CRC-32C checked.
+//!
+//! Damage that runs to the end of the active segment is a torn tail (a write the crash cut
+//! short, never acknowledged as synced): it is truncated and logged. Damage anywhere else, in
+//! a sealed segment or with valid entries after it, may hold acknowledged data: recovery
+//! refuses to start unless the operator asked to truncate (`truncate_damaged`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::scan::scan_from;
+use crate::fs::FileSystem;
+use crate::scan::{next_valid_entry, scan_from, Damage};
 use crate::segment::{self, Segment, SegmentEntry};
-use crate::StorageError;
+use crate::{durable, StorageError};
 
 pub(crate) struct RecoveredShard {
     pub segments: BTreeMap<u64, Arc<Segment>>,
@@ -19,11 +25,15 @@ pub(crate) struct RecoveredShard {
     pub active_entries: Vec<SegmentEntry>,
 }
 
-pub(crate) fn recover_shard(dir: &Path, shard_id: usize) -> Result<RecoveredShard, StorageError> {
-    std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+pub(crate) fn recover_shard(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    shard_id: usize,
+    truncate_damaged: bool,
+) -> Result<RecoveredShard, StorageError> {
+    durable::ensure_dir(fs, dir).map_err(|e| StorageError::io(dir, e))?;
     let mut ids = Vec::new();
-    for item in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
-        let path = item.map_err(|e| StorageError::io(dir, e))?.path();
+    for path in fs.list_dir(dir).map_err(|e| StorageError::io(dir, e))? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -32,7 +42,7 @@ pub(crate) fn recover_shard(dir: &Path, shard_id: usize) -> Result<RecoveredShar
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("tmp"))
         {
-            let _ = std::fs::remove_file(&path);
+            let _ = fs.remove_file(&path);
         } else if let Some(id) = name
             .strip_suffix(".log")
             .and_then(|s| s.parse::<u64>().ok())
@@ -47,17 +57,18 @@ pub(crate) fn recover_shard(dir: &Path, shard_id: usize) -> Result<RecoveredShar
         active_entries: Vec::new(),
     };
     if ids.is_empty() {
-        out.segments.insert(0, Arc::new(Segment::create(dir, 0)?));
+        out.segments
+            .insert(0, Arc::new(Segment::create(fs, dir, 0)?));
         return Ok(out);
     }
     let last = ids.len() - 1;
     for (i, id) in ids.into_iter().enumerate() {
-        let seg = Arc::new(Segment::open(dir, id)?);
+        let seg = Arc::new(Segment::open(fs, dir, id)?);
         let is_active = i == last;
         let indexed = if is_active {
             None
         } else {
-            segment::read_index(dir, id)
+            segment::read_index(fs, dir, id)
         };
         let entries = match indexed {
             Some(entries)
@@ -67,10 +78,13 @@ pub(crate) fn recover_shard(dir: &Path, shard_id: usize) -> Result<RecoveredShar
             {
                 entries
             }
-            _ => scan(&seg, shard_id)?,
+            _ => scan(&seg, shard_id, is_active, truncate_damaged)?,
         };
         for e in &entries {
             seg.note_offset(e.log_id, e.last_offset);
+        }
+        if let Some(first) = entries.first() {
+            seg.created_ms.store(first.max_timestamp, Ordering::Release);
         }
         seg.sealed.store(!is_active, Ordering::Release);
         if is_active {
@@ -83,24 +97,58 @@ pub(crate) fn recover_shard(dir: &Path, shard_id: usize) -> Result<RecoveredShar
     Ok(out)
 }
 
-/// Reads every entry of a segment, checking each CRC; truncates at the first bad one.
-fn scan(seg: &Segment, shard_id: usize) -> Result<Vec<SegmentEntry>, StorageError> {
+/// Reads every entry of a segment, checking each CRC, and decides what damage means.
+fn scan(
+    seg: &Segment,
+    shard_id: usize,
+    is_active: bool,
+    truncate_damaged: bool,
+) -> Result<Vec<SegmentEntry>, StorageError> {
     let size = seg.size();
-    let scanned = scan_from(&seg.file, &seg.path, size, 0)?;
-    if let Some(damage) = scanned.damage {
+    let scanned = scan_from(&*seg.file, &seg.path, size, 0)?;
+    let Some(damage) = scanned.damage else {
+        return Ok(scanned.entries);
+    };
+    let valid_after = next_valid_entry(&*seg.file, &seg.path, size, &damage)?;
+    let torn_tail = is_active && valid_after.is_none();
+    if !torn_tail && !truncate_damaged {
+        let Damage {
+            position,
+            end,
+            reason,
+        } = damage;
+        tracing::error!(shard = shard_id, segment = %seg.path.display(), start = position, end, reason, ?valid_after, "damaged segment: refusing to start");
+        return Err(StorageError::Damaged {
+            path: seg.path.clone(),
+            start: position,
+            end,
+            valid_at: valid_after.unwrap_or(end),
+            reason,
+        });
+    }
+    if torn_tail {
         tracing::warn!(
             shard = shard_id,
             segment = %seg.path.display(),
             position = damage.position,
             cut_bytes = size - damage.position,
             reason = damage.reason,
-            "recovery truncated segment tail"
+            "recovery truncated a torn tail"
         );
-        seg.file
-            .set_len(damage.position)
-            .and_then(|()| seg.file.sync_all())
-            .map_err(|e| StorageError::io(&seg.path, e))?;
-        seg.size.store(damage.position, Ordering::Release);
+    } else {
+        tracing::error!(
+            shard = shard_id,
+            segment = %seg.path.display(),
+            position = damage.position,
+            cut_bytes = size - damage.position,
+            reason = damage.reason,
+            "recovery cut a damaged segment as the operator asked (recovery_truncate_damaged)"
+        );
     }
+    seg.file
+        .set_len(damage.position)
+        .and_then(|()| seg.file.sync_data())
+        .map_err(|e| StorageError::io(&seg.path, e))?;
+    seg.size.store(damage.position, Ordering::Release);
     Ok(scanned.entries)
 }

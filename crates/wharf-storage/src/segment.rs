@@ -2,15 +2,12 @@
 //! Invariant: bytes below `size` are whole entries; the writer thread alone appends.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::{LogId, StorageError};
+use crate::fs::{FileSystem, StorageFile};
+use crate::{clock, durable, LogId, StorageError};
 
 const INDEX_MAGIC: &[u8; 4] = b"WIDX";
 const INDEX_VERSION: u32 = 1;
@@ -31,9 +28,11 @@ pub struct SegmentEntry {
 pub struct Segment {
     pub id: u64,
     pub path: PathBuf,
-    pub file: File,
+    pub file: Arc<dyn StorageFile>,
     pub size: AtomicU64,
-    pub created: Instant,
+    /// Epoch ms its age (`segment.ms`) counts from: creation, or for a recovered segment its
+    /// first batch's timestamp, so a restart does not make old data young again.
+    pub created_ms: AtomicI64,
     pub sealed: AtomicBool,
     /// Highest offset each log has in this segment: a segment is deletable once every log's
     /// start offset has passed its entry here.
@@ -48,20 +47,12 @@ pub fn index_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 impl Segment {
-    pub fn create(dir: &Path, id: u64) -> Result<Self, StorageError> {
+    /// Creates a segment file and makes its name durable before anything is written to it.
+    pub fn create(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Self, StorageError> {
         let path = log_path(dir, id);
-        // Not create_new: a roll that failed after creating the file is retried.
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| StorageError::io(&path, e))?
-            .len();
+        // A roll that failed after creating the file is retried: an empty file is reused.
+        let file = durable::create_file(fs, &path).map_err(|e| StorageError::io(&path, e))?;
+        let size = file.size().map_err(|e| StorageError::io(&path, e))?;
         if size != 0 {
             let exists = std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
@@ -72,27 +63,22 @@ impl Segment {
         Ok(Self::from_file(id, path, file, 0))
     }
 
-    pub fn open(dir: &Path, id: u64) -> Result<Self, StorageError> {
+    pub fn open(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Self, StorageError> {
         let path = log_path(dir, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = fs
+            .open(&path, false)
             .map_err(|e| StorageError::io(&path, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| StorageError::io(&path, e))?
-            .len();
+        let size = file.size().map_err(|e| StorageError::io(&path, e))?;
         Ok(Self::from_file(id, path, file, size))
     }
 
-    fn from_file(id: u64, path: PathBuf, file: File, size: u64) -> Self {
+    fn from_file(id: u64, path: PathBuf, file: Arc<dyn StorageFile>, size: u64) -> Self {
         Self {
             id,
             path,
             file,
             size: AtomicU64::new(size),
-            created: Instant::now(),
+            created_ms: AtomicI64::new(clock::now_ms()),
             sealed: AtomicBool::new(false),
             last_offsets: Mutex::new(HashMap::new()),
         }
@@ -100,6 +86,10 @@ impl Segment {
 
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
+    }
+
+    pub fn age_ms(&self, now: i64) -> i64 {
+        now.saturating_sub(self.created_ms.load(Ordering::Acquire))
     }
 
     pub fn note_offset(&self, log_id: LogId, last_offset: i64) {
@@ -127,8 +117,13 @@ impl Segment {
 }
 
 /// Writes the index file of a sealed segment: magic, version, count, entries, CRC-32C of all
-/// before it. Written to a temporary name and renamed, so a reader sees all of it or none.
-pub fn write_index(dir: &Path, id: u64, entries: &[SegmentEntry]) -> Result<(), StorageError> {
+/// before it. Replaced durably, so a reader sees all of it or none.
+pub fn write_index(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+    entries: &[SegmentEntry],
+) -> Result<(), StorageError> {
     let mut buf = Vec::with_capacity(16 + entries.len() * INDEX_ENTRY_LEN);
     buf.extend_from_slice(INDEX_MAGIC);
     buf.extend_from_slice(&INDEX_VERSION.to_le_bytes());
@@ -144,16 +139,12 @@ pub fn write_index(dir: &Path, id: u64, entries: &[SegmentEntry]) -> Result<(), 
     let crc = crc32c::crc32c(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     let path = index_path(dir, id);
-    let tmp = path.with_extension("index.tmp");
-    let mut f = File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
-    f.write_all(&buf).map_err(|e| StorageError::io(&tmp, e))?;
-    f.sync_data().map_err(|e| StorageError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))
+    durable::replace(fs, &path, &buf).map_err(|e| StorageError::io(&path, e))
 }
 
 /// Reads a sealed segment's index file; `None` when absent or damaged (the caller rescans).
-pub fn read_index(dir: &Path, id: u64) -> Option<Vec<SegmentEntry>> {
-    let buf = std::fs::read(index_path(dir, id)).ok()?;
+pub fn read_index(fs: &dyn FileSystem, dir: &Path, id: u64) -> Option<Vec<SegmentEntry>> {
+    let buf = fs.read(&index_path(dir, id)).ok()?;
     if buf.len() < 20 || &buf[0..4] != INDEX_MAGIC {
         return None;
     }
@@ -197,12 +188,13 @@ mod tests {
             position: 16,
             len: 100,
         }];
-        write_index(dir.path(), 7, &entries).unwrap();
-        assert_eq!(read_index(dir.path(), 7).unwrap(), entries);
+        let fs = crate::fs::RealFs;
+        write_index(&fs, dir.path(), 7, &entries).unwrap();
+        assert_eq!(read_index(&fs, dir.path(), 7).unwrap(), entries);
         let path = index_path(dir.path(), 7);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(read_index(dir.path(), 7).is_none());
+        assert!(read_index(&fs, dir.path(), 7).is_none());
     }
 }

@@ -10,7 +10,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -18,25 +17,59 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use wharf_record::{set_base_offset, BatchHeader};
 
 use crate::envelope::{self, ENVELOPE_LEN};
-use crate::log::{write_lock, AppendInfo, Durability, IndexEntry, LogShared};
+use crate::fs::FileSystem;
+use crate::index::{read_lock, write_lock, LogShared};
 use crate::segment::{self, Segment, SegmentEntry};
-use crate::StorageError;
+use crate::{clock, StorageError};
+
+/// How durable an append must be before it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Complete once written to the OS (acks=0/1); flushed by the background interval.
+    Written,
+    /// Complete once fdatasync-ed (acks=all).
+    Synced,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// An append as the shard log saw it: the offsets, and where its entry ends in the shard log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub info: AppendInfo,
+    pub position: Position,
+}
+
+/// A place in a shard log: a segment and a byte offset in it. Ordered as the log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
 
 pub(crate) struct AppendRequest {
     pub log: Arc<LogShared>,
     pub batches: Bytes,
     pub durability: Durability,
-    pub reply: oneshot::Sender<Result<AppendInfo, StorageError>>,
+    pub reply: oneshot::Sender<Result<Appended, StorageError>>,
 }
 
 pub(crate) enum Command {
     Append(AppendRequest),
     /// fdatasync now, then reply.
     Flush(oneshot::Sender<Result<(), StorageError>>),
+    /// Drop every entry at or after the position (a replica's log diverged), then reply.
+    Truncate(Position, oneshot::Sender<Result<(), StorageError>>),
     Stop,
 }
 
@@ -44,21 +77,59 @@ pub(crate) enum Command {
 pub(crate) struct ShardState {
     pub id: usize,
     pub dir: PathBuf,
+    pub fs: Arc<dyn FileSystem>,
     /// All segments by id; the last one is the active one.
     pub segments: RwLock<std::collections::BTreeMap<u64, Arc<Segment>>>,
     pub poisoned: AtomicBool,
     pub group_commits: AtomicU64,
     pub fsyncs: AtomicU64,
+    /// The end of the durable (fdatasync-ed) part of the log.
+    pub durable: watch::Sender<Position>,
 }
 
 impl ShardState {
-    pub fn active_id(&self) -> Option<u64> {
-        self.segments
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keys()
+    pub fn new(
+        id: usize,
+        dir: PathBuf,
+        fs: Arc<dyn FileSystem>,
+        segments: std::collections::BTreeMap<u64, Arc<Segment>>,
+    ) -> Self {
+        let end = segments
+            .values()
             .next_back()
-            .copied()
+            .map_or_else(Position::default, |s| Position {
+                segment: s.id,
+                offset: s.size(),
+            });
+        metrics::gauge!("wharf_storage_shard_poisoned", "shard" => id.to_string()).set(0.0);
+        Self {
+            id,
+            dir,
+            fs,
+            segments: RwLock::new(segments),
+            poisoned: AtomicBool::new(false),
+            group_commits: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            durable: watch::Sender::new(end),
+        }
+    }
+
+    /// Sealed segments, oldest first: never the active one, read under one lock.
+    pub fn sealed_segments(&self) -> Vec<Arc<Segment>> {
+        read_lock(&self.segments)
+            .values()
+            .filter(|s| s.sealed.load(Ordering::Acquire))
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        metrics::gauge!("wharf_storage_shard_poisoned", "shard" => self.id.to_string()).set(1.0);
     }
 }
 
@@ -72,7 +143,7 @@ pub(crate) struct ShardHandle {
 
 impl ShardHandle {
     pub fn send(&self, request: AppendRequest) -> Result<(), StorageError> {
-        if self.state.poisoned.load(Ordering::Acquire) {
+        if self.state.is_poisoned() {
             return Err(StorageError::Poisoned {
                 shard_id: self.state.id,
             });
@@ -90,11 +161,20 @@ impl ShardHandle {
         rx.await.map_err(|_| StorageError::ShutDown)?
     }
 
+    pub async fn truncate(&self, position: Position) -> Result<(), StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Truncate(position, reply))
+            .map_err(|_| StorageError::ShutDown)?;
+        rx.await.map_err(|_| StorageError::ShutDown)?
+    }
+
     pub fn stop(&self) {
         let _ = self.tx.send(Command::Stop);
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub segment_bytes: u64,
     pub segment_ms: i64,
@@ -131,8 +211,35 @@ fn metric_value(n: usize) -> f64 {
     u32::try_from(n).map_or(f64::from(u32::MAX), f64::from)
 }
 
+/// Commands taken from the channel for one turn of the writer loop.
+#[derive(Default)]
+struct Drained {
+    group: Vec<AppendRequest>,
+    /// Batch bytes in `group` (kept as they arrive, not re-summed).
+    bytes: usize,
+    flushes: Vec<oneshot::Sender<Result<(), StorageError>>>,
+    truncation: Option<(Position, oneshot::Sender<Result<(), StorageError>>)>,
+    stop: bool,
+}
+
+impl Drained {
+    fn take(&mut self, cmd: Command) {
+        match cmd {
+            Command::Append(r) => {
+                self.bytes += r.batches.len();
+                self.group.push(r);
+            }
+            Command::Flush(reply) => self.flushes.push(reply),
+            Command::Truncate(position, reply) => self.truncation = Some((position, reply)),
+            Command::Stop => self.stop = true,
+        }
+    }
+}
+
 struct Writer {
     state: Arc<ShardState>,
+    /// Every log of this shard, for truncation.
+    logs: Arc<crate::registry::Registry>,
     metrics: WriterMetrics,
     active: Arc<Segment>,
     /// Entries of the active segment, written to its index file when it is sealed.
@@ -140,6 +247,8 @@ struct Writer {
     limits: Limits,
     buf: Vec<u8>,
     dirty_since: Option<Instant>,
+    /// The end of the bytes written so far (durable once `dirty_since` is `None`).
+    written: Position,
     roll_bytes: u64,
     roll_ms: i64,
     roll_failed_at: Option<Instant>,
@@ -148,6 +257,7 @@ struct Writer {
 /// Starts the writer thread of a shard whose segments were recovered into `state`.
 pub(crate) fn spawn(
     state: Arc<ShardState>,
+    logs: Arc<crate::registry::Registry>,
     active_entries: Vec<SegmentEntry>,
     limits: Limits,
 ) -> Result<(ShardHandle, std::thread::JoinHandle<()>), StorageError> {
@@ -162,9 +272,15 @@ pub(crate) fn spawn(
         return Err(StorageError::ShutDown);
     };
     let (tx, rx) = mpsc::channel();
+    let written = Position {
+        segment: active.id,
+        offset: active.size(),
+    };
     let mut writer = Writer {
         metrics: WriterMetrics::new(state.id),
         state: state.clone(),
+        logs,
+        written,
         active,
         active_entries,
         roll_bytes: limits.segment_bytes,
@@ -184,28 +300,31 @@ pub(crate) fn spawn(
 impl Writer {
     fn run(&mut self, rx: &Receiver<Command>) {
         let tick = Duration::from_millis(50);
-        let mut group: Vec<AppendRequest> = Vec::new();
-        let mut flushes: Vec<oneshot::Sender<Result<(), StorageError>>> = Vec::new();
+        let mut drained = Drained::default();
         loop {
-            let mut stop = false;
             match rx.recv_timeout(tick) {
-                Ok(cmd) => stop |= Self::take(cmd, &mut group, &mut flushes),
+                Ok(cmd) => drained.take(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = true,
+                Err(RecvTimeoutError::Disconnected) => drained.stop = true,
             }
-            let mut bytes: usize = group.iter().map(|r| r.batches.len()).sum();
-            while !stop && bytes < self.limits.max_group_bytes {
+            // A truncation ends the group: appends after it go to the truncated log.
+            while !drained.stop
+                && drained.bytes < self.limits.max_group_bytes
+                && drained.truncation.is_none()
+            {
                 match rx.try_recv() {
-                    Ok(cmd) => {
-                        stop |= Self::take(cmd, &mut group, &mut flushes);
-                        bytes = group.iter().map(|r| r.batches.len()).sum();
-                    }
+                    Ok(cmd) => drained.take(cmd),
                     Err(_) => break,
                 }
             }
-            if !group.is_empty() {
-                self.commit_group(std::mem::take(&mut group));
+            drained.bytes = 0;
+            if !drained.group.is_empty() {
+                self.commit_group(std::mem::take(&mut drained.group));
             }
+            if let Some((position, reply)) = drained.truncation.take() {
+                let _ = reply.send(self.truncate(position));
+            }
+            let (stop, flushes) = (drained.stop, &mut drained.flushes);
             let flush_due = self
                 .dirty_since
                 .is_some_and(|t| t.elapsed() >= self.limits.flush_interval);
@@ -241,36 +360,18 @@ impl Writer {
         }
     }
 
-    fn take(
-        cmd: Command,
-        group: &mut Vec<AppendRequest>,
-        flushes: &mut Vec<oneshot::Sender<Result<(), StorageError>>>,
-    ) -> bool {
-        match cmd {
-            Command::Append(r) => group.push(r),
-            Command::Flush(reply) => flushes.push(reply),
-            Command::Stop => return true,
-        }
-        false
-    }
-
     fn poisoned(&self) -> Option<StorageError> {
-        self.state
-            .poisoned
-            .load(Ordering::Acquire)
-            .then_some(StorageError::Poisoned {
-                shard_id: self.state.id,
-            })
+        self.state.is_poisoned().then_some(StorageError::Poisoned {
+            shard_id: self.state.id,
+        })
     }
 
     /// One group commit: offsets, one write, at most one fdatasync, then acks.
     fn commit_group(&mut self, group: Vec<AppendRequest>) {
-        if let Some(e) = self.poisoned() {
-            let message = e.to_string();
+        if self.state.is_poisoned() {
             for r in group {
-                let _ = r.reply.send(Err(StorageError::WriteFailed {
+                let _ = r.reply.send(Err(StorageError::Poisoned {
                     shard_id: self.state.id,
-                    message: message.clone(),
                 }));
             }
             return;
@@ -358,29 +459,28 @@ impl Writer {
             // Undo a partial write so the segment holds whole entries only.
             if let Err(e) = self.active.file.set_len(start) {
                 tracing::error!(shard = self.state.id, %e, "cannot truncate after failed write; shard poisoned");
-                self.state.poisoned.store(true, Ordering::Release);
+                self.state.poison();
             }
-            let message = error.to_string();
+            let source = Arc::new(error);
             for s in staged {
                 let _ = s.request.reply.send(Err(StorageError::WriteFailed {
                     shard_id: self.state.id,
-                    message: message.clone(),
+                    source: source.clone(),
                 }));
             }
             return;
         }
-        self.active
-            .size
-            .store(start + self.buf.len() as u64, Ordering::Release);
+        let end = start + self.buf.len() as u64;
+        self.active.size.store(end, Ordering::Release);
+        self.written = Position {
+            segment: self.active.id,
+            offset: end,
+        };
         self.dirty_since.get_or_insert_with(Instant::now);
         if sync {
             if let Err(error) = self.sync() {
-                let message = error.to_string();
                 for s in staged {
-                    let _ = s.request.reply.send(Err(StorageError::WriteFailed {
-                        shard_id: self.state.id,
-                        message: message.clone(),
-                    }));
+                    let _ = s.request.reply.send(Err(error.clone_for_waiter()));
                 }
                 return;
             }
@@ -394,7 +494,10 @@ impl Writer {
                 log_start_offset: log.log_start.load(Ordering::Acquire),
             };
             self.active_entries.extend_from_slice(&s.entries);
-            let _ = s.request.reply.send(Ok(info));
+            let _ = s.request.reply.send(Ok(Appended {
+                info,
+                position: self.written,
+            }));
         }
     }
 
@@ -404,20 +507,7 @@ impl Writer {
         let Some(last) = staged.entries.last() else {
             return;
         };
-        {
-            let mut index = write_lock(&log.index);
-            for e in &staged.entries {
-                index.push_back(IndexEntry {
-                    base_offset: e.base_offset,
-                    last_offset: e.last_offset,
-                    max_timestamp: e.max_timestamp,
-                    segment: self.active.clone(),
-                    position: e.position,
-                    len: e.len,
-                });
-                log.bytes.fetch_add(u64::from(e.len), Ordering::AcqRel);
-            }
-        }
+        log.push(&staged.entries, &self.active);
         self.active.note_offset(log.id, last.last_offset);
         log.next_offset
             .store(last.last_offset + 1, Ordering::Release);
@@ -438,14 +528,114 @@ impl Writer {
         match synced {
             Ok(()) => {
                 self.dirty_since = None;
+                self.state.durable.send_replace(self.written);
                 Ok(())
             }
             Err(error) => {
                 tracing::error!(shard = self.state.id, segment = %self.active.path.display(), %error, "fdatasync failed; shard poisoned");
-                self.state.poisoned.store(true, Ordering::Release);
-                Err(StorageError::io(&self.active.path, error))
+                self.state.poison();
+                Err(StorageError::WriteFailed {
+                    shard_id: self.state.id,
+                    source: Arc::new(error),
+                })
             }
         }
+    }
+
+    /// Drops every entry at or after `cut` (a replica whose log diverged from its leader's):
+    /// later segments whole, the rest of `cut`'s segment, and the index entries and offsets of
+    /// every log of the shard that pointed there. `cut`'s segment becomes the active one.
+    fn truncate(&mut self, cut: Position) -> Result<(), StorageError> {
+        if let Some(e) = self.poisoned() {
+            return Err(e);
+        }
+        if cut >= self.written {
+            return Ok(());
+        }
+        let (target, later): (Arc<Segment>, Vec<Arc<Segment>>) = {
+            let segments = read_lock(&self.state.segments);
+            let Some(target) = segments.get(&cut.segment).cloned() else {
+                return Err(StorageError::PositionOutOfRange {
+                    shard_id: self.state.id,
+                    segment: cut.segment,
+                    offset: cut.offset,
+                });
+            };
+            let later = segments
+                .range(cut.segment + 1..)
+                .map(|(_, s)| s.clone())
+                .collect();
+            (target, later)
+        };
+        for log in self.logs.snapshot() {
+            if log.shard == self.state.id {
+                log.truncate_from(cut);
+            }
+        }
+        let fs = &*self.state.fs;
+        let mut entries = if Arc::ptr_eq(&target, &self.active) {
+            std::mem::take(&mut self.active_entries)
+        } else {
+            segment::read_index(fs, &self.state.dir, target.id).ok_or_else(|| {
+                StorageError::io(&target.path, std::io::Error::other("index missing"))
+            })?
+        };
+        entries.retain(|e| e.position + u64::from(e.len) <= cut.offset);
+        {
+            let mut segments = write_lock(&self.state.segments);
+            for seg in &later {
+                segments.remove(&seg.id);
+            }
+        }
+        for seg in &later {
+            for path in [
+                seg.path.clone(),
+                segment::index_path(&self.state.dir, seg.id),
+            ] {
+                if let Err(error) = fs.remove_file(&path) {
+                    if error.kind() != std::io::ErrorKind::NotFound {
+                        return Err(StorageError::io(&path, error));
+                    }
+                }
+            }
+        }
+        let index = segment::index_path(&self.state.dir, target.id);
+        match fs.remove_file(&index) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StorageError::io(&index, error));
+            }
+            _ => {}
+        }
+        let io = |e| StorageError::io(&target.path, e);
+        target.file.set_len(cut.offset).map_err(io)?;
+        target.file.sync_data().map_err(io)?;
+        fs.sync_dir(&self.state.dir)
+            .map_err(|e| StorageError::io(&self.state.dir, e))?;
+        target.size.store(cut.offset, Ordering::Release);
+        target.sealed.store(false, Ordering::Release);
+        {
+            let mut last = target
+                .last_offsets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            last.clear();
+            for e in &entries {
+                let slot = last.entry(e.log_id).or_insert(e.last_offset);
+                *slot = (*slot).max(e.last_offset);
+            }
+        }
+        tracing::info!(
+            shard = self.state.id,
+            segment = cut.segment,
+            offset = cut.offset,
+            "shard log truncated"
+        );
+        self.active = target;
+        self.active_entries = entries;
+        self.written = cut;
+        self.dirty_since = None;
+        self.state.durable.send_replace(cut);
+        Ok(())
     }
 
     /// Seals the active segment and opens a new one when it is large or old enough.
@@ -454,16 +644,16 @@ impl Writer {
         if size == 0 || self.poisoned().is_some() {
             return Ok(());
         }
-        let age_ms = self.active.created.elapsed().as_millis() as i64;
-        if size < self.roll_bytes && age_ms < self.roll_ms {
+        if size < self.roll_bytes && self.active.age_ms(clock::now_ms()) < self.roll_ms {
             return Ok(());
         }
         if self.dirty_since.is_some() {
             self.sync()?;
         }
-        segment::write_index(&self.state.dir, self.active.id, &self.active_entries)?;
-        let next = Arc::new(Segment::create(&self.state.dir, self.active.id + 1)?);
-        sync_dir(&self.state.dir)?;
+        let fs = &*self.state.fs;
+        segment::write_index(fs, &self.state.dir, self.active.id, &self.active_entries)?;
+        // The new file's name is durable before any ack can depend on bytes in it.
+        let next = Arc::new(Segment::create(fs, &self.state.dir, self.active.id + 1)?);
         self.active.sealed.store(true, Ordering::Release);
         write_lock(&self.state.segments).insert(next.id, next.clone());
         tracing::debug!(
@@ -478,10 +668,4 @@ impl Writer {
         self.roll_ms = self.limits.segment_ms;
         Ok(())
     }
-}
-
-pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<(), StorageError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
 }

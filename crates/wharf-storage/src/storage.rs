@@ -1,20 +1,23 @@
 //! The storage entry point: recovery on open, the log registry, housekeeping, shutdown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::log::{write_lock, IndexEntry, LogShared};
+use crate::index::{read_lock, LogShared};
+use crate::registry::Registry;
 use crate::shard::{self, Limits, ShardHandle, ShardState};
-use crate::{checkpoint, recovery, retention, Log, LogConfig, LogId, StorageConfig, StorageError};
+use crate::{
+    checkpoint, clock, durable, recovery, retention, Log, LogConfig, LogId, StorageConfig,
+    StorageError,
+};
 
-pub(crate) struct StorageInner {
-    pub config: StorageConfig,
-    pub shards: Vec<ShardHandle>,
-    logs: RwLock<HashMap<LogId, Arc<LogShared>>>,
-    checkpoint_lock: Mutex<()>,
+struct StorageInner {
+    config: StorageConfig,
+    shards: Vec<ShardHandle>,
+    registry: Arc<Registry>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     housekeeping_stop: Mutex<Option<Sender<()>>>,
 }
@@ -35,60 +38,40 @@ pub struct RecoveryStats {
 }
 
 impl StorageInner {
-    pub fn logs_snapshot(&self) -> Vec<Arc<LogShared>> {
-        self.logs
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub fn log_shared(&self, id: LogId) -> Option<Arc<LogShared>> {
-        self.logs
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&id)
-            .cloned()
-    }
-
-    pub fn persist_log_starts(&self) -> Result<(), StorageError> {
-        let _guard = self
-            .checkpoint_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let starts: BTreeMap<LogId, i64> = self
-            .logs_snapshot()
-            .iter()
-            .map(|l| (l.id, l.log_start.load(Ordering::Acquire)))
-            .filter(|(_, s)| *s > 0)
-            .collect();
-        checkpoint::write(&self.config.data_dir, &starts)
+    fn run_retention(&self, between: &dyn Fn()) {
+        if let Err(error) =
+            retention::run_once(&self.registry, &self.shards, clock::now_ms(), between)
+        {
+            tracing::error!(%error, "cannot persist log start offsets; segment deletion skipped");
+        }
     }
 }
 
 impl Storage {
     /// Opens (and recovers) the storage in `config.data_dir`.
     pub fn open(config: StorageConfig) -> Result<Self, StorageError> {
+        let fs = config.fs.clone();
         let shards_dir = config.data_dir.join("shards");
-        std::fs::create_dir_all(&shards_dir).map_err(|e| StorageError::io(&shards_dir, e))?;
-        let existing = std::fs::read_dir(&shards_dir)
+        // Every directory's entry is made durable before anything acked can live in it.
+        durable::ensure_dir(&*fs, &shards_dir).map_err(|e| StorageError::io(&shards_dir, e))?;
+        let existing = fs
+            .list_dir(&shards_dir)
             .map_err(|e| StorageError::io(&shards_dir, e))?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str()?.parse::<usize>().ok())
             .max()
             .map_or(0, |m| m + 1);
         let shard_count = config.shards.max(existing).max(1);
-        let starts = checkpoint::read(&config.data_dir)?;
+        let starts = checkpoint::read(&*fs, &config.data_dir)?;
         let mut logs: HashMap<LogId, Arc<LogShared>> = HashMap::new();
-        let mut shards = Vec::with_capacity(shard_count);
-        let mut threads = Vec::with_capacity(shard_count + 1);
+        let mut states = Vec::with_capacity(shard_count);
         let mut stats = RecoveryStats {
             shards: shard_count,
             ..RecoveryStats::default()
         };
         for shard_id in 0..shard_count {
             let dir = shards_dir.join(shard_id.to_string());
-            let recovered = recovery::recover_shard(&dir, shard_id)?;
+            let recovered = recovery::recover_shard(&*fs, &dir, shard_id, config.truncate_damaged)?;
             stats.segments += recovered.segments.len();
             stats.batches += recovered.entries.len();
             for (entry, segment) in recovered.entries {
@@ -103,43 +86,20 @@ impl Storage {
                     );
                     continue;
                 }
-                log.bytes.fetch_add(u64::from(entry.len), Ordering::Relaxed);
                 log.next_offset
                     .store(entry.last_offset + 1, Ordering::Relaxed);
-                write_lock(&log.index).push_back(IndexEntry {
-                    base_offset: entry.base_offset,
-                    last_offset: entry.last_offset,
-                    max_timestamp: entry.max_timestamp,
-                    segment,
-                    position: entry.position,
-                    len: entry.len,
-                });
+                log.push(&[entry], &segment);
             }
-            let state = Arc::new(ShardState {
-                id: shard_id,
+            let state = Arc::new(ShardState::new(
+                shard_id,
                 dir,
-                segments: RwLock::new(recovered.segments),
-                poisoned: false.into(),
-                group_commits: 0.into(),
-                fsyncs: 0.into(),
-            });
-            let limits = Limits {
-                segment_bytes: config.segment_bytes,
-                segment_ms: config.segment_ms,
-                flush_interval: config.flush_interval,
-                max_group_bytes: config.max_group_bytes,
-            };
-            let (handle, thread) = shard::spawn(state, recovered.active_entries, limits)?;
-            shards.push(handle);
-            threads.push(thread);
+                fs.clone(),
+                recovered.segments,
+            ));
+            states.push((state, recovered.active_entries));
         }
         for log in logs.values() {
-            let first = log
-                .index
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .front()
-                .map_or(0, |e| e.base_offset);
+            let first = read_lock(&log.index).front().map_or(0, |e| e.base_offset);
             let start = starts.get(&log.id).copied().unwrap_or(first).max(first);
             log.log_start.store(start, Ordering::Relaxed);
             log.next_offset.fetch_max(start, Ordering::Relaxed);
@@ -162,11 +122,24 @@ impl Storage {
             batches = stats.batches,
             "storage recovered"
         );
+        let registry = Arc::new(Registry::new(fs, config.data_dir.clone(), logs));
+        let limits = Limits {
+            segment_bytes: config.segment_bytes,
+            segment_ms: config.segment_ms,
+            flush_interval: config.flush_interval,
+            max_group_bytes: config.max_group_bytes,
+        };
+        let mut shards = Vec::with_capacity(shard_count);
+        let mut threads = Vec::with_capacity(shard_count + 1);
+        for (state, active_entries) in states {
+            let (handle, thread) = shard::spawn(state, registry.clone(), active_entries, limits)?;
+            shards.push(handle);
+            threads.push(thread);
+        }
         let inner = Arc::new(StorageInner {
             config,
             shards,
-            logs: RwLock::new(logs),
-            checkpoint_lock: Mutex::new(()),
+            registry,
             threads: Mutex::new(threads),
             housekeeping_stop: Mutex::new(None),
         });
@@ -181,7 +154,7 @@ impl Storage {
                     _ => return,
                 }
                 let Some(inner) = weak.upgrade() else { return };
-                retention::run_once(&inner);
+                inner.run_retention(&|| {});
             })
             .map_err(|e| StorageError::io(&inner.config.data_dir, e))?;
         inner
@@ -205,51 +178,82 @@ impl Storage {
         Log {
             shared,
             shard,
-            storage: Arc::downgrade(&self.inner),
+            registry: self.inner.registry.clone(),
         }
     }
 
     /// Ids of every log that holds data or a persisted start offset.
     pub fn log_ids(&self) -> Vec<LogId> {
-        self.inner.logs_snapshot().iter().map(|l| l.id).collect()
+        self.inner
+            .registry
+            .snapshot()
+            .iter()
+            .map(|l| l.id)
+            .collect()
     }
 
     pub fn log(&self, id: LogId) -> Option<Log> {
-        self.inner.log_shared(id).map(|s| self.handle(s))
+        self.inner.registry.get(id).map(|s| self.handle(s))
     }
 
     /// Returns the log `id`, creating it empty if needed, with `config` applied.
     pub fn create_log(&self, id: LogId, config: LogConfig) -> Log {
-        let shared = {
-            let mut logs = write_lock(&self.inner.logs);
-            logs.entry(id)
-                .or_insert_with(|| {
-                    Arc::new(LogShared::new(
-                        id,
-                        (id % self.inner.shards.len() as u64) as usize,
-                        config,
-                    ))
-                })
-                .clone()
-        };
-        *write_lock(&shared.config) = config;
-        self.handle(shared)
+        let shard = (id % self.inner.shards.len() as u64) as usize;
+        let shared = self
+            .inner
+            .registry
+            .get_or_insert(id, || LogShared::new(id, shard, config));
+        let log = self.handle(shared);
+        log.set_config(config);
+        log
     }
 
     /// Forgets a log; its data goes when the segments holding it are deleted.
     pub fn delete_log(&self, id: LogId) -> Result<(), StorageError> {
-        let removed = write_lock(&self.inner.logs).remove(&id);
-        if let Some(log) = removed {
+        if let Some(log) = self.inner.registry.remove(id) {
             log.deleted.store(true, Ordering::Release);
             log.wake();
-            self.inner.persist_log_starts()?;
+            self.inner.registry.persist_log_starts()?;
         }
         Ok(())
     }
 
     /// Runs retention and segment deletion now (it also runs on its interval).
     pub fn run_retention(&self) {
-        retention::run_once(&self.inner);
+        self.inner.run_retention(&|| {});
+    }
+
+    /// Shards that stopped acknowledging after a failed write or fdatasync (until restart).
+    pub fn poisoned_shards(&self) -> Vec<usize> {
+        self.inner
+            .shards
+            .iter()
+            .filter(|s| s.state.is_poisoned())
+            .map(|s| s.state.id)
+            .collect()
+    }
+
+    /// The shard-log contract of shard `shard_id` (see [`ShardLog`](crate::ShardLog)).
+    pub fn shard_log(&self, shard_id: usize) -> Option<crate::LocalShardLog> {
+        let shard = self.inner.shards.get(shard_id)?.clone();
+        Some(crate::LocalShardLog::new(shard))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn run_retention_with(&self, between: &dyn Fn()) {
+        self.inner.run_retention(between);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn segment_ids(&self, shard: usize) -> Vec<u64> {
+        self.inner.shards[shard]
+            .state
+            .segments
+            .read()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// fdatasync every shard.

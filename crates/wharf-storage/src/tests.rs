@@ -114,11 +114,13 @@ async fn torn_tail_is_truncated_to_last_whole_entry() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.shards = 1;
+    // Current timestamps: a segment whose first batch is old would roll at restart.
+    let now = crate::clock::now_ms();
     {
         let storage = Storage::open(cfg.clone()).unwrap();
         let log = storage.create_log(9, LogConfig::default());
         for i in 0..10 {
-            log.append(batch(&[&format!("v{i}")], 1), Durability::Synced)
+            log.append(batch(&[&format!("v{i}")], now), Durability::Synced)
                 .await
                 .unwrap();
         }
@@ -135,7 +137,7 @@ async fn torn_tail_is_truncated_to_last_whole_entry() {
     assert_eq!(log.high_watermark(), 9);
     assert_eq!(read_all(&storage, 9).last().unwrap().1, "v8");
     let info = log
-        .append(batch(&["new"], 1), Durability::Synced)
+        .append(batch(&["new"], now), Durability::Synced)
         .await
         .unwrap();
     assert_eq!(info.base_offset, 9);
@@ -246,15 +248,20 @@ async fn fill(dir: &std::path::Path, entries: usize) -> Vec<(i64, String)> {
     model
 }
 
+/// Random truncation is a torn tail: recovery cuts it to a prefix of whole entries. Random
+/// flips are torn tails only in the last entry; elsewhere recovery refuses to start, naming a
+/// range that holds the first flipped byte, until the operator asks for truncation.
 #[tokio::test]
 async fn random_truncation_and_flips_recover_to_a_valid_prefix() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut refused = 0;
     for round in 0..40 {
         let dir = tempfile::tempdir().unwrap();
         let model = fill(dir.path(), 30).await;
         let seg = dir.path().join("shards/0/00000000000000000000.log");
         let mut bytes = std::fs::read(&seg).unwrap();
         let len = bytes.len() as u64;
+        let mut first_flip: Option<u64> = None;
         if round % 2 == 0 {
             bytes.truncate(rng.below(len) as usize);
         } else {
@@ -262,12 +269,29 @@ async fn random_truncation_and_flips_recover_to_a_valid_prefix() {
             for _ in 0..=rng.below(3) {
                 let at = (len * 3 / 4 + rng.below(len / 4)) as usize;
                 bytes[at] ^= 1 << rng.below(8);
+                first_flip = Some(first_flip.map_or(at as u64, |f| f.min(at as u64)));
             }
         }
         std::fs::write(&seg, &bytes).unwrap();
         let mut cfg = config(dir.path());
         cfg.shards = 1;
-        let storage = Storage::open(cfg).unwrap();
+        let storage = match Storage::open(cfg.clone()) {
+            Ok(storage) => storage,
+            Err(crate::StorageError::Damaged {
+                path, start, end, ..
+            }) => {
+                let flip = first_flip.expect("a truncated tail is never refused");
+                assert_eq!(path, seg);
+                assert!(
+                    start <= flip && flip < end,
+                    "round {round}: {start}..{end} holds {flip}"
+                );
+                refused += 1;
+                cfg.truncate_damaged = true;
+                Storage::open(cfg).unwrap()
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        };
         let hw = storage.log(1).map_or(0, |l| l.high_watermark());
         assert_eq!(hw % 3, 0, "whole entries only");
         assert!(hw <= model.len() as i64);
@@ -288,6 +312,90 @@ async fn random_truncation_and_flips_recover_to_a_valid_prefix() {
         assert_eq!(info.base_offset, hw);
         storage.shutdown();
     }
+    assert!(refused > 0, "some flips land before the last entry");
+}
+
+/// Damage with valid entries after it is not a torn tail: acked data would be dropped, so
+/// recovery refuses with the file and byte range; verify reports the same range; the explicit
+/// flag cuts the segment there.
+#[tokio::test]
+async fn damage_followed_by_valid_entries_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fill(dir.path(), 30).await;
+    let seg = dir.path().join("shards/0/00000000000000000000.log");
+    let file = crate::RealFs::open_read_only(&seg).unwrap();
+    let size = file.size().unwrap();
+    let entries = crate::scan::scan_from(&*file, &seg, size, 0)
+        .unwrap()
+        .entries;
+    // One batch per entry, behind a 16-byte envelope header.
+    let (fifth, sixth) = (entries[5].position - 16, entries[6].position - 16);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = (entries[5].position + 40) as usize;
+    bytes[at] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    let Err(error) = Storage::open(cfg.clone()) else {
+        panic!("recovery accepted damage in the middle of the active segment");
+    };
+    let crate::StorageError::Damaged {
+        path,
+        start,
+        end,
+        valid_at,
+        ..
+    } = &error
+    else {
+        panic!("{error}");
+    };
+    assert_eq!(path, &seg);
+    assert_eq!((*start, *end, *valid_at), (fifth, sixth, sixth));
+    assert!(
+        error.to_string().contains("recovery_truncate_damaged"),
+        "{error}"
+    );
+    let report = crate::verify(dir.path()).unwrap();
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(
+        (report.damaged[0].start, report.damaged[0].end),
+        (*start, *end)
+    );
+    cfg.truncate_damaged = true;
+    let storage = Storage::open(cfg).unwrap();
+    assert_eq!(read_all(&storage, 1), model[..15].to_vec());
+    storage.shutdown();
+}
+
+/// A sealed segment was fully synced before it was sealed: damage there is never a torn tail,
+/// even when its index file is gone and it must be rescanned.
+#[tokio::test]
+async fn damage_in_a_sealed_segment_without_index_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    cfg.segment_bytes = 1024;
+    {
+        let storage = Storage::open(cfg.clone()).unwrap();
+        let log = storage.create_log(1, LogConfig::default());
+        for i in 0..40 {
+            log.append(batch(&[&format!("value-{i}")], 1), Durability::Synced)
+                .await
+                .unwrap();
+        }
+        storage.shutdown();
+    }
+    let shard = dir.path().join("shards/0");
+    std::fs::remove_file(shard.join("00000000000000000000.index")).unwrap();
+    let seg = shard.join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(
+        Storage::open(cfg),
+        Err(crate::StorageError::Damaged { path, .. }) if path == seg
+    ));
 }
 
 #[tokio::test]
@@ -310,7 +418,8 @@ async fn flipped_byte_in_sealed_segment_is_detected_on_read_and_by_verify() {
     let seg = dir.path().join("shards/0/00000000000000000000.log");
     let mut bytes = std::fs::read(&seg).unwrap();
     // A byte inside the CRC-covered part of the third batch of the sealed segment.
-    let entries = crate::segment::read_index(&dir.path().join("shards/0"), 0).unwrap();
+    let entries =
+        crate::segment::read_index(&crate::RealFs, &dir.path().join("shards/0"), 0).unwrap();
     let at = (entries[2].position + 40) as usize;
     bytes[at] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
@@ -341,4 +450,146 @@ async fn flipped_byte_in_sealed_segment_is_detected_on_read_and_by_verify() {
     }
     assert_eq!(corrupt, 1, "exactly the damaged batch fails");
     assert_eq!(good, 39);
+}
+
+/// A segment roll that lands while retention picks its candidates must never make the new
+/// active segment (whose offset map is still empty) look expired: its file would be unlinked
+/// while acks=all data keeps going into it.
+#[tokio::test(flavor = "multi_thread")]
+async fn roll_during_retention_never_deletes_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    let storage = Storage::open(cfg.clone()).unwrap();
+    let log_config = LogConfig {
+        segment_bytes: 1024,
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let log = storage.create_log(1, log_config);
+    log.append(batch(&["first"], 1), Durability::Synced)
+        .await
+        .unwrap();
+    assert_eq!(storage.segment_ids(0), vec![0]);
+    let handle = tokio::runtime::Handle::current();
+    let roller = log.clone();
+    let probe = storage.clone();
+    let storage_for_pass = storage.clone();
+    // Retention runs on its own thread; the hook rolls the segment from inside the pass.
+    std::thread::spawn(move || {
+        storage_for_pass.run_retention_with(&|| {
+            let big = "x".repeat(2048);
+            handle
+                .block_on(roller.append(batch(&[&big], 2), Durability::Synced))
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while probe.segment_ids(0).len() < 2 {
+                assert!(std::time::Instant::now() < deadline, "segment never rolled");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+    })
+    .join()
+    .unwrap();
+    let ids = storage.segment_ids(0);
+    assert_eq!(ids.len(), 2, "a segment vanished: {ids:?}");
+    let active = *ids.last().unwrap();
+    assert!(
+        dir.path()
+            .join(format!("shards/0/{active:020}.log"))
+            .exists(),
+        "the active segment's file was deleted"
+    );
+    log.append(batch(&["after"], 3), Durability::Synced)
+        .await
+        .unwrap();
+    storage.shutdown();
+    let storage = Storage::open(cfg).unwrap();
+    let values: Vec<String> = read_all(&storage, 1).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values.first().map(String::as_str), Some("first"));
+    assert_eq!(values.last().map(String::as_str), Some("after"));
+    assert_eq!(values.len(), 3);
+}
+
+/// `segment.ms` counts from a recovered segment's first batch, not from the restart: old data
+/// rolls soon after start instead of waiting another full `segment.ms`.
+#[tokio::test(flavor = "multi_thread")]
+async fn recovered_segment_age_counts_from_its_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    cfg.segment_ms = 3_600_000;
+    let two_hours_ago = crate::clock::now_ms() - 7_200_000;
+    {
+        let storage = Storage::open(cfg.clone()).unwrap();
+        let log = storage.create_log(
+            1,
+            LogConfig {
+                retention_ms: -1,
+                ..LogConfig::default()
+            },
+        );
+        log.append(batch(&["old"], two_hours_ago), Durability::Synced)
+            .await
+            .unwrap();
+        storage.shutdown();
+    }
+    let storage = Storage::open(cfg).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while storage.segment_ids(0).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a segment whose first batch is two hours old did not roll (segment.ms one hour)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    storage.shutdown();
+}
+
+/// The binary searches over the index answer as a scan of every entry would, also after the
+/// front was pruned and with timestamps out of order.
+#[tokio::test]
+async fn timestamp_and_size_searches_match_a_linear_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    let storage = Storage::open(cfg).unwrap();
+    let log = storage.create_log(
+        1,
+        LogConfig {
+            retention_ms: -1,
+            ..LogConfig::default()
+        },
+    );
+    let mut rng = XorShift(42);
+    let mut model: Vec<(i64, i64)> = Vec::new(); // (offset, timestamp), one record per batch
+    for i in 0..300 {
+        let ts = 1_000 + i * 10 + rng.below(400) as i64 - 200;
+        let info = log
+            .append(batch(&["v"], ts), Durability::Written)
+            .await
+            .unwrap();
+        model.push((info.base_offset, ts));
+    }
+    for start in [0, 37, 150] {
+        log.delete_records(start).unwrap();
+        for probe in (0..40).map(|_| 700 + rng.below(3_600) as i64) {
+            let expected = model
+                .iter()
+                .find(|(o, t)| *o >= start && *t >= probe)
+                .map(|(o, _)| *o);
+            let got = log.offset_for_timestamp(probe).unwrap().map(|m| m.offset);
+            assert_eq!(got, expected, "start {start}, timestamp {probe}");
+        }
+    }
+    // Size retention: the same start offset as dropping the oldest batches one by one.
+    let batch_len = log.size_bytes() / (300 - 150);
+    log.set_config(LogConfig {
+        retention_ms: -1,
+        retention_bytes: (batch_len * 40 + 7) as i64,
+        ..LogConfig::default()
+    });
+    storage.run_retention();
+    assert_eq!(log.log_start_offset(), 300 - 40);
+    storage.shutdown();
 }

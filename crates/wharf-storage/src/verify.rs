@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::scan::{scan_from, Damage};
-use crate::StorageError;
+use crate::{RealFs, StorageError};
 
 /// One damaged range of a segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,16 +42,13 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, StorageError> {
     }
     segments.sort();
     for path in segments {
-        let file = std::fs::File::open(&path).map_err(|e| StorageError::io(&path, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| StorageError::io(&path, e))?
-            .len();
+        let file = RealFs::open_read_only(&path).map_err(|e| StorageError::io(&path, e))?;
+        let size = file.size().map_err(|e| StorageError::io(&path, e))?;
         report.segments += 1;
         report.bytes += size;
         let mut start = 0;
         while start < size {
-            let scan = scan_from(&file, &path, size, start)?;
+            let scan = scan_from(&*file, &path, size, start)?;
             report.batches += scan.entries.len();
             match scan.damage {
                 None => break,

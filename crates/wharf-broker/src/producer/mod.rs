@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
-use wharf_storage::{AppendInfo, Log, LogId, PendingAppend, StorageError};
+use wharf_storage::{AppendInfo, FileSystem, Log, LogId, PendingAppend, StorageError};
 
 pub use error::ProducerError;
 pub use state::{BatchIdentity, Check, PartitionProducers, Placement};
@@ -110,6 +110,7 @@ impl Appending {
 
 /// Every partition's producer state and the producer id allocator.
 pub struct Producers {
+    fs: Arc<dyn FileSystem>,
     path: PathBuf,
     expiration_ms: i64,
     logs: Mutex<HashMap<LogId, Arc<Mutex<LogProducers>>>>,
@@ -122,12 +123,13 @@ pub struct Producers {
 impl Producers {
     /// Loads the snapshot in `data_dir` and replays each log's tail after it.
     pub(crate) fn load(
+        fs: Arc<dyn FileSystem>,
         data_dir: &Path,
         expiration_ms: i64,
         logs: &[Log],
     ) -> Result<Self, BrokerError> {
         let path = data_dir.join(store::FILE_NAME);
-        let mut file = store::read(&path)?;
+        let mut file = store::read(&*fs, &path)?;
         let mut map = HashMap::with_capacity(logs.len());
         let mut replayed = 0usize;
         for log in logs {
@@ -172,6 +174,7 @@ impl Producers {
         }
         tracing::info!(logs = logs.len(), replayed, "producer state loaded");
         Ok(Self {
+            fs,
             path,
             expiration_ms,
             logs: Mutex::new(map),
@@ -351,7 +354,7 @@ impl Producers {
         if expired > 0 {
             tracing::info!(expired, "idle producers expired");
         }
-        store::write(&self.path, &file)
+        store::write(&*self.fs, &self.path, &file)
     }
 }
 

@@ -3,11 +3,10 @@
 //! temporary file, fsynced and renamed, so a crash leaves the old or the new snapshot.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use wharf_storage::LogId;
+use wharf_storage::{durable, FileSystem, LogId};
 
 use super::state::ProducerSnapshot;
 use super::ProducerError;
@@ -51,8 +50,8 @@ fn store_err(path: &Path, e: impl std::fmt::Display) -> BrokerError {
 
 /// The snapshot at `path`; empty when there is none. A snapshot that does not parse is
 /// ignored (every log is then replayed in full), never fatal.
-pub fn read(path: &Path) -> Result<SnapshotFile, BrokerError> {
-    match std::fs::read(path) {
+pub fn read(fs: &dyn FileSystem, path: &Path) -> Result<SnapshotFile, BrokerError> {
+    match fs.read(path) {
         Ok(bytes) => match serde_json::from_slice::<SnapshotFile>(&bytes) {
             Ok(file) if file.version == VERSION => Ok(file),
             Ok(file) => {
@@ -71,20 +70,9 @@ pub fn read(path: &Path) -> Result<SnapshotFile, BrokerError> {
     }
 }
 
-pub fn write(path: &Path, file: &SnapshotFile) -> Result<(), BrokerError> {
-    let tmp = path.with_extension("json.tmp");
+pub fn write(fs: &dyn FileSystem, path: &Path, file: &SnapshotFile) -> Result<(), BrokerError> {
     let bytes = serde_json::to_vec(file).map_err(|e| store_err(path, e))?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| store_err(path, e))
+    durable::replace(fs, path, &bytes).map_err(|e| store_err(path, e))
 }
 
 #[cfg(test)]
@@ -95,7 +83,10 @@ mod tests {
     fn a_snapshot_round_trips_and_a_damaged_one_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        assert_eq!(read(&path).unwrap(), SnapshotFile::default());
+        assert_eq!(
+            read(&wharf_storage::RealFs, &path).unwrap(),
+            SnapshotFile::default()
+        );
         let mut file = SnapshotFile::default();
         file.logs.insert(
             3,
@@ -116,10 +107,13 @@ mod tests {
                 },
             },
         );
-        write(&path, &file).unwrap();
-        assert_eq!(read(&path).unwrap(), file);
+        write(&wharf_storage::RealFs, &path, &file).unwrap();
+        assert_eq!(read(&wharf_storage::RealFs, &path).unwrap(), file);
         std::fs::write(&path, b"{not json").unwrap();
-        assert_eq!(read(&path).unwrap(), SnapshotFile::default());
+        assert_eq!(
+            read(&wharf_storage::RealFs, &path).unwrap(),
+            SnapshotFile::default()
+        );
     }
 
     #[test]
@@ -131,7 +125,7 @@ mod tests {
             br#"{"version":1,"logs":{"3":{"offset":42,"producers":[{"producer_id":9,"epoch":1,"last_append_ms":5,"batches":[[0,4,37,41]]}]}}}"#,
         )
         .unwrap();
-        let file = read(&path).unwrap();
+        let file = read(&wharf_storage::RealFs, &path).unwrap();
         let log = &file.logs[&3];
         assert_eq!(log.offset, 42);
         assert_eq!(log.producers[0].batches, vec![(0, 4, 37, 41)]);

@@ -237,6 +237,10 @@ async fn metrics_report_records_in_group_lag_and_produce_requests() {
     assert!(value(&s, "wharf_kafka_connections", &[]) >= 1.0);
     assert!(find(&s, "wharf_storage_fdatasync_duration_seconds", &[]).is_some());
     assert!(find(&s, "wharf_storage_group_commit_appends", &[]).is_some());
+    assert_eq!(
+        value(&s, "wharf_storage_shard_poisoned", &[("shard", "0")]),
+        0.0
+    );
     assert!(!s
         .samples
         .iter()

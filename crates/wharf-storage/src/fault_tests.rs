@@ -1,0 +1,324 @@
+//! Storage on the simulated disk (`sim`): power cuts at random points of an acks=all stream,
+//! failed fdatasyncs, full and failing disks, and crashes before a directory sync.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
+
+use crate::sim::{PowerCut, SimFs, SimRng, WriteFault};
+use crate::{Durability, LogConfig, Storage, StorageConfig, StorageError};
+
+const DATA: &str = "/sim/data";
+
+fn config(fs: &SimFs, shards: usize) -> StorageConfig {
+    let mut c = StorageConfig::new(DATA);
+    c.shards = shards;
+    c.segment_bytes = 4096;
+    c.retention_check_interval = Duration::from_secs(3600);
+    c.fs = Arc::new(fs.clone());
+    c
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        retention_ms: -1,
+        ..LogConfig::default()
+    }
+}
+
+fn batch(value: &str) -> Bytes {
+    let mut b = BatchBuilder::new(1);
+    b.push(None, Some(value.as_bytes()), &[], 1);
+    Bytes::from(b.build())
+}
+
+/// Every (offset, value) of a log, read from the start.
+fn read_all(storage: &Storage, id: u64) -> Vec<(i64, String)> {
+    let Some(log) = storage.log(id) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let read = log.read(offset, 1 << 20).unwrap();
+        let mut at = 0;
+        while at < read.records.len() {
+            let h = BatchHeader::parse_checked(&read.records[at..]).unwrap();
+            for r in RecordIter::new(&h).unwrap() {
+                let r = r.unwrap();
+                if r.offset >= offset {
+                    out.push((
+                        r.offset,
+                        String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                    ));
+                }
+            }
+            at += h.len();
+        }
+        offset = out.last().map_or(offset, |(o, _)| o + 1);
+    }
+    out
+}
+
+/// Checks a recovered log against the acks seen before the crash: every acked value at its
+/// offset, offsets dense from 0, and each log's values in the order they were appended.
+fn check_log(storage: &Storage, id: u64, acked: &BTreeMap<(u64, i64), String>, context: &str) {
+    let stored = read_all(storage, id);
+    let offsets: Vec<i64> = stored.iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        offsets,
+        (0..stored.len() as i64).collect::<Vec<_>>(),
+        "{context}: log {id} has gaps"
+    );
+    let by_offset: BTreeMap<i64, &String> = stored.iter().map(|(o, v)| (*o, v)).collect();
+    for ((log, offset), value) in acked.range((id, 0)..(id + 1, 0)) {
+        assert_eq!(
+            by_offset.get(offset).copied(),
+            Some(value),
+            "{context}: acked value of log {log} at offset {offset} lost or changed"
+        );
+    }
+    let sequence: Vec<u64> = stored
+        .iter()
+        .map(|(_, v)| v.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        sequence.windows(2).all(|w| w[0] < w[1]),
+        "{context}: log {id} out of order: {sequence:?}"
+    );
+}
+
+/// Power cut at a random point of a stream of acks=all appends (some acks=1 mixed in): every
+/// acked batch survives, in order, once. Fails if the writer's fdatasync is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cut_keeps_every_acked_append() {
+    // WHARF_POWER_CUT_ROUNDS runs the long mode.
+    let rounds: u64 = std::env::var("WHARF_POWER_CUT_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(40);
+    for seed in 0..rounds {
+        let fs = SimFs::new(DATA);
+        let storage = Storage::open(config(&fs, 2)).unwrap();
+        let acked: Arc<Mutex<BTreeMap<(u64, i64), String>>> = Arc::default();
+        let mut rng = SimRng::new(seed);
+        let cut_after = 5 + rng.below(60) as usize;
+        let mut tasks = Vec::new();
+        for id in 1..=3u64 {
+            let log = storage.create_log(id, log_config());
+            let acked = acked.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10_000u64 {
+                    let value = format!("log{id}-{i}");
+                    let durability = if i % 5 == 4 {
+                        Durability::Written
+                    } else {
+                        Durability::Synced
+                    };
+                    match log.append(batch(&value), durability).await {
+                        Ok(info) if durability == Durability::Synced => {
+                            acked.lock().unwrap().insert((id, info.base_offset), value);
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().len() < cut_after {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "seed {seed}: no progress"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mode = if seed % 2 == 0 {
+            PowerCut::Random { seed }
+        } else {
+            PowerCut::LoseUnsynced
+        };
+        fs.power_cut(mode);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        storage.shutdown();
+        let acked = acked.lock().unwrap().clone();
+        let storage = Storage::open(config(&fs, 2)).unwrap();
+        for id in 1..=3u64 {
+            check_log(&storage, id, &acked, &format!("seed {seed} ({mode:?})"));
+        }
+        // The recovered storage takes appends again.
+        let log = storage.create_log(1, log_config());
+        log.append(batch("after-999999"), Durability::Synced)
+            .await
+            .unwrap();
+        storage.shutdown();
+    }
+}
+
+/// A failed fdatasync poisons the shard: the appends it covered fail with the I/O error,
+/// every later append fails, nothing is acked until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_fdatasync_poisons_the_shard_until_restart() {
+    let fs = SimFs::new(DATA);
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    let log = storage.create_log(1, log_config());
+    log.append(batch("v-0"), Durability::Synced).await.unwrap();
+    fs.fail_sync(1);
+    // Submitted at once; the later ones may already be refused at submission.
+    let pending: Vec<_> = (1..=20)
+        .map(|i| log.submit(batch(&format!("v-{i}")), Durability::Synced))
+        .collect();
+    let mut io_errors = 0;
+    for p in pending {
+        let outcome = match p {
+            Ok(p) => p.wait().await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Err(StorageError::WriteFailed { ref source, .. })
+                if source.raw_os_error() == Some(5) =>
+            {
+                io_errors += 1;
+            }
+            Err(StorageError::Poisoned { .. }) => {}
+            other => panic!("an append after a failed fdatasync was {other:?}"),
+        }
+    }
+    assert!(io_errors >= 1, "the failed group carries EIO");
+    assert_eq!(storage.poisoned_shards(), vec![0]);
+    for i in 0..5 {
+        let later = log
+            .append(batch(&format!("w-{i}")), Durability::Written)
+            .await;
+        assert!(
+            matches!(later, Err(StorageError::Poisoned { shard_id: 0 })),
+            "{later:?}"
+        );
+    }
+    assert!(
+        storage.flush().await.is_err(),
+        "a flush of a poisoned shard fails"
+    );
+    storage.shutdown();
+    // A restart recovers what is on disk and takes appends again.
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    assert!(storage.poisoned_shards().is_empty());
+    let values = read_all(&storage, 1);
+    assert_eq!(values.first().map(|(_, v)| v.as_str()), Some("v-0"));
+    let log = storage.create_log(1, log_config());
+    log.append(batch("v-after"), Durability::Synced)
+        .await
+        .unwrap();
+    storage.shutdown();
+}
+
+/// ENOSPC and EIO on a write fail that group commit with the cause, roll the partial write
+/// back, and do not poison: the next append works and nothing acked is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_writes_carry_their_cause_and_roll_back() {
+    let fs = SimFs::new(DATA);
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    let log = storage.create_log(1, log_config());
+    let mut acked = BTreeMap::new();
+    let first = log.append(batch("v-0"), Durability::Synced).await.unwrap();
+    acked.insert((1, first.base_offset), "v-0".to_string());
+    fs.set_full(true);
+    let full = log
+        .append(batch("v-1"), Durability::Synced)
+        .await
+        .unwrap_err();
+    assert_eq!(full.raw_os_error(), Some(28), "{full}");
+    fs.set_full(false);
+    fs.fail_write(1, WriteFault::Io);
+    let eio = log
+        .append(batch("v-2"), Durability::Synced)
+        .await
+        .unwrap_err();
+    assert_eq!(eio.raw_os_error(), Some(5), "{eio}");
+    assert!(storage.poisoned_shards().is_empty());
+    let next = log.append(batch("v-3"), Durability::Synced).await.unwrap();
+    assert_eq!(next.base_offset, 1, "failed appends take no offsets");
+    acked.insert((1, next.base_offset), "v-3".to_string());
+    fs.power_cut(PowerCut::LoseUnsynced);
+    storage.shutdown();
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    check_log(&storage, 1, &acked, "after ENOSPC and EIO");
+    assert_eq!(
+        read_all(&storage, 1).len(),
+        2,
+        "no torn half-write survived"
+    );
+    storage.shutdown();
+}
+
+async fn append_acked(
+    storage: &Storage,
+    id: u64,
+    value: &str,
+    acked: &mut BTreeMap<(u64, i64), String>,
+) {
+    let log = storage.create_log(id, log_config());
+    let info = log.append(batch(value), Durability::Synced).await.unwrap();
+    acked.insert((id, info.base_offset), value.to_string());
+}
+
+/// A crash right after files and directories were created, with no later directory sync:
+/// at first start, at a roll, and for a shard added at a restart. Every acked append lives in
+/// a file whose name (and whose directories' names) was made durable before the ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_creating_files_loses_nothing_acked() {
+    // First start: the shards directory, the shard directory and the first segment are new.
+    let fs = SimFs::new(DATA);
+    let mut acked = BTreeMap::new();
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    append_acked(&storage, 1, "first-0", &mut acked).await;
+    fs.power_cut(PowerCut::LoseUnsynced);
+    storage.shutdown();
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    check_log(&storage, 1, &acked, "first start");
+
+    // Roll: 4 KiB segments, so these appends go into new segment files.
+    for i in 1..40 {
+        append_acked(&storage, 1, &format!("roll-{i}"), &mut acked).await;
+    }
+    fs.power_cut(PowerCut::LoseUnsynced);
+    storage.shutdown();
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    check_log(&storage, 1, &acked, "roll");
+    assert_eq!(read_all(&storage, 1).len(), 40);
+    storage.shutdown();
+
+    // A new shard: the restart asks for two, so shard 1's directory is created now.
+    let storage = Storage::open(config(&fs, 2)).unwrap();
+    append_acked(&storage, 3, "shard1-0", &mut acked).await;
+    fs.power_cut(PowerCut::LoseUnsynced);
+    storage.shutdown();
+    let storage = Storage::open(config(&fs, 2)).unwrap();
+    check_log(&storage, 3, &acked, "new shard");
+    check_log(&storage, 1, &acked, "new shard");
+    storage.shutdown();
+}
+
+/// DeleteRecords is durable once it returns: a power cut never brings deleted records back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_delete_records_survives_a_power_cut() {
+    let fs = SimFs::new(DATA);
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    let log = storage.create_log(1, log_config());
+    for i in 0..10 {
+        log.append(batch(&format!("v-{i}")), Durability::Synced)
+            .await
+            .unwrap();
+    }
+    assert_eq!(log.delete_records(6).unwrap(), 6);
+    fs.power_cut(PowerCut::LoseUnsynced);
+    storage.shutdown();
+    let storage = Storage::open(config(&fs, 1)).unwrap();
+    assert_eq!(storage.log(1).unwrap().log_start_offset(), 6);
+    storage.shutdown();
+}
