@@ -143,6 +143,10 @@ fn describe_recorded() {
         Unit::Seconds,
         "Duration of one fdatasync of a shard's active segment, per shard."
     );
+    describe_gauge!(
+        "wharf_storage_shard_poisoned",
+        "1 once a failed fdatasync or write rollback poisoned the shard (no acks until restart)."
+    );
 }
 
 /// A scrape: the recorded metrics, then the gauges computed from `broker` (if it is open).
