@@ -151,6 +151,24 @@ impl<'a> BatchHeader<'a> {
     pub fn records_count(&self) -> i32 {
         be_i32(self.bytes, OFF_RECORDS_COUNT)
     }
+    /// Kafka's LogValidator check of a producer's batch: it holds at least one record and its
+    /// records count matches its offset range. Offsets are assigned and found from
+    /// `last_offset_delta`, so a count that disagrees would make the log claim offsets no
+    /// record has, or hide records behind the next batch's offsets.
+    pub fn check_records_count(&self) -> Result<(), RecordError> {
+        let records_count = self.records_count();
+        let last_offset_delta = self.last_offset_delta();
+        if records_count <= 0 {
+            return Err(RecordError::InvalidRecordsCount { records_count });
+        }
+        if i64::from(last_offset_delta) + 1 != i64::from(records_count) {
+            return Err(RecordError::RecordsCountMismatch {
+                records_count,
+                last_offset_delta,
+            });
+        }
+        Ok(())
+    }
     /// The bytes after the header: records, possibly compressed.
     pub fn records_bytes(&self) -> &'a [u8] {
         &self.bytes[HEADER_LEN..]
@@ -235,6 +253,53 @@ mod tests {
         let mut junk = one.clone();
         junk.extend_from_slice(&[1, 2, 3]);
         assert!(split_batches(&junk).is_err());
+    }
+
+    /// The builder's batch of `records` records, its count field then set to `count`.
+    fn claiming(records: usize, count: i32) -> Vec<u8> {
+        let mut b = BatchBuilder::new(0);
+        for _ in 0..records {
+            b.push(None, Some(b"a"), &[], 1);
+        }
+        let mut bytes = b.build();
+        bytes[OFF_RECORDS_COUNT..HEADER_LEN].copy_from_slice(&count.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn records_count_must_match_the_offset_range() {
+        let check = |bytes: &[u8]| BatchHeader::parse(bytes).unwrap().check_records_count();
+        assert_eq!(check(&claiming(3, 3)), Ok(()));
+        assert_eq!(
+            check(&claiming(1, 0)),
+            Err(RecordError::InvalidRecordsCount { records_count: 0 })
+        );
+        assert_eq!(
+            check(&claiming(1, -1)),
+            Err(RecordError::InvalidRecordsCount { records_count: -1 })
+        );
+        assert_eq!(
+            check(&claiming(3, 4)),
+            Err(RecordError::RecordsCountMismatch {
+                records_count: 4,
+                last_offset_delta: 2
+            })
+        );
+        assert_eq!(
+            check(&claiming(3, 2)),
+            Err(RecordError::RecordsCountMismatch {
+                records_count: 2,
+                last_offset_delta: 2
+            })
+        );
+        // A last_offset_delta of i32::MAX must not overflow the comparison.
+        let mut bytes = claiming(1, i32::MAX);
+        bytes[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            check(&bytes),
+            Err(RecordError::RecordsCountMismatch { .. })
+        ));
     }
 
     #[test]
