@@ -17,6 +17,8 @@ pub enum RecordError {
     Compressed { codec: u8 },
     #[error("no record batch")]
     NoBatch,
+    #[error("batch last offset delta {last_offset_delta} is negative")]
+    InvalidLastOffsetDelta { last_offset_delta: i32 },
     #[error("batch claims {records_count} records; a batch holds at least one")]
     InvalidRecordsCount { records_count: i32 },
     #[error(
