@@ -1,4 +1,5 @@
 use thiserror::Error;
+use wharf_record::RecordError;
 use wharf_storage::StorageError;
 
 /// Every failure a client can see. Front ends map each to their protocol's error code.
@@ -20,11 +21,12 @@ pub enum BrokerError {
         value: String,
         reason: String,
     },
-    #[error("corrupt message for {topic}[{partition}]: {reason}")]
+    #[error("corrupt message for {topic}[{partition}]: {source}")]
     CorruptMessage {
         topic: String,
         partition: i32,
-        reason: String,
+        #[source]
+        source: RecordError,
     },
     #[error("batch of {size} bytes exceeds max.message.bytes {max} of {topic}")]
     MessageTooLarge {

@@ -1,14 +1,14 @@
-//! The produce path: validate every batch (length, magic, CRC-32C, size limit), stamp
-//! `LogAppendTime` where configured, append with the durability `acks` asks for. A batch
-//! with a producer id goes through the producer state first (`producer`): a retry is
-//! answered with the original's offsets instead of being written again. Records and bytes
-//! in are counted per topic once the append succeeds.
+//! The produce path: validate every batch (length, magic, CRC-32C, records count against
+//! offset range, size limit), stamp `LogAppendTime` where configured, append with the
+//! durability `acks` asks for. A batch with a producer id goes through the producer state
+//! first (`producer`): a retry is answered with the original's offsets instead of being
+//! written again. Records and bytes in are counted per topic once the append succeeds.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use wharf_record::{set_log_append_time, split_batches, BatchHeader};
+use wharf_record::{set_log_append_time, split_batches, BatchHeader, RecordError};
 use wharf_storage::{Durability, PendingAppend};
 
 use crate::producer::{Appending, BatchIdentity};
@@ -86,18 +86,11 @@ impl Broker {
                 partition,
             })?
             .clone();
-        let ranges = split_batches(&records).map_err(|e| BrokerError::CorruptMessage {
+        let ranges = validate_batches(&records).map_err(|source| BrokerError::CorruptMessage {
             topic: topic.to_string(),
             partition,
-            reason: e.to_string(),
+            source,
         })?;
-        if ranges.is_empty() {
-            return Err(BrokerError::CorruptMessage {
-                topic: topic.to_string(),
-                partition,
-                reason: "no record batch".into(),
-            });
-        }
         let max = t.config.max_message_bytes.max(0) as usize;
         if let Some(r) = ranges.iter().find(|r| r.len() > max) {
             return Err(BrokerError::MessageTooLarge {
@@ -167,6 +160,24 @@ impl Broker {
     }
 }
 
+/// Kafka's LogValidator checks on a producer's batches: at least one batch, each framed with
+/// magic 2 and a good CRC (`split_batches`), each with a records count that matches its offset
+/// range. Returns each batch's byte range.
+fn validate_batches(records: &[u8]) -> Result<Vec<std::ops::Range<usize>>, RecordError> {
+    let ranges = split_batches(records)?;
+    if ranges.is_empty() {
+        return Err(RecordError::NoBatch);
+    }
+    for range in &ranges {
+        let bytes = records.get(range.clone()).ok_or(RecordError::Truncated {
+            need: range.end,
+            have: records.len(),
+        })?;
+        BatchHeader::parse(bytes)?.check_records_count()?;
+    }
+    Ok(ranges)
+}
+
 enum IdentityError {
     NotOneBatch,
 }
@@ -230,3 +241,6 @@ impl PendingProduce {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

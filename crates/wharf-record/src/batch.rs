@@ -130,8 +130,11 @@ impl<'a> BatchHeader<'a> {
     pub fn last_offset_delta(&self) -> i32 {
         be_i32(self.bytes, OFF_LAST_OFFSET_DELTA)
     }
+    /// Saturates rather than overflowing: the base offset comes from disk or the network, and a
+    /// corrupt one near `i64::MAX` must not panic here (valid logs stay far below it).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        self.base_offset()
+            .saturating_add(i64::from(self.last_offset_delta()))
     }
     pub fn base_timestamp(&self) -> i64 {
         be_i64(self.bytes, OFF_BASE_TIMESTAMP)
@@ -151,6 +154,24 @@ impl<'a> BatchHeader<'a> {
     pub fn records_count(&self) -> i32 {
         be_i32(self.bytes, OFF_RECORDS_COUNT)
     }
+    /// Kafka's LogValidator check of a producer's batch: it holds at least one record and its
+    /// records count matches its offset range. Offsets are assigned and found from
+    /// `last_offset_delta`, so a count that disagrees would make the log claim offsets no
+    /// record has, or hide records behind the next batch's offsets.
+    pub fn check_records_count(&self) -> Result<(), RecordError> {
+        let records_count = self.records_count();
+        let last_offset_delta = self.last_offset_delta();
+        if records_count <= 0 {
+            return Err(RecordError::InvalidRecordsCount { records_count });
+        }
+        if i64::from(last_offset_delta) + 1 != i64::from(records_count) {
+            return Err(RecordError::RecordsCountMismatch {
+                records_count,
+                last_offset_delta,
+            });
+        }
+        Ok(())
+    }
     /// The bytes after the header: records, possibly compressed.
     pub fn records_bytes(&self) -> &'a [u8] {
         &self.bytes[HEADER_LEN..]
@@ -164,9 +185,14 @@ pub fn split_batches(bytes: &[u8]) -> Result<Vec<std::ops::Range<usize>>, Record
     let mut at = 0;
     while at < bytes.len() {
         let header = BatchHeader::parse_checked(&bytes[at..])?;
-        if header.last_offset_delta() < 0 || header.records_count() < 0 {
-            return Err(RecordError::InvalidLength {
-                length: header.last_offset_delta(),
+        if header.last_offset_delta() < 0 {
+            return Err(RecordError::InvalidLastOffsetDelta {
+                last_offset_delta: header.last_offset_delta(),
+            });
+        }
+        if header.records_count() < 0 {
+            return Err(RecordError::InvalidRecordsCount {
+                records_count: header.records_count(),
             });
         }
         out.push(at..at + header.len());
@@ -235,6 +261,90 @@ mod tests {
         let mut junk = one.clone();
         junk.extend_from_slice(&[1, 2, 3]);
         assert!(split_batches(&junk).is_err());
+    }
+
+    /// The builder's batch of `records` records, its count field then set to `count`.
+    fn claiming(records: usize, count: i32) -> Vec<u8> {
+        let mut b = BatchBuilder::new(0);
+        for _ in 0..records {
+            b.push(None, Some(b"a"), &[], 1);
+        }
+        let mut bytes = b.build();
+        bytes[OFF_RECORDS_COUNT..HEADER_LEN].copy_from_slice(&count.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn records_count_must_match_the_offset_range() {
+        let check = |bytes: &[u8]| BatchHeader::parse(bytes).unwrap().check_records_count();
+        assert_eq!(check(&claiming(3, 3)), Ok(()));
+        assert_eq!(
+            check(&claiming(1, 0)),
+            Err(RecordError::InvalidRecordsCount { records_count: 0 })
+        );
+        assert_eq!(
+            check(&claiming(1, -1)),
+            Err(RecordError::InvalidRecordsCount { records_count: -1 })
+        );
+        assert_eq!(
+            check(&claiming(3, 4)),
+            Err(RecordError::RecordsCountMismatch {
+                records_count: 4,
+                last_offset_delta: 2
+            })
+        );
+        assert_eq!(
+            check(&claiming(3, 2)),
+            Err(RecordError::RecordsCountMismatch {
+                records_count: 2,
+                last_offset_delta: 2
+            })
+        );
+        // A last_offset_delta of i32::MAX must not overflow the comparison.
+        let mut bytes = claiming(1, i32::MAX);
+        bytes[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            check(&bytes),
+            Err(RecordError::RecordsCountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn split_names_a_negative_count_or_delta() {
+        let mut b = BatchBuilder::new(0);
+        b.push(None, Some(b"a"), &[], 1);
+        let recrc = |bytes: &mut Vec<u8>| {
+            let crc = crc32c::crc32c(&bytes[CRC_START..]);
+            bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        };
+        let mut negative_count = b.build();
+        negative_count[OFF_RECORDS_COUNT..HEADER_LEN].copy_from_slice(&(-1i32).to_be_bytes());
+        recrc(&mut negative_count);
+        assert_eq!(
+            split_batches(&negative_count),
+            Err(RecordError::InvalidRecordsCount { records_count: -1 })
+        );
+        let mut negative_delta = b.build();
+        negative_delta[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&(-3i32).to_be_bytes());
+        recrc(&mut negative_delta);
+        assert_eq!(
+            split_batches(&negative_delta),
+            Err(RecordError::InvalidLastOffsetDelta {
+                last_offset_delta: -3
+            })
+        );
+    }
+
+    #[test]
+    fn last_offset_of_a_corrupt_base_offset_saturates() {
+        let mut b = BatchBuilder::new(0);
+        b.push(None, Some(b"a"), &[], 1);
+        b.push(None, Some(b"b"), &[], 1);
+        let mut bytes = b.build();
+        set_base_offset(&mut bytes, i64::MAX);
+        assert_eq!(BatchHeader::parse(&bytes).unwrap().last_offset(), i64::MAX);
     }
 
     #[test]

@@ -15,4 +15,28 @@ pub enum RecordError {
     MalformedRecord { at: usize },
     #[error("batch is compressed (codec {codec}); records cannot be read without decompression")]
     Compressed { codec: u8 },
+    #[error("no record batch")]
+    NoBatch,
+    #[error("batch last offset delta {last_offset_delta} is negative")]
+    InvalidLastOffsetDelta { last_offset_delta: i32 },
+    #[error("batch claims {records_count} records; a batch holds at least one")]
+    InvalidRecordsCount { records_count: i32 },
+    #[error(
+        "batch claims {records_count} records but its offset range holds \
+         last_offset_delta {last_offset_delta} + 1"
+    )]
+    RecordsCountMismatch {
+        records_count: i32,
+        last_offset_delta: i32,
+    },
+    #[error("record offset overflows: base offset {base_offset} + offset delta {offset_delta}")]
+    OffsetOverflow { base_offset: i64, offset_delta: i64 },
+    #[error(
+        "record timestamp overflows: base timestamp {base_timestamp} + timestamp delta \
+         {timestamp_delta}"
+    )]
+    TimestampOverflow {
+        base_timestamp: i64,
+        timestamp_delta: i64,
+    },
 }

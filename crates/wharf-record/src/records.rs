@@ -76,9 +76,24 @@ impl<'a> RecordIter<'a> {
         if (self.at - body_start) as i64 != length {
             return Err(bad);
         }
+        // Both deltas are varlongs from the producer: any i64, so the sums are checked.
+        let offset =
+            self.base_offset
+                .checked_add(offset_delta)
+                .ok_or(RecordError::OffsetOverflow {
+                    base_offset: self.base_offset,
+                    offset_delta,
+                })?;
+        let timestamp =
+            self.base_timestamp
+                .checked_add(ts_delta)
+                .ok_or(RecordError::TimestampOverflow {
+                    base_timestamp: self.base_timestamp,
+                    timestamp_delta: ts_delta,
+                })?;
         Ok(Record {
-            offset: self.base_offset + offset_delta,
-            timestamp: self.base_timestamp + ts_delta,
+            offset,
+            timestamp,
             key,
             value,
             headers,
@@ -104,7 +119,8 @@ impl<'a> Iterator for RecordIter<'a> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{BatchBuilder, BatchHeader, RecordIter};
+    use crate::varint::put_varlong;
+    use crate::{set_base_offset, BatchBuilder, BatchHeader, RecordError, RecordIter, HEADER_LEN};
 
     #[test]
     fn records_round_trip_through_builder() {
@@ -131,5 +147,79 @@ mod tests {
         assert_eq!(recs[1].offset, 1);
         assert_eq!(recs[1].timestamp, 510);
         assert_eq!(recs[1].value, None);
+    }
+
+    /// A one-record batch whose record carries the given deltas, with a valid CRC: what a
+    /// hostile producer can send.
+    fn batch_with_deltas(
+        base_offset: i64,
+        base_timestamp: i64,
+        timestamp_delta: i64,
+        offset_delta: i64,
+    ) -> Vec<u8> {
+        let mut body = vec![0u8]; // attributes
+        put_varlong(&mut body, timestamp_delta);
+        put_varlong(&mut body, offset_delta);
+        put_varlong(&mut body, -1); // null key
+        put_varlong(&mut body, -1); // null value
+        put_varlong(&mut body, 0); // no headers
+        let mut b = BatchBuilder::new(base_timestamp);
+        b.push(None, None, &[], base_timestamp);
+        let mut bytes = b.build();
+        bytes.truncate(HEADER_LEN);
+        put_varlong(&mut bytes, body.len() as i64);
+        bytes.extend_from_slice(&body);
+        let length = i32::try_from(bytes.len() - 12).unwrap();
+        bytes[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        set_base_offset(&mut bytes, base_offset);
+        bytes
+    }
+
+    fn first_record(bytes: &[u8]) -> Result<(i64, i64), RecordError> {
+        let h = BatchHeader::parse_checked(bytes).unwrap();
+        let record = RecordIter::new(&h).unwrap().next().unwrap()?;
+        Ok((record.offset, record.timestamp))
+    }
+
+    #[test]
+    fn crafted_deltas_in_range_read_back() {
+        let bytes = batch_with_deltas(10, 1_000, 5, 0);
+        assert_eq!(first_record(&bytes), Ok((10, 1_005)));
+    }
+
+    #[test]
+    fn offset_delta_overflow_is_an_error_not_a_panic() {
+        let bytes = batch_with_deltas(1, 1_000, 0, i64::MAX);
+        assert_eq!(
+            first_record(&bytes),
+            Err(RecordError::OffsetOverflow {
+                base_offset: 1,
+                offset_delta: i64::MAX
+            })
+        );
+        let bytes = batch_with_deltas(-1, 1_000, 0, i64::MIN);
+        assert!(matches!(
+            first_record(&bytes),
+            Err(RecordError::OffsetOverflow { .. })
+        ));
+    }
+
+    #[test]
+    fn timestamp_delta_overflow_is_an_error_not_a_panic() {
+        let bytes = batch_with_deltas(0, i64::MAX - 5, i64::MAX, 0);
+        assert_eq!(
+            first_record(&bytes),
+            Err(RecordError::TimestampOverflow {
+                base_timestamp: i64::MAX - 5,
+                timestamp_delta: i64::MAX
+            })
+        );
+        let bytes = batch_with_deltas(0, i64::MIN, -1, 0);
+        assert!(matches!(
+            first_record(&bytes),
+            Err(RecordError::TimestampOverflow { .. })
+        ));
     }
 }

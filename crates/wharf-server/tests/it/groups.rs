@@ -289,13 +289,16 @@ fn run_member<C: ConsumerContext>(
 }
 
 /// Not a test on its own: the body of the member that `members_leave_and_die_*` runs in a
-/// child process (this test binary, re-run) so it can be killed with SIGKILL. Without
-/// `WHARF_GROUP_MEMBER_ADDR` it returns at once.
+/// child process (this test binary, re-run with `--ignored --exact`) so it can be killed
+/// with SIGKILL. Ignored so that a plain run does not count it as a pass, and it fails when
+/// run without the parent's `WHARF_GROUP_MEMBER_ADDR`.
 #[test]
+#[ignore = "child process of members_leave_and_die_without_losing_messages, which runs it"]
 fn member_process() {
-    let Ok(addr) = std::env::var("WHARF_GROUP_MEMBER_ADDR") else {
-        return;
-    };
+    let addr = std::env::var("WHARF_GROUP_MEMBER_ADDR").expect(
+        "WHARF_GROUP_MEMBER_ADDR is set by members_leave_and_die_without_losing_messages, \
+         the only caller of this child-process body",
+    );
     let c = wharf_testkit::group_consumer(&addr, "work-group", &[], Events::default()).unwrap();
     c.subscribe(&["work"]).unwrap();
     let out = std::io::stdout();
@@ -409,6 +412,7 @@ async fn members_leave_and_die_without_losing_messages() {
         let member_b = spawn("b", stop_b.clone());
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
+                "--ignored",
                 "--exact",
                 "groups::member_process",
                 "--nocapture",
@@ -511,7 +515,8 @@ async fn members_leave_and_die_without_losing_messages() {
         );
         assert!(
             processed_by.get("c").copied().unwrap_or(0) > 0,
-            "{processed_by:?}"
+            "the child member (groups::member_process) processed nothing; did it run? \
+             {processed_by:?}"
         );
 
         // Nothing lost: every offset of every partition was processed.

@@ -1,10 +1,15 @@
 //! Bad input fails alone: oversized messages, garbage frames, unknown APIs, unsupported
 //! versions. The broker keeps serving other clients.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 
@@ -268,5 +273,99 @@ async fn huge_array_count_closes_only_that_connection() {
     // A truncated but otherwise plausible request is closed too, not left hanging.
     assert!(send_raw(&addr, &frame(3, 0, &[0, 0, 0, 2, 0, 1])).is_empty());
     produce_works(&addr, "t").await;
+    assert!(broker.is_running());
+}
+
+/// Kafka's error code for a batch that fails validation.
+const CORRUPT_MESSAGE: i16 = 2;
+
+/// Produce v7: the newest version before flexible headers, so `frame`'s v1 header fits.
+const PRODUCE_V7: i16 = 7;
+
+/// A batch from wharf_record's builder holding `records` records, its records count then set to
+/// `count` (when given) with the CRC recomputed, so the count is the only thing wrong. The
+/// count is at byte 57; the CRC at 17 covers byte 21 onwards.
+fn batch_claiming(records: usize, count: Option<i32>) -> Bytes {
+    let mut b = wharf_record::BatchBuilder::new(1_000);
+    for i in 0..records {
+        b.push(None, Some(format!("v{i}").as_bytes()), &[], 1_000);
+    }
+    let mut bytes = b.build();
+    if let Some(count) = count {
+        bytes[57..61].copy_from_slice(&count.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    Bytes::from(bytes)
+}
+
+/// Sends one Produce v7 with acks=all and returns each partition's error code.
+fn produce_raw(addr: &str, topic: &str, partitions: Vec<(i32, Bytes)>) -> BTreeMap<i32, i16> {
+    let partition_data = partitions
+        .into_iter()
+        .map(|(index, records)| {
+            PartitionProduceData::default()
+                .with_index(index)
+                .with_records(Some(records))
+        })
+        .collect();
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(partition_data)]);
+    let mut body = BytesMut::new();
+    request.encode(&mut body, PRODUCE_V7).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&frame(0, PRODUCE_V7, &body)).unwrap();
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).unwrap();
+    let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut response).unwrap();
+    assert_eq!(i32::from_be_bytes(response[0..4].try_into().unwrap()), 7);
+    let mut response = Bytes::from(response).slice(4..);
+    let response = ProduceResponse::decode(&mut response, PRODUCE_V7).unwrap();
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .map(|p| (p.index, p.error_code))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_whose_record_count_disagrees_is_corrupt_and_fails_alone() {
+    let (_dir, mut broker) = start_broker(&[]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "counts", 3, &[])
+        .await
+        .unwrap();
+    // One request: a good batch, a batch claiming 0 records, and one claiming
+    // last_offset_delta + 2 (3 records, last_offset_delta 2, count 4).
+    let codes = produce_raw(
+        &addr,
+        "counts",
+        vec![
+            (0, batch_claiming(2, None)),
+            (1, batch_claiming(1, Some(0))),
+            (2, batch_claiming(3, Some(4))),
+        ],
+    );
+    assert_eq!(
+        codes,
+        BTreeMap::from([(0, 0), (1, CORRUPT_MESSAGE), (2, CORRUPT_MESSAGE)])
+    );
+    // The good batch is stored, the refused ones are not.
+    let a = addr.clone();
+    let ends = tokio::task::spawn_blocking(move || wharf_testkit::watermarks(&a, "counts", 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ends.get(&0), Some(&(0, 2)), "{ends:?}");
+    assert_eq!(ends.get(&1), Some(&(0, 0)), "{ends:?}");
+    assert_eq!(ends.get(&2), Some(&(0, 0)), "{ends:?}");
+    produce_works(&addr, "counts").await;
     assert!(broker.is_running());
 }

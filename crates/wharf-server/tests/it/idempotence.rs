@@ -12,7 +12,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::start_broker;
+use crate::{eventually, start_broker};
 
 const MESSAGES: usize = 100_000;
 const PARTITIONS: i32 = 3;
@@ -125,6 +125,13 @@ async fn idempotent_producer_survives_cut_connections_and_kill_9() {
                 broker.restart().unwrap();
             });
             // No snapshot yet (kill -9 before the first interval): the state came from the log.
+            // The Kafka port is bound before recovery (see server.rs), so `restart` returning
+            // does not mean the state is loaded yet: wait for its log line.
+            tokio::task::block_in_place(|| {
+                eventually("producer state loaded after the restart", || {
+                    broker.log().contains("producer state loaded")
+                });
+            });
             let log = broker.log();
             assert!(
                 log.contains("producer state loaded") && !log.contains("replayed=0"),

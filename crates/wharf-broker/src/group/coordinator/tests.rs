@@ -118,7 +118,15 @@ async fn offsets_and_membership_survive_reopen() {
     };
     let coordinator = h.coordinator.clone();
     let parked = tokio::spawn(async move { coordinator.join_group(join).await });
+    // The join completes once the initial rebalance delay has passed on the injected clock;
+    // 1,000 rounds are 1,000 simulated seconds, far past any delay in `config()`.
+    let mut rounds = 0;
     let joined = loop {
+        assert!(
+            rounds < 1_000,
+            "join_group still parked after {rounds} ticks ({rounds} s of injected clock)"
+        );
+        rounds += 1;
         h.clock.fetch_add(1_000, Ordering::SeqCst);
         h.coordinator.tick().await;
         if parked.is_finished() {
