@@ -1,6 +1,11 @@
 //! One client connection. The reader parses frames and spawns a handler per request; the
 //! writer sends responses strictly in request order. A malformed frame, an unknown API or an
 //! unsupported version closes this connection only.
+//!
+//! Invariant (Kafka's contract): request effects on one connection follow request order.
+//! Produce and Fetch may overlap each other (produces reach storage in request order when
+//! dispatched; a fetch may park); any other request starts only after every earlier request
+//! on the connection has completed, and later requests start only after it has completed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +15,9 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
+use tokio::sync::{
+    mpsc, oneshot, watch, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, Semaphore,
+};
 use tracing::Instrument;
 use wharf_broker::Broker;
 
@@ -50,6 +57,8 @@ pub async fn run(
             let _ = writer.shutdown().await;
             writer_closed.notify_one();
         });
+        // Pipelined requests hold it shared, every other request exclusively (see the top).
+        let order = Arc::new(RwLock::new(()));
         let mut frames = FrameReader::new();
         loop {
             let frame = tokio::select! {
@@ -83,9 +92,15 @@ pub async fn run(
             }
             // Requests hold their bytes of the connection's budget until answered.
             let Ok(bytes_permit) = in_flight_bytes.clone().acquire_many_owned(cost).await else { break };
+            let turn = tokio::select! {
+                t = Turn::take(&order, request.api) => t,
+                _ = shutdown.changed() => break,
+                () = closed.notified() => break,
+            };
             let reply = dispatch::start(&broker, request);
             tokio::spawn(async move {
                 let _ = reply_tx.send(reply.await);
+                drop(turn);
                 drop(bytes_permit);
             });
         }
@@ -95,6 +110,34 @@ pub async fn run(
     }
     .instrument(span)
     .await;
+}
+
+/// A request's place in the connection's order, held until the request has completed.
+enum Turn {
+    Shared { _guard: OwnedRwLockReadGuard<()> },
+    Exclusive { _guard: OwnedRwLockWriteGuard<()> },
+}
+
+impl Turn {
+    /// Waits until a request of `api` may start. The lock is fair, so a request waiting for
+    /// exclusive use also holds back every request read after it.
+    async fn take(order: &Arc<RwLock<()>>, api: ApiKey) -> Turn {
+        if pipelined(api) {
+            Turn::Shared {
+                _guard: order.clone().read_owned().await,
+            }
+        } else {
+            Turn::Exclusive {
+                _guard: order.clone().write_owned().await,
+            }
+        }
+    }
+}
+
+/// Requests whose overlap a client cannot observe: produces are handed to storage in
+/// request order when dispatched, and a fetch may wait for data that later produces bring.
+fn pipelined(api: ApiKey) -> bool {
+    matches!(api, ApiKey::Produce | ApiKey::Fetch)
 }
 
 /// Reads size-prefixed frames into one growing buffer: no zeroing, fewer reads when

@@ -3,16 +3,18 @@
 //!
 //! # Layout
 //! - `listener`: accepts connections (bounded), hands each to `connection`.
-//! - `connection`: frames in, requests served concurrently, responses out in request order.
+//! - `connection`: frames in, requests served in request order (Produce and Fetch may
+//!   overlap each other, nothing else overlaps), responses out in request order.
 //! - `dispatch`: api key and version → `api/<name>.rs`.
 //! - `versions`: the API versions Wharf implements, and so advertises.
 //! - `errors`: `BrokerError` → Kafka error code, one exhaustive match.
 //! - `client`: a small admin client for the CLI.
 //!
 //! ```text
-//!  socket ─► reader: frame, header ─► spawn handler ─► oneshot ─┐
-//!                      │ (in order)                             ▼
-//!                      └──────────────► writer: await replies in request order ─► socket
+//!  socket ─► reader: frame, header, wait for its turn ─► spawn handler ─► oneshot ─┐
+//!                      │ (in order)                                                 ▼
+//!                      └──────────────────────────────────► writer: await replies in
+//!                                                           request order ─► socket
 //! ```
 
 mod api;
