@@ -1,9 +1,14 @@
-//! Kafka's client-visible contract, as librdkafka's own test suite checks it.
+//! Kafka's client-visible contract, as librdkafka's own test suite checks it: request order
+//! on one connection and Fetch size limits (KIP-74).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use wharf_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use wharf_kafka::kafka_protocol::messages::{FetchRequest, TopicName};
+use wharf_kafka::kafka_protocol::protocol::StrBytes;
 
 use crate::start_broker;
 
@@ -43,4 +48,168 @@ async fn committed_sees_the_async_commit_sent_before_it() {
     })
     .await
     .unwrap();
+}
+
+const BIG_TOPIC: &str = "big-batches";
+const BIG_PARTITIONS: i32 = 6;
+const RECORD_BYTES: usize = 10_000;
+const RECORDS_PER_PARTITION: usize = 160;
+/// The consumer's `fetch.max.bytes` and the raw Fetch's `max_bytes`: 1 MiB.
+const FETCH_MAX_BYTES: usize = 1_048_576;
+
+/// Six partitions of ~400 KB batches (40 records of 10 KB each).
+async fn produce_big_batches(addr: &str) {
+    wharf_testkit::create_topic(addr, BIG_TOPIC, BIG_PARTITIONS, &[])
+        .await
+        .unwrap();
+    let p = wharf_testkit::producer(
+        addr,
+        &[
+            ("acks", "all"),
+            ("batch.size", "409600"),
+            ("linger.ms", "100"),
+            ("compression.type", "none"),
+        ],
+    )
+    .unwrap();
+    let payload = vec![b'x'; RECORD_BYTES];
+    let mut sent = Vec::new();
+    for i in 0..RECORDS_PER_PARTITION {
+        for partition in 0..BIG_PARTITIONS {
+            let key = format!("{partition}-{i}");
+            sent.push(
+                p.send_result(
+                    FutureRecord::to(BIG_TOPIC)
+                        .partition(partition)
+                        .key(&key)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap(),
+            );
+        }
+    }
+    for s in sent {
+        s.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// The stored batch lengths in `records`, from their v2 headers.
+fn batch_lengths(records: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let mut at = 0;
+    while at + 12 <= records.len() {
+        let len = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize + 12;
+        lengths.push(len);
+        at += len;
+    }
+    lengths
+}
+
+/// A consumer with `fetch.max.bytes` = 1 MiB (and the smallest receive buffer librdkafka
+/// allows for it) reads six partitions of 400 KB batches without a size error.
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_with_small_fetch_max_bytes_reads_large_batches() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    produce_big_batches(&addr).await;
+    tokio::task::spawn_blocking(move || {
+        let max = FETCH_MAX_BYTES.to_string();
+        let receive = (FETCH_MAX_BYTES + 512).to_string();
+        let consumer: BaseConsumer = wharf_testkit::base_consumer(
+            &addr,
+            &[
+                ("fetch.max.bytes", max.as_str()),
+                ("receive.message.max.bytes", receive.as_str()),
+            ],
+        )
+        .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for partition in 0..BIG_PARTITIONS {
+            tpl.add_partition_offset(BIG_TOPIC, partition, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let want = RECORDS_PER_PARTITION * BIG_PARTITIONS as usize;
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got < want {
+            assert!(Instant::now() < deadline, "read {got} of {want} records");
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    assert_eq!(m.payload().map(<[u8]>::len), Some(RECORD_BYTES));
+                    got += 1;
+                }
+                Some(Err(e)) => panic!("consumer error after {got} records: {e}"),
+                None => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// A raw Fetch over the six partitions: the response holds at most `max_bytes` of records
+/// and each partition at most `partition_max_bytes`, except that the first batch of the
+/// first non-empty partition is returned whatever its size (KIP-74).
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_response_honours_max_bytes_and_partition_max_bytes() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    produce_big_batches(&addr).await;
+    let mut client = wharf_kafka::Client::connect(&addr).await.unwrap();
+    // (max_bytes, partition_max_bytes): the response budget binds; then the partition's.
+    for (max_bytes, partition_max_bytes) in [
+        (FETCH_MAX_BYTES, FETCH_MAX_BYTES),
+        (FETCH_MAX_BYTES, 100_000),
+    ] {
+        let request = FetchRequest::default()
+            .with_replica_id(wharf_kafka::kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(i32::try_from(max_bytes).unwrap())
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(BIG_TOPIC)))
+                .with_partitions(
+                    (0..BIG_PARTITIONS)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(
+                                    i32::try_from(partition_max_bytes).unwrap(),
+                                )
+                        })
+                        .collect(),
+                )]);
+        let response = client.send(request).await.unwrap();
+        assert_eq!(response.error_code, 0);
+        let partitions: Vec<Vec<usize>> = response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                assert_eq!(p.error_code, 0);
+                batch_lengths(p.records.as_deref().unwrap_or_default())
+            })
+            .collect();
+        let sizes: Vec<usize> = partitions.iter().map(|b| b.iter().sum()).collect();
+        let total: usize = sizes.iter().sum();
+        assert!(total > 0, "some records are returned");
+        let first = sizes.iter().position(|&s| s > 0).unwrap();
+        let oversized_first = partitions[first].len() == 1;
+        assert!(
+            total <= max_bytes
+                || (oversized_first && sizes.iter().filter(|&&s| s > 0).count() == 1),
+            "max_bytes {max_bytes}, partition_max_bytes {partition_max_bytes}: \
+             {total} bytes returned, per partition {sizes:?}"
+        );
+        for (i, size) in sizes.iter().enumerate() {
+            assert!(
+                *size <= partition_max_bytes || (i == first && partitions[i].len() == 1),
+                "partition_max_bytes {partition_max_bytes}: partition {i} returned {size} \
+                 bytes in {} batches (per partition {sizes:?})",
+                partitions[i].len()
+            );
+        }
+    }
 }
