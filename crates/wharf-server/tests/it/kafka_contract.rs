@@ -1,5 +1,6 @@
 //! Kafka's client-visible contract, as librdkafka's own test suite checks it: request order
-//! on one connection and Fetch size limits (KIP-74).
+//! on one connection, Fetch size limits (KIP-74), deprecated topic configs and list-valued
+//! config operations.
 
 use std::time::{Duration, Instant};
 
@@ -212,4 +213,80 @@ async fn fetch_response_honours_max_bytes_and_partition_max_bytes() {
             );
         }
     }
+}
+
+/// Configs Kafka 3.x still accepts as deprecated no-ops are accepted on CreateTopics and
+/// AlterConfigs; IncrementalAlterConfigs APPEND and SUBTRACT edit `cleanup.policy` as a list
+/// and the result is validated as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn deprecated_configs_are_accepted_and_list_configs_append_and_subtract() {
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+    use wharf_kafka::kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use wharf_kafka::kafka_protocol::messages::IncrementalAlterConfigsRequest;
+
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(
+        &addr,
+        "legacy",
+        1,
+        &[
+            ("message.format.version", "2.8-IV1"),
+            ("message.downconversion.enable", "false"),
+        ],
+    )
+    .await
+    .unwrap();
+    let admin = wharf_testkit::admin(&addr).unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let altered = admin
+        .alter_configs(
+            [&AlterConfig::new(ResourceSpecifier::Topic("legacy"))
+                .set("message.format.version", "3.0-IV1")
+                .set("retention.ms", "60000")],
+            &options,
+        )
+        .await
+        .unwrap();
+    assert!(altered[0].is_ok(), "{altered:?}");
+
+    let mut client = wharf_kafka::Client::connect(&addr).await.unwrap();
+    // (operation, key, value) → the error code the topic resource gets.
+    let cases: [(i8, &str, &str, i16); 5] = [
+        (2, "cleanup.policy", "delete", 0), // APPEND what is there: still delete
+        (3, "cleanup.policy", "compact", 0), // SUBTRACT what is not there: unchanged
+        (2, "cleanup.policy", "compact", 40), // APPEND compact: not implemented
+        (3, "cleanup.policy", "delete", 40), // SUBTRACT delete: an empty policy
+        (2, "retention.ms", "1", 40),       // APPEND to a value that is not a list
+    ];
+    for (operation, key, value, want) in cases {
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("legacy"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_string(key.to_string()))
+                    .with_config_operation(operation)
+                    .with_value(Some(StrBytes::from_string(value.to_string())))]),
+        ]);
+        let response = client.send(request).await.unwrap();
+        let result = &response.responses[0];
+        assert_eq!(
+            result.error_code, want,
+            "operation {operation} {key} {value}: {:?}",
+            result.error_message
+        );
+    }
+
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic("legacy")], &options)
+        .await
+        .unwrap();
+    let resource = described[0].as_ref().unwrap();
+    let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+    assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
+    assert_eq!(value("retention.ms").as_deref(), Some("60000"));
+    assert_eq!(value("message.format.version").as_deref(), Some("3.0-IV1"));
 }
