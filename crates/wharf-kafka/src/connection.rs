@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
@@ -22,6 +23,7 @@ use tracing::Instrument;
 use wharf_broker::Broker;
 
 use crate::dispatch::Answer;
+use crate::rejection::{ProtocolError, Rejections};
 use crate::{dispatch, versions, ListenerConfig};
 
 pub async fn run(
@@ -29,6 +31,7 @@ pub async fn run(
     peer: SocketAddr,
     broker: Arc<Broker>,
     config: Arc<ListenerConfig>,
+    rejections: Arc<Rejections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = tracing::info_span!("connection", %peer);
@@ -41,6 +44,7 @@ pub async fn run(
         // Set when the writer gives up (a malformed request, a failed write): the reader stops.
         let closed = Arc::new(Notify::new());
         let writer_closed = closed.clone();
+        let writer_rejections = rejections.clone();
         let write_task = tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
                 match reply.await {
@@ -51,6 +55,10 @@ pub async fn run(
                         }
                     }
                     Ok(Answer::Nothing) => {}
+                    Ok(Answer::Rejected(error)) => {
+                        writer_rejections.record(peer.ip(), &error, Instant::now());
+                        break;
+                    }
                     Ok(Answer::Close) | Err(_) => break,
                 }
             }
@@ -73,16 +81,20 @@ pub async fn run(
                 }
                 Ok(Ok(Some(f))) => f,
                 Ok(Ok(None)) => break,
-                Ok(Err(reason)) => {
-                    tracing::warn!(%reason, "closing connection: bad frame");
+                Ok(Err(FrameError::Io(error))) => {
+                    tracing::debug!(%error, "read failed");
+                    break;
+                }
+                Ok(Err(FrameError::Protocol(error))) => {
+                    rejections.record(peer.ip(), &error, Instant::now());
                     break;
                 }
             };
             let cost = u32::try_from(frame.len().min(budget)).unwrap_or(u32::MAX);
             let request = match parse_header(frame) {
                 Ok(r) => r,
-                Err(reason) => {
-                    tracing::warn!(%reason, "closing connection: bad request header");
+                Err(error) => {
+                    rejections.record(peer.ip(), &error, Instant::now());
                     break;
                 }
             };
@@ -148,6 +160,12 @@ struct FrameReader {
 
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Why no frame could be read.
+enum FrameError {
+    Io(std::io::Error),
+    Protocol(ProtocolError),
+}
+
 impl FrameReader {
     fn new() -> Self {
         Self {
@@ -160,15 +178,10 @@ impl FrameReader {
         &mut self,
         reader: &mut tokio::net::tcp::OwnedReadHalf,
         want: usize,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, std::io::Error> {
         while self.buf.len() < want {
             self.buf.reserve((want - self.buf.len()).max(READ_CHUNK));
-            if reader
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| e.to_string())?
-                == 0
-            {
+            if reader.read_buf(&mut self.buf).await? == 0 {
                 return Ok(false);
             }
         }
@@ -180,24 +193,27 @@ impl FrameReader {
         &mut self,
         reader: &mut tokio::net::tcp::OwnedReadHalf,
         max: usize,
-    ) -> Result<Option<BytesMut>, String> {
-        if !self.fill(reader, 4).await? {
+    ) -> Result<Option<BytesMut>, FrameError> {
+        if !self.fill(reader, 4).await.map_err(FrameError::Io)? {
             return if self.buf.is_empty() {
                 Ok(None)
             } else {
-                Err("stream ended inside a frame size".into())
+                Err(FrameError::Protocol(ProtocolError::Truncated {
+                    have: self.buf.len(),
+                    want: 4,
+                }))
             };
         }
         let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        let len = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
-        if len < 8 || len > max {
-            return Err(format!("frame size {size} outside 8..={max}"));
-        }
-        if !self.fill(reader, 4 + len).await? {
-            return Err(format!(
-                "truncated frame: {} of {len} bytes",
-                self.buf.len() - 4
-            ));
+        let len = match usize::try_from(size) {
+            Ok(len) if (8..=max).contains(&len) => len,
+            _ => return Err(FrameError::Protocol(ProtocolError::FrameSize { size, max })),
+        };
+        if !self.fill(reader, 4 + len).await.map_err(FrameError::Io)? {
+            return Err(FrameError::Protocol(ProtocolError::Truncated {
+                have: self.buf.len() - 4,
+                want: len,
+            }));
         }
         self.buf.advance(4);
         Ok(Some(self.buf.split_to(len)))
@@ -212,13 +228,14 @@ pub struct Request {
     pub body: Bytes,
 }
 
-fn parse_header(frame: BytesMut) -> Result<Request, String> {
+/// Parses the header of a frame of at least 8 bytes.
+fn parse_header(frame: BytesMut) -> Result<Request, ProtocolError> {
     let mut bytes = frame.freeze();
     let api_key = i16::from_be_bytes([bytes[0], bytes[1]]);
     let version = i16::from_be_bytes([bytes[2], bytes[3]]);
-    let api = ApiKey::try_from(api_key).map_err(|()| format!("unknown api_key {api_key}"))?;
+    let api = ApiKey::try_from(api_key).map_err(|()| ProtocolError::UnknownApi { api_key })?;
     let Some((min, max)) = versions::supported(api) else {
-        return Err(format!("api_key {api_key} ({api:?}) is not implemented"));
+        return Err(ProtocolError::NotImplemented { api_key, api });
     };
     let header_version = if api == ApiKey::ApiVersions && !(min..=max).contains(&version) {
         // An ApiVersions request newer than we know: answer v0 with UNSUPPORTED_VERSION.
@@ -226,12 +243,19 @@ fn parse_header(frame: BytesMut) -> Result<Request, String> {
     } else if (min..=max).contains(&version) {
         api.request_header_version(version)
     } else {
-        return Err(format!(
-            "{api:?} v{version} is not supported ({min}..={max})"
-        ));
+        return Err(ProtocolError::UnsupportedVersion {
+            api,
+            version,
+            min,
+            max,
+        });
     };
-    let header = RequestHeader::decode(&mut bytes, header_version)
-        .map_err(|e| format!("{api:?} v{version}: {e}"))?;
+    let header =
+        RequestHeader::decode(&mut bytes, header_version).map_err(|e| ProtocolError::Header {
+            api,
+            version,
+            message: e.to_string(),
+        })?;
     Ok(Request {
         api,
         version,
@@ -247,6 +271,6 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Answe
     if frame.len() < 8 {
         return Err(format!("frame of {} bytes is too short", frame.len()));
     }
-    let request = parse_header(frame)?;
+    let request = parse_header(frame).map_err(|e| e.to_string())?;
     Ok(dispatch::start(broker, request).await)
 }

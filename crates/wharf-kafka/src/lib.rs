@@ -7,6 +7,7 @@
 //!   overlap each other, nothing else overlaps), responses out in request order.
 //! - `dispatch`: api key and version → `api/<name>.rs`.
 //! - `versions`: the API versions Wharf implements, and so advertises.
+//! - `rejection`: requests refused before a handler runs: counted, summarised in the log.
 //! - `errors`: `BrokerError` → Kafka error code, one exhaustive match.
 //! - `client`: a small admin client for the CLI.
 //!
@@ -24,6 +25,7 @@ mod connection;
 mod dispatch;
 mod errors;
 mod listener;
+mod rejection;
 mod versions;
 
 pub use client::{Client, ClientError};
@@ -31,4 +33,5 @@ pub use connection::handle_frame;
 pub use dispatch::Answer;
 pub use kafka_protocol;
 pub use listener::{serve, ListenerConfig};
+pub use rejection::ProtocolError;
 pub use versions::SUPPORTED_APIS;

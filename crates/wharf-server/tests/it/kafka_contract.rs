@@ -1,6 +1,6 @@
 //! Kafka's client-visible contract, as librdkafka's own test suite checks it: request order
 //! on one connection, Fetch size limits (KIP-74), deprecated topic configs and list-valued
-//! config operations.
+//! config operations, and hostile-client logging.
 
 use std::time::{Duration, Instant};
 
@@ -289,4 +289,79 @@ async fn deprecated_configs_are_accepted_and_list_configs_append_and_subtract() 
     assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
     assert_eq!(value("retention.ms").as_deref(), Some("60000"));
     assert_eq!(value("message.format.version").as_deref(), Some("3.0-IV1"));
+}
+
+/// One frame of each kind a hostile client sends, each rejected with its reason.
+fn garbage_frames() -> [(&'static str, Vec<u8>); 4] {
+    let header = |api_key: i16, version: i16| {
+        let mut frame = 10i32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&api_key.to_be_bytes());
+        frame.extend_from_slice(&version.to_be_bytes());
+        frame.extend_from_slice(&7i32.to_be_bytes());
+        frame.extend_from_slice(&(-1i16).to_be_bytes());
+        frame
+    };
+    [
+        ("oversized", 0x7fff_ffffi32.to_be_bytes().to_vec()),
+        ("malformed", (-5i32).to_be_bytes().to_vec()),
+        ("unknown_api", header(999, 0)),
+        ("unsupported_version", header(0, 0)), // Produce v0
+    ]
+}
+
+/// 100,000 rejected frames (over 8 connections at a time, each closed by the broker) leave
+/// the broker's log small, and `wharf_kafka_rejected_requests_total` counts each by reason.
+#[test]
+fn a_flood_of_bad_frames_is_counted_not_logged_line_by_line() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    const FRAMES: usize = 100_000;
+    const CLIENTS: usize = 8;
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for client in 0..CLIENTS {
+            let addr = addr.clone();
+            s.spawn(move || {
+                let frames = garbage_frames();
+                for i in (client..FRAMES).step_by(CLIENTS) {
+                    let mut stream = TcpStream::connect(&addr).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    stream.write_all(&frames[i % frames.len()].1).unwrap();
+                    let mut rest = Vec::new();
+                    let _ = stream.read_to_end(&mut rest);
+                    assert!(rest.is_empty(), "a bad frame gets no answer");
+                }
+            });
+        }
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(240),
+        "the flood took {:?}",
+        started.elapsed()
+    );
+    let admin = broker.admin_addr().unwrap();
+    let (status, metrics) = crate::admin_http::get(&admin, "/metrics");
+    assert_eq!(status, 200);
+    for (reason, _) in garbage_frames() {
+        let line = format!("wharf_kafka_rejected_requests_total{{reason=\"{reason}\"}} ");
+        let count = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"));
+        assert_eq!(count.trim(), (FRAMES / 4).to_string(), "{reason}");
+    }
+    // The summary of what was rejected reaches the log within its interval.
+    crate::eventually("a rejection summary in the broker log", || {
+        broker.log().contains("rejected requests")
+    });
+    let log_bytes = broker.log().len();
+    assert!(
+        log_bytes < 1024 * 1024,
+        "{FRAMES} bad frames wrote {log_bytes} bytes of broker log"
+    );
 }
