@@ -1,6 +1,6 @@
 //! Kafka's client-visible contract, as librdkafka's own test suite checks it: request order
 //! on one connection, Fetch size limits (KIP-74), deprecated topic configs and list-valued
-//! config operations, and hostile-client logging.
+//! config operations, hostile-client logging, and the CLI's `--bootstrap-server`.
 
 use std::time::{Duration, Instant};
 
@@ -364,4 +364,35 @@ fn a_flood_of_bad_frames_is_counted_not_logged_line_by_line() {
         log_bytes < 1024 * 1024,
         "{FRAMES} bad frames wrote {log_bytes} bytes of broker log"
     );
+}
+
+/// `--bootstrap-server` is accepted after the subcommand too, as kafka-topics.sh takes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_server_is_accepted_after_the_subcommand() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "anywhere", 1, &[])
+        .await
+        .unwrap();
+    for args in [
+        vec!["topic", "list", "--bootstrap-server", addr.as_str()],
+        vec!["topic", "--bootstrap-server", addr.as_str(), "list"],
+        vec!["group", "list", "--bootstrap-server", addr.as_str()],
+        vec!["txn", "list", "--bootstrap-server", addr.as_str()],
+    ] {
+        let out = std::process::Command::new(crate::wharf_bin())
+            .args(&args)
+            .env_remove("WHARF_BOOTSTRAP")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "wharf {}: {text}", args.join(" "));
+        if args[0] == "topic" {
+            assert!(text.lines().any(|l| l.trim() == "anywhere"), "{text}");
+        }
+    }
 }
