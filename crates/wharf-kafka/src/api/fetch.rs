@@ -1,9 +1,9 @@
 //! Fetch: reads stored batches as they are, within the request's `max_bytes` and each
 //! partition's `partition_max_bytes` (the broker keeps KIP-74's rules); with `max_wait_ms` it
 //! parks on the partitions' high watermarks (no polling) until `min_bytes` are there or the
-//! wait ends. Fetch sessions
-//! (KIP-227) are declined by answering session id 0, so every fetch is a full one. Records
-//! and bytes out are counted per topic from the batch headers of what is returned.
+//! wait ends. Fetch sessions (KIP-227) are declined by answering session id 0, so every
+//! fetch is a full one. Records and bytes out are counted per topic from the batch headers
+//! of what is returned.
 
 use std::sync::Arc;
 use std::time::Duration;
