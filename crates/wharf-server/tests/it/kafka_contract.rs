@@ -8,8 +8,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use wharf_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use wharf_kafka::kafka_protocol::messages::{FetchRequest, TopicName};
-use wharf_kafka::kafka_protocol::protocol::StrBytes;
+use wharf_kafka::kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, TopicName};
+use wharf_kafka::kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::start_broker;
 
@@ -49,6 +49,144 @@ async fn committed_sees_the_async_commit_sent_before_it() {
     })
     .await
     .unwrap();
+}
+
+/// One request frame (size, header, body) at `version`.
+fn request_frame<R: wharf_kafka::kafka_protocol::protocol::Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .encode(&mut bytes, api.request_header_version(version))
+        .unwrap();
+    body.encode(&mut bytes, version).unwrap();
+    let mut frame = i32::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(&bytes);
+    frame
+}
+
+/// Admin requests pipelined on one connection, written at once before any answer is read,
+/// take effect in request order: each Metadata sees the change just before it.
+#[test]
+fn pipelined_admin_requests_take_effect_in_request_order() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use wharf_kafka::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use wharf_kafka::kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use wharf_kafka::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use wharf_kafka::kafka_protocol::messages::{
+        CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest,
+        MetadataResponse, ResponseHeader,
+    };
+    use wharf_kafka::kafka_protocol::protocol::Decodable;
+
+    const METADATA_VERSION: i16 = 4;
+    let (_dir, broker) = start_broker(&[("auto_create_topics", "false")]);
+    let name = TopicName(StrBytes::from_static_str("pipelined"));
+    let metadata = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name.clone()))
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let mut stream = TcpStream::connect(broker.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut requests = Vec::new();
+    requests.extend(request_frame(
+        ApiKey::CreateTopics,
+        4,
+        1,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name.clone())
+                .with_num_partitions(3)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000),
+    ));
+    requests.extend(request_frame(
+        ApiKey::Metadata,
+        METADATA_VERSION,
+        2,
+        &metadata,
+    ));
+    requests.extend(request_frame(
+        ApiKey::CreatePartitions,
+        1,
+        3,
+        &CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name.clone())
+                .with_count(5)])
+            .with_timeout_ms(10_000),
+    ));
+    requests.extend(request_frame(
+        ApiKey::Metadata,
+        METADATA_VERSION,
+        4,
+        &metadata,
+    ));
+    requests.extend(request_frame(
+        ApiKey::DeleteTopics,
+        1,
+        5,
+        &DeleteTopicsRequest::default()
+            .with_topic_names(vec![name.clone()])
+            .with_timeout_ms(10_000),
+    ));
+    requests.extend(request_frame(
+        ApiKey::Metadata,
+        METADATA_VERSION,
+        6,
+        &metadata,
+    ));
+    stream.write_all(&requests).unwrap();
+
+    // (error code, partitions) each Metadata answer must show: created, grown, deleted.
+    let expected = [(0, 3), (0, 5), (3, 0)];
+    let mut seen = Vec::new();
+    for correlation_id in 1..=6 {
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size).unwrap();
+        let mut body = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+        stream.read_exact(&mut body).unwrap();
+        let mut body = body.as_slice();
+        let api = [
+            ApiKey::CreateTopics,
+            ApiKey::Metadata,
+            ApiKey::CreatePartitions,
+            ApiKey::Metadata,
+            ApiKey::DeleteTopics,
+            ApiKey::Metadata,
+        ][correlation_id as usize - 1];
+        let version = if api == ApiKey::Metadata {
+            METADATA_VERSION
+        } else {
+            1
+        };
+        let header =
+            ResponseHeader::decode(&mut body, api.response_header_version(version)).unwrap();
+        assert_eq!(
+            header.correlation_id, correlation_id,
+            "responses in request order"
+        );
+        if api == ApiKey::Metadata {
+            let response = MetadataResponse::decode(&mut body, version).unwrap();
+            let topic = &response.topics[0];
+            seen.push((topic.error_code, topic.partitions.len()));
+        }
+    }
+    assert_eq!(
+        seen, expected,
+        "Metadata after CreateTopics, CreatePartitions, DeleteTopics"
+    );
 }
 
 const BIG_TOPIC: &str = "big-batches";
