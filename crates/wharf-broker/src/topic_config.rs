@@ -23,12 +23,12 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.ms",
 ];
 
-/// Configs that Kafka 3.x deprecates and ignores, accepted (validated, stored, described)
-/// so that clients and tools that still set them work; they change nothing:
-/// - `message.format.version`: ignored by Kafka since 3.0 (KIP-724); Wharf stores only
-///   RecordBatch v2.
-/// - `message.downconversion.enable`: Wharf serves no Fetch version that would need
-///   down-conversion (Fetch v4+ reads v2 batches).
+/// Deprecated configs that Kafka itself accepts as no-ops, accepted (validated, stored,
+/// described) so that clients and tools that still set them work; they change nothing:
+/// - `message.format.version`: deprecated and ignored since Kafka 3.0 (KIP-724); Wharf
+///   stores only RecordBatch v2.
+/// - `message.downconversion.enable`: a deprecated no-op since Kafka 4.0, which like Wharf
+///   serves no Fetch version that would need down-conversion (Wharf: Fetch v4+).
 pub const NO_OP_KEYS: &[&str] = &["message.downconversion.enable", "message.format.version"];
 
 /// Configs whose value is a comma-separated list (IncrementalAlterConfigs APPEND/SUBTRACT).
