@@ -65,6 +65,10 @@ pub struct TopicSpec {
 pub enum ConfigOp {
     Set(String, String),
     Delete(String),
+    /// Adds the comma-separated items to a list config (Kafka's APPEND).
+    Append(String, String),
+    /// Removes the comma-separated items from a list config (Kafka's SUBTRACT).
+    Subtract(String, String),
 }
 
 pub struct Broker {
@@ -426,6 +430,24 @@ impl Broker {
                 }
                 ConfigOp::Delete(k) => {
                     configs.remove(k);
+                }
+                ConfigOp::Append(k, items) | ConfigOp::Subtract(k, items) => {
+                    let current = match configs.get(k) {
+                        Some(v) => v.clone(),
+                        None => self
+                            .config
+                            .topic_defaults
+                            .describe(&BTreeMap::new())
+                            .into_iter()
+                            .find(|e| &e.name == k)
+                            .map(|e| e.value)
+                            .unwrap_or_default(),
+                    };
+                    let append = matches!(op, ConfigOp::Append(..));
+                    configs.insert(
+                        k.clone(),
+                        TopicConfig::edit_list(k, &current, items, append)?,
+                    );
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! - `metadata`: the persisted topic registry (`meta.json`).
 //! - `topic`: a topic and its partitions in memory.
 //! - `produce`: batch validation and the append path.
+//! - `fetch`: partition reads within a fetch's byte budget (KIP-74), the read_committed cut.
 //! - `group`: consumer groups and committed offsets, persisted in `__consumer_offsets`.
 //! - `producer`: idempotent producers: producer ids, per-partition sequence state, snapshots.
 //! - `txn`: transactions: the pure coordinator, `__transaction_state` records, markers, LSO.
@@ -14,6 +15,7 @@
 
 mod broker;
 mod error;
+mod fetch;
 pub mod group;
 mod internal_log;
 mod metadata;
@@ -25,6 +27,7 @@ pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, ConfigOp, TopicSpec};
 pub use error::BrokerError;
+pub use fetch::{FetchBudget, FetchError, PartitionRead};
 pub use produce::{Acks, PendingProduce, ProduceOutcome};
 pub use producer::ProducerError;
 pub use topic::{Partition, Topic};

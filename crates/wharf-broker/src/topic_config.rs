@@ -1,5 +1,6 @@
 //! The topic configs Wharf honours, under Kafka's names. An unknown key, or a value Wharf
-//! cannot honour, is refused (INVALID_CONFIG) rather than stored and ignored.
+//! cannot honour, is refused (INVALID_CONFIG) rather than stored and ignored. The one
+//! exception is [`NO_OP_KEYS`]: configs Kafka 3.x itself accepts as deprecated no-ops.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,8 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
     "compression.type",
     "max.message.bytes",
+    "message.downconversion.enable",
+    "message.format.version",
     "message.timestamp.type",
     "min.insync.replicas",
     "retention.bytes",
@@ -19,6 +22,17 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.bytes",
     "segment.ms",
 ];
+
+/// Deprecated configs that Kafka itself accepts as no-ops, accepted (validated, stored,
+/// described) so that clients and tools that still set them work; they change nothing:
+/// - `message.format.version`: deprecated and ignored since Kafka 3.0 (KIP-724); Wharf
+///   stores only RecordBatch v2.
+/// - `message.downconversion.enable`: a deprecated no-op since Kafka 4.0, which like Wharf
+///   serves no Fetch version that would need down-conversion (Wharf: Fetch v4+).
+pub const NO_OP_KEYS: &[&str] = &["message.downconversion.enable", "message.format.version"];
+
+/// Configs whose value is a comma-separated list (IncrementalAlterConfigs APPEND/SUBTRACT).
+const LIST_KEYS: &[&str] = &["cleanup.policy"];
 
 /// A topic's effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,12 +124,23 @@ impl TopicConfig {
                 }
             }
             "cleanup.policy" => {
-                if value != "delete" {
+                let policies = list_items(value);
+                if policies.is_empty() || policies.iter().any(|&p| p != "delete") {
                     return Err(invalid(
                         key,
                         value,
                         "only the delete policy is implemented (compaction is not)",
                     ));
+                }
+            }
+            "message.format.version" => {
+                if !is_kafka_version(value) {
+                    return Err(invalid(key, value, "not a Kafka version such as 3.0-IV1"));
+                }
+            }
+            "message.downconversion.enable" => {
+                if value != "true" && value != "false" {
+                    return Err(invalid(key, value, "must be true or false"));
                 }
             }
             "compression.type" => {
@@ -134,6 +159,10 @@ impl TopicConfig {
             .iter()
             .map(|&name| {
                 let value = match name {
+                    _ if NO_OP_KEYS.contains(&name) => overrides
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_else(|| no_op_default(name).to_string()),
                     "cleanup.policy" => "delete".to_string(),
                     "compression.type" => "producer".to_string(),
                     "max.message.bytes" => self.max_message_bytes.to_string(),
@@ -163,6 +192,38 @@ impl TopicConfig {
             .collect()
     }
 
+    /// The value of list config `key` after IncrementalAlterConfigs APPEND (`append`) or
+    /// SUBTRACT of the comma-separated `items`, from its `current` value. Kafka's rules:
+    /// APPEND adds items not already present, SUBTRACT removes every occurrence. The result
+    /// still has to pass [`TopicConfig::resolve`].
+    pub fn edit_list(
+        key: &str,
+        current: &str,
+        items: &str,
+        append: bool,
+    ) -> Result<String, BrokerError> {
+        if !LIST_KEYS.contains(&key) {
+            let op = if append { "APPEND" } else { "SUBTRACT" };
+            return Err(invalid(
+                key,
+                items,
+                &format!("{op} applies only to list configs"),
+            ));
+        }
+        let mut list = list_items(current);
+        let changes = list_items(items);
+        if append {
+            for item in changes {
+                if !list.contains(&item) {
+                    list.push(item);
+                }
+            }
+        } else {
+            list.retain(|item| !changes.contains(item));
+        }
+        Ok(list.join(","))
+    }
+
     pub fn log_config(&self) -> LogConfig {
         LogConfig {
             retention_ms: self.retention_ms,
@@ -171,6 +232,34 @@ impl TopicConfig {
             segment_ms: self.segment_ms,
         }
     }
+}
+
+/// The items of a comma-separated list value, trimmed, without empty ones.
+fn list_items(value: &str) -> Vec<&str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+/// What Kafka 3.x describes for a no-op config nobody set.
+fn no_op_default(name: &str) -> &'static str {
+    match name {
+        "message.format.version" => "3.0-IV1",
+        _ => "true",
+    }
+}
+
+/// `MAJOR.MINOR[.PATCH][-IVn]`, the form of Kafka's `message.format.version` values.
+fn is_kafka_version(value: &str) -> bool {
+    let (numbers, iv) = match value.split_once("-IV") {
+        Some((numbers, iv)) => (numbers, Some(iv)),
+        None => (value, None),
+    };
+    let parts: Vec<&str> = numbers.split('.').collect();
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (2..=3).contains(&parts.len()) && parts.iter().all(|p| number(p)) && iv.is_none_or(number)
 }
 
 #[cfg(test)]
@@ -197,5 +286,78 @@ mod tests {
         bad.clear();
         bad.insert("retention.ms".to_string(), "-5".to_string());
         assert!(TopicConfig::resolve(&TopicConfig::default(), &bad).is_err());
+    }
+
+    #[test]
+    fn deprecated_no_op_configs_are_accepted_and_described() {
+        let mut o = BTreeMap::new();
+        o.insert("message.format.version".to_string(), "2.8-IV1".to_string());
+        o.insert(
+            "message.downconversion.enable".to_string(),
+            "false".to_string(),
+        );
+        let c = TopicConfig::resolve(&TopicConfig::default(), &o).unwrap();
+        assert_eq!(c, TopicConfig::default(), "no-op configs change nothing");
+        let d = c.describe(&o);
+        let value = |name: &str| d.iter().find(|e| e.name == name).unwrap().value.clone();
+        assert_eq!(value("message.format.version"), "2.8-IV1");
+        assert_eq!(value("message.downconversion.enable"), "false");
+        let d = c.describe(&BTreeMap::new());
+        let value = |name: &str| d.iter().find(|e| e.name == name).unwrap().value.clone();
+        assert_eq!(value("message.format.version"), "3.0-IV1");
+        for (key, bad) in [
+            ("message.format.version", "latest"),
+            ("message.format.version", "3"),
+            ("message.format.version", "3.0-IV"),
+            ("message.downconversion.enable", "yes"),
+        ] {
+            let mut o = BTreeMap::new();
+            o.insert(key.to_string(), bad.to_string());
+            assert!(
+                TopicConfig::resolve(&TopicConfig::default(), &o).is_err(),
+                "{key}={bad}"
+            );
+        }
+        for good in ["0.10.2", "2.8", "3.0-IV1", "0.11.0-IV2"] {
+            assert!(is_kafka_version(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn list_configs_append_and_subtract() {
+        let edit = TopicConfig::edit_list;
+        assert_eq!(
+            edit("cleanup.policy", "delete", "delete", true).unwrap(),
+            "delete"
+        );
+        assert_eq!(
+            edit("cleanup.policy", "delete", "compact", true).unwrap(),
+            "delete,compact"
+        );
+        assert_eq!(
+            edit("cleanup.policy", "delete", "compact", false).unwrap(),
+            "delete"
+        );
+        assert_eq!(
+            edit("cleanup.policy", "compact,delete", "compact", false).unwrap(),
+            "delete"
+        );
+        assert_eq!(
+            edit("cleanup.policy", "delete", "delete", false).unwrap(),
+            ""
+        );
+        assert!(matches!(
+            edit("retention.ms", "1000", "5", true),
+            Err(BrokerError::InvalidConfig { .. })
+        ));
+        // The results are validated as any value: only `delete` is implemented.
+        let resolve = |v: &str| {
+            let mut o = BTreeMap::new();
+            o.insert("cleanup.policy".to_string(), v.to_string());
+            TopicConfig::resolve(&TopicConfig::default(), &o).is_ok()
+        };
+        assert!(resolve("delete"));
+        assert!(!resolve("delete,compact"));
+        assert!(!resolve(""));
     }
 }

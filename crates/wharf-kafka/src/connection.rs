@@ -1,20 +1,29 @@
 //! One client connection. The reader parses frames and spawns a handler per request; the
 //! writer sends responses strictly in request order. A malformed frame, an unknown API or an
 //! unsupported version closes this connection only.
+//!
+//! Invariant (Kafka's contract): request effects on one connection follow request order.
+//! Produce and Fetch may overlap each other (produces reach storage in request order when
+//! dispatched; a fetch may park); any other request starts only after every earlier request
+//! on the connection has completed, and later requests start only after it has completed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
+use tokio::sync::{
+    mpsc, oneshot, watch, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, Semaphore,
+};
 use tracing::Instrument;
 use wharf_broker::Broker;
 
 use crate::dispatch::Answer;
+use crate::rejection::{ProtocolError, Rejections};
 use crate::{dispatch, versions, ListenerConfig};
 
 pub async fn run(
@@ -22,6 +31,7 @@ pub async fn run(
     peer: SocketAddr,
     broker: Arc<Broker>,
     config: Arc<ListenerConfig>,
+    rejections: Arc<Rejections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = tracing::info_span!("connection", %peer);
@@ -34,6 +44,7 @@ pub async fn run(
         // Set when the writer gives up (a malformed request, a failed write): the reader stops.
         let closed = Arc::new(Notify::new());
         let writer_closed = closed.clone();
+        let writer_rejections = rejections.clone();
         let write_task = tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
                 match reply.await {
@@ -44,12 +55,18 @@ pub async fn run(
                         }
                     }
                     Ok(Answer::Nothing) => {}
+                    Ok(Answer::Rejected(error)) => {
+                        writer_rejections.record(peer.ip(), &error, Instant::now());
+                        break;
+                    }
                     Ok(Answer::Close) | Err(_) => break,
                 }
             }
             let _ = writer.shutdown().await;
             writer_closed.notify_one();
         });
+        // Pipelined requests hold it shared, every other request exclusively (see the top).
+        let order = Arc::new(RwLock::new(()));
         let mut frames = FrameReader::new();
         loop {
             let frame = tokio::select! {
@@ -64,16 +81,20 @@ pub async fn run(
                 }
                 Ok(Ok(Some(f))) => f,
                 Ok(Ok(None)) => break,
-                Ok(Err(reason)) => {
-                    tracing::warn!(%reason, "closing connection: bad frame");
+                Ok(Err(FrameError::Io(error))) => {
+                    tracing::debug!(%error, "read failed");
+                    break;
+                }
+                Ok(Err(FrameError::Protocol(error))) => {
+                    rejections.record(peer.ip(), &error, Instant::now());
                     break;
                 }
             };
             let cost = u32::try_from(frame.len().min(budget)).unwrap_or(u32::MAX);
             let request = match parse_header(frame) {
                 Ok(r) => r,
-                Err(reason) => {
-                    tracing::warn!(%reason, "closing connection: bad request header");
+                Err(error) => {
+                    rejections.record(peer.ip(), &error, Instant::now());
                     break;
                 }
             };
@@ -83,9 +104,15 @@ pub async fn run(
             }
             // Requests hold their bytes of the connection's budget until answered.
             let Ok(bytes_permit) = in_flight_bytes.clone().acquire_many_owned(cost).await else { break };
+            let turn = tokio::select! {
+                t = Turn::take(&order, request.api) => t,
+                _ = shutdown.changed() => break,
+                () = closed.notified() => break,
+            };
             let reply = dispatch::start(&broker, request);
             tokio::spawn(async move {
                 let _ = reply_tx.send(reply.await);
+                drop(turn);
                 drop(bytes_permit);
             });
         }
@@ -97,6 +124,34 @@ pub async fn run(
     .await;
 }
 
+/// A request's place in the connection's order, held until the request has completed.
+enum Turn {
+    Shared { _guard: OwnedRwLockReadGuard<()> },
+    Exclusive { _guard: OwnedRwLockWriteGuard<()> },
+}
+
+impl Turn {
+    /// Waits until a request of `api` may start. The lock is fair, so a request waiting for
+    /// exclusive use also holds back every request read after it.
+    async fn take(order: &Arc<RwLock<()>>, api: ApiKey) -> Turn {
+        if pipelined(api) {
+            Turn::Shared {
+                _guard: order.clone().read_owned().await,
+            }
+        } else {
+            Turn::Exclusive {
+                _guard: order.clone().write_owned().await,
+            }
+        }
+    }
+}
+
+/// Requests whose overlap a client cannot observe: produces are handed to storage in
+/// request order when dispatched, and a fetch may wait for data that later produces bring.
+fn pipelined(api: ApiKey) -> bool {
+    matches!(api, ApiKey::Produce | ApiKey::Fetch)
+}
+
 /// Reads size-prefixed frames into one growing buffer: no zeroing, fewer reads when
 /// requests are pipelined, and an allocation reused once the frames cut from it are dropped.
 struct FrameReader {
@@ -104,6 +159,12 @@ struct FrameReader {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Why no frame could be read.
+enum FrameError {
+    Io(std::io::Error),
+    Protocol(ProtocolError),
+}
 
 impl FrameReader {
     fn new() -> Self {
@@ -117,15 +178,10 @@ impl FrameReader {
         &mut self,
         reader: &mut tokio::net::tcp::OwnedReadHalf,
         want: usize,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, std::io::Error> {
         while self.buf.len() < want {
             self.buf.reserve((want - self.buf.len()).max(READ_CHUNK));
-            if reader
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| e.to_string())?
-                == 0
-            {
+            if reader.read_buf(&mut self.buf).await? == 0 {
                 return Ok(false);
             }
         }
@@ -137,24 +193,27 @@ impl FrameReader {
         &mut self,
         reader: &mut tokio::net::tcp::OwnedReadHalf,
         max: usize,
-    ) -> Result<Option<BytesMut>, String> {
-        if !self.fill(reader, 4).await? {
+    ) -> Result<Option<BytesMut>, FrameError> {
+        if !self.fill(reader, 4).await.map_err(FrameError::Io)? {
             return if self.buf.is_empty() {
                 Ok(None)
             } else {
-                Err("stream ended inside a frame size".into())
+                Err(FrameError::Protocol(ProtocolError::Truncated {
+                    have: self.buf.len(),
+                    want: 4,
+                }))
             };
         }
         let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        let len = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
-        if len < 8 || len > max {
-            return Err(format!("frame size {size} outside 8..={max}"));
-        }
-        if !self.fill(reader, 4 + len).await? {
-            return Err(format!(
-                "truncated frame: {} of {len} bytes",
-                self.buf.len() - 4
-            ));
+        let len = match usize::try_from(size) {
+            Ok(len) if (8..=max).contains(&len) => len,
+            _ => return Err(FrameError::Protocol(ProtocolError::FrameSize { size, max })),
+        };
+        if !self.fill(reader, 4 + len).await.map_err(FrameError::Io)? {
+            return Err(FrameError::Protocol(ProtocolError::Truncated {
+                have: self.buf.len() - 4,
+                want: len,
+            }));
         }
         self.buf.advance(4);
         Ok(Some(self.buf.split_to(len)))
@@ -169,13 +228,14 @@ pub struct Request {
     pub body: Bytes,
 }
 
-fn parse_header(frame: BytesMut) -> Result<Request, String> {
+/// Parses the header of a frame of at least 8 bytes.
+fn parse_header(frame: BytesMut) -> Result<Request, ProtocolError> {
     let mut bytes = frame.freeze();
     let api_key = i16::from_be_bytes([bytes[0], bytes[1]]);
     let version = i16::from_be_bytes([bytes[2], bytes[3]]);
-    let api = ApiKey::try_from(api_key).map_err(|()| format!("unknown api_key {api_key}"))?;
+    let api = ApiKey::try_from(api_key).map_err(|()| ProtocolError::UnknownApi { api_key })?;
     let Some((min, max)) = versions::supported(api) else {
-        return Err(format!("api_key {api_key} ({api:?}) is not implemented"));
+        return Err(ProtocolError::NotImplemented { api_key, api });
     };
     let header_version = if api == ApiKey::ApiVersions && !(min..=max).contains(&version) {
         // An ApiVersions request newer than we know: answer v0 with UNSUPPORTED_VERSION.
@@ -183,12 +243,19 @@ fn parse_header(frame: BytesMut) -> Result<Request, String> {
     } else if (min..=max).contains(&version) {
         api.request_header_version(version)
     } else {
-        return Err(format!(
-            "{api:?} v{version} is not supported ({min}..={max})"
-        ));
+        return Err(ProtocolError::UnsupportedVersion {
+            api,
+            version,
+            min,
+            max,
+        });
     };
-    let header = RequestHeader::decode(&mut bytes, header_version)
-        .map_err(|e| format!("{api:?} v{version}: {e}"))?;
+    let header =
+        RequestHeader::decode(&mut bytes, header_version).map_err(|e| ProtocolError::Header {
+            api,
+            version,
+            message: e.to_string(),
+        })?;
     Ok(Request {
         api,
         version,
@@ -204,6 +271,6 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Answe
     if frame.len() < 8 {
         return Err(format!("frame of {} bytes is too short", frame.len()));
     }
-    let request = parse_header(frame)?;
+    let request = parse_header(frame).map_err(|e| e.to_string())?;
     Ok(dispatch::start(broker, request).await)
 }

@@ -10,11 +10,13 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, FetchResponse};
+use tracing::Instrument;
 use wharf_broker::Broker;
 
 use crate::api;
 use crate::codec::{decode, frame, CodecError};
 use crate::connection::Request;
+use crate::rejection::ProtocolError;
 use crate::versions::SUPPORTED_APIS;
 
 /// What the connection does once a request is served.
@@ -23,9 +25,23 @@ pub enum Answer {
     Frame(BytesMut),
     /// No response is due (acks=0).
     Nothing,
-    /// The request was malformed (or its answer could not be encoded): close the connection,
-    /// as Kafka does, rather than leave the client waiting.
+    /// The request could not be decoded: close the connection, as Kafka does, rather than
+    /// leave the client waiting. Counted and summarised, not logged one by one.
+    Rejected(ProtocolError),
+    /// The request could not be served or its answer encoded (a fault of the broker):
+    /// close the connection.
     Close,
+}
+
+/// The answer to a request that failed to decode or whose response failed to encode.
+fn codec_failure(error: CodecError) -> Answer {
+    match error {
+        CodecError::Decode { .. } => Answer::Rejected(ProtocolError::Body(error)),
+        CodecError::Encode { .. } => {
+            tracing::warn!(%error, "closing connection: response failed to encode");
+            Answer::Close
+        }
+    }
 }
 
 /// A request being served; resolves to what to send back.
@@ -97,9 +113,8 @@ pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
         let in_flight = match decode(api, version, &mut body) {
             Ok(req) => api::produce::submit(broker, req),
             Err(error) => {
-                tracing::warn!(%error, "closing connection: request failed to decode");
                 observe(true);
-                return Box::pin(async { Answer::Close });
+                return Box::pin(async { codec_failure(error) });
             }
         };
         return Box::pin(async move {
@@ -114,9 +129,8 @@ pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
                     Answer::Frame(framed)
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "closing connection: response failed to encode");
                     observe(true);
-                    Answer::Close
+                    codec_failure(error)
                 }
             }
         });
@@ -141,7 +155,6 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Answer, bool) {
     let correlation_id = header.correlation_id;
     let span =
         tracing::debug_span!("request", api_key = ?api, api_version = version, correlation_id);
-    let _enter = span.enter();
     let mut failed = false;
     // Async handlers (they wait).
     macro_rules! call {
@@ -224,17 +237,17 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Answer, bool) {
             ApiKey::DescribeTransactions => call_sync!(describe_transactions)?,
             ApiKey::ListTransactions => call_sync!(list_transactions)?,
             other => {
-                tracing::warn!(api_key = ?other, "request for an API that is not served");
-                return Ok(Answer::Close);
+                return Ok(Answer::Rejected(ProtocolError::NotImplemented {
+                    api_key: other as i16,
+                    api: other,
+                }));
             }
         }))
     }
+    .instrument(span.clone())
     .await;
     match result {
         Ok(reply) => (reply, failed),
-        Err(error) => {
-            tracing::warn!(%error, "closing connection: request failed to decode or encode");
-            (Answer::Close, true)
-        }
+        Err(error) => (span.in_scope(|| codec_failure(error)), true),
     }
 }

@@ -3,16 +3,19 @@
 //!
 //! # Layout
 //! - `listener`: accepts connections (bounded), hands each to `connection`.
-//! - `connection`: frames in, requests served concurrently, responses out in request order.
+//! - `connection`: frames in, requests served in request order (Produce and Fetch may
+//!   overlap each other, nothing else overlaps), responses out in request order.
 //! - `dispatch`: api key and version → `api/<name>.rs`.
 //! - `versions`: the API versions Wharf implements, and so advertises.
+//! - `rejection`: requests refused before a handler runs: counted, summarised in the log.
 //! - `errors`: `BrokerError` → Kafka error code, one exhaustive match.
 //! - `client`: a small admin client for the CLI.
 //!
 //! ```text
-//!  socket ─► reader: frame, header ─► spawn handler ─► oneshot ─┐
-//!                      │ (in order)                             ▼
-//!                      └──────────────► writer: await replies in request order ─► socket
+//!  socket ─► reader: frame, header, wait for its turn ─► spawn handler ─► oneshot ─┐
+//!                      │ (in order)                                                 ▼
+//!                      └──────────────────────────────────► writer: await replies in
+//!                                                           request order ─► socket
 //! ```
 
 mod api;
@@ -22,6 +25,7 @@ mod connection;
 mod dispatch;
 mod errors;
 mod listener;
+mod rejection;
 mod versions;
 
 pub use client::{Client, ClientError};
@@ -29,4 +33,5 @@ pub use connection::handle_frame;
 pub use dispatch::Answer;
 pub use kafka_protocol;
 pub use listener::{serve, ListenerConfig};
+pub use rejection::ProtocolError;
 pub use versions::SUPPORTED_APIS;

@@ -7,6 +7,7 @@ use tokio::sync::{watch, Semaphore};
 use wharf_broker::Broker;
 
 use crate::connection;
+use crate::rejection::{Rejections, SUMMARY_INTERVAL};
 
 /// Limits that protect the broker from clients.
 #[derive(Debug, Clone)]
@@ -44,9 +45,16 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let open_connections = metrics::gauge!("wharf_kafka_connections");
     let config = Arc::new(config);
+    let rejections = Arc::new(Rejections::new());
+    let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            _ = summary.tick() => {
+                rejections.tick(std::time::Instant::now());
+                continue;
+            }
             _ = shutdown.changed() => break,
         };
         let (stream, peer) = match accepted {
@@ -66,13 +74,15 @@ pub async fn serve(
         let broker = broker.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let rejections = rejections.clone();
         let open_connections = open_connections.clone();
         open_connections.increment(1.0);
         tokio::spawn(async move {
-            connection::run(stream, peer, broker, config, shutdown).await;
+            connection::run(stream, peer, broker, config, rejections, shutdown).await;
             open_connections.decrement(1.0);
             drop(permit);
         });
     }
+    rejections.flush();
     tracing::info!("kafka listener stopped");
 }

@@ -45,21 +45,39 @@ enum Command {
     },
     /// Manage topics on a running broker (like kafka-topics.sh).
     Topic {
-        #[arg(long, default_value = "127.0.0.1:9092", env = "WHARF_BOOTSTRAP")]
+        /// Broker to talk to, HOST:PORT; accepted anywhere after the command.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9092",
+            env = "WHARF_BOOTSTRAP",
+            global = true
+        )]
         bootstrap_server: String,
         #[command(subcommand)]
         command: TopicCommand,
     },
     /// Inspect and manage consumer groups (like kafka-consumer-groups.sh).
     Group {
-        #[arg(long, default_value = "127.0.0.1:9092", env = "WHARF_BOOTSTRAP")]
+        /// Broker to talk to, HOST:PORT; accepted anywhere after the command.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9092",
+            env = "WHARF_BOOTSTRAP",
+            global = true
+        )]
         bootstrap_server: String,
         #[command(subcommand)]
         command: GroupCommand,
     },
     /// Inspect transactions (like kafka-transactions.sh).
     Txn {
-        #[arg(long, default_value = "127.0.0.1:9092", env = "WHARF_BOOTSTRAP")]
+        /// Broker to talk to, HOST:PORT; accepted anywhere after the command.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9092",
+            env = "WHARF_BOOTSTRAP",
+            global = true
+        )]
         bootstrap_server: String,
         #[command(subcommand)]
         command: TxnCommand,

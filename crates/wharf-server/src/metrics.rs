@@ -112,6 +112,12 @@ fn describe_recorded() {
         "Kafka requests served, per API."
     );
     describe_counter!(
+        "wharf_kafka_rejected_requests_total",
+        Unit::Count,
+        "Kafka requests refused before any handler ran, their connection closed, per reason \
+         (malformed, oversized, unknown_api, unsupported_version)."
+    );
+    describe_counter!(
         "wharf_kafka_request_errors_total",
         Unit::Count,
         "Kafka requests that failed (undecodable, handler or encode failure), or whose \

@@ -1,7 +1,9 @@
-//! Fetch: reads stored batches as they are; with `max_wait_ms` it parks on the partitions'
-//! high watermarks (no polling) until `min_bytes` are there or the wait ends. Fetch sessions
-//! (KIP-227) are declined by answering session id 0, so every fetch is a full one. Records
-//! and bytes out are counted per topic from the batch headers of what is returned.
+//! Fetch: reads stored batches as they are, within the request's `max_bytes` and each
+//! partition's `partition_max_bytes` (the broker keeps KIP-74's rules); with `max_wait_ms` it
+//! parks on the partitions' high watermarks (no polling) until `min_bytes` are there or the
+//! wait ends. Fetch sessions (KIP-227) are declined by answering session id 0, so every
+//! fetch is a full one. Records and bytes out are counted per topic from the batch headers
+//! of what is returned.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicNam
 use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use wharf_broker::txn::AbortedTxn;
-use wharf_broker::{Broker, BrokerError, Partition};
+use wharf_broker::{Broker, BrokerError, FetchBudget, Partition};
 
 use crate::errors;
 
@@ -153,104 +155,54 @@ struct PartitionResult {
     aborted: Vec<AbortedTxn>,
 }
 
-/// The prefix of `records` made of whole batches that end before `end`.
-fn batches_before(records: &Bytes, end: i64) -> Bytes {
-    let mut at = 0usize;
-    while let Some(header) = records
-        .get(at..)
-        .and_then(|b| wharf_record::BatchHeader::parse(b).ok())
-    {
-        if header.last_offset() >= end || header.is_empty() {
-            break;
-        }
-        at += header.len();
-    }
-    records.slice(..at.min(records.len()))
-}
-
-/// Reads every wanted partition within the response's byte budget; read_committed reads
-/// stop at the last stable offset. Blocking (file reads).
+/// Reads every wanted partition, in request order, within the response's byte budget
+/// (`Broker::fetch_partition` keeps KIP-74's rules). Blocking (file reads).
 fn gather(
     broker: &Broker,
     wanted: &[Wanted],
     max_bytes: usize,
     read_committed: bool,
 ) -> Vec<PartitionResult> {
-    let mut budget = max_bytes;
-    let mut out = Vec::with_capacity(wanted.len());
-    for w in wanted {
-        let p = match &w.target {
-            Ok(p) => p,
-            Err(e) => {
-                out.push(PartitionResult {
-                    error: errors::code(e),
-                    high_watermark: -1,
-                    last_stable: -1,
-                    log_start: -1,
-                    records: Bytes::new(),
-                    aborted: Vec::new(),
-                });
-                continue;
-            }
-        };
-        // The LSO first: the high watermark read after it is never below it.
-        let last_stable = broker.last_stable_offset(p);
-        let (high_watermark, log_start) = (p.log.high_watermark(), p.log.log_start_offset());
-        let visible_end = if read_committed {
-            last_stable
-        } else {
-            high_watermark
-        };
-        // The first non-empty partition may exceed the budget by one batch (KIP-74).
-        let limit = w.max_bytes.min(if budget == 0 { 0 } else { budget });
-        if limit == 0 || (w.offset >= visible_end && w.offset <= high_watermark) {
-            out.push(PartitionResult {
-                error: 0,
-                high_watermark,
-                last_stable,
-                log_start,
-                records: Bytes::new(),
-                aborted: Vec::new(),
-            });
-            continue;
-        }
-        match p.log.read(w.offset, limit) {
-            Ok(r) => {
-                let records = if read_committed {
-                    batches_before(&r.records, last_stable)
-                } else {
-                    r.records
-                };
-                let aborted = if read_committed && !records.is_empty() {
-                    broker.aborted_transactions(p, w.offset, last_stable)
-                } else {
-                    Vec::new()
-                };
-                budget = budget.saturating_sub(records.len());
-                out.push(PartitionResult {
-                    error: 0,
-                    high_watermark: r.high_watermark.max(high_watermark),
-                    last_stable,
-                    log_start: r.log_start_offset,
-                    records,
-                    aborted,
-                });
-            }
-            Err(e) => {
-                let e = BrokerError::Storage(e);
-                if !matches!(errors::kafka_error(&e), ResponseError::OffsetOutOfRange) {
-                    tracing::error!(partition = w.partition, error = %e, "fetch read failed");
+    let mut budget = FetchBudget::new(max_bytes);
+    wanted
+        .iter()
+        .map(|w| {
+            let p = match &w.target {
+                Ok(p) => p,
+                Err(e) => {
+                    return PartitionResult {
+                        error: errors::code(e),
+                        high_watermark: -1,
+                        last_stable: -1,
+                        log_start: -1,
+                        records: Bytes::new(),
+                        aborted: Vec::new(),
+                    }
                 }
-                out.push(PartitionResult {
-                    error: errors::code(&e),
-                    high_watermark,
-                    last_stable,
-                    log_start,
-                    records: Bytes::new(),
-                    aborted: Vec::new(),
-                });
+            };
+            match broker.fetch_partition(p, w.offset, w.max_bytes, &mut budget, read_committed) {
+                Ok(r) => PartitionResult {
+                    error: 0,
+                    high_watermark: r.high_watermark,
+                    last_stable: r.last_stable,
+                    log_start: r.log_start,
+                    records: r.records,
+                    aborted: r.aborted,
+                },
+                Err(e) => {
+                    if !matches!(errors::kafka_error(&e.error), ResponseError::OffsetOutOfRange) {
+                        tracing::error!(partition = w.partition, error = %e.error, "fetch read failed");
+                    }
+                    PartitionResult {
+                        error: errors::code(&e.error),
+                        high_watermark: e.high_watermark,
+                        last_stable: e.last_stable,
+                        log_start: e.log_start,
+                        records: Bytes::new(),
+                        aborted: Vec::new(),
+                    }
+                }
             }
-        }
-    }
-    out
+        })
+        .collect()
 }

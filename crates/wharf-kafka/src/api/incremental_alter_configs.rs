@@ -1,5 +1,5 @@
-//! IncrementalAlterConfigs: SET and DELETE of topic configs (APPEND/SUBTRACT apply to list
-//! configs, of which Wharf has none).
+//! IncrementalAlterConfigs: SET, DELETE, and APPEND/SUBTRACT of list configs
+//! (`cleanup.policy`); the resulting configs are validated as a whole.
 
 use std::sync::Arc;
 
@@ -34,6 +34,8 @@ pub fn handle(
                 match (c.config_operation, &c.value) {
                     (0, Some(v)) => ops.push(ConfigOp::Set(name, v.as_str().to_string())),
                     (1, _) => ops.push(ConfigOp::Delete(name)),
+                    (2, Some(v)) => ops.push(ConfigOp::Append(name, v.as_str().to_string())),
+                    (3, Some(v)) => ops.push(ConfigOp::Subtract(name, v.as_str().to_string())),
                     _ => {
                         return resp
                             .with_error_code(ResponseError::InvalidConfig.code())

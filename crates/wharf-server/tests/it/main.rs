@@ -11,6 +11,7 @@ mod full_disk;
 mod groups;
 mod hostile;
 mod idempotence;
+mod kafka_contract;
 mod kcat;
 mod load;
 mod metrics;

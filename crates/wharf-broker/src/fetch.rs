@@ -1,0 +1,192 @@
+//! Fetch reads: one partition at a time within the response's byte budget (KIP-74), cut at
+//! the last stable offset for read_committed. Front ends wait for data and encode answers;
+//! the byte rules live here.
+//!
+//! Invariant: a fetch response holds at most `max_bytes` of records and each partition at
+//! most its `partition_max_bytes`, except the first batch of the first partition that returns
+//! data, which is returned whole whatever its size so a consumer can always make progress.
+
+use bytes::Bytes;
+use wharf_record::BatchHeader;
+
+use crate::txn::AbortedTxn;
+use crate::{Broker, BrokerError, Partition};
+
+/// What is left of one fetch response's byte budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchBudget {
+    remaining: usize,
+    /// No partition has returned records yet: the next one may exceed the limits by its
+    /// first batch.
+    first: bool,
+}
+
+impl FetchBudget {
+    /// The budget of a response of at most `max_bytes`.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            remaining: max_bytes,
+            first: true,
+        }
+    }
+
+    /// The bytes a partition with `partition_max_bytes` may return, and whether its first
+    /// batch may exceed them.
+    fn limit(&self, partition_max_bytes: usize) -> (usize, bool) {
+        (partition_max_bytes.min(self.remaining), self.first)
+    }
+
+    fn spend(&mut self, bytes: usize) {
+        if bytes > 0 {
+            self.remaining = self.remaining.saturating_sub(bytes);
+            self.first = false;
+        }
+    }
+}
+
+/// One partition's part of a fetch answer.
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    pub high_watermark: i64,
+    pub last_stable: i64,
+    pub log_start: i64,
+    /// Whole stored batches, as written.
+    pub records: Bytes,
+    /// With read_committed: aborted transactions overlapping the records.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// A read that failed, with the partition's offsets as they were when it was tried.
+#[derive(Debug)]
+pub struct FetchError {
+    pub error: BrokerError,
+    pub high_watermark: i64,
+    pub last_stable: i64,
+    pub log_start: i64,
+}
+
+/// The prefix of `records` made of whole batches that end before offset `end` and fit in
+/// `max_bytes` (`None`: no byte limit).
+fn whole_batches(records: &Bytes, end: Option<i64>, max_bytes: Option<usize>) -> Bytes {
+    let mut at = 0usize;
+    while let Some(header) = records.get(at..).and_then(|b| BatchHeader::parse(b).ok()) {
+        if header.is_empty()
+            || end.is_some_and(|end| header.last_offset() >= end)
+            || max_bytes.is_some_and(|max| at + header.len() > max)
+        {
+            break;
+        }
+        at += header.len();
+    }
+    records.slice(..at.min(records.len()))
+}
+
+impl Broker {
+    /// Reads `partition` from `offset`, returning at most `partition_max_bytes` and what is
+    /// left of `budget` (see the invariant at the top), and spends what it returns.
+    /// read_committed stops at the last stable offset. Blocking (file reads).
+    pub fn fetch_partition(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        partition_max_bytes: usize,
+        budget: &mut FetchBudget,
+        read_committed: bool,
+    ) -> Result<PartitionRead, FetchError> {
+        // The LSO first: the high watermark read after it is never below it.
+        let last_stable = self.last_stable_offset(partition);
+        let (high_watermark, log_start) = (
+            partition.log.high_watermark(),
+            partition.log.log_start_offset(),
+        );
+        let visible_end = if read_committed {
+            last_stable
+        } else {
+            high_watermark
+        };
+        let (limit, may_exceed) = budget.limit(partition_max_bytes);
+        let empty = PartitionRead {
+            high_watermark,
+            last_stable,
+            log_start,
+            records: Bytes::new(),
+            aborted: Vec::new(),
+        };
+        if (limit == 0 && !may_exceed) || (offset >= visible_end && offset <= high_watermark) {
+            return Ok(empty);
+        }
+        let read = partition.log.read(offset, limit).map_err(|e| FetchError {
+            error: BrokerError::Storage(e),
+            high_watermark,
+            last_stable,
+            log_start,
+        })?;
+        let end = read_committed.then_some(last_stable);
+        // Storage returns at least one batch; only the first returning partition keeps it
+        // when it is over the limit.
+        let first_len = BatchHeader::parse(&read.records).map_or(0, |h| h.len());
+        let max_bytes = (!may_exceed || first_len <= limit).then_some(limit);
+        let records = whole_batches(&read.records, end, max_bytes);
+        let aborted = if read_committed && !records.is_empty() {
+            self.aborted_transactions(partition, offset, last_stable)
+        } else {
+            Vec::new()
+        };
+        budget.spend(records.len());
+        Ok(PartitionRead {
+            high_watermark: read.high_watermark.max(high_watermark),
+            last_stable,
+            log_start: read.log_start_offset,
+            records,
+            aborted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_record::{set_base_offset, BatchBuilder};
+
+    /// Batches of one record each, at offsets 0, 1, 2, ...
+    fn batches(sizes: &[usize]) -> Bytes {
+        let mut out = Vec::new();
+        for (offset, &size) in (0i64..).zip(sizes) {
+            let mut b = BatchBuilder::new(0);
+            b.push(None, Some(&vec![0u8; size]), &[], 0);
+            let mut batch = b.build();
+            set_base_offset(&mut batch, offset);
+            out.extend_from_slice(&batch);
+        }
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn budget_lets_only_the_first_returning_partition_exceed() {
+        let mut budget = FetchBudget::new(1000);
+        assert_eq!(budget.limit(600), (600, true));
+        budget.spend(0);
+        assert_eq!(
+            budget.limit(600),
+            (600, true),
+            "an empty partition does not count"
+        );
+        budget.spend(1500);
+        assert_eq!(budget.limit(600), (0, false));
+        let mut budget = FetchBudget::new(1000);
+        budget.spend(700);
+        assert_eq!(budget.limit(600), (300, false));
+    }
+
+    #[test]
+    fn whole_batches_stop_at_the_byte_limit_and_the_stable_offset() {
+        let records = batches(&[100, 100, 100]);
+        let one = BatchHeader::parse(&records).unwrap().len();
+        assert_eq!(whole_batches(&records, None, None).len(), 3 * one);
+        assert_eq!(whole_batches(&records, None, Some(2 * one)).len(), 2 * one);
+        assert_eq!(whole_batches(&records, None, Some(2 * one - 1)).len(), one);
+        assert_eq!(whole_batches(&records, None, Some(one - 1)).len(), 0);
+        assert_eq!(whole_batches(&records, Some(1), None).len(), one);
+        assert_eq!(whole_batches(&records, Some(0), Some(10 * one)).len(), 0);
+    }
+}
