@@ -113,6 +113,25 @@ pub struct CommitPartition {
     pub metadata: Option<String>,
 }
 
+/// The consumer a TxnOffsetCommit speaks for (v3+, KIP-447); `generation_id` -1 with an
+/// empty member id when the client sent none.
+#[derive(Debug, Clone)]
+pub struct TxnCommitMember {
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+impl TxnCommitMember {
+    pub fn none() -> Self {
+        Self {
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct OffsetCommitRequest {
     pub group_id: String,

@@ -519,6 +519,32 @@ impl GroupCoordinator {
         Ok(out)
     }
 
+    /// KIP-447's check of a TxnOffsetCommit's member and generation (see
+    /// `Group::validate_txn_commit`). A group that does not exist has no generation to match.
+    pub fn validate_txn_member(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        instance: Option<&String>,
+    ) -> Result<(), GroupError> {
+        let state = self.inner.lock();
+        if self.inner.logs.get().is_none() {
+            return Err(not_loaded());
+        }
+        match state.groups.get(group_id) {
+            Some(entry) => entry
+                .group
+                .validate_txn_commit(generation_id, member_id, instance),
+            None if generation_id < 0 => Ok(()),
+            None => Err(GroupError::IllegalGeneration {
+                group: group_id.to_string(),
+                generation: generation_id,
+                current: -1,
+            }),
+        }
+    }
+
     /// DescribeGroups: `None` for a group that does not exist.
     pub fn describe_group(&self, group_id: &str) -> Result<Option<GroupDescription>, GroupError> {
         let state = self.inner.lock();

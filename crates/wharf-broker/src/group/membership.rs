@@ -808,6 +808,33 @@ impl Group {
         Ok(())
     }
 
+    /// Whether a transactional offset commit (TxnOffsetCommit v3+, KIP-447) names a live
+    /// member of the current generation: a zombie producer whose consumer was fenced by a
+    /// rebalance cannot move the group's offsets. A commit naming no member is not checked,
+    /// and, unlike OffsetCommit, a rebalance in progress does not refuse it (as in Kafka).
+    pub fn validate_txn_commit(
+        &self,
+        generation_id: i32,
+        member_id: &str,
+        instance: Option<&String>,
+    ) -> Result<(), GroupError> {
+        if generation_id < 0 && member_id.is_empty() && instance.is_none() {
+            return Ok(());
+        }
+        self.check_fenced(member_id, instance)?;
+        if !self.members.contains_key(member_id) {
+            return Err(self.unknown_member(member_id));
+        }
+        if generation_id != self.generation {
+            return Err(GroupError::IllegalGeneration {
+                group: self.id.clone(),
+                generation: generation_id,
+                current: self.generation,
+            });
+        }
+        Ok(())
+    }
+
     /// Timeouts: lapsed member ids, expired sessions, rebalances whose wait is over.
     pub fn tick(&mut self, now: i64, config: &GroupConfig) -> Vec<Output> {
         let mut out = Vec::new();

@@ -24,7 +24,7 @@ use super::{
     Completion, InitOutcome, TxnCoordinatorState, TxnError, TxnMetadata, TxnOffset, TxnPartition,
     TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC,
 };
-use crate::group::api::CommitPartition;
+use crate::group::api::{CommitPartition, TxnCommitMember};
 use crate::internal_log::replay_keyed;
 use crate::producer::now_ms;
 use crate::{Broker, BrokerError};
@@ -398,15 +398,24 @@ impl Broker {
     }
 
     /// TxnOffsetCommit: the offsets are held in the transaction's durable record until it
-    /// ends; they become the group's committed offsets only if it commits.
+    /// ends; they become the group's committed offsets only if it commits. A commit that
+    /// names a consumer (v3+) must name a live member of the group's current generation
+    /// (KIP-447), so a zombie whose consumer was fenced by a rebalance is refused.
     pub async fn txn_offset_commit(
         &self,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         group: &str,
+        member: &TxnCommitMember,
         partitions: Vec<CommitPartition>,
     ) -> Result<(), BrokerError> {
+        self.groups().validate_txn_member(
+            group,
+            member.generation_id,
+            &member.member_id,
+            member.group_instance_id.as_ref(),
+        )?;
         let coordinator = self.transactions();
         let offsets = partitions
             .into_iter()

@@ -7,7 +7,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
-use wharf_broker::group::api::CommitPartition;
+use wharf_broker::group::api::{CommitPartition, TxnCommitMember};
 use wharf_broker::Broker;
 
 use crate::errors;
@@ -30,12 +30,19 @@ pub async fn handle(
             })
         })
         .collect();
+    // v3+ names the consumer (KIP-447); older versions leave the defaults (-1, "").
+    let member = TxnCommitMember {
+        generation_id: req.generation_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(ToString::to_string),
+    };
     let code = match broker
         .txn_offset_commit(
             &req.transactional_id.0,
             req.producer_id.0,
             req.producer_epoch,
             &req.group_id.0,
+            &member,
             partitions,
         )
         .await

@@ -135,6 +135,28 @@ async fn offsets_and_membership_survive_reopen() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert_eq!((joined.error, joined.generation_id), (None, 1));
+    // KIP-447: a transactional commit that names a consumer must name a member of this
+    // generation; one that names none is not checked.
+    let member = joined.member_id.clone();
+    let check = |generation, member: &str| {
+        h.coordinator
+            .validate_txn_member("g", generation, member, None)
+    };
+    assert!(check(1, &member).is_ok());
+    assert!(matches!(
+        check(0, &member),
+        Err(GroupError::IllegalGeneration { .. })
+    ));
+    assert!(matches!(
+        check(1, "zombie"),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    assert!(check(-1, "").is_ok());
+    assert!(matches!(
+        h.coordinator
+            .validate_txn_member("no-such-group", 3, "m", None),
+        Err(GroupError::IllegalGeneration { .. })
+    ));
     let synced = h
         .coordinator
         .sync_group(SyncRequest {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use wharf_record::BatchBuilder;
 
-use crate::group::api::CommitPartition;
+use crate::group::api::{CommitPartition, TxnCommitMember};
+use crate::group::GroupError;
 use crate::txn::{TxnPartition, TxnState};
 use crate::{Acks, Broker, BrokerConfig, StorageConfig, TopicSpec};
 
@@ -69,7 +70,20 @@ async fn markers_move_the_lso_and_survive_a_reopen_with_or_without_a_snapshot() 
             leader_epoch: -1,
             metadata: None,
         }];
-        b.txn_offset_commit("tx", pid, epoch, "app", offsets)
+        // A zombie naming a consumer generation the group never had is refused (KIP-447).
+        let zombie = TxnCommitMember {
+            generation_id: 4,
+            member_id: "zombie".into(),
+            group_instance_id: None,
+        };
+        assert!(matches!(
+            b.txn_offset_commit("tx", pid, epoch, "app", &zombie, offsets.clone())
+                .await,
+            Err(crate::BrokerError::Group(
+                GroupError::IllegalGeneration { .. }
+            ))
+        ));
+        b.txn_offset_commit("tx", pid, epoch, "app", &TxnCommitMember::none(), offsets)
             .await
             .unwrap();
         assert_eq!(b.groups().fetch_offsets("app", None).unwrap().len(), 0);
