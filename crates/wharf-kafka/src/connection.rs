@@ -23,6 +23,7 @@ use tracing::Instrument;
 use wharf_broker::Broker;
 
 use crate::dispatch::Answer;
+use crate::fetch_session::FetchSessions;
 use crate::rejection::{ProtocolError, Rejections};
 use crate::{dispatch, versions, ListenerConfig};
 
@@ -32,6 +33,7 @@ pub async fn run(
     broker: Arc<Broker>,
     config: Arc<ListenerConfig>,
     rejections: Arc<Rejections>,
+    sessions: Arc<FetchSessions>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = tracing::info_span!("connection", %peer);
@@ -109,7 +111,7 @@ pub async fn run(
                 _ = shutdown.changed() => break,
                 () = closed.notified() => break,
             };
-            let reply = dispatch::start(&broker, request);
+            let reply = dispatch::start(&broker, &sessions, request);
             tokio::spawn(async move {
                 let _ = reply_tx.send(reply.await);
                 drop(turn);
@@ -272,5 +274,6 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Answe
         return Err(format!("frame of {} bytes is too short", frame.len()));
     }
     let request = parse_header(frame).map_err(|e| e.to_string())?;
-    Ok(dispatch::start(broker, request).await)
+    let sessions = Arc::new(FetchSessions::new(crate::fetch_session::DEFAULT_CAPACITY));
+    Ok(dispatch::start(broker, &sessions, request).await)
 }

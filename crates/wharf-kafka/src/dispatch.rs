@@ -16,6 +16,7 @@ use wharf_broker::Broker;
 use crate::api;
 use crate::codec::{decode, frame, CodecError};
 use crate::connection::Request;
+use crate::fetch_session::FetchSessions;
 use crate::rejection::ProtocolError;
 use crate::versions::SUPPORTED_APIS;
 
@@ -94,7 +95,7 @@ fn fetch_failed(resp: &FetchResponse) -> bool {
 /// Starts serving one request. Called on the connection's reader in request order: a
 /// Produce is decoded and handed to storage here, before the next request is read, so
 /// pipelined produces keep their order; its acks are awaited in the returned future.
-pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
+pub fn start(broker: &Arc<Broker>, sessions: &Arc<FetchSessions>, request: Request) -> Reply {
     let started = Instant::now();
     let metrics = api_metrics(request.api);
     let observe = move |failed: bool| {
@@ -136,8 +137,9 @@ pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
         });
     }
     let broker = broker.clone();
+    let sessions = sessions.clone();
     Box::pin(async move {
-        let (reply, failed) = handle(&broker, request).await;
+        let (reply, failed) = handle(&broker, &sessions, request).await;
         observe(failed);
         reply
     })
@@ -145,7 +147,11 @@ pub fn start(broker: &Arc<Broker>, request: Request) -> Reply {
 
 /// Serves one request. The flag is true when the request failed: it could not be decoded,
 /// served or encoded, or (ApiVersions, Fetch) its answer carries an error code.
-async fn handle(broker: &Arc<Broker>, request: Request) -> (Answer, bool) {
+async fn handle(
+    broker: &Arc<Broker>,
+    sessions: &FetchSessions,
+    request: Request,
+) -> (Answer, bool) {
     let Request {
         api,
         version,
@@ -199,7 +205,7 @@ async fn handle(broker: &Arc<Broker>, request: Request) -> (Answer, bool) {
             }
             ApiKey::Fetch => {
                 let req = decode(api, version, &mut body)?;
-                let resp = api::fetch::handle(broker, req, version).await;
+                let resp = api::fetch::handle(broker, sessions, req, version).await;
                 failed = fetch_failed(&resp);
                 frame(api, version, correlation_id, &resp)?
             }

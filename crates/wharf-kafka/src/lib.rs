@@ -24,6 +24,7 @@ mod codec;
 mod connection;
 mod dispatch;
 mod errors;
+mod fetch_session;
 mod listener;
 mod rejection;
 mod versions;

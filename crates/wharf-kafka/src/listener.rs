@@ -7,6 +7,7 @@ use tokio::sync::{watch, Semaphore};
 use wharf_broker::Broker;
 
 use crate::connection;
+use crate::fetch_session::{FetchSessions, DEFAULT_CAPACITY};
 use crate::rejection::{Rejections, SUMMARY_INTERVAL};
 
 /// Limits that protect the broker from clients.
@@ -46,6 +47,7 @@ pub async fn serve(
     let open_connections = metrics::gauge!("wharf_kafka_connections");
     let config = Arc::new(config);
     let rejections = Arc::new(Rejections::new());
+    let sessions = Arc::new(FetchSessions::new(DEFAULT_CAPACITY));
     let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -75,10 +77,11 @@ pub async fn serve(
         let config = config.clone();
         let shutdown = shutdown.clone();
         let rejections = rejections.clone();
+        let sessions = sessions.clone();
         let open_connections = open_connections.clone();
         open_connections.increment(1.0);
         tokio::spawn(async move {
-            connection::run(stream, peer, broker, config, rejections, shutdown).await;
+            connection::run(stream, peer, broker, config, rejections, sessions, shutdown).await;
             open_connections.decrement(1.0);
             drop(permit);
         });

@@ -150,6 +150,18 @@ fn describe_recorded() {
         "Duration of one fdatasync of a shard's active segment, per shard."
     );
     describe_gauge!(
+        "wharf_kafka_fetch_sessions",
+        "Open Kafka fetch sessions (KIP-227)."
+    );
+    describe_counter!(
+        "wharf_kafka_fetch_requests_total",
+        "Fetch requests by session kind: none (sessionless full), full (opens a session), incremental."
+    );
+    describe_counter!(
+        "wharf_kafka_fetch_request_partitions_total",
+        "Partitions named in Fetch requests, by session kind: incremental fetches name only those that changed."
+    );
+    describe_gauge!(
         "wharf_storage_shard_poisoned",
         "1 once a failed fdatasync or write rollback poisoned the shard (no acks until restart)."
     );

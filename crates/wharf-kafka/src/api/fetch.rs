@@ -1,9 +1,9 @@
 //! Fetch: reads stored batches as they are, within the request's `max_bytes` and each
 //! partition's `partition_max_bytes` (the broker keeps KIP-74's rules); with `max_wait_ms` it
 //! parks on the partitions' high watermarks (no polling) until `min_bytes` are there or the
-//! wait ends. Fetch sessions (KIP-227) are declined by answering session id 0, so every
-//! fetch is a full one. Records and bytes out are counted per topic from the batch headers
-//! of what is returned.
+//! wait ends. Fetch sessions (KIP-227, `fetch_session`) let an incremental fetch name only
+//! the partitions that changed and get back only those with news. Records and bytes out are
+//! counted per topic from the batch headers of what is returned.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use wharf_broker::txn::AbortedTxn;
 use wharf_broker::{Broker, BrokerError, FetchBudget, Partition};
 
 use crate::errors;
+use crate::fetch_session::{FetchSessions, PartitionKey, Plan, Sent, SessionPartition};
 
 struct Wanted {
     topic: TopicName,
@@ -29,35 +30,98 @@ struct Wanted {
     target: Result<Partition, BrokerError>,
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
-    if req.session_epoch > 0 {
-        // An incremental fetch on a session we never granted.
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
-            .with_session_id(0);
-    }
+pub async fn handle(
+    broker: &Arc<Broker>,
+    sessions: &FetchSessions,
+    req: FetchRequest,
+    version: i16,
+) -> FetchResponse {
     let read_committed = req.isolation_level == 1;
-    let mut wanted = Vec::new();
-    for t in &req.topics {
-        let topic_name = if version >= 13 {
-            broker
-                .topic_by_id(t.topic_id)
-                .map(|x| x.name.clone())
-                .unwrap_or_default()
-        } else {
-            t.topic.0.as_str().to_string()
-        };
-        for p in &t.partitions {
-            wanted.push(Wanted {
+    let listed: Vec<SessionPartition> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| SessionPartition {
+                key: PartitionKey {
+                    topic: t.topic.clone(),
+                    topic_id: t.topic_id,
+                    partition: p.partition,
+                },
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                sent: None,
+            })
+        })
+        .collect();
+    let forgotten: Vec<PartitionKey> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| PartitionKey {
                 topic: t.topic.clone(),
                 topic_id: t.topic_id,
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
-                target: broker.partition(&topic_name, p.partition),
-            });
+                partition: *p,
+            })
+        })
+        .collect();
+    let named = listed.len();
+    let plan = sessions.begin(
+        req.session_id,
+        req.session_epoch,
+        listed.clone(),
+        &forgotten,
+        std::time::Instant::now(),
+    );
+    metrics::gauge!("wharf_kafka_fetch_sessions")
+        .set(u32::try_from(sessions.open_count()).map_or(f64::from(u32::MAX), f64::from));
+    let (session_id, incremental, partitions) = match plan {
+        Plan::Full { session_id } => (session_id, false, listed),
+        Plan::Incremental {
+            session_id,
+            partitions,
+        } => (session_id, true, partitions),
+        Plan::Refused(error) => {
+            tracing::debug!(
+                session_id = req.session_id,
+                epoch = req.session_epoch,
+                ?error,
+                "fetch session refused"
+            );
+            return FetchResponse::default()
+                .with_error_code(error.code())
+                .with_session_id(0);
         }
-    }
+    };
+    let kind = match (incremental, session_id) {
+        (true, _) => "incremental",
+        (false, 0) => "none",
+        (false, _) => "full",
+    };
+    metrics::counter!("wharf_kafka_fetch_requests_total", "session" => kind).increment(1);
+    metrics::counter!("wharf_kafka_fetch_request_partitions_total", "session" => kind)
+        .increment(named as u64);
+    let previous: Vec<Option<Sent>> = partitions.iter().map(|p| p.sent).collect();
+    let wanted: Vec<Wanted> = partitions
+        .into_iter()
+        .map(|p| {
+            let topic_name = if version >= 13 {
+                broker
+                    .topic_by_id(p.key.topic_id)
+                    .map(|x| x.name.clone())
+                    .unwrap_or_default()
+            } else {
+                p.key.topic.0.as_str().to_string()
+            };
+            Wanted {
+                target: broker.partition(&topic_name, p.key.partition),
+                topic: p.key.topic,
+                topic_id: p.key.topic_id,
+                partition: p.key.partition,
+                offset: p.fetch_offset,
+                max_bytes: usize::try_from(p.max_bytes).unwrap_or(0),
+            }
+        })
+        .collect();
     let wanted = Arc::new(wanted);
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(usize::MAX);
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
@@ -108,7 +172,27 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         }
     };
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
-    for (w, r) in wanted.iter().zip(results) {
+    let mut sent = Vec::new();
+    for ((w, r), before) in wanted.iter().zip(results).zip(previous) {
+        let now = Sent {
+            high_watermark: r.high_watermark,
+            last_stable: r.last_stable,
+            log_start: r.log_start,
+        };
+        // An incremental answer carries only partitions with records, an error or news.
+        if incremental && r.records.is_empty() && r.error == 0 && before == Some(now) {
+            continue;
+        }
+        if session_id != 0 {
+            sent.push((
+                PartitionKey {
+                    topic: w.topic.clone(),
+                    topic_id: w.topic_id,
+                    partition: w.partition,
+                },
+                now,
+            ));
+        }
         if let (false, Ok(p)) = (r.records.is_empty(), &w.target) {
             p.counters.count_out(&r.records);
         }
@@ -141,8 +225,9 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             ),
         }
     }
+    sessions.record_sent(session_id, &sent);
     FetchResponse::default()
-        .with_session_id(0)
+        .with_session_id(session_id)
         .with_responses(responses)
 }
 

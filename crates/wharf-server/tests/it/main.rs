@@ -7,6 +7,7 @@ mod admin_http;
 mod cli;
 mod crash_loop;
 mod durability;
+mod fetch_sessions;
 mod full_disk;
 mod groups;
 mod hostile;
