@@ -83,6 +83,7 @@ pub struct Broker {
     transactions: TxnCoordinator,
     /// Stops the producer snapshot thread.
     producer_housekeeping: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    quotas: crate::quota::QuotaState,
 }
 
 const MAX_TOPIC_NAME: usize = 249;
@@ -156,7 +157,9 @@ impl Broker {
         tracing::info!(topics = topics.len(), cluster_id = %meta.cluster_id, "broker opened");
         let groups = GroupCoordinator::new(config.groups.clone(), system_clock());
         let transactions = TxnCoordinator::new(config.transactions.clone());
+        let quotas = crate::quota::QuotaState::new(&meta.quotas);
         let broker = Arc::new(Self {
+            quotas,
             config,
             cluster_id: meta.cluster_id.clone(),
             storage,
@@ -175,6 +178,16 @@ impl Broker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stop);
         Ok(broker)
+    }
+
+    pub(crate) fn quota_state(&self) -> &crate::quota::QuotaState {
+        &self.quotas
+    }
+
+    pub(crate) fn meta_lock(&self) -> std::sync::MutexGuard<'_, MetadataStore> {
+        self.meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn materialize(storage: &Storage, record: &TopicRecord, config: TopicConfig) -> Topic {

@@ -21,6 +21,7 @@ mod internal_log;
 mod metadata;
 mod produce;
 pub mod producer;
+pub mod quota;
 mod topic;
 mod topic_config;
 pub mod txn;

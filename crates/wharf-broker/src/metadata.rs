@@ -28,6 +28,9 @@ pub struct MetadataStore {
     #[serde(default)]
     pub next_producer_id: i64,
     pub topics: BTreeMap<String, TopicRecord>,
+    /// Client quotas (AlterClientQuotas), absent in files written before them.
+    #[serde(default)]
+    pub quotas: Vec<crate::quota::QuotaRecord>,
     #[serde(skip)]
     path: PathBuf,
     #[serde(skip, default = "RealFs::shared")]
@@ -55,6 +58,7 @@ impl MetadataStore {
                     next_log_id: 1,
                     next_producer_id: 0,
                     topics: BTreeMap::new(),
+                    quotas: Vec::new(),
                     path,
                     fs,
                 };
@@ -82,6 +86,19 @@ impl MetadataStore {
                 Some(p) => self.topics.insert(name, p),
                 None => self.topics.remove(&name),
             };
+        }
+        saved
+    }
+
+    /// Replaces the client quotas and saves; if the save fails they are left as they were.
+    pub fn set_quotas(
+        &mut self,
+        quotas: Vec<crate::quota::QuotaRecord>,
+    ) -> Result<(), BrokerError> {
+        let previous = std::mem::replace(&mut self.quotas, quotas);
+        let saved = self.save();
+        if saved.is_err() {
+            self.quotas = previous;
         }
         saved
     }

@@ -25,6 +25,7 @@ use wharf_broker::Broker;
 use crate::dispatch::Answer;
 use crate::fetch_session::FetchSessions;
 use crate::rejection::{ProtocolError, Rejections};
+use crate::throttle::Mute;
 use crate::{dispatch, versions, ListenerConfig};
 
 pub async fn run(
@@ -70,7 +71,13 @@ pub async fn run(
         // Pipelined requests hold it shared, every other request exclusively (see the top).
         let order = Arc::new(RwLock::new(()));
         let mut frames = FrameReader::new();
+        let mute = Arc::new(Mute::default());
         loop {
+            // A throttled client (quota) is not read from until its throttle time is over.
+            tokio::select! {
+                () = mute.wait() => {}
+                _ = shutdown.changed() => break,
+            }
             let frame = tokio::select! {
                 f = tokio::time::timeout(config.idle_timeout, frames.next(&mut reader, config.max_frame_bytes)) => f,
                 _ = shutdown.changed() => break,
@@ -93,7 +100,7 @@ pub async fn run(
                 }
             };
             let cost = u32::try_from(frame.len().min(budget)).unwrap_or(u32::MAX);
-            let request = match parse_header(frame) {
+            let request = match parse_header(frame, &mute) {
                 Ok(r) => r,
                 Err(error) => {
                     rejections.record(peer.ip(), &error, Instant::now());
@@ -228,10 +235,12 @@ pub struct Request {
     pub version: i16,
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The connection's mute: a throttled client's next request waits for it.
+    pub mute: Arc<Mute>,
 }
 
 /// Parses the header of a frame of at least 8 bytes.
-fn parse_header(frame: BytesMut) -> Result<Request, ProtocolError> {
+fn parse_header(frame: BytesMut, mute: &Arc<Mute>) -> Result<Request, ProtocolError> {
     let mut bytes = frame.freeze();
     let api_key = i16::from_be_bytes([bytes[0], bytes[1]]);
     let version = i16::from_be_bytes([bytes[2], bytes[3]]);
@@ -263,6 +272,7 @@ fn parse_header(frame: BytesMut) -> Result<Request, ProtocolError> {
         version,
         header,
         body: bytes,
+        mute: mute.clone(),
     })
 }
 
@@ -273,7 +283,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Answe
     if frame.len() < 8 {
         return Err(format!("frame of {} bytes is too short", frame.len()));
     }
-    let request = parse_header(frame).map_err(|e| e.to_string())?;
+    let request = parse_header(frame, &Arc::new(Mute::default())).map_err(|e| e.to_string())?;
     let sessions = Arc::new(FetchSessions::new(crate::fetch_session::DEFAULT_CAPACITY));
     Ok(dispatch::start(broker, &sessions, request).await)
 }

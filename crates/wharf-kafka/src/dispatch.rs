@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use bytes::BytesMut;
-use kafka_protocol::messages::{ApiKey, FetchResponse};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, FetchResponse, ProduceRequest};
 use tracing::Instrument;
 use wharf_broker::Broker;
 
@@ -18,7 +18,9 @@ use crate::codec::{decode, frame, CodecError};
 use crate::connection::Request;
 use crate::fetch_session::FetchSessions;
 use crate::rejection::ProtocolError;
+use crate::throttle;
 use crate::versions::SUPPORTED_APIS;
+use wharf_broker::quota;
 
 /// What the connection does once a request is served.
 pub enum Answer {
@@ -109,21 +111,44 @@ pub fn start(broker: &Arc<Broker>, sessions: &Arc<FetchSessions>, request: Reque
             version,
             header,
             mut body,
+            mute,
         } = request;
         let correlation_id = header.correlation_id;
-        let in_flight = match decode(api, version, &mut body) {
-            Ok(req) => api::produce::submit(broker, req),
+        let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+        let (in_flight, bytes) = match decode::<ProduceRequest>(api, version, &mut body) {
+            Ok(req) => {
+                let bytes: usize = req
+                    .topic_data
+                    .iter()
+                    .flat_map(|t| t.partition_data.iter())
+                    .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+                    .sum();
+                (api::produce::submit(broker, req), bytes as u64)
+            }
             Err(error) => {
                 observe(true);
                 return Box::pin(async { codec_failure(error) });
             }
         };
+        let broker = broker.clone();
         return Box::pin(async move {
             let (resp, failed) = api::produce::finish(in_flight).await;
-            let Some(resp) = resp else {
+            // acks=0 has no answer to carry a throttle time, so it is not throttled (Kafka
+            // closes such a connection instead; Wharf counts the bytes only).
+            let throttle_ms = throttle::apply(
+                &broker,
+                &mute,
+                &client_id,
+                quota::PRODUCER_BYTE_RATE,
+                bytes,
+                version >= 6,
+            )
+            .await;
+            let Some(mut resp) = resp else {
                 observe(failed);
                 return Answer::Nothing;
             };
+            resp.throttle_time_ms = throttle_ms;
             match frame(api, version, correlation_id, &resp) {
                 Ok(framed) => {
                     observe(failed);
@@ -157,6 +182,7 @@ async fn handle(
         version,
         header,
         mut body,
+        mute,
     } = request;
     let correlation_id = header.correlation_id;
     let span =
@@ -205,7 +231,23 @@ async fn handle(
             }
             ApiKey::Fetch => {
                 let req = decode(api, version, &mut body)?;
-                let resp = api::fetch::handle(broker, sessions, req, version).await;
+                let mut resp = api::fetch::handle(broker, sessions, req, version).await;
+                let bytes: usize = resp
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter())
+                    .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+                    .sum();
+                let client_id = header.client_id.as_deref().unwrap_or_default();
+                resp.throttle_time_ms = throttle::apply(
+                    broker,
+                    &mute,
+                    client_id,
+                    quota::CONSUMER_BYTE_RATE,
+                    bytes as u64,
+                    version >= 8,
+                )
+                .await;
                 failed = fetch_failed(&resp);
                 frame(api, version, correlation_id, &resp)?
             }
@@ -219,6 +261,8 @@ async fn handle(
             ApiKey::IncrementalAlterConfigs => call_blocking!(incremental_alter_configs)?,
             ApiKey::CreatePartitions => call_blocking!(create_partitions)?,
             ApiKey::DescribeCluster => call_sync!(describe_cluster)?,
+            ApiKey::DescribeClientQuotas => call_sync!(describe_client_quotas)?,
+            ApiKey::AlterClientQuotas => call_blocking!(alter_client_quotas)?,
             ApiKey::FindCoordinator => call_sync!(find_coordinator)?,
             ApiKey::JoinGroup => {
                 let req = decode(api, version, &mut body)?;

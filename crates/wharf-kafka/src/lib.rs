@@ -27,6 +27,7 @@ mod errors;
 mod fetch_session;
 mod listener;
 mod rejection;
+mod throttle;
 mod versions;
 
 pub use client::{Client, ClientError};

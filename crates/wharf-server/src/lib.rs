@@ -10,12 +10,14 @@
 //! - `topic_cmd`: `wharf topic create|list|describe|alter|delete`.
 //! - `group_cmd`: `wharf group list|describe|delete|reset-offsets`.
 //! - `txn_cmd`: `wharf txn list|describe`.
+//! - `quota_cmd`: `wharf quota set|remove|describe`.
 //! - `storage_cmd`: `wharf storage verify`.
 
 pub mod admin_http;
 pub mod group_cmd;
 pub mod lag;
 pub mod metrics;
+pub mod quota_cmd;
 pub mod server;
 pub mod settings;
 pub mod storage_cmd;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wharf_server::group_cmd::GroupCommand;
+use wharf_server::quota_cmd::QuotaCommand;
 use wharf_server::settings::Settings;
 use wharf_server::storage_cmd::StorageCommand;
 use wharf_server::topic_cmd::TopicCommand;
@@ -82,6 +83,19 @@ enum Command {
         #[command(subcommand)]
         command: TxnCommand,
     },
+    /// Client quotas: byte rates per user and client id (like kafka-configs.sh for quotas).
+    Quota {
+        /// Broker to talk to, HOST:PORT; accepted anywhere after the command.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9092",
+            env = "WHARF_BOOTSTRAP",
+            global = true
+        )]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        command: QuotaCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -141,5 +155,9 @@ fn main() -> anyhow::Result<()> {
             bootstrap_server,
             command,
         } => runtime.block_on(wharf_server::txn_cmd::run(&bootstrap_server, command)),
+        Command::Quota {
+            bootstrap_server,
+            command,
+        } => runtime.block_on(wharf_server::quota_cmd::run(&bootstrap_server, command)),
     }
 }

@@ -149,6 +149,10 @@ fn describe_recorded() {
         Unit::Seconds,
         "Duration of one fdatasync of a shard's active segment, per shard."
     );
+    describe_counter!(
+        "wharf_kafka_throttle_time_ms_total",
+        "Milliseconds clients were held back by their quota, per client id and quota."
+    );
     describe_gauge!(
         "wharf_kafka_fetch_sessions",
         "Open Kafka fetch sessions (KIP-227)."

@@ -17,6 +17,7 @@ mod kcat;
 mod load;
 mod metrics;
 mod offsets;
+mod quotas;
 mod restart;
 mod retention;
 mod roundtrip;
