@@ -100,7 +100,7 @@ pub async fn run(
                 }
             };
             let cost = u32::try_from(frame.len().min(budget)).unwrap_or(u32::MAX);
-            let request = match parse_header(frame, &mute) {
+            let request = match parse_header(frame, &mute, Some(peer)) {
                 Ok(r) => r,
                 Err(error) => {
                     rejections.record(peer.ip(), &error, Instant::now());
@@ -237,10 +237,16 @@ pub struct Request {
     pub body: Bytes,
     /// The connection's mute: a throttled client's next request waits for it.
     pub mute: Arc<Mute>,
+    /// The client's address (none when served without a socket).
+    pub peer: Option<SocketAddr>,
 }
 
 /// Parses the header of a frame of at least 8 bytes.
-fn parse_header(frame: BytesMut, mute: &Arc<Mute>) -> Result<Request, ProtocolError> {
+fn parse_header(
+    frame: BytesMut,
+    mute: &Arc<Mute>,
+    peer: Option<SocketAddr>,
+) -> Result<Request, ProtocolError> {
     let mut bytes = frame.freeze();
     let api_key = i16::from_be_bytes([bytes[0], bytes[1]]);
     let version = i16::from_be_bytes([bytes[2], bytes[3]]);
@@ -273,6 +279,7 @@ fn parse_header(frame: BytesMut, mute: &Arc<Mute>) -> Result<Request, ProtocolEr
         header,
         body: bytes,
         mute: mute.clone(),
+        peer,
     })
 }
 
@@ -283,7 +290,8 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Answe
     if frame.len() < 8 {
         return Err(format!("frame of {} bytes is too short", frame.len()));
     }
-    let request = parse_header(frame, &Arc::new(Mute::default())).map_err(|e| e.to_string())?;
+    let request =
+        parse_header(frame, &Arc::new(Mute::default()), None).map_err(|e| e.to_string())?;
     let sessions = Arc::new(FetchSessions::new(crate::fetch_session::DEFAULT_CAPACITY));
     Ok(dispatch::start(broker, &sessions, request).await)
 }

@@ -112,6 +112,7 @@ pub fn start(broker: &Arc<Broker>, sessions: &Arc<FetchSessions>, request: Reque
             header,
             mut body,
             mute,
+            ..
         } = request;
         let correlation_id = header.correlation_id;
         let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
@@ -183,6 +184,7 @@ async fn handle(
         header,
         mut body,
         mute,
+        peer,
     } = request;
     let correlation_id = header.correlation_id;
     let span =
@@ -267,7 +269,7 @@ async fn handle(
             ApiKey::JoinGroup => {
                 let req = decode(api, version, &mut body)?;
                 let client_id = header.client_id.as_deref().unwrap_or_default();
-                let resp = api::join_group::handle(broker, req, version, client_id).await;
+                let resp = api::join_group::handle(broker, req, version, client_id, peer).await;
                 frame(api, version, correlation_id, &resp)?
             }
             ApiKey::SyncGroup => call!(sync_group)?,

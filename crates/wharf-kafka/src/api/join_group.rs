@@ -16,6 +16,7 @@ pub async fn handle(
     req: JoinGroupRequest,
     version: i16,
     client_id: &str,
+    peer: Option<std::net::SocketAddr>,
 ) -> JoinGroupResponse {
     let request = JoinRequest {
         group_id: req.group_id.0.to_string(),
@@ -38,7 +39,8 @@ pub async fn handle(
             req.session_timeout_ms
         },
         client_id: client_id.to_string(),
-        client_host: String::new(),
+        // Kafka shows a member's host as "/address".
+        client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
         require_known_member_id: version >= 4,
     };
     let resp = broker.groups().join_group(request).await;

@@ -169,7 +169,9 @@ async fn three_consumers_split_twelve_partitions() {
                 .values()
                 .map(|r| r[3].clone())
                 .collect();
+            // Members are listed with the host they connected from, as Kafka shows it.
             text.contains("Members: 3")
+                && text.contains("/127.0.0.1")
                 && describe_rows(&a, "split-group", "split").len() == 12
                 && owners.len() == 3
                 && !owners.contains("-")
