@@ -6,7 +6,11 @@
 //! most its `partition_max_bytes`, except the first batch of the first partition that returns
 //! data, which is returned whole whatever its size so a consumer can always make progress.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
+use tokio::sync::Notify;
 use wharf_record::BatchHeader;
 
 use crate::txn::AbortedTxn;
@@ -139,6 +143,129 @@ impl Broker {
             log_start: read.log_start_offset,
             records,
             aborted,
+        })
+    }
+}
+
+/// One partition a fetch asks for, in the order the answer lists them.
+pub struct FetchTarget {
+    pub topic: String,
+    pub index: i32,
+    /// `None` when the topic or partition does not exist.
+    pub partition: Option<Partition>,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+impl FetchTarget {
+    /// The target `topic`[`index`] of `broker`, found now.
+    pub fn new(broker: &Broker, topic: String, index: i32, offset: i64, max_bytes: usize) -> Self {
+        let partition = broker.partition(&topic, index).ok();
+        Self {
+            topic,
+            index,
+            partition,
+            offset,
+            max_bytes,
+        }
+    }
+}
+
+/// The limits of a whole fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchSpec {
+    pub max_bytes: usize,
+    pub min_bytes: usize,
+    pub max_wait: Duration,
+    pub read_committed: bool,
+}
+
+impl Broker {
+    /// Reads every target within one byte budget (see the invariant at the top). With
+    /// `min_bytes` above 0 it waits, parked on the partitions' high watermarks (no polling),
+    /// until that many bytes are there, a partition fails, or `max_wait` passes; a last read
+    /// at the deadline catches data that raced the timer. File reads run off the async
+    /// workers.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        targets: Arc<Vec<FetchTarget>>,
+        spec: FetchSpec,
+    ) -> Vec<Result<PartitionRead, FetchError>> {
+        let deadline = tokio::time::Instant::now() + spec.max_wait;
+        let notify = Arc::new(Notify::new());
+        loop {
+            for t in targets.iter() {
+                if let Some(p) = &t.partition {
+                    p.log.register_waiter(&notify);
+                }
+            }
+            let results = self.read_targets(&targets, spec).await;
+            let bytes: usize = results
+                .iter()
+                .map(|r| r.as_ref().map_or(0, |r| r.records.len()))
+                .sum();
+            let failed = results.iter().any(Result::is_err);
+            if spec.min_bytes == 0
+                || bytes >= spec.min_bytes
+                || failed
+                || tokio::time::Instant::now() >= deadline
+            {
+                return results;
+            }
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
+                return self.read_targets(&targets, spec).await;
+            }
+        }
+    }
+
+    async fn read_targets(
+        self: &Arc<Self>,
+        targets: &Arc<Vec<FetchTarget>>,
+        spec: FetchSpec,
+    ) -> Vec<Result<PartitionRead, FetchError>> {
+        let broker = self.clone();
+        let batch = targets.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut budget = FetchBudget::new(spec.max_bytes);
+            batch
+                .iter()
+                .map(|t| match &t.partition {
+                    Some(p) => broker.fetch_partition(
+                        p,
+                        t.offset,
+                        t.max_bytes,
+                        &mut budget,
+                        spec.read_committed,
+                    ),
+                    None => Err(FetchError {
+                        error: BrokerError::UnknownTopicOrPartition {
+                            topic: t.topic.clone(),
+                            partition: t.index,
+                        },
+                        high_watermark: -1,
+                        last_stable: -1,
+                        log_start: -1,
+                    }),
+                })
+                .collect()
+        })
+        .await;
+        read.unwrap_or_else(|error| {
+            tracing::error!(%error, "fetch read task failed");
+            targets
+                .iter()
+                .map(|_| {
+                    Err(FetchError {
+                        error: BrokerError::InvalidRequest("fetch read task failed".into()),
+                        high_watermark: -1,
+                        last_stable: -1,
+                        log_start: -1,
+                    })
+                })
+                .collect()
         })
     }
 }

@@ -28,7 +28,7 @@ pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, ConfigOp, TopicSpec};
 pub use error::BrokerError;
-pub use fetch::{FetchBudget, FetchError, PartitionRead};
+pub use fetch::{FetchBudget, FetchError, FetchSpec, FetchTarget, PartitionRead};
 pub use produce::{Acks, PendingProduce, ProduceOutcome};
 pub use producer::ProducerError;
 pub use topic::{Partition, Topic};

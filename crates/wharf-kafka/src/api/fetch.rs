@@ -1,7 +1,7 @@
-//! Fetch: reads stored batches as they are, within the request's `max_bytes` and each
-//! partition's `partition_max_bytes` (the broker keeps KIP-74's rules); with `max_wait_ms` it
-//! parks on the partitions' high watermarks (no polling) until `min_bytes` are there or the
-//! wait ends. Fetch sessions (KIP-227, `fetch_session`) let an incremental fetch name only
+//! Fetch: the broker's `Broker::fetch` reads stored batches as they are, within the request's
+//! `max_bytes` and each partition's `partition_max_bytes` (KIP-74), and with `max_wait_ms`
+//! parks on the partitions' high watermarks until `min_bytes` are there or the wait ends;
+//! this file translates the request and encodes the answer. Fetch sessions (KIP-227, `fetch_session`) let an incremental fetch name only
 //! the partitions that changed and get back only those with news. Records and bytes out are
 //! counted per topic from the batch headers of what is returned.
 
@@ -14,20 +14,17 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::ResponseError;
-use tokio::sync::Notify;
 use wharf_broker::txn::AbortedTxn;
-use wharf_broker::{Broker, BrokerError, FetchBudget, Partition};
+use wharf_broker::{Broker, FetchError, FetchSpec, FetchTarget, PartitionRead};
 
 use crate::errors;
 use crate::fetch_session::{FetchSessions, PartitionKey, Plan, Sent, SessionPartition};
 
+/// How a partition is named in the answer (as the request named it).
 struct Wanted {
     topic: TopicName,
     topic_id: uuid::Uuid,
     partition: i32,
-    offset: i64,
-    max_bytes: usize,
-    target: Result<Partition, BrokerError>,
 }
 
 pub async fn handle(
@@ -102,6 +99,14 @@ pub async fn handle(
         .increment(named as u64);
     let previous: Vec<Option<Sent>> = partitions.iter().map(|p| p.sent).collect();
     let wanted: Vec<Wanted> = partitions
+        .iter()
+        .map(|p| Wanted {
+            topic: p.key.topic.clone(),
+            topic_id: p.key.topic_id,
+            partition: p.key.partition,
+        })
+        .collect();
+    let targets: Vec<FetchTarget> = partitions
         .into_iter()
         .map(|p| {
             let topic_name = if version >= 13 {
@@ -112,68 +117,31 @@ pub async fn handle(
             } else {
                 p.key.topic.0.as_str().to_string()
             };
-            Wanted {
-                target: broker.partition(&topic_name, p.key.partition),
-                topic: p.key.topic,
-                topic_id: p.key.topic_id,
-                partition: p.key.partition,
-                offset: p.fetch_offset,
-                max_bytes: usize::try_from(p.max_bytes).unwrap_or(0),
-            }
+            FetchTarget::new(
+                broker,
+                topic_name,
+                p.key.partition,
+                p.fetch_offset,
+                usize::try_from(p.max_bytes).unwrap_or(0),
+            )
         })
         .collect();
-    let wanted = Arc::new(wanted);
-    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(usize::MAX);
-    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
-    let notify = Arc::new(Notify::new());
-    let results = loop {
-        for w in wanted.iter() {
-            if let Ok(p) = &w.target {
-                p.log.register_waiter(&notify);
-            }
-        }
-        let batch = wanted.clone();
-        let b = broker.clone();
-        let results = match tokio::task::spawn_blocking(move || {
-            gather(&b, &batch, max_bytes, read_committed)
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(error) => {
-                tracing::error!(%error, "fetch read task failed");
-                return FetchResponse::default()
-                    .with_error_code(ResponseError::UnknownServerError.code());
-            }
-        };
-        let bytes: usize = results.iter().map(|r| r.records.len()).sum();
-        let any_error = results.iter().any(|r| r.error != 0);
-        if min_bytes == 0
-            || bytes >= min_bytes
-            || any_error
-            || tokio::time::Instant::now() >= deadline
-        {
-            break results;
-        }
-        if tokio::time::timeout_at(deadline, notify.notified())
-            .await
-            .is_err()
-        {
-            // Deadline: one last read so data that raced the timer is not missed.
-            let batch = wanted.clone();
-            let b = broker.clone();
-            break tokio::task::spawn_blocking(move || {
-                gather(&b, &batch, max_bytes, read_committed)
-            })
-            .await
-            .unwrap_or(results);
-        }
+    let targets = Arc::new(targets);
+    let spec = FetchSpec {
+        max_bytes: usize::try_from(req.max_bytes).unwrap_or(usize::MAX),
+        min_bytes: usize::try_from(req.min_bytes).unwrap_or(0),
+        max_wait: Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)),
+        read_committed,
     };
+    let results: Vec<PartitionResult> = broker
+        .fetch(targets.clone(), spec)
+        .await
+        .into_iter()
+        .map(PartitionResult::from)
+        .collect();
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     let mut sent = Vec::new();
-    for ((w, r), before) in wanted.iter().zip(results).zip(previous) {
+    for (((w, r), before), target) in wanted.iter().zip(results).zip(previous).zip(targets.iter()) {
         let now = Sent {
             high_watermark: r.high_watermark,
             last_stable: r.last_stable,
@@ -193,7 +161,7 @@ pub async fn handle(
                 now,
             ));
         }
-        if let (false, Ok(p)) = (r.records.is_empty(), &w.target) {
+        if let (false, Some(p)) = (r.records.is_empty(), &target.partition) {
             p.counters.count_out(&r.records);
         }
         let data = PartitionData::default()
@@ -240,54 +208,33 @@ struct PartitionResult {
     aborted: Vec<AbortedTxn>,
 }
 
-/// Reads every wanted partition, in request order, within the response's byte budget
-/// (`Broker::fetch_partition` keeps KIP-74's rules). Blocking (file reads).
-fn gather(
-    broker: &Broker,
-    wanted: &[Wanted],
-    max_bytes: usize,
-    read_committed: bool,
-) -> Vec<PartitionResult> {
-    let mut budget = FetchBudget::new(max_bytes);
-    wanted
-        .iter()
-        .map(|w| {
-            let p = match &w.target {
-                Ok(p) => p,
-                Err(e) => {
-                    return PartitionResult {
-                        error: errors::code(e),
-                        high_watermark: -1,
-                        last_stable: -1,
-                        log_start: -1,
-                        records: Bytes::new(),
-                        aborted: Vec::new(),
-                    }
+impl From<Result<PartitionRead, FetchError>> for PartitionResult {
+    fn from(read: Result<PartitionRead, FetchError>) -> Self {
+        match read {
+            Ok(r) => Self {
+                error: 0,
+                high_watermark: r.high_watermark,
+                last_stable: r.last_stable,
+                log_start: r.log_start,
+                records: r.records,
+                aborted: r.aborted,
+            },
+            Err(e) => {
+                if !matches!(
+                    errors::kafka_error(&e.error),
+                    ResponseError::OffsetOutOfRange | ResponseError::UnknownTopicOrPartition
+                ) {
+                    tracing::error!(error = %e.error, "fetch read failed");
                 }
-            };
-            match broker.fetch_partition(p, w.offset, w.max_bytes, &mut budget, read_committed) {
-                Ok(r) => PartitionResult {
-                    error: 0,
-                    high_watermark: r.high_watermark,
-                    last_stable: r.last_stable,
-                    log_start: r.log_start,
-                    records: r.records,
-                    aborted: r.aborted,
-                },
-                Err(e) => {
-                    if !matches!(errors::kafka_error(&e.error), ResponseError::OffsetOutOfRange) {
-                        tracing::error!(partition = w.partition, error = %e.error, "fetch read failed");
-                    }
-                    PartitionResult {
-                        error: errors::code(&e.error),
-                        high_watermark: e.high_watermark,
-                        last_stable: e.last_stable,
-                        log_start: e.log_start,
-                        records: Bytes::new(),
-                        aborted: Vec::new(),
-                    }
+                Self {
+                    error: errors::code(&e.error),
+                    high_watermark: e.high_watermark,
+                    last_stable: e.last_stable,
+                    log_start: e.log_start,
+                    records: Bytes::new(),
+                    aborted: Vec::new(),
                 }
             }
-        })
-        .collect()
+        }
+    }
 }
