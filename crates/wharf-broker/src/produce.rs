@@ -140,6 +140,14 @@ impl Broker {
                 byte_count,
             ),
             Some((batch, transactional)) => {
+                if transactional {
+                    self.check_transactional_produce(
+                        batch.producer_id,
+                        batch.epoch,
+                        topic,
+                        partition,
+                    )?;
+                }
                 let appending = self.producers().submit(&p.log, batch, transactional, || {
                     p.log.submit(records, durability)
                 })?;

@@ -280,6 +280,32 @@ impl TxnCoordinatorState {
             .collect()
     }
 
+    /// A transactional produce to `partition` by `producer_id` at `epoch` is allowed only
+    /// while that producer's transaction is open and the partition was added to it
+    /// (AddPartitionsToTxn), as Kafka checks since KIP-890. Scans the transactional ids.
+    pub fn check_produce(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        partition: &TxnPartition,
+    ) -> Result<(), TxnError> {
+        let Some(meta) = self.txns.values().find(|m| m.producer_id == producer_id) else {
+            return Err(TxnError::InvalidProducerIdMapping {
+                transactional_id: String::new(),
+                producer_id,
+            });
+        };
+        meta.check_producer(producer_id, epoch)?;
+        if meta.state != TxnState::Ongoing || !meta.partitions.contains(partition) {
+            return Err(TxnError::InvalidTxnState {
+                transactional_id: meta.transactional_id.clone(),
+                request: "a transactional produce to a partition not added to the transaction",
+                state: meta.state.name(),
+            });
+        }
+        Ok(())
+    }
+
     fn known(
         &mut self,
         transactional_id: &str,

@@ -397,6 +397,31 @@ impl Broker {
         Ok(())
     }
 
+    /// Whether a transactional batch of `producer_id`/`epoch` may be written to
+    /// `topic`[`partition`]: only into the producer's open transaction, after the partition
+    /// was added to it (see `TxnCoordinatorState::check_produce`).
+    pub fn check_transactional_produce(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), BrokerError> {
+        let state = lock(&self.transactions().state);
+        match state.check_produce(producer_id, epoch, &TxnPartition::new(topic, partition)) {
+            // A fenced producer's batch gets what the producer state answers an old epoch
+            // with on a produce (INVALID_PRODUCER_EPOCH), which clients treat as fatal.
+            Err(TxnError::ProducerFenced { current, .. }) => {
+                Err(BrokerError::Producer(crate::ProducerError::InvalidEpoch {
+                    producer_id,
+                    epoch,
+                    current,
+                }))
+            }
+            other => other.map_err(BrokerError::from),
+        }
+    }
+
     /// TxnOffsetCommit: the offsets are held in the transaction's durable record until it
     /// ends; they become the group's committed offsets only if it commits. A commit that
     /// names a consumer (v3+) must name a live member of the group's current generation

@@ -114,3 +114,42 @@ async fn markers_move_the_lso_and_survive_a_reopen_with_or_without_a_snapshot() 
         b.shutdown().await;
     }
 }
+
+/// A transactional batch is written only into its producer's open transaction, to a
+/// partition added to it (KIP-890's check); otherwise the produce fails and nothing is stored.
+#[tokio::test]
+async fn a_transactional_produce_needs_its_partition_in_the_open_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let spec = TopicSpec {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: BTreeMap::new(),
+    };
+    b.create_topic(&spec, false).unwrap();
+    let (pid, epoch) = b.init_transactional_producer("tx", 60_000).await.unwrap();
+    let not_added = b.produce("t", 0, txn_batch(pid, epoch, 0), Acks::All).await;
+    assert!(
+        matches!(
+            not_added,
+            Err(crate::BrokerError::Txn(
+                crate::txn::TxnError::InvalidTxnState { .. }
+            ))
+        ),
+        "{not_added:?}"
+    );
+    let unknown = b.produce("t", 0, txn_batch(pid + 1, 0, 0), Acks::All).await;
+    assert!(unknown.is_err(), "a producer id no transaction owns");
+    b.add_partitions_to_txn("tx", pid, epoch, &[TxnPartition::new("t", 0)])
+        .await
+        .unwrap();
+    b.produce("t", 0, txn_batch(pid, epoch, 0), Acks::All)
+        .await
+        .unwrap();
+    b.end_txn("tx", pid, epoch, true).await.unwrap();
+    let after_end = b.produce("t", 0, txn_batch(pid, epoch, 1), Acks::All).await;
+    assert!(after_end.is_err(), "the transaction is over");
+    // One data batch and one commit marker: nothing refused was stored.
+    assert_eq!(b.partition("t", 0).unwrap().log.high_watermark(), 2);
+}
