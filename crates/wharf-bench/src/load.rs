@@ -13,6 +13,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientConfig, ClientContext};
 use serde::Serialize;
 
+use crate::cli::Client;
+use crate::cpu::{CpuUsage, Sample};
 use crate::progress::Progress;
 use crate::stats::mb_per_sec;
 
@@ -34,6 +36,12 @@ pub struct ProduceLoad {
     pub batch_bytes: usize,
     pub max_bytes: u64,
     pub max_seconds: f64,
+    pub client: Client,
+    /// Native client: requests outstanding per connection (`producers` is the connection count).
+    pub in_flight: usize,
+    /// Whose CPU time is the broker's, when known.
+    #[serde(skip)]
+    pub broker_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +51,8 @@ pub struct ProduceOutcome {
     pub failed_messages: u64,
     pub first_error: Option<String>,
     pub seconds: f64,
+    /// CPU-seconds of the broker and of this process over `seconds`.
+    pub cpu: CpuUsage,
 }
 
 impl ProduceOutcome {
@@ -178,6 +188,7 @@ pub fn run(load: &ProduceLoad, label: &str) -> anyhow::Result<ProduceOutcome> {
     let stop = Arc::new(AtomicBool::new(false));
     let max_duration = Duration::from_secs_f64(load.max_seconds);
 
+    let cpu_start = Sample::take(load.broker_pid);
     let start = Instant::now();
     let threads: Vec<_> = producers
         .into_iter()
@@ -212,6 +223,7 @@ pub fn run(load: &ProduceLoad, label: &str) -> anyhow::Result<ProduceOutcome> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = Sample::take(load.broker_pid).since(&cpu_start);
     progress.finish();
     for thread in threads {
         thread
@@ -224,6 +236,7 @@ pub fn run(load: &ProduceLoad, label: &str) -> anyhow::Result<ProduceOutcome> {
         failed_messages: counter.failed_messages(),
         first_error: counter.first_error(),
         seconds,
+        cpu,
     })
 }
 
@@ -286,6 +299,7 @@ mod tests {
             failed_messages: 0,
             first_error: None,
             seconds: 0.0,
+            cpu: CpuUsage::default(),
         };
         assert!(outcome.messages_per_sec().abs() < f64::EPSILON);
         assert!(outcome.failure_note().is_none());
