@@ -53,6 +53,9 @@ pub struct ProduceOutcome {
     pub seconds: f64,
     /// CPU-seconds of the broker and of this process over `seconds`.
     pub cpu: CpuUsage,
+    /// Native client: records per batch (each request carries one batch per partition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_records: Option<i32>,
 }
 
 impl ProduceOutcome {
@@ -237,6 +240,7 @@ pub fn run(load: &ProduceLoad, label: &str) -> anyhow::Result<ProduceOutcome> {
         first_error: counter.first_error(),
         seconds,
         cpu,
+        batch_records: None,
     })
 }
 
@@ -300,6 +304,7 @@ mod tests {
             first_error: None,
             seconds: 0.0,
             cpu: CpuUsage::default(),
+            batch_records: None,
         };
         assert!(outcome.messages_per_sec().abs() < f64::EPSILON);
         assert!(outcome.failure_note().is_none());

@@ -1,6 +1,8 @@
-//! `e2e-latency` with the native client: a paced producer (one record per Produce request,
-//! acks=all, encoded as it is sent since each value carries its send time) and a consumer
-//! with one Fetch outstanding over every partition. Blocking sockets on threads, so pacing
+//! `e2e-latency` with the native client: a paced producer (acks=all; each record is sent at
+//! once when fewer than `in_flight` requests are outstanding, else batched with the next
+//! ones, as librdkafka does with `linger.ms=0`; requests are encoded as they are sent since
+//! each value carries its send time) and a consumer with one Fetch outstanding over every
+//! partition. Blocking sockets on threads, so pacing
 //! sleeps with the operating system's precision rather than a 1 ms async timer.
 //!
 //! ```text
@@ -38,6 +40,8 @@ pub struct Paced<'a> {
     pub value_bytes: usize,
     /// How long the consumer may lag behind the last send.
     pub drain_limit: Duration,
+    /// Produce requests outstanding at most; records wait (and are batched) meanwhile.
+    pub in_flight: usize,
 }
 
 pub struct PacedOutcome {
@@ -66,25 +70,67 @@ fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-fn produce_frame(
-    run: &Paced<'_>,
-    value: &[u8],
-    partition: i32,
+/// Records waiting for a free request slot, per partition: what librdkafka with
+/// `linger.ms=0` does too, sending at once when it can and batching what piled up.
+struct Pending {
+    values: Vec<Vec<Vec<u8>>>,
+    records: u64,
+}
+
+/// The writer's side of the producer connection.
+struct Producer<'a> {
+    run: &'a Paced<'a>,
+    stream: TcpStream,
     correlation_id: i32,
-) -> anyhow::Result<Vec<u8>> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let batch = super::produce::batch(value, 1, now_ms);
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(run.topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(batch))])]);
-    Ok(Prepared::encode(&request, PRODUCE_VERSION)?.to_frame(correlation_id))
+    in_flight: u64,
+    sent_requests: Arc<AtomicU64>,
+    answered: Arc<AtomicU64>,
+    sent_records: Arc<AtomicU64>,
+    counts: std::sync::mpsc::Sender<u64>,
+}
+
+impl Producer<'_> {
+    fn can_send(&self) -> bool {
+        self.sent_requests.load(Ordering::Relaxed) - self.answered.load(Ordering::Relaxed)
+            < self.in_flight
+    }
+
+    /// One Produce request (acks=all) with a batch per partition that has pending records.
+    fn send(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        if pending.records == 0 {
+            return Ok(());
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let partitions = pending
+            .values
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, values)| !values.is_empty())
+            .map(|(partition, values)| {
+                let batch = super::produce::batch_of(values, now_ms);
+                values.clear();
+                PartitionProduceData::default()
+                    .with_index(partition as i32)
+                    .with_records(Some(batch))
+            })
+            .collect();
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(self.run.topic))
+                .with_partition_data(partitions)]);
+        let frame = Prepared::encode(&request, PRODUCE_VERSION)?.to_frame(self.correlation_id);
+        self.stream.write_all(&frame)?;
+        self.correlation_id += 1;
+        self.counts.send(pending.records)?;
+        self.sent_records.fetch_add(pending.records, Ordering::Relaxed);
+        self.sent_requests.fetch_add(1, Ordering::Relaxed);
+        pending.records = 0;
+        Ok(())
+    }
 }
 
 pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
@@ -103,21 +149,39 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
         })
     };
 
-    let mut writer = connect(run.bootstrap)?;
-    let mut acks_stream = writer.try_clone()?;
+    let stream = connect(run.bootstrap)?;
+    let mut acks_stream = stream.try_clone()?;
     acks_stream.set_read_timeout(Some(ACK_POLL))?;
-    let sent = Arc::new(AtomicU64::new(0));
+    let (counts, counts_received) = std::sync::mpsc::channel();
+    let mut producer = Producer {
+        run,
+        stream,
+        correlation_id: 0,
+        in_flight: run.in_flight.max(1) as u64,
+        sent_requests: Arc::new(AtomicU64::new(0)),
+        answered: Arc::new(AtomicU64::new(0)),
+        sent_records: Arc::new(AtomicU64::new(0)),
+        counts,
+    };
     let acks = {
-        let (sent, done, drain_limit) = (sent.clone(), done.clone(), run.drain_limit);
-        std::thread::spawn(move || count_acks(&mut acks_stream, &sent, &done, drain_limit))
+        let tally = AckTally {
+            sent_requests: producer.sent_requests.clone(),
+            answered: producer.answered.clone(),
+            sent_records: producer.sent_records.clone(),
+            counts: counts_received,
+            done: done.clone(),
+            drain_limit: run.drain_limit,
+        };
+        std::thread::spawn(move || tally.run(&mut acks_stream))
     };
     let mut value = value_of(run.value_bytes);
-    let mut correlation_id = 0;
-    let mut send = |writer: &mut TcpStream, value: &[u8], partition: i32| -> anyhow::Result<()> {
-        writer.write_all(&produce_frame(run, value, partition, correlation_id)?)?;
-        correlation_id += 1;
-        sent.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    let mut pending = Pending {
+        values: vec![Vec::new(); run.partitions.max(1) as usize],
+        records: 0,
+    };
+    let push = |pending: &mut Pending, value: &[u8], partition: usize| {
+        pending.values[partition].push(value.to_vec());
+        pending.records += 1;
     };
 
     let warm_up_start = Instant::now();
@@ -129,7 +193,8 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
             );
         }
         encode(&mut value, 0, origin.elapsed().as_micros() as u64);
-        send(&mut writer, &value, 0)?;
+        push(&mut pending, &value, 0);
+        producer.send(&mut pending)?;
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -150,11 +215,14 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
             sequence,
             intended.duration_since(origin).as_micros() as u64,
         );
-        send(
-            &mut writer,
+        push(
+            &mut pending,
             &value,
-            (sequence % run.partitions.max(1) as u64) as i32,
-        )?;
+            (sequence % run.partitions.max(1) as u64) as usize,
+        );
+        if producer.can_send() {
+            producer.send(&mut pending)?;
+        }
         if sequence % run.rate_per_sec == 0 {
             if consumer.is_finished() {
                 break;
@@ -166,6 +234,14 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
         }
     }
     progress.finish();
+    let drain_start = Instant::now();
+    while pending.records > 0 && drain_start.elapsed() < run.drain_limit {
+        if producer.can_send() {
+            producer.send(&mut pending)?;
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
     let (histogram, received) = consumer
         .join()
         .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))??;
@@ -180,55 +256,66 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
     })
 }
 
-/// Reads Produce answers in order until every sent record is answered after `done` (or
-/// `drain_limit` after it); returns the records not acknowledged (error codes, no answer).
-fn count_acks(
-    stream: &mut TcpStream,
-    sent: &AtomicU64,
-    done: &AtomicBool,
+/// The acks thread's view of the producer.
+struct AckTally {
+    sent_requests: Arc<AtomicU64>,
+    answered: Arc<AtomicU64>,
+    sent_records: Arc<AtomicU64>,
+    /// Records per request, in the order sent.
+    counts: std::sync::mpsc::Receiver<u64>,
+    done: Arc<AtomicBool>,
     drain_limit: Duration,
-) -> u64 {
-    let (mut acked, mut failed) = (0u64, 0u64);
-    let mut expected = 0i32;
-    let mut draining_since: Option<Instant> = None;
-    loop {
-        if done.load(Ordering::Relaxed)
-            && (acked + failed >= sent.load(Ordering::Relaxed)
-                || draining_since.get_or_insert_with(Instant::now).elapsed() > drain_limit)
-        {
-            break;
-        }
-        let frame = match read_frame(stream) {
-            Ok(frame) => frame,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
+}
+
+impl AckTally {
+    /// Reads Produce answers in order until every request is answered after `done` (or
+    /// `drain_limit` after it); returns the records not acknowledged (error codes, no answer).
+    fn run(&self, stream: &mut TcpStream) -> u64 {
+        let mut acked = 0u64;
+        let mut expected = 0i32;
+        let mut draining_since: Option<Instant> = None;
+        loop {
+            if self.done.load(Ordering::Relaxed)
+                && (self.answered.load(Ordering::Relaxed)
+                    >= self.sent_requests.load(Ordering::Relaxed)
+                    || draining_since.get_or_insert_with(Instant::now).elapsed()
+                        > self.drain_limit)
             {
-                continue
+                break;
             }
-            Err(_) => break,
-        };
-        match decode_response::<ProduceRequest>(frame, PRODUCE_VERSION, expected) {
-            Ok(response) => {
-                let errors = response
-                    .responses
-                    .iter()
-                    .flat_map(|t| &t.partition_responses)
-                    .filter(|p| p.error_code != 0)
-                    .count();
-                if errors > 0 {
-                    failed += 1;
-                } else {
-                    acked += 1;
+            let frame = match read_frame(stream) {
+                Ok(frame) => frame,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
                 }
+                Err(_) => break,
+            };
+            let Ok(response) =
+                decode_response::<ProduceRequest>(frame, PRODUCE_VERSION, expected)
+            else {
+                break;
+            };
+            expected += 1;
+            let records = self.counts.recv().unwrap_or(0);
+            let failed = response
+                .responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+                .any(|p| p.error_code != 0);
+            if !failed {
+                acked += records;
             }
-            Err(_) => break,
+            self.answered.fetch_add(1, Ordering::Relaxed);
         }
-        expected += 1;
+        self.sent_records
+            .load(Ordering::Relaxed)
+            .saturating_sub(acked)
     }
-    sent.load(Ordering::Relaxed).saturating_sub(acked)
 }
 
 fn consume(

@@ -57,6 +57,15 @@ pub fn batch(value: &[u8], count: i32, timestamp_ms: i64) -> Bytes {
     Bytes::from(builder.build())
 }
 
+/// One batch of `values`, in order.
+pub fn batch_of(values: &[Vec<u8>], timestamp_ms: i64) -> Bytes {
+    let mut builder = BatchBuilder::new(timestamp_ms);
+    for value in values {
+        builder.push(None, Some(value), &[], timestamp_ms);
+    }
+    Bytes::from(builder.build())
+}
+
 /// The distinct requests: every partition of every topic once, grouped by topic.
 pub fn build_slots(
     topics: &[String],
@@ -295,6 +304,7 @@ async fn run_async(load: &ProduceLoad, label: &str) -> anyhow::Result<NativeProd
             first_error,
             seconds,
             cpu,
+            batch_records: Some(records),
         },
         partition_counts,
         acked,

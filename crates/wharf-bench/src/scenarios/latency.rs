@@ -113,6 +113,7 @@ fn measure(ctx: &Context<'_>, topic: &str, label: &str) -> anyhow::Result<Latenc
                     count,
                     value_bytes: VALUE_BYTES,
                     drain_limit: DRAIN_LIMIT,
+                    in_flight: ctx.args.in_flight as usize,
                 },
                 label,
             )?;

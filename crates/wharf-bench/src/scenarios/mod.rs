@@ -104,19 +104,18 @@ impl Context<'_> {
         (self.args.max_gb * 1e9) as u64
     }
 
-    /// Creates `count` fresh topics named after the scenario and repeat.
+    /// Creates `count` fresh topics named after the run, client, scenario and repeat.
     pub fn create_topics(
         &mut self,
         label: &str,
         count: u32,
         partitions: i32,
     ) -> anyhow::Result<Vec<String>> {
+        let prefix = format!("bench-{}-{}-{label}", self.run_id, self.client.name());
         let names: Vec<String> = if count == 1 {
-            vec![format!("bench-{}-{label}", self.run_id)]
+            vec![prefix]
         } else {
-            (0..count)
-                .map(|i| format!("bench-{}-{label}-t{i}", self.run_id))
-                .collect()
+            (0..count).map(|i| format!("{prefix}-t{i}")).collect()
         };
         self.admin.create_topics(&names, partitions)?;
         self.topics.extend(names.iter().cloned());
