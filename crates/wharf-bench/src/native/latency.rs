@@ -126,7 +126,8 @@ impl Producer<'_> {
         self.stream.write_all(&frame)?;
         self.correlation_id += 1;
         self.counts.send(pending.records)?;
-        self.sent_records.fetch_add(pending.records, Ordering::Relaxed);
+        self.sent_records
+            .fetch_add(pending.records, Ordering::Relaxed);
         self.sent_requests.fetch_add(1, Ordering::Relaxed);
         pending.records = 0;
         Ok(())
@@ -278,8 +279,7 @@ impl AckTally {
             if self.done.load(Ordering::Relaxed)
                 && (self.answered.load(Ordering::Relaxed)
                     >= self.sent_requests.load(Ordering::Relaxed)
-                    || draining_since.get_or_insert_with(Instant::now).elapsed()
-                        > self.drain_limit)
+                    || draining_since.get_or_insert_with(Instant::now).elapsed() > self.drain_limit)
             {
                 break;
             }
@@ -295,8 +295,7 @@ impl AckTally {
                 }
                 Err(_) => break,
             };
-            let Ok(response) =
-                decode_response::<ProduceRequest>(frame, PRODUCE_VERSION, expected)
+            let Ok(response) = decode_response::<ProduceRequest>(frame, PRODUCE_VERSION, expected)
             else {
                 break;
             };

@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - `conn`: a request encoded once and sent many times; a pipelined connection.
-//! - `produce`: the produce load, its response checks and its read-back check.
+//! - `produce`: the produce load; `acks`: the checks of its answers.
 //! - `fetch`: reading partitions with pipelined Fetches, batch validation.
 //! - `read_back`: the measured `consume-1k` and the check after every produce run.
 //! - `latency`: the paced producer and the consumer of `e2e-latency`.
@@ -13,6 +13,7 @@
 //! Fixed versions, supported by Wharf and by Kafka 3.x and 4.x: Produce v9, Fetch v12,
 //! Metadata v12 (all flexible, topics by name).
 
+pub mod acks;
 pub mod conn;
 pub mod fetch;
 pub mod latency;

@@ -4,21 +4,23 @@
 //! each connection cycles through those requests with `in_flight` of them outstanding and
 //! checks every answer: no error code, every partition answered, base offsets increasing per
 //! partition on the connection. At the end the acked offset ranges of each partition must not
-//! overlap, and (done by the caller) reading the topics back must find every acked record.
+//! overlap (`acks`), and (done by the caller) reading the topics back must find every acked
+//! record.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::ProduceRequest;
 use wharf_record::BatchBuilder;
 
+use super::acks::{merge_ranges, PartitionKey, Tally};
 use super::conn::{self, Prepared};
-use super::{error_name, topic_name, PRODUCE_VERSION};
+use super::{topic_name, PRODUCE_VERSION};
 use crate::cpu::Sample;
 use crate::load::{value_of, ProduceLoad, ProduceOutcome};
 use crate::progress::Progress;
@@ -31,9 +33,6 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 /// Bound on the memory all encoded requests take: batches shrink over many partitions.
 const ENCODED_BUDGET: usize = 64 * 1024 * 1024;
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
-
-/// `(topic index, partition)`: where a batch went.
-pub type PartitionKey = (usize, i32);
 
 /// One distinct Produce request and the partitions it writes to, in request order.
 pub struct ProduceSlot {
@@ -99,85 +98,6 @@ pub fn build_slots(
         }
     }
     Ok(slots)
-}
-
-/// What one connection saw acknowledged.
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub acked_records: u64,
-    pub failed_records: u64,
-    pub first_error: Option<String>,
-    /// Acked `(base offset, record count)` per partition, in the order acked.
-    pub acked: BTreeMap<PartitionKey, Vec<(i64, i64)>>,
-}
-
-impl Tally {
-    /// Checks the answer to `slot` (each batch holds `records` records); a protocol-level
-    /// surprise (a partition missing, offsets going back) is an error, an error code a
-    /// failed delivery.
-    pub fn check(
-        &mut self,
-        topics: &[String],
-        slot: &ProduceSlot,
-        records: i32,
-        response: &ProduceResponse,
-    ) -> anyhow::Result<()> {
-        for &(topic_index, partition) in &slot.partitions {
-            let topic = &topics[topic_index];
-            let answer = response
-                .responses
-                .iter()
-                .filter(|t| t.name.0.as_str() == topic)
-                .flat_map(|t| &t.partition_responses)
-                .find(|p| p.index == partition)
-                .with_context(|| format!("Produce: no answer for {topic}/{partition}"))?;
-            if answer.error_code != 0 {
-                self.failed_records += records as u64;
-                self.first_error.get_or_insert_with(|| {
-                    format!("{topic}/{partition}: {}", error_name(answer.error_code))
-                });
-                continue;
-            }
-            let acked = self.acked.entry((topic_index, partition)).or_default();
-            if let Some(&(previous, _)) = acked.last() {
-                if answer.base_offset <= previous {
-                    bail!(
-                        "Produce: {topic}/{partition} base offset {} after {previous} on one connection",
-                        answer.base_offset
-                    );
-                }
-            }
-            if answer.base_offset < 0 {
-                bail!(
-                    "Produce: {topic}/{partition} acked at base offset {}",
-                    answer.base_offset
-                );
-            }
-            acked.push((answer.base_offset, i64::from(records)));
-            self.acked_records += records as u64;
-        }
-        Ok(())
-    }
-}
-
-/// Merges the connections' acked ranges of one partition: sorted, they must not overlap.
-/// Returns the acked record count and whether they leave gaps (failed requests may still
-/// have been written).
-pub fn merge_ranges(mut ranges: Vec<(i64, i64)>) -> Result<(i64, bool), String> {
-    ranges.sort_unstable();
-    let (mut end, mut total, mut gaps) = (0i64, 0i64, false);
-    for (base, count) in ranges {
-        if base < end {
-            return Err(format!(
-                "offsets {base}..{} acked twice",
-                end.min(base + count)
-            ));
-        }
-        gaps |= base > end;
-        end = base + count;
-        total += count;
-    }
-    Ok((total, gaps))
 }
 
 /// The outcome of a native load plus what reading it back needs.
@@ -327,7 +247,8 @@ async fn drive(
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
     let mut outstanding = VecDeque::with_capacity(in_flight);
-    let mut next = index * slots.len() / in_flight.max(1);
+    // Connections start on different requests when there are several.
+    let mut next = index;
     loop {
         while outstanding.len() < in_flight
             && !shared.stop.load(Ordering::Relaxed)
@@ -359,9 +280,6 @@ async fn drive(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use bytes::Buf;
-    use kafka_protocol::messages::produce_response::{
-        PartitionProduceResponse, TopicProduceResponse,
-    };
     use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable};
     use wharf_record::{BatchHeader, RecordIter};
 
@@ -417,60 +335,5 @@ mod tests {
         let indices: Vec<i32> = topic.partition_data.iter().map(|p| p.index).collect();
         assert_eq!(indices, vec![8, 9]);
         assert_eq!(topic.partition_data[0].records.as_ref(), Some(&batch));
-    }
-
-    fn answer(partitions: &[(i32, i16, i64)]) -> ProduceResponse {
-        ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
-            .with_name(topic_name("a"))
-            .with_partition_responses(
-                partitions
-                    .iter()
-                    .map(|&(index, error_code, base_offset)| {
-                        PartitionProduceResponse::default()
-                            .with_index(index)
-                            .with_error_code(error_code)
-                            .with_base_offset(base_offset)
-                    })
-                    .collect(),
-            )])
-    }
-
-    #[test]
-    fn answers_are_tallied_and_errors_counted_as_failed_records() {
-        let slots = build_slots(&topics()[..1], &[2], &batch(b"v", 1, 0), 1).unwrap();
-        let mut tally = Tally::default();
-        tally
-            .check(&topics(), &slots[0], 5, &answer(&[(0, 0, 0), (1, 0, 0)]))
-            .unwrap();
-        tally
-            .check(&topics(), &slots[0], 5, &answer(&[(0, 0, 5), (1, 7, -1)]))
-            .unwrap();
-        assert_eq!((tally.acked_records, tally.failed_records), (15, 5));
-        assert!(tally.first_error.unwrap().contains("a/1: error code 7"));
-        assert_eq!(tally.acked[&(0, 0)], vec![(0, 5), (5, 5)]);
-    }
-
-    #[test]
-    fn a_missing_partition_or_an_offset_going_back_is_an_error() {
-        let slots = build_slots(&topics()[..1], &[2], &batch(b"v", 1, 0), 1).unwrap();
-        let mut tally = Tally::default();
-        assert!(tally
-            .check(&topics(), &slots[0], 1, &answer(&[(0, 0, 0)]))
-            .is_err());
-        let mut tally = Tally::default();
-        tally
-            .check(&topics(), &slots[0], 1, &answer(&[(0, 0, 4), (1, 0, 0)]))
-            .unwrap();
-        assert!(tally
-            .check(&topics(), &slots[0], 1, &answer(&[(0, 0, 4), (1, 0, 1)]))
-            .is_err());
-    }
-
-    #[test]
-    fn merged_ranges_count_records_and_flag_overlaps_and_gaps() {
-        assert_eq!(merge_ranges(vec![(5, 5), (0, 5), (10, 2)]), Ok((12, false)));
-        assert_eq!(merge_ranges(vec![(0, 5), (7, 1)]), Ok((6, true)));
-        assert_eq!(merge_ranges(Vec::new()), Ok((0, false)));
-        assert!(merge_ranges(vec![(0, 5), (4, 5)]).is_err());
     }
 }
