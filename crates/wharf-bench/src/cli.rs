@@ -123,6 +123,10 @@ pub struct Args {
     /// (default: `git rev-parse HEAD` here).
     #[arg(long)]
     pub commit: Option<String>,
+    /// Do not measure the ceilings (about 30 s of disk and loopback work): for smoke runs
+    /// and tests; figures then have no ceiling and no ratio.
+    #[arg(long)]
+    pub skip_ceilings: bool,
     /// JSON-lines file the results are appended to.
     #[arg(long, default_value = "bench/results/results.jsonl")]
     pub results: PathBuf,

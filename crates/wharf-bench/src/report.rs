@@ -83,7 +83,9 @@ impl Cost {
 }
 
 impl Figure {
+    /// A ceiling that was not measured (not finite) is left out.
     pub fn new(name: impl Into<String>, values: Vec<f64>, ceiling: Option<Ceiling>) -> Figure {
+        let ceiling = ceiling.filter(|c| c.value.is_finite());
         let summary = Summary::of(&values);
         let ratio = match (&summary, &ceiling) {
             (Some(s), Some(c)) => ratio(s.median, c.value),
@@ -393,6 +395,12 @@ mod tests {
         );
         assert_eq!(figure.ratio, Some(0.2));
         assert!(Figure::new("MB/s", vec![1.0], None).ratio.is_none());
+        let unmeasured = Figure::new(
+            "MB/s",
+            vec![1.0],
+            Some(Ceiling::new("disk_write", f64::NAN, "MB/s")),
+        );
+        assert_eq!((unmeasured.ceiling, unmeasured.ratio), (None, None));
     }
 
     #[test]

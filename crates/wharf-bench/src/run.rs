@@ -64,16 +64,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("pass --bootstrap HOST:PORT or --spawn"),
     };
 
-    eprintln!("measuring ceilings in {}", ceiling_dir.display());
-    let ceilings = ceilings::measure(&ceiling_dir)?;
-    let ceilings_line = format!(
+    let ceilings = if args.skip_ceilings {
+        ceilings::Ceilings::unmeasured()
+    } else {
+        eprintln!("measuring ceilings in {}", ceiling_dir.display());
+        ceilings::measure(&ceiling_dir)?
+    };
+    let ceilings_line = if args.skip_ceilings {
+        "ceilings: not measured (--skip-ceilings)".to_string()
+    } else {
+        format!(
         "ceilings: disk_write {} MB/s, disk_sync {} MB/s, fdatasync 4 KiB p50 {} ms p99 {} ms, loopback {} MB/s",
         report::format_value(ceilings.disk_write_mb_s),
         report::format_value(ceilings.disk_sync_mb_s),
         report::format_value(ceilings.fdatasync_p50_ms),
         report::format_value(ceilings.fdatasync_p99_ms),
         report::format_value(ceilings.loopback_mb_s),
-    );
+    )
+    };
     eprintln!("{ceilings_line}");
 
     let admin = Admin::connect(&bootstrap)?;
