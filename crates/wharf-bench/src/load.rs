@@ -44,6 +44,33 @@ pub struct ProduceLoad {
     pub broker_pid: Option<u32>,
 }
 
+impl ProduceLoad {
+    /// The load as results record it: only the settings the client in use reads.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = value.as_object_mut() {
+            match self.client {
+                Client::Librdkafka => {
+                    fields.remove("in_flight");
+                }
+                Client::Native => {
+                    fields.remove("linger_ms");
+                    fields.remove("batch_bytes");
+                    fields.insert(
+                        "partitions_per_request".into(),
+                        crate::native::produce::PARTITIONS_PER_REQUEST.into(),
+                    );
+                    fields.insert(
+                        "batch_target_bytes".into(),
+                        crate::native::produce::BATCH_BYTES.into(),
+                    );
+                }
+            }
+        }
+        value
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProduceOutcome {
     pub acked_bytes: u64,
@@ -308,5 +335,32 @@ mod tests {
         };
         assert!(outcome.messages_per_sec().abs() < f64::EPSILON);
         assert!(outcome.failure_note().is_none());
+    }
+
+    #[test]
+    fn a_load_describes_only_its_clients_settings() {
+        let mut load = ProduceLoad {
+            bootstrap: String::new(),
+            topics: Vec::new(),
+            value_bytes: 1024,
+            acks: "1",
+            producers: 4,
+            linger_ms: 5,
+            batch_bytes: 1 << 20,
+            max_bytes: 1,
+            max_seconds: 1.0,
+            client: Client::Librdkafka,
+            in_flight: 4,
+            broker_pid: None,
+        };
+        let librdkafka = load.describe();
+        assert_eq!(librdkafka["linger_ms"], 5);
+        assert!(librdkafka.get("in_flight").is_none());
+        load.client = Client::Native;
+        let native = load.describe();
+        assert_eq!(native["client"], "native");
+        assert_eq!(native["in_flight"], 4);
+        assert!(native.get("linger_ms").is_none() && native.get("batch_bytes").is_none());
+        assert_eq!(native["partitions_per_request"], 8);
     }
 }

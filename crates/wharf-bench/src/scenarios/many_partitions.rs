@@ -14,7 +14,7 @@ type Recipe = fn(&Context<'_>, Vec<String>) -> ProduceLoad;
 pub fn many_partitions(ctx: &mut Context<'_>) -> ScenarioReport {
     let (topics, partitions) = (ctx.args.many_topics, ctx.args.many_partitions);
     let total = u64::from(topics) * partitions.max(0) as u64;
-    let config = json!({ "topics": topics, "partitions_per_topic": partitions, "durable": produce_durable_load(ctx, Vec::new()), "produce_1k": produce_1k_load(ctx, Vec::new()) });
+    let config = json!({ "topics": topics, "partitions_per_topic": partitions, "durable": produce_durable_load(ctx, Vec::new()).describe(), "produce_1k": produce_1k_load(ctx, Vec::new()).describe() });
     let mut notes = Vec::new();
     let recipes: [(&str, Recipe); 2] = [
         ("produce-durable", produce_durable_load),

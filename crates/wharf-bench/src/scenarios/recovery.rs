@@ -28,7 +28,7 @@ struct RecoveryRun {
 
 pub fn recovery(ctx: &mut Context<'_>) -> ScenarioReport {
     let (gb, partitions) = (ctx.args.recovery_gb, ctx.args.recovery_partitions);
-    let config = json!({ "gb": gb, "partitions": partitions, "load": load(ctx, Vec::new()), "timeout_seconds": ctx.args.recovery_timeout });
+    let config = json!({ "gb": gb, "partitions": partitions, "load": load(ctx, Vec::new()).describe(), "timeout_seconds": ctx.args.recovery_timeout });
     if ctx.broker.is_none() {
         return ScenarioReport::skipped(
             "recovery",

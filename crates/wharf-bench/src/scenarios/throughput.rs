@@ -41,7 +41,7 @@ pub fn produce_durable_load(ctx: &Context<'_>, topics: Vec<String>) -> ProduceLo
 }
 
 fn load_config(load: &ProduceLoad, topics: usize, partitions: i32) -> serde_json::Value {
-    json!({ "load": load, "topics": topics, "partitions_per_topic": partitions })
+    json!({ "load": load.describe(), "topics": topics, "partitions_per_topic": partitions })
 }
 
 /// Runs one produce load and turns delivery failures into notes (or an error if nothing
