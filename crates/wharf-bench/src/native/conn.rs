@@ -9,6 +9,8 @@
 //! on the wire:  head ++ correlation_id (i32 BE, per send) ++ tail
 //! ```
 
+use std::time::Duration;
+
 use anyhow::{bail, ensure, Context as _};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
@@ -23,6 +25,8 @@ const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 /// Offset of the correlation id in a framed request: size, api_key, api_version.
 const CORRELATION_AT: usize = 8;
 const SOCKET_BUFFER: usize = 256 * 1024;
+/// Longest wait for one answer: Produce asks the broker to answer within 30 s.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A request encoded once, sent any number of times.
 #[derive(Debug, Clone)]
@@ -127,7 +131,25 @@ pub struct ResponseReader {
 impl ResponseReader {
     /// Reads the next response, checks its correlation id, and decodes it as the answer to
     /// `R` at `version`.
+    /// Fails when no whole response arrives within [`RESPONSE_TIMEOUT`], so a broker that
+    /// stops answering ends the scenario instead of hanging it.
     pub async fn receive<R: Request>(&mut self, version: i16) -> anyhow::Result<R::Response> {
+        let frame = tokio::time::timeout(RESPONSE_TIMEOUT, self.read_frame())
+            .await
+            .with_context(|| {
+                format!(
+                    "no answer to api_key {} within {RESPONSE_TIMEOUT:?}",
+                    R::KEY
+                )
+            })??;
+        let expected = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        decode_response::<R>(frame, version, expected)
+    }
+}
+
+impl ResponseReader {
+    async fn read_frame(&mut self) -> anyhow::Result<Bytes> {
         let size = self
             .stream
             .read_i32()
@@ -142,9 +164,7 @@ impl ResponseReader {
             .read_exact(&mut frame)
             .await
             .context("reading a response")?;
-        let expected = self.next_correlation_id;
-        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        decode_response::<R>(frame.freeze(), version, expected)
+        Ok(frame.freeze())
     }
 }
 

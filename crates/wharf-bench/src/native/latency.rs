@@ -23,7 +23,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{FetchRequest, ProduceRequest};
 use wharf_record::{BatchHeader, RecordError, RecordIter};
 
-use super::conn::{decode_response, Prepared};
+use super::conn::{decode_response, Prepared, RESPONSE_TIMEOUT};
 use super::fetch::fetch_request;
 use super::{error_name, topic_name, FETCH_VERSION, PRODUCE_VERSION};
 use crate::load::value_of;
@@ -67,6 +67,9 @@ fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
     let stream =
         TcpStream::connect(bootstrap).with_context(|| format!("connecting to {bootstrap}"))?;
     stream.set_nodelay(true)?;
+    // A broker that stops answering ends the run instead of hanging it.
+    stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+    stream.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
     Ok(stream)
 }
 
