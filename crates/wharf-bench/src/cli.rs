@@ -117,7 +117,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub in_flight: u32,
     /// With --bootstrap: the broker's pid, so its CPU-seconds per GB are reported.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spawn")]
     pub broker_pid: Option<u32>,
     /// The commit measured, when the broker was not built from the current directory's tree
     /// (default: `git rev-parse HEAD` here).

@@ -212,9 +212,19 @@ pub const TABLE_HEADER: &str = "| scenario | client | figure | ratio | median | 
 
 /// The markdown table: ratio first, then the figure's median and range, then the ceiling,
 /// then the CPU-seconds per GB the broker and the client spent (medians over the repeats).
+/// Rows of one scenario stay together (clients side by side), scenarios in the order they
+/// first appear.
 pub fn markdown_table(reports: &[ScenarioReport]) -> String {
     let mut out = String::from(TABLE_HEADER);
+    let mut order: Vec<&str> = Vec::new();
     for report in reports {
+        if !order.contains(&report.scenario.as_str()) {
+            order.push(&report.scenario);
+        }
+    }
+    let mut sorted: Vec<&ScenarioReport> = reports.iter().collect();
+    sorted.sort_by_key(|r| order.iter().position(|s| *s == r.scenario));
+    for report in sorted {
         let (scenario, client) = (&report.scenario, report.client.name());
         if let Some(error) = &report.error {
             let _ = writeln!(
@@ -446,6 +456,35 @@ mod tests {
         let table = markdown_table(&[report(vec![Figure::new("MB/s", vec![1.0], None)
             .with_cost(&[(usage(Some(2.0), Some(0.5)), 1_000_000_000)])])]);
         assert!(table.lines().nth(2).unwrap().ends_with("| 2.00 | 0.500 |"));
+    }
+
+    #[test]
+    fn rows_of_one_scenario_stay_together_with_clients_in_run_order() {
+        let row = |scenario: &str, client: Client| ScenarioReport {
+            scenario: scenario.into(),
+            client,
+            ..ScenarioReport::skipped("x", serde_json::json!({}), "-")
+        };
+        let table = markdown_table(&[
+            row("produce-1k", Client::Librdkafka),
+            row("consume-1k", Client::Librdkafka),
+            row("produce-1k", Client::Native),
+            row("consume-1k", Client::Native),
+        ]);
+        let rows: Vec<String> = table
+            .lines()
+            .skip(2)
+            .map(|l| l.split(" | ").take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "| produce-1k librdkafka",
+                "| produce-1k native",
+                "| consume-1k librdkafka",
+                "| consume-1k native"
+            ]
+        );
     }
 
     #[test]
