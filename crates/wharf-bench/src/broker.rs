@@ -55,6 +55,11 @@ impl SpawnedBroker {
         Ok(broker)
     }
 
+    /// The running process's id (it changes when the broker is restarted).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
     }

@@ -31,6 +31,19 @@ pub struct Ceilings {
     pub loopback_mb_s: f64,
 }
 
+impl Ceilings {
+    /// Not measured (`--skip-ceilings`): every value NaN, so no figure gets a ratio.
+    pub fn unmeasured() -> Ceilings {
+        Ceilings {
+            disk_write_mb_s: f64::NAN,
+            disk_sync_mb_s: f64::NAN,
+            fdatasync_p50_ms: f64::NAN,
+            fdatasync_p99_ms: f64::NAN,
+            loopback_mb_s: f64::NAN,
+        }
+    }
+}
+
 /// Measures all ceilings; files go in `dir` and are removed afterwards.
 pub fn measure(dir: &Path) -> anyhow::Result<Ceilings> {
     // A ceiling is the best the machine does: the better of two tries, as neighbours come and go.

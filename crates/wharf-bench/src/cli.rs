@@ -2,14 +2,65 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use crate::scenarios::Scenario;
 
-/// Drives a Kafka-compatible broker with librdkafka and reports each figure as a ratio to a
-/// ceiling measured in the same run (see BENCHMARKING.md).
+/// Drives a Kafka-compatible broker with librdkafka or a lean native client and reports each
+/// figure as a ratio to a ceiling measured in the same run (see BENCHMARKING.md).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "wharf-bench", version)]
+#[command(
+    name = "wharf-bench",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: Args,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print the markdown table of runs in a results file (what README tables are made of).
+    Table(TableArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TableArgs {
+    /// The JSON-lines results file.
+    #[arg(long, default_value = "bench/results/results.jsonl")]
+    pub results: PathBuf,
+    /// Run id to include (repeatable; default: the last run in the file).
+    #[arg(long = "run", value_name = "RUN_ID")]
+    pub runs: Vec<String>,
+}
+
+/// The Kafka client the load is made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// librdkafka through rdkafka: what most Kafka users run.
+    #[default]
+    Librdkafka,
+    /// Requests encoded once with kafka-protocol, pipelined: leaves the CPU to the broker.
+    Native,
+}
+
+impl Client {
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::Librdkafka => "librdkafka",
+            Client::Native => "native",
+        }
+    }
+}
+
+/// Options of a benchmark run.
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Use a running broker at HOST:PORT.
     #[arg(
@@ -59,6 +110,23 @@ pub struct Args {
     /// recovery: time limit for the write and for the restart, each, in seconds.
     #[arg(long, default_value_t = 300)]
     pub recovery_timeout: u64,
+    /// Client to load the broker with (repeatable: each scenario runs with each, in order).
+    #[arg(long = "client", value_enum)]
+    pub clients: Vec<Client>,
+    /// Native client: requests in flight per connection.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub in_flight: u32,
+    /// With --bootstrap: the broker's pid, so its CPU-seconds per GB are reported.
+    #[arg(long, conflicts_with = "spawn")]
+    pub broker_pid: Option<u32>,
+    /// The commit measured, when the broker was not built from the current directory's tree
+    /// (default: `git rev-parse HEAD` here).
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Do not measure the ceilings (about 30 s of disk and loopback work): for smoke runs
+    /// and tests; figures then have no ceiling and no ratio.
+    #[arg(long)]
+    pub skip_ceilings: bool,
     /// JSON-lines file the results are appended to.
     #[arg(long, default_value = "bench/results/results.jsonl")]
     pub results: PathBuf,

@@ -9,6 +9,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::admin::consumer_config;
+use crate::cpu::{CpuUsage, Sample};
 use crate::progress::Progress;
 use crate::stats::mb_per_sec;
 
@@ -19,6 +20,8 @@ pub struct ConsumeOutcome {
     /// Messages the high watermarks promised.
     pub expected_messages: u64,
     pub seconds: f64,
+    /// CPU-seconds of the broker and of this process over `seconds`.
+    pub cpu: CpuUsage,
 }
 
 impl ConsumeOutcome {
@@ -34,6 +37,7 @@ pub fn read_back(
     high_watermarks: &[i64],
     max_duration: Duration,
     label: &str,
+    broker_pid: Option<u32>,
 ) -> anyhow::Result<ConsumeOutcome> {
     let consumer: BaseConsumer = consumer_config(bootstrap)
         .create()
@@ -51,6 +55,7 @@ pub fn read_back(
     let mut done = vec![false; high_watermarks.len()];
     let (mut bytes, mut messages) = (0u64, 0u64);
     let progress = Progress::new(label, max_duration);
+    let cpu_start = Sample::take(broker_pid);
     let start = Instant::now();
     while remaining > 0 && start.elapsed() < max_duration {
         let Some(result) = consumer.poll(Duration::from_millis(100)) else {
@@ -80,11 +85,13 @@ pub fn read_back(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = Sample::take(broker_pid).since(&cpu_start);
     progress.finish();
     Ok(ConsumeOutcome {
         bytes,
         messages,
         expected_messages,
         seconds,
+        cpu,
     })
 }

@@ -13,6 +13,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientConfig, ClientContext};
 use serde::Serialize;
 
+use crate::cli::Client;
+use crate::cpu::{CpuUsage, Sample};
 use crate::progress::Progress;
 use crate::stats::mb_per_sec;
 
@@ -34,6 +36,39 @@ pub struct ProduceLoad {
     pub batch_bytes: usize,
     pub max_bytes: u64,
     pub max_seconds: f64,
+    pub client: Client,
+    /// Native client: requests outstanding per connection (`producers` is the connection count).
+    pub in_flight: usize,
+    /// Whose CPU time is the broker's, when known.
+    #[serde(skip)]
+    pub broker_pid: Option<u32>,
+}
+
+impl ProduceLoad {
+    /// The load as results record it: only the settings the client in use reads.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = value.as_object_mut() {
+            match self.client {
+                Client::Librdkafka => {
+                    fields.remove("in_flight");
+                }
+                Client::Native => {
+                    fields.remove("linger_ms");
+                    fields.remove("batch_bytes");
+                    fields.insert(
+                        "partitions_per_request".into(),
+                        crate::native::produce::PARTITIONS_PER_REQUEST.into(),
+                    );
+                    fields.insert(
+                        "batch_target_bytes".into(),
+                        crate::native::produce::BATCH_BYTES.into(),
+                    );
+                }
+            }
+        }
+        value
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +78,11 @@ pub struct ProduceOutcome {
     pub failed_messages: u64,
     pub first_error: Option<String>,
     pub seconds: f64,
+    /// CPU-seconds of the broker and of this process over `seconds`.
+    pub cpu: CpuUsage,
+    /// Native client: records per batch (each request carries one batch per partition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_records: Option<i32>,
 }
 
 impl ProduceOutcome {
@@ -178,6 +218,7 @@ pub fn run(load: &ProduceLoad, label: &str) -> anyhow::Result<ProduceOutcome> {
     let stop = Arc::new(AtomicBool::new(false));
     let max_duration = Duration::from_secs_f64(load.max_seconds);
 
+    let cpu_start = Sample::take(load.broker_pid);
     let start = Instant::now();
     let threads: Vec<_> = producers
         .into_iter()
@@ -212,6 +253,7 @@ pub fn run(load: &ProduceLoad, label: &str) -> anyhow::Result<ProduceOutcome> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = Sample::take(load.broker_pid).since(&cpu_start);
     progress.finish();
     for thread in threads {
         thread
@@ -224,6 +266,8 @@ pub fn run(load: &ProduceLoad, label: &str) -> anyhow::Result<ProduceOutcome> {
         failed_messages: counter.failed_messages(),
         first_error: counter.first_error(),
         seconds,
+        cpu,
+        batch_records: None,
     })
 }
 
@@ -286,8 +330,37 @@ mod tests {
             failed_messages: 0,
             first_error: None,
             seconds: 0.0,
+            cpu: CpuUsage::default(),
+            batch_records: None,
         };
         assert!(outcome.messages_per_sec().abs() < f64::EPSILON);
         assert!(outcome.failure_note().is_none());
+    }
+
+    #[test]
+    fn a_load_describes_only_its_clients_settings() {
+        let mut load = ProduceLoad {
+            bootstrap: String::new(),
+            topics: Vec::new(),
+            value_bytes: 1024,
+            acks: "1",
+            producers: 4,
+            linger_ms: 5,
+            batch_bytes: 1 << 20,
+            max_bytes: 1,
+            max_seconds: 1.0,
+            client: Client::Librdkafka,
+            in_flight: 4,
+            broker_pid: None,
+        };
+        let librdkafka = load.describe();
+        assert_eq!(librdkafka["linger_ms"], 5);
+        assert!(librdkafka.get("in_flight").is_none());
+        load.client = Client::Native;
+        let native = load.describe();
+        assert_eq!(native["client"], "native");
+        assert_eq!(native["in_flight"], 4);
+        assert!(native.get("linger_ms").is_none() && native.get("batch_bytes").is_none());
+        assert_eq!(native["partitions_per_request"], 8);
     }
 }

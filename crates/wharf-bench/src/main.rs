@@ -1,13 +1,17 @@
-//! `wharf-bench`: drives a Kafka-compatible broker with librdkafka and reports every figure as
-//! a ratio to a ceiling measured in the same run (BENCHMARKING.md is the spec).
+//! `wharf-bench`: drives a Kafka-compatible broker with librdkafka or a lean native client and
+//! reports every figure as a ratio to a ceiling measured in the same run (BENCHMARKING.md is
+//! the spec), with the CPU-seconds the broker and the client spent per GB.
 //!
 //! # Layout
 //! - `cli`: the options; `run`: one run from load average to results file.
 //! - `broker`: the `--spawn`ed broker (start, SIGKILL, restart).
 //! - `ceilings`: disk_write, disk_sync, fdatasync latency and loopback, measured in place.
 //! - `admin`: topics and offsets over the Kafka protocol.
-//! - `load`, `consume`: the produce load and the read-back the scenarios are made of.
+//! - `load`, `consume`: the librdkafka produce load and read-back the scenarios are made of;
+//!   `native`: the same with the lean client.
 //! - `scenarios`: the fixed-name scenarios; `report`, `stats`: table, JSON lines, medians.
+//! - `cpu`: CPU-seconds from `/proc`; `provenance`: the commit measured.
+//! - `table`: the markdown table regenerated from a results file.
 //! - `progress`, `load_average`: the progress bar and `/proc/loadavg`.
 
 // Figures are floats made from byte and message counts that stay far below 2^52.
@@ -18,17 +22,24 @@ mod broker;
 mod ceilings;
 mod cli;
 mod consume;
+mod cpu;
 mod load;
 mod load_average;
+mod native;
 mod progress;
+mod provenance;
 mod report;
 mod run;
 mod scenarios;
 mod stats;
+mod table;
 
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    let args = cli::Args::parse();
-    run::run(&args)
+    let cli = cli::Cli::parse();
+    match &cli.command {
+        Some(cli::Command::Table(args)) => table::print(args),
+        None => run::run(&cli.run),
+    }
 }

@@ -6,12 +6,15 @@ use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::cli::Client;
+use crate::cpu::CpuUsage;
+use crate::provenance::Commit;
 use crate::stats::{ratio, Summary};
 
 /// The reference a figure is divided by, measured in the same run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ceiling {
     /// `disk_write`, `disk_sync`, `loopback`, `fdatasync_p50`, or a scenario's own baseline.
     pub name: String,
@@ -30,7 +33,7 @@ impl Ceiling {
 }
 
 /// One figure of a scenario over its repeats.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
     /// What is measured and its unit, e.g. `MB/s` or `p99 ms`.
     pub name: String,
@@ -40,10 +43,49 @@ pub struct Figure {
     pub ceiling: Option<Ceiling>,
     /// `summary.median / ceiling.value`.
     pub ratio: Option<f64>,
+    /// CPU-seconds per GB moved during the repeats this figure measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+/// CPU-seconds per GB (10^9 bytes of values) of the broker and of the client, per repeat;
+/// a side is left out when any repeat lacks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub broker_cpu_s_per_gb: Vec<f64>,
+    pub broker: Option<Summary>,
+    pub client_cpu_s_per_gb: Vec<f64>,
+    pub client: Option<Summary>,
+}
+
+/// Broker and client CPU-seconds per GB of one repeat.
+type PerGb = (Option<f64>, Option<f64>);
+
+impl Cost {
+    /// From each repeat's CPU usage and the bytes it moved.
+    pub fn of(repeats: &[(CpuUsage, u64)]) -> Cost {
+        let side = |pick: fn(PerGb) -> Option<f64>| {
+            repeats
+                .iter()
+                .map(|(usage, bytes)| pick(usage.per_gb(*bytes)))
+                .collect::<Option<Vec<f64>>>()
+                .unwrap_or_default()
+        };
+        let broker = side(|(broker, _)| broker);
+        let client = side(|(_, client)| client);
+        Cost {
+            broker: Summary::of(&broker),
+            broker_cpu_s_per_gb: broker,
+            client: Summary::of(&client),
+            client_cpu_s_per_gb: client,
+        }
+    }
 }
 
 impl Figure {
+    /// A ceiling that was not measured (not finite) is left out.
     pub fn new(name: impl Into<String>, values: Vec<f64>, ceiling: Option<Ceiling>) -> Figure {
+        let ceiling = ceiling.filter(|c| c.value.is_finite());
         let summary = Summary::of(&values);
         let ratio = match (&summary, &ceiling) {
             (Some(s), Some(c)) => ratio(s.median, c.value),
@@ -55,14 +97,24 @@ impl Figure {
             summary,
             ceiling,
             ratio,
+            cost: None,
         }
+    }
+
+    /// This figure with the CPU cost of its repeats.
+    pub fn with_cost(mut self, repeats: &[(CpuUsage, u64)]) -> Figure {
+        self.cost = Some(Cost::of(repeats));
+        self
     }
 }
 
 /// The outcome of one scenario: its figures, or why it failed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioReport {
     pub scenario: String,
+    /// Runs written before the native client existed used librdkafka.
+    #[serde(default)]
+    pub client: Client,
     pub figures: Vec<Figure>,
     /// Settings the scenario ran with (sizes, counts, client configuration).
     pub config: serde_json::Value,
@@ -72,10 +124,28 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
+    /// A scenario's figures; the client is set by the caller that ran it.
+    pub fn new(
+        scenario: &str,
+        figures: Vec<Figure>,
+        config: serde_json::Value,
+        notes: Vec<String>,
+    ) -> ScenarioReport {
+        ScenarioReport {
+            scenario: scenario.to_string(),
+            client: Client::default(),
+            figures,
+            config,
+            notes,
+            error: None,
+        }
+    }
+
     /// A scenario that does not apply to this run: no figures, no error, one note.
     pub fn skipped(scenario: &str, config: serde_json::Value, reason: &str) -> ScenarioReport {
         ScenarioReport {
             scenario: scenario.to_string(),
+            client: Client::default(),
             figures: Vec::new(),
             config,
             notes: vec![format!("skipped: {reason}")],
@@ -90,6 +160,7 @@ impl ScenarioReport {
     ) -> ScenarioReport {
         ScenarioReport {
             scenario: scenario.to_string(),
+            client: Client::default(),
             figures: Vec::new(),
             config,
             notes: Vec::new(),
@@ -136,15 +207,29 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The markdown table: ratio first, then the figure's median and range, then the ceiling.
+/// The table's columns, in order.
+pub const TABLE_HEADER: &str = "| scenario | client | figure | ratio | median | min–max | ceiling | broker CPU-s/GB | client CPU-s/GB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+
+/// The markdown table: ratio first, then the figure's median and range, then the ceiling,
+/// then the CPU-seconds per GB the broker and the client spent (medians over the repeats).
+/// Rows of one scenario stay together (clients side by side), scenarios in the order they
+/// first appear.
 pub fn markdown_table(reports: &[ScenarioReport]) -> String {
-    let mut out = String::from("| scenario | figure | ratio | median | min–max | ceiling |\n| --- | --- | --- | --- | --- | --- |\n");
+    let mut out = String::from(TABLE_HEADER);
+    let mut order: Vec<&str> = Vec::new();
     for report in reports {
+        if !order.contains(&report.scenario.as_str()) {
+            order.push(&report.scenario);
+        }
+    }
+    let mut sorted: Vec<&ScenarioReport> = reports.iter().collect();
+    sorted.sort_by_key(|r| order.iter().position(|s| *s == r.scenario));
+    for report in sorted {
+        let (scenario, client) = (&report.scenario, report.client.name());
         if let Some(error) = &report.error {
             let _ = writeln!(
                 out,
-                "| {} | FAILED | — | — | — | {} |",
-                report.scenario,
+                "| {scenario} | {client} | FAILED | — | — | — | {} | — | — |",
                 cell(error)
             );
             continue;
@@ -152,8 +237,7 @@ pub fn markdown_table(reports: &[ScenarioReport]) -> String {
         if report.figures.is_empty() {
             let _ = writeln!(
                 out,
-                "| {} | skipped | — | — | — | {} |",
-                report.scenario,
+                "| {scenario} | {client} | skipped | — | — | — | {} | — | — |",
                 cell(&report.notes.join("; "))
             );
             continue;
@@ -175,12 +259,20 @@ pub fn markdown_table(reports: &[ScenarioReport]) -> String {
                 || "—".to_string(),
                 |c| format!("{} {} {}", c.name, format_value(c.value), c.unit),
             );
+            let cost = |pick: fn(&Cost) -> Option<Summary>| {
+                figure
+                    .cost
+                    .as_ref()
+                    .and_then(pick)
+                    .map_or_else(|| "—".to_string(), |s| format_value(s.median))
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {ratio} | {median} | {range} | {} |",
-                report.scenario,
+                "| {scenario} | {client} | {} | {ratio} | {median} | {range} | {} | {} | {} |",
                 cell(&figure.name),
-                cell(&ceiling)
+                cell(&ceiling),
+                cost(|c| c.broker),
+                cost(|c| c.client),
             );
         }
     }
@@ -188,7 +280,7 @@ pub fn markdown_table(reports: &[ScenarioReport]) -> String {
 }
 
 /// Fields every JSON line carries besides the scenario's own.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunInfo {
     pub run_id: String,
     pub unix_time: u64,
@@ -197,7 +289,48 @@ pub struct RunInfo {
     /// `spawn` or `bootstrap HOST:PORT`.
     pub target: String,
     pub load_average: Option<[f64; 3]>,
+    /// The one-minute load average was above 1 at the start: repeat the run.
+    #[serde(default)]
+    pub load_warning: bool,
+    /// The commit measured.
+    #[serde(default)]
+    pub commit: Commit,
+    /// The broker's pid when its CPU was measured (`--spawn`, or `--broker-pid`).
+    #[serde(default)]
+    pub broker_pid: Option<u32>,
     pub ceilings: serde_json::Value,
+}
+
+/// The line quoted above a table: command, target, commit, load.
+pub fn run_line(info: &RunInfo) -> String {
+    let load = info.load_average.map_or_else(
+        || "unknown".to_string(),
+        |[one, five, fifteen]| format!("{one:.2} {five:.2} {fifteen:.2}"),
+    );
+    let warning = if info.load_warning {
+        " — load warning: repeat on a quiet machine"
+    } else {
+        ""
+    };
+    format!(
+        "`{}` (target: {}, commit {}, load average at start: {load}{warning})",
+        info.command,
+        info.target,
+        info.commit.short()
+    )
+}
+
+/// The scenarios' notes as a markdown list, empty when there are none.
+pub fn notes(reports: &[ScenarioReport]) -> String {
+    reports
+        .iter()
+        .flat_map(|r| {
+            r.notes
+                .iter()
+                .map(move |n| format!("- {} ({}): {n}", r.scenario, r.client.name()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[derive(Serialize)]
@@ -244,6 +377,7 @@ mod tests {
     fn report(figures: Vec<Figure>) -> ScenarioReport {
         ScenarioReport {
             scenario: "produce-1k".into(),
+            client: Client::default(),
             figures,
             config: serde_json::json!({}),
             notes: Vec::new(),
@@ -271,6 +405,12 @@ mod tests {
         );
         assert_eq!(figure.ratio, Some(0.2));
         assert!(Figure::new("MB/s", vec![1.0], None).ratio.is_none());
+        let unmeasured = Figure::new(
+            "MB/s",
+            vec![1.0],
+            Some(Ceiling::new("disk_write", f64::NAN, "MB/s")),
+        );
+        assert_eq!((unmeasured.ceiling, unmeasured.ratio), (None, None));
     }
 
     #[test]
@@ -286,17 +426,65 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "| scenario | figure | ratio | median | min–max | ceiling |"
+            "| scenario | client | figure | ratio | median | min–max | ceiling | broker CPU-s/GB | client CPU-s/GB |"
         );
         assert_eq!(
             lines[2],
-            "| produce-1k | MB/s | 0.200 | 200 | 100–300 | disk_write 1,000 MB/s |"
+            "| produce-1k | librdkafka | MB/s | 0.200 | 200 | 100–300 | disk_write 1,000 MB/s | — | — |"
         );
         assert_eq!(
             lines[3],
-            "| produce-1k | msgs/s | — | 2,000 | 2,000–2,000 | — |"
+            "| produce-1k | librdkafka | msgs/s | — | 2,000 | 2,000–2,000 | — | — | — |"
         );
         assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn cost_is_per_decimal_gigabyte_and_drops_a_side_any_repeat_lacks() {
+        let usage = |broker, client| CpuUsage {
+            broker_seconds: broker,
+            client_seconds: client,
+        };
+        let cost = Cost::of(&[
+            (usage(Some(2.0), Some(1.0)), 1_000_000_000),
+            (usage(Some(6.0), None), 2_000_000_000),
+        ]);
+        assert_eq!(cost.broker_cpu_s_per_gb, vec![2.0, 3.0]);
+        assert_eq!(cost.broker.map(|s| s.median), Some(2.5));
+        assert!(cost.client_cpu_s_per_gb.is_empty());
+        assert_eq!(cost.client, None);
+        let table = markdown_table(&[report(vec![Figure::new("MB/s", vec![1.0], None)
+            .with_cost(&[(usage(Some(2.0), Some(0.5)), 1_000_000_000)])])]);
+        assert!(table.lines().nth(2).unwrap().ends_with("| 2.00 | 0.500 |"));
+    }
+
+    #[test]
+    fn rows_of_one_scenario_stay_together_with_clients_in_run_order() {
+        let row = |scenario: &str, client: Client| ScenarioReport {
+            scenario: scenario.into(),
+            client,
+            ..ScenarioReport::skipped("x", serde_json::json!({}), "-")
+        };
+        let table = markdown_table(&[
+            row("produce-1k", Client::Librdkafka),
+            row("consume-1k", Client::Librdkafka),
+            row("produce-1k", Client::Native),
+            row("consume-1k", Client::Native),
+        ]);
+        let rows: Vec<String> = table
+            .lines()
+            .skip(2)
+            .map(|l| l.split(" | ").take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "| produce-1k librdkafka",
+                "| produce-1k native",
+                "| consume-1k librdkafka",
+                "| consume-1k native"
+            ]
+        );
     }
 
     #[test]
@@ -311,7 +499,7 @@ mod tests {
             .lines()
             .nth(2)
             .unwrap()
-            .contains("| recovery | FAILED | — | — | — | port \\| closed |"));
+            .contains("| recovery | librdkafka | FAILED | — | — | — | port \\| closed | — | — |"));
     }
 
     #[test]
@@ -320,7 +508,9 @@ mod tests {
         let table = markdown_table(&[skipped]);
         assert_eq!(
             table.lines().nth(2),
-            Some("| recovery | skipped | — | — | — | skipped: needs --spawn |")
+            Some(
+                "| recovery | librdkafka | skipped | — | — | — | skipped: needs --spawn | — | — |"
+            )
         );
     }
 
@@ -332,6 +522,9 @@ mod tests {
             command: "wharf-bench --spawn".into(),
             target: "spawn".into(),
             load_average: Some([0.5, 0.4, 0.3]),
+            load_warning: false,
+            commit: Commit::default(),
+            broker_pid: None,
             ceilings: serde_json::json!({"disk_write_mb_s": 1000.0}),
         };
         let line = json_line(
@@ -357,6 +550,9 @@ mod tests {
             command: String::new(),
             target: "spawn".into(),
             load_average: None,
+            load_warning: false,
+            commit: Commit::default(),
+            broker_pid: None,
             ceilings: serde_json::json!({}),
         };
         append_results(&path, &run, &[report(Vec::new())]).unwrap();

@@ -8,25 +8,33 @@ use anyhow::Context as _;
 
 use crate::admin::Admin;
 use crate::broker::SpawnedBroker;
-use crate::cli::Args;
+use crate::cli::{Args, Client};
 use crate::report::{self, RunInfo, ScenarioReport};
 use crate::scenarios::{self, Context};
-use crate::{ceilings, load_average};
+use crate::{ceilings, cpu, load_average, provenance};
 
 /// Settings every spawned broker gets; `--broker-set` comes after and wins.
 const SPAWN_SETTINGS: &[&str] = &["log_level=warn"];
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let load = load_average::read();
+    let load_warning = load.is_some_and(|[one, _, _]| one > 1.0);
     match load {
         Some([one, five, fifteen]) => {
             eprintln!("load average at start: {one:.2} {five:.2} {fifteen:.2}");
-            if one > 1.0 {
-                eprintln!("warning: load average {one:.2} > 1: something else is running; repeat the run when the machine is quiet");
+            if load_warning {
+                eprintln!("warning: load average {one:.2} > 1: something else is running; repeat the run when the machine is quiet (results are marked load_warning)");
             }
         }
         None => eprintln!("load average: unknown (no /proc/loadavg)"),
     }
+    let commit = provenance::commit(args.commit.as_deref());
+    eprintln!("measuring commit {} ({})", commit.short(), commit.source);
+    let clients = if args.clients.is_empty() {
+        vec![Client::default()]
+    } else {
+        args.clients.clone()
+    };
 
     let mut broker = if args.spawn {
         let settings: Vec<String> = SPAWN_SETTINGS
@@ -56,16 +64,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("pass --bootstrap HOST:PORT or --spawn"),
     };
 
-    eprintln!("measuring ceilings in {}", ceiling_dir.display());
-    let ceilings = ceilings::measure(&ceiling_dir)?;
-    let ceilings_line = format!(
+    let ceilings = if args.skip_ceilings {
+        ceilings::Ceilings::unmeasured()
+    } else {
+        eprintln!("measuring ceilings in {}", ceiling_dir.display());
+        ceilings::measure(&ceiling_dir)?
+    };
+    let ceilings_line = if args.skip_ceilings {
+        "ceilings: not measured (--skip-ceilings)".to_string()
+    } else {
+        format!(
         "ceilings: disk_write {} MB/s, disk_sync {} MB/s, fdatasync 4 KiB p50 {} ms p99 {} ms, loopback {} MB/s",
         report::format_value(ceilings.disk_write_mb_s),
         report::format_value(ceilings.disk_sync_mb_s),
         report::format_value(ceilings.fdatasync_p50_ms),
         report::format_value(ceilings.fdatasync_p99_ms),
         report::format_value(ceilings.loopback_mb_s),
-    );
+    )
+    };
     eprintln!("{ceilings_line}");
 
     let admin = Admin::connect(&bootstrap)?;
@@ -75,6 +91,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let run_id = format!("{unix_time}-{}", std::process::id());
     let mut ctx = Context {
         args,
+        client: clients[0],
         bootstrap,
         admin: &admin,
         ceilings,
@@ -84,7 +101,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         produce_1k_mb_s: None,
         produce_durable_mb_s: None,
     };
-    let reports = scenarios::run_all(&mut ctx, &scenarios::selection(&args.scenarios));
+    let broker_pid = ctx.broker_pid();
+    match broker_pid {
+        Some(pid) => eprintln!(
+            "broker CPU from /proc/{pid}/stat ({} ticks/s)",
+            cpu::clock_ticks_per_second()
+        ),
+        None => eprintln!("broker CPU: unknown (pass --broker-pid with --bootstrap)"),
+    }
+    let mut reports = Vec::new();
+    for &client in &clients {
+        // Each client gets its own many-partitions baselines.
+        ctx.client = client;
+        ctx.produce_1k_mb_s = None;
+        ctx.produce_durable_mb_s = None;
+        reports.extend(scenarios::run_all(
+            &mut ctx,
+            &scenarios::selection(&args.scenarios),
+        ));
+    }
     if !args.spawn && !ctx.topics.is_empty() {
         if let Err(error) = admin.delete_topics(&ctx.topics) {
             eprintln!(
@@ -101,6 +136,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         command: command.clone(),
         target,
         load_average: load,
+        load_warning,
+        commit,
+        broker_pid,
         ceilings: serde_json::to_value(ceilings)?,
     };
     print_summary(&info, &ceilings_line, &reports);
@@ -115,25 +153,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 fn print_summary(info: &RunInfo, ceilings_line: &str, reports: &[ScenarioReport]) {
-    let load = info.load_average.map_or_else(
-        || "unknown".to_string(),
-        |[one, five, fifteen]| format!("{one:.2} {five:.2} {fifteen:.2}"),
-    );
-    println!(
-        "`{}` (target: {}, load average at start: {load})\n",
-        info.command, info.target
-    );
+    println!("{}\n", report::run_line(info));
     println!("{ceilings_line}\n");
     print!("{}", report::markdown_table(reports));
-    let notes: Vec<String> = reports
-        .iter()
-        .flat_map(|r| {
-            r.notes
-                .iter()
-                .map(move |n| format!("- {}: {n}", r.scenario))
-        })
-        .collect();
+    let notes = report::notes(reports);
     if !notes.is_empty() {
-        println!("\nNotes:\n{}", notes.join("\n"));
+        println!("\nNotes:\n{notes}");
     }
 }

@@ -1,9 +1,9 @@
 //! Summaries of repeated measurements: median with min–max, and ratios to a ceiling.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The median and range of one figure over the repeats of a scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub median: f64,
     pub min: f64,

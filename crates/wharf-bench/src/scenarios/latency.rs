@@ -22,7 +22,9 @@ use serde_json::json;
 
 use super::{repeat, throughput::PARTITIONS, Context};
 use crate::admin::consumer_config;
+use crate::cli::Client;
 use crate::load::{producer_config, value_of, Counting, DeliveryCounter};
+use crate::native;
 use crate::progress::Progress;
 use crate::report::{Ceiling, Figure, ScenarioReport};
 
@@ -44,12 +46,12 @@ struct LatencyRun {
 
 /// Value layout: sequence number (u64 LE), intended send time in µs since the origin
 /// (u64 LE), then filler. Sequence 0 is the warm-up record and is not measured.
-fn encode(value: &mut [u8], sequence: u64, sent_micros: u64) {
+pub fn encode(value: &mut [u8], sequence: u64, sent_micros: u64) {
     value[..8].copy_from_slice(&sequence.to_le_bytes());
     value[8..16].copy_from_slice(&sent_micros.to_le_bytes());
 }
 
-fn decode(value: &[u8]) -> Option<(u64, u64)> {
+pub fn decode(value: &[u8]) -> Option<(u64, u64)> {
     let sequence = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
     let sent_micros = u64::from_le_bytes(value.get(8..16)?.try_into().ok()?);
     Some((sequence, sent_micros))
@@ -84,21 +86,63 @@ pub fn e2e_latency(ctx: &mut Context<'_>) -> ScenarioReport {
     let figure = |name: &str, pick: fn(&LatencyRun) -> f64| {
         Figure::new(name, runs.iter().map(pick).collect(), Some(ceiling.clone()))
     };
-    ScenarioReport {
-        scenario: "e2e-latency".into(),
-        figures: vec![
+    ScenarioReport::new(
+        "e2e-latency",
+        vec![
             figure("p50 ms", |r| r.p50_ms),
             figure("p99 ms", |r| r.p99_ms),
             figure("p99.9 ms", |r| r.p999_ms),
             figure("max ms", |r| r.max_ms),
         ],
-        config: json!({ "config": config, "runs": runs }),
+        json!({ "config": config, "runs": runs }),
         notes,
-        error: None,
-    }
+    )
 }
 
 fn measure(ctx: &Context<'_>, topic: &str, label: &str) -> anyhow::Result<LatencyRun> {
+    match ctx.client {
+        Client::Librdkafka => measure_librdkafka(ctx, topic, label),
+        Client::Native => {
+            let count = RATE_PER_SEC * ctx.args.duration;
+            let outcome = native::latency::measure(
+                &native::latency::Paced {
+                    bootstrap: &ctx.bootstrap,
+                    topic,
+                    partitions: PARTITIONS,
+                    rate_per_sec: RATE_PER_SEC,
+                    count,
+                    value_bytes: VALUE_BYTES,
+                    drain_limit: DRAIN_LIMIT,
+                    in_flight: ctx.args.in_flight as usize,
+                },
+                label,
+            )?;
+            Ok(LatencyRun::of(
+                count,
+                outcome.received,
+                outcome.failed_deliveries,
+                &outcome.histogram,
+            ))
+        }
+    }
+}
+
+impl LatencyRun {
+    fn of(sent: u64, received: u64, failed_deliveries: u64, histogram: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        LatencyRun {
+            sent,
+            received,
+            failed_deliveries,
+            p50_ms: ms(histogram.value_at_quantile(0.5)),
+            p99_ms: ms(histogram.value_at_quantile(0.99)),
+            p999_ms: ms(histogram.value_at_quantile(0.999)),
+            max_ms: ms(histogram.max()),
+        }
+    }
+}
+
+fn measure_librdkafka(ctx: &Context<'_>, topic: &str, label: &str) -> anyhow::Result<LatencyRun> {
     let count = RATE_PER_SEC * ctx.args.duration;
     let origin = Instant::now();
     let warmed_up = Arc::new(AtomicBool::new(false));
@@ -154,16 +198,12 @@ fn measure(ctx: &Context<'_>, topic: &str, label: &str) -> anyhow::Result<Latenc
     let (histogram, received) = consumer
         .join()
         .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))??;
-    let ms = |micros: u64| micros as f64 / 1000.0;
-    Ok(LatencyRun {
-        sent: count,
+    Ok(LatencyRun::of(
+        count,
         received,
-        failed_deliveries: deliveries.failed_messages(),
-        p50_ms: ms(histogram.value_at_quantile(0.5)),
-        p99_ms: ms(histogram.value_at_quantile(0.99)),
-        p999_ms: ms(histogram.value_at_quantile(0.999)),
-        max_ms: ms(histogram.max()),
-    })
+        deliveries.failed_messages(),
+        &histogram,
+    ))
 }
 
 fn send(producer: &BaseProducer<Counting>, topic: &str, value: &[u8]) -> anyhow::Result<()> {

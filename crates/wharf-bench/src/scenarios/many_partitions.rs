@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::throughput::{produce_1k_load, produce_durable_load, run_load, PARTITIONS};
 use super::{repeat, Context};
-use crate::load::ProduceLoad;
+use crate::load::{ProduceLoad, ProduceOutcome};
 use crate::report::{Ceiling, Figure, ScenarioReport};
 
 type Recipe = fn(&Context<'_>, Vec<String>) -> ProduceLoad;
@@ -14,7 +14,7 @@ type Recipe = fn(&Context<'_>, Vec<String>) -> ProduceLoad;
 pub fn many_partitions(ctx: &mut Context<'_>) -> ScenarioReport {
     let (topics, partitions) = (ctx.args.many_topics, ctx.args.many_partitions);
     let total = u64::from(topics) * partitions.max(0) as u64;
-    let config = json!({ "topics": topics, "partitions_per_topic": partitions, "durable": produce_durable_load(ctx, Vec::new()), "produce_1k": produce_1k_load(ctx, Vec::new()) });
+    let config = json!({ "topics": topics, "partitions_per_topic": partitions, "durable": produce_durable_load(ctx, Vec::new()).describe(), "produce_1k": produce_1k_load(ctx, Vec::new()).describe() });
     let mut notes = Vec::new();
     let recipes: [(&str, Recipe); 2] = [
         ("produce-durable", produce_durable_load),
@@ -25,10 +25,10 @@ pub fn many_partitions(ctx: &mut Context<'_>) -> ScenarioReport {
         let runs = repeat(ctx, |ctx, index| {
             let names = ctx.create_topics(&format!("many-{name}-r{index}"), topics, partitions)?;
             let label = format!("many {name} {}/{}", index + 1, ctx.args.repeat);
-            Ok(run_load(&recipe(ctx, names), &label, &mut notes)?.mb_per_sec())
+            run_load(&recipe(ctx, names), &label, &mut notes)
         });
-        let values = match runs {
-            Ok(values) => values,
+        let outcomes = match runs {
+            Ok(outcomes) => outcomes,
             Err(error) => {
                 return ScenarioReport::failed(
                     "many-partitions",
@@ -49,19 +49,17 @@ pub fn many_partitions(ctx: &mut Context<'_>) -> ScenarioReport {
         };
         let ceiling = crate::stats::Summary::of(&baseline)
             .map(|s| Ceiling::new(format!("{name}@{PARTITIONS}p"), s.median, "MB/s"));
-        figures.push(Figure::new(
-            format!("{name} MB/s @ {total} partitions"),
-            values,
-            ceiling,
-        ));
+        let cost: Vec<_> = outcomes.iter().map(|o| (o.cpu, o.acked_bytes)).collect();
+        figures.push(
+            Figure::new(
+                format!("{name} MB/s @ {total} partitions"),
+                outcomes.iter().map(ProduceOutcome::mb_per_sec).collect(),
+                ceiling,
+            )
+            .with_cost(&cost),
+        );
     }
-    ScenarioReport {
-        scenario: "many-partitions".into(),
-        figures,
-        config,
-        notes,
-        error: None,
-    }
+    ScenarioReport::new("many-partitions", figures, config, notes)
 }
 
 /// MB/s per repeat of `name` at 8 partitions: from this run's scenario, else measured now.

@@ -1,7 +1,7 @@
 //! The scenarios, by their fixed names, and what they share. Each turns its repeats into one
 //! [`ScenarioReport`]; a failing scenario yields a report carrying its error.
 
-mod latency;
+pub mod latency;
 mod many_partitions;
 mod recovery;
 mod throughput;
@@ -14,7 +14,7 @@ use clap::ValueEnum;
 use crate::admin::Admin;
 use crate::broker::SpawnedBroker;
 use crate::ceilings::Ceilings;
-use crate::cli::Args;
+use crate::cli::{Args, Client};
 use crate::report::ScenarioReport;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +71,8 @@ pub fn selection(named: &[Scenario]) -> Vec<Scenario> {
 /// What a scenario runs against and with.
 pub struct Context<'a> {
     pub args: &'a Args,
+    /// The client this pass over the scenarios uses.
+    pub client: Client,
     pub bootstrap: String,
     pub admin: &'a Admin,
     pub ceilings: Ceilings,
@@ -90,23 +92,30 @@ impl Context<'_> {
         Duration::from_secs(self.args.duration)
     }
 
+    /// The broker process whose CPU is counted: the spawned one, or `--broker-pid`.
+    pub fn broker_pid(&self) -> Option<u32> {
+        match &self.broker {
+            Some(broker) => broker.pid(),
+            None => self.args.broker_pid,
+        }
+    }
+
     pub fn max_bytes(&self) -> u64 {
         (self.args.max_gb * 1e9) as u64
     }
 
-    /// Creates `count` fresh topics named after the scenario and repeat.
+    /// Creates `count` fresh topics named after the run, client, scenario and repeat.
     pub fn create_topics(
         &mut self,
         label: &str,
         count: u32,
         partitions: i32,
     ) -> anyhow::Result<Vec<String>> {
+        let prefix = format!("bench-{}-{}-{label}", self.run_id, self.client.name());
         let names: Vec<String> = if count == 1 {
-            vec![format!("bench-{}-{label}", self.run_id)]
+            vec![prefix]
         } else {
-            (0..count)
-                .map(|i| format!("bench-{}-{label}-t{i}", self.run_id))
-                .collect()
+            (0..count).map(|i| format!("{prefix}-t{i}")).collect()
         };
         self.admin.create_topics(&names, partitions)?;
         self.topics.extend(names.iter().cloned());
@@ -121,7 +130,7 @@ pub fn run_all(ctx: &mut Context<'_>, selected: &[Scenario]) -> Vec<ScenarioRepo
     let consume = selected.contains(&Scenario::Consume1k);
     for &scenario in selected {
         if scenario != Scenario::Consume1k || !selected.contains(&Scenario::Produce1k) {
-            eprintln!("== {}", scenario.name());
+            eprintln!("== {} ({})", scenario.name(), ctx.client.name());
         }
         let produced = match scenario {
             Scenario::Produce1k => throughput::produce_1k_and_consume(ctx, true, consume),
@@ -136,6 +145,7 @@ pub fn run_all(ctx: &mut Context<'_>, selected: &[Scenario]) -> Vec<ScenarioRepo
             Scenario::Recovery => vec![recovery::recovery(ctx)],
         };
         for mut report in produced {
+            report.client = ctx.client;
             note_broker_death(ctx, &mut report);
             eprintln!("{}", one_line(&report));
             reports.push(report);
@@ -170,7 +180,11 @@ fn note_broker_death(ctx: &mut Context<'_>, report: &mut ScenarioReport) {
 
 fn one_line(report: &ScenarioReport) -> String {
     if let Some(error) = &report.error {
-        return format!("   {} FAILED: {error}", report.scenario);
+        return format!(
+            "   {} ({}) FAILED: {error}",
+            report.scenario,
+            report.client.name()
+        );
     }
     let figures: Vec<String> = report
         .figures
@@ -180,7 +194,12 @@ fn one_line(report: &ScenarioReport) -> String {
                 .map(|s| format!("{} {}", f.name, crate::report::format_value(s.median)))
         })
         .collect();
-    let mut line = format!("   {}: {}", report.scenario, figures.join(", "));
+    let mut line = format!(
+        "   {} ({}): {}",
+        report.scenario,
+        report.client.name(),
+        figures.join(", ")
+    );
     for note in &report.notes {
         let _ = write!(line, "\n   note: {note}");
     }

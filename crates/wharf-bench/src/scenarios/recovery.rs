@@ -14,7 +14,9 @@ use serde_json::json;
 use super::throughput::{produce_1k_load, run_load};
 use super::{repeat, Context};
 use crate::admin::consumer_config;
+use crate::cli::Client;
 use crate::load::ProduceLoad;
+use crate::native;
 use crate::report::{Figure, ScenarioReport};
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,7 +28,7 @@ struct RecoveryRun {
 
 pub fn recovery(ctx: &mut Context<'_>) -> ScenarioReport {
     let (gb, partitions) = (ctx.args.recovery_gb, ctx.args.recovery_partitions);
-    let config = json!({ "gb": gb, "partitions": partitions, "load": load(ctx, Vec::new()), "timeout_seconds": ctx.args.recovery_timeout });
+    let config = json!({ "gb": gb, "partitions": partitions, "load": load(ctx, Vec::new()).describe(), "timeout_seconds": ctx.args.recovery_timeout });
     if ctx.broker.is_none() {
         return ScenarioReport::skipped(
             "recovery",
@@ -38,9 +40,9 @@ pub fn recovery(ctx: &mut Context<'_>) -> ScenarioReport {
     let runs = repeat(ctx, |ctx, index| measure(ctx, index, &mut notes));
     match runs {
         Err(error) => ScenarioReport::failed("recovery", config, &error),
-        Ok(runs) => ScenarioReport {
-            scenario: "recovery".into(),
-            figures: vec![
+        Ok(runs) => ScenarioReport::new(
+            "recovery",
+            vec![
                 Figure::new(
                     "s to fetch last offset",
                     runs.iter()
@@ -54,17 +56,19 @@ pub fn recovery(ctx: &mut Context<'_>) -> ScenarioReport {
                     None,
                 ),
             ],
-            config: json!({ "config": config, "runs": runs }),
+            json!({ "config": config, "runs": runs }),
             notes,
-            error: None,
-        },
+        ),
     }
 }
 
+/// The write before the kill always uses librdkafka; the client under test does the fetch
+/// of the last offsets after the restart.
 fn load(ctx: &Context<'_>, topics: Vec<String>) -> ProduceLoad {
     ProduceLoad {
         max_bytes: (ctx.args.recovery_gb * 1e9) as u64,
         max_seconds: ctx.args.recovery_timeout as f64,
+        client: Client::Librdkafka,
         ..produce_1k_load(ctx, topics)
     }
 }
@@ -105,7 +109,12 @@ fn measure(
         .wait_accepting(timeout)
         .context("waiting for the restarted broker's port")?;
     let seconds_to_accept = restarted.elapsed().as_secs_f64();
-    fetch_last_offsets(&ctx.bootstrap, &topic, &before, timeout)?;
+    match ctx.client {
+        Client::Librdkafka => fetch_last_offsets(&ctx.bootstrap, &topic, &before, timeout)?,
+        Client::Native => {
+            native::read_back::fetch_last_offsets(&ctx.bootstrap, &topic, &before, timeout)?;
+        }
+    }
     let seconds_to_fetch_last_offset = restarted.elapsed().as_secs_f64();
 
     let after = ctx.admin.high_watermarks(&topic, partitions)?;

@@ -3,8 +3,10 @@
 use serde_json::json;
 
 use super::{repeat, Context};
+use crate::cli::Client;
 use crate::consume::{self, ConsumeOutcome};
 use crate::load::{self, ProduceLoad, ProduceOutcome};
+use crate::native;
 use crate::report::{Ceiling, Figure, ScenarioReport};
 
 pub const PARTITIONS: i32 = 8;
@@ -23,6 +25,9 @@ pub fn produce_1k_load(ctx: &Context<'_>, topics: Vec<String>) -> ProduceLoad {
         batch_bytes: BATCH_BYTES,
         max_bytes: ctx.max_bytes(),
         max_seconds: ctx.duration().as_secs_f64(),
+        client: ctx.client,
+        in_flight: ctx.args.in_flight as usize,
+        broker_pid: ctx.broker_pid(),
     }
 }
 
@@ -36,17 +41,25 @@ pub fn produce_durable_load(ctx: &Context<'_>, topics: Vec<String>) -> ProduceLo
 }
 
 fn load_config(load: &ProduceLoad, topics: usize, partitions: i32) -> serde_json::Value {
-    json!({ "load": load, "topics": topics, "partitions_per_topic": partitions })
+    json!({ "load": load.describe(), "topics": topics, "partitions_per_topic": partitions })
 }
 
 /// Runs one produce load and turns delivery failures into notes (or an error if nothing
-/// was acknowledged).
+/// was acknowledged). The native client's load is read back and checked afterwards.
 pub fn run_load(
     load: &ProduceLoad,
     label: &str,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<ProduceOutcome> {
-    let outcome = load::run(load, label)?;
+    let outcome = match load.client {
+        Client::Librdkafka => load::run(load, label)?,
+        Client::Native => {
+            let produced = native::produce::run(load, label)?;
+            native::read_back::check(load, &produced, &format!("{label} read-back"))?;
+            notes.extend(produced.notes.iter().map(|n| format!("{label}: {n}")));
+            produced.outcome
+        }
+    };
     if let Some(note) = outcome.failure_note() {
         anyhow::ensure!(outcome.acked_messages > 0, "no record acknowledged: {note}");
         notes.push(format!("{label}: {note}"));
@@ -117,13 +130,28 @@ pub fn produce_1k_and_consume(
 
 fn read_back(ctx: &Context<'_>, topic: &str, index: u32) -> anyhow::Result<ConsumeOutcome> {
     let high_watermarks = ctx.admin.high_watermarks(topic, PARTITIONS)?;
-    consume::read_back(
-        &ctx.bootstrap,
-        topic,
-        &high_watermarks,
-        2 * ctx.duration(),
-        &label("consume-1k", ctx, index),
-    )
+    let label = label("consume-1k", ctx, index);
+    match ctx.client {
+        Client::Librdkafka => consume::read_back(
+            &ctx.bootstrap,
+            topic,
+            &high_watermarks,
+            2 * ctx.duration(),
+            &label,
+            ctx.broker_pid(),
+        ),
+        Client::Native => native::read_back::consume(
+            &ctx.bootstrap,
+            topic,
+            &high_watermarks,
+            native::fetch::ReadLimits {
+                in_flight: ctx.args.in_flight as usize,
+                max_duration: 2 * ctx.duration(),
+                broker_pid: ctx.broker_pid(),
+            },
+            &label,
+        ),
+    }
 }
 
 fn consume_report(
@@ -141,17 +169,18 @@ fn consume_report(
             )
         })
         .collect();
-    ScenarioReport {
-        scenario: "consume-1k".into(),
-        figures: vec![Figure::new(
+    let cost: Vec<_> = consumed.iter().map(|c| (c.cpu, c.bytes)).collect();
+    ScenarioReport::new(
+        "consume-1k",
+        vec![Figure::new(
             "MB/s",
             consumed.iter().map(ConsumeOutcome::mb_per_sec).collect(),
             Some(Ceiling::new("loopback", ctx.ceilings.loopback_mb_s, "MB/s")),
-        )],
-        config: json!({ "produced_with": config, "runs": consumed }),
+        )
+        .with_cost(&cost)],
+        json!({ "produced_with": config, "runs": consumed }),
         notes,
-        error: None,
-    }
+    )
 }
 
 fn produce_report(
@@ -161,24 +190,26 @@ fn produce_report(
     config: &serde_json::Value,
     notes: Vec<String>,
 ) -> ScenarioReport {
-    ScenarioReport {
-        scenario: scenario.into(),
-        figures: vec![
+    let cost: Vec<_> = produced.iter().map(|p| (p.cpu, p.acked_bytes)).collect();
+    ScenarioReport::new(
+        scenario,
+        vec![
             Figure::new(
                 "MB/s",
                 produced.iter().map(|p| p.mb_per_sec()).collect(),
                 Some(ceiling),
-            ),
+            )
+            .with_cost(&cost),
             Figure::new(
                 "msgs/s",
                 produced.iter().map(|p| p.messages_per_sec()).collect(),
                 None,
-            ),
+            )
+            .with_cost(&cost),
         ],
-        config: json!({ "config": config, "runs": produced }),
+        json!({ "config": config, "runs": produced }),
         notes,
-        error: None,
-    }
+    )
 }
 
 pub fn produce_100b(ctx: &mut Context<'_>) -> ScenarioReport {
@@ -205,17 +236,18 @@ pub fn produce_100b(ctx: &mut Context<'_>) -> ScenarioReport {
                 ctx.ceilings.disk_write_mb_s * 1e6 / 100.0,
                 "msgs/s",
             );
-            ScenarioReport {
-                scenario: "produce-100b".into(),
-                figures: vec![Figure::new(
+            let cost: Vec<_> = runs.iter().map(|p| (p.cpu, p.acked_bytes)).collect();
+            ScenarioReport::new(
+                "produce-100b",
+                vec![Figure::new(
                     "msgs/s",
                     runs.iter().map(ProduceOutcome::messages_per_sec).collect(),
                     Some(ceiling),
-                )],
-                config: json!({ "config": config, "runs": runs }),
+                )
+                .with_cost(&cost)],
+                json!({ "config": config, "runs": runs }),
                 notes,
-                error: None,
-            }
+            )
         }
     }
 }
