@@ -2,7 +2,8 @@
 //! native` produces (every answer checked, everything read back and counted, CRCs checked),
 //! consumes, and writes results the `table` command reads. It needs the `wharf` binary next
 //! to this test's `wharf-bench` (`cargo build -p wharf-server`, same target directory) or
-//! `WHARF_BIN`; without it the test prints SKIPPED and passes. Ceilings are skipped, so the
+//! `WHARF_BIN`; without it the test prints SKIPPED and lists itself for `scripts/test`'s skip
+//! report (under CI it fails instead). Ceilings are skipped, so the
 //! test takes seconds; it asserts on counts and checks, never on speed.
 
 use std::io::Write as _;
@@ -15,12 +16,30 @@ fn native_produce_is_read_back_and_consumed_from_a_spawned_broker() {
     let wharf =
         std::env::var_os("WHARF_BIN").map_or_else(|| bench.with_file_name("wharf"), PathBuf::from);
     if !wharf.is_file() {
-        // Straight to stderr, past the test harness's capture, so the skip is seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED native_produce_is_read_back_and_consumed_from_a_spawned_broker: no broker binary at {} (`cargo build -p wharf-server` into the same target directory, or set WHARF_BIN)",
+        let reason = format!(
+            "no broker binary at {} (`cargo build -p wharf-server` into the same target directory, or set WHARF_BIN)",
             wharf.display()
         );
+        // A skip is never a silent pass: under CI it fails; otherwise it is printed past the
+        // harness's capture and listed for `scripts/test`'s skip report.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot run under CI: {reason}"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED native_produce_is_read_back_and_consumed_from_a_spawned_broker: {reason}"
+        );
+        if let Ok(mut list) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(concat!(env!("CARGO_TARGET_TMPDIR"), "/wharf-skipped-tests"))
+        {
+            let _ = writeln!(
+                list,
+                "wharf-bench native_produce_is_read_back_and_consumed_from_a_spawned_broker ({reason})"
+            );
+        }
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
