@@ -42,17 +42,37 @@ impl SpawnedBroker {
         .context("creating the broker's temporary directory")?;
         std::fs::create_dir(root.path().join("data"))
             .context("creating the broker's data directory")?;
-        let addr = free_loopback_port()?;
         let mut broker = SpawnedBroker {
             bin: bin.to_path_buf(),
-            addr,
+            addr: free_loopback_port()?,
             root,
             settings: settings.to_vec(),
             child: None,
         };
-        broker.launch()?;
-        broker.wait_accepting(Duration::from_secs(30))?;
-        Ok(broker)
+        // A port from `free_loopback_port` is released before the broker binds it, so
+        // another process can take it meanwhile: such a start is retried on a new port.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            broker.launch()?;
+            match broker.wait_accepting(Duration::from_secs(30)) {
+                Ok(_) => return Ok(broker),
+                Err(e)
+                    if attempt < 5
+                        && std::fs::read_to_string(broker.log_path())
+                            .is_ok_and(|log| log.contains("Address already in use")) =>
+                {
+                    let _ = broker.kill_hard();
+                    let _ = std::fs::remove_file(broker.log_path());
+                    eprintln!(
+                        "broker port {} was taken ({e}); retrying on another",
+                        broker.addr
+                    );
+                    broker.addr = free_loopback_port()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The running process's id (it changes when the broker is restarted).
@@ -150,7 +170,12 @@ impl SpawnedBroker {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(5)..].join(" / ");
+        // A failed start ends with a backtrace: its `Error:` line says why.
+        let error = lines.iter().rev().find(|l| l.starts_with("Error:"));
+        let mut tail = lines[lines.len().saturating_sub(5)..].join(" / ");
+        if let Some(error) = error {
+            tail = format!("{error} … {tail}");
+        }
         format!(
             "broker.log tail: {}",
             if tail.is_empty() { "(empty)" } else { &tail }
