@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// The transaction coordinator: maximum timeout, transactional id expiry.
     pub transactions: TxnConfig,
+    /// `max_delay_ms`: the longest delay a delayed message may ask for.
+    pub max_delay_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -45,6 +47,7 @@ impl Default for BrokerConfig {
             groups: CoordinatorConfig::default(),
             producer_id_expiration_ms: 86_400_000,
             transactions: TxnConfig::default(),
+            max_delay_ms: 259_200_000,
         }
     }
 }
