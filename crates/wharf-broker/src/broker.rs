@@ -8,6 +8,7 @@ use wharf_storage::{Storage, StorageConfig, TimestampMatch};
 use crate::group::{system_clock, CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{MetadataStore, TopicRecord};
 use crate::producer::{ProducerError, Producers};
+use crate::scheduled::{Scheduler, SCHEDULED_TOPIC};
 use crate::topic::{Partition, Topic, TopicCounters};
 use crate::topic_config::{ConfigEntry, TopicConfig};
 use crate::txn::{TxnConfig, TxnCoordinator, TRANSACTION_STATE_TOPIC};
@@ -80,6 +81,7 @@ pub struct Broker {
     groups: GroupCoordinator,
     producers: Producers,
     transactions: TxnCoordinator,
+    scheduler: Scheduler,
     /// Stops the producer snapshot thread.
     producer_housekeeping: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
@@ -164,10 +166,12 @@ impl Broker {
             groups,
             producers,
             transactions,
+            scheduler: Scheduler::default(),
             producer_housekeeping: Mutex::new(None),
         });
         broker.open_groups()?;
         broker.open_transactions()?;
+        broker.open_scheduled()?;
         let stop = crate::producer::spawn_housekeeping(Arc::downgrade(&broker))?;
         *broker
             .producer_housekeeping
@@ -208,6 +212,11 @@ impl Broker {
     /// The transaction coordinator.
     pub fn transactions(&self) -> &TxnCoordinator {
         &self.transactions
+    }
+
+    /// The engine of delayed and half messages.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// The group coordinator (consumer groups and committed offsets).
@@ -324,7 +333,10 @@ impl Broker {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        if name == crate::group::OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
+        if name == crate::group::OFFSETS_TOPIC
+            || name == TRANSACTION_STATE_TOPIC
+            || name == SCHEDULED_TOPIC
+        {
             return Err(BrokerError::InvalidRequest(format!(
                 "{name} is internal and cannot be deleted"
             )));
@@ -536,6 +548,7 @@ impl Broker {
     pub async fn shutdown(&self) {
         self.groups.stop();
         self.transactions.stop();
+        self.scheduler.stop();
         if let Some(stop) = self
             .producer_housekeeping
             .lock()

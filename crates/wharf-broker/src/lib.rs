@@ -9,6 +9,7 @@
 //! - `produce`: batch validation and the append path.
 //! - `group`: consumer groups and committed offsets, persisted in `__consumer_offsets`.
 //! - `producer`: idempotent producers: producer ids, per-partition sequence state, snapshots.
+//! - `scheduled`: delayed and half messages of typed topics, waiting in `__wharf_scheduled`.
 //! - `txn`: transactions: the pure coordinator, `__transaction_state` records, markers, LSO.
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
@@ -19,6 +20,7 @@ mod internal_log;
 mod metadata;
 mod produce;
 pub mod producer;
+pub mod scheduled;
 mod topic;
 mod topic_config;
 pub mod txn;

@@ -12,8 +12,9 @@ use wharf_record::{set_log_append_time, split_batches, BatchHeader, RecordError}
 use wharf_storage::{Durability, PendingAppend};
 
 use crate::producer::{Appending, BatchIdentity};
+use crate::scheduled::Diverted;
 use crate::topic::TopicCounters;
-use crate::{Broker, BrokerError};
+use crate::{Broker, BrokerError, MessageType};
 
 /// Kafka's `acks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +118,18 @@ impl Broker {
                 "{topic}[{partition}]: a produce with a producer id carries exactly one batch"
             )),
         })?;
+        if t.config.message_type != MessageType::Normal {
+            if let Some(diverted) = self.divert(&t, &p, &records, &ranges, identity)? {
+                let counted = !matches!(diverted, Diverted::Producer(Appending::Done(_)));
+                return Ok(PendingProduce {
+                    pending: Waiting::Diverted(diverted),
+                    log_append_time: -1,
+                    counters: p.counters.clone(),
+                    record_count: if counted { record_count } else { 0 },
+                    byte_count: if counted { byte_count } else { 0 },
+                });
+            }
+        }
         let mut log_append_time = -1;
         let mut records = records;
         if t.config.log_append_time {
@@ -215,6 +228,8 @@ fn idempotent_identity(
 enum Waiting {
     Storage(PendingAppend),
     Producer(Appending),
+    /// Stored in `__wharf_scheduled`: no offset in the target partition yet.
+    Diverted(Diverted),
 }
 
 /// A produce handed to storage (or recognised as a retry).
@@ -228,16 +243,19 @@ pub struct PendingProduce {
 
 impl PendingProduce {
     pub async fn wait(self) -> Result<ProduceOutcome, BrokerError> {
-        let info = match self.pending {
-            Waiting::Storage(pending) => pending.wait().await?,
-            Waiting::Producer(appending) => appending.wait().await?,
+        let (info, diverted) = match self.pending {
+            Waiting::Storage(pending) => (pending.wait().await?, false),
+            Waiting::Producer(appending) => (appending.wait().await?, false),
+            Waiting::Diverted(Diverted::Storage(pending)) => (pending.wait().await?, true),
+            Waiting::Diverted(Diverted::Producer(appending)) => (appending.wait().await?, true),
         };
         self.counters.records_in.increment(self.record_count);
         self.counters.bytes_in.increment(self.byte_count);
         Ok(ProduceOutcome {
-            base_offset: info.base_offset,
+            // A diverted record gets its offset when it is delivered.
+            base_offset: if diverted { -1 } else { info.base_offset },
             log_append_time: self.log_append_time,
-            log_start_offset: info.log_start_offset,
+            log_start_offset: if diverted { -1 } else { info.log_start_offset },
         })
     }
 }

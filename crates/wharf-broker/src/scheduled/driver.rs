@@ -1,0 +1,692 @@
+//! The scheduler's driver: it diverts records of typed topics into `__wharf_scheduled`
+//! (synced before the produce is answered), delivers due and committed records to their
+//! target partitions with the engine's producer id, announces check-backs, and at start
+//! replays the log and settles deliveries a crash left without their tombstone.
+//!
+//! Changes are applied to the [`Schedule`] and submitted to the log under its lock, so log
+//! order is memory order; appends are awaited after the lock is released. The producer
+//! state lock of a target partition may be held while this lock is taken, never the reverse.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
+use wharf_storage::{Durability, Log, PendingAppend};
+
+use super::core::{half_step, Entry, Half, HalfStep, Schedule};
+use super::headers::{self, TxnAction};
+use super::records::{decode_key, decode_value, encode_key, encode_value};
+use crate::internal_log::replay_keyed;
+use crate::producer::{now_ms, Appending, BatchIdentity, Placement};
+use crate::topic::Topic;
+use crate::{Broker, BrokerError, MessageType, Partition, TopicSpec};
+
+/// The internal topic holding waiting records.
+pub const SCHEDULED_TOPIC: &str = "__wharf_scheduled";
+/// Half records unanswered after their last check-back are moved here.
+pub const ABANDONED_TOPIC: &str = "wharf.txn-abandoned";
+/// Check-backs of producer group `g` are announced on `wharf.txn-check.g`.
+pub const CHECK_TOPIC_PREFIX: &str = "wharf.txn-check.";
+/// The producer id the engine delivers with. Client ids are allocated upward from 0, so
+/// this one is never handed out.
+pub const ENGINE_PRODUCER_ID: i64 = i64::MAX - 1;
+/// Records taken due at a time.
+const TAKE_LIMIT: usize = 2_000;
+/// The longest the delivery loop sleeps without looking.
+const IDLE: Duration = Duration::from_millis(100);
+/// A failed delivery is tried again this much later.
+const RETRY_MS: i64 = 1_000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counters of the engine, registered once.
+struct Counters {
+    delay_scheduled: metrics::Counter,
+    delay_fired: metrics::Counter,
+    half_prepared: metrics::Counter,
+    half_committed: metrics::Counter,
+    half_rolled_back: metrics::Counter,
+    half_checked: metrics::Counter,
+    half_abandoned: metrics::Counter,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            delay_scheduled: metrics::counter!("wharf_delay_scheduled_total"),
+            delay_fired: metrics::counter!("wharf_delay_fired_total"),
+            half_prepared: metrics::counter!("wharf_txn_half_prepared_total"),
+            half_committed: metrics::counter!("wharf_txn_half_committed_total"),
+            half_rolled_back: metrics::counter!("wharf_txn_half_rolled_back_total"),
+            half_checked: metrics::counter!("wharf_txn_half_checked_total"),
+            half_abandoned: metrics::counter!("wharf_txn_half_abandoned_total"),
+        }
+    }
+}
+
+/// The engine of delayed and half records.
+pub struct Scheduler {
+    state: Mutex<Schedule>,
+    log: OnceLock<Log>,
+    wake: tokio::sync::Notify,
+    stopped: AtomicBool,
+    counters: Counters,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(Schedule::default()),
+            log: OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
+            stopped: AtomicBool::new(false),
+            counters: Counters::new(),
+        }
+    }
+}
+
+impl Scheduler {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Records waiting for `topic` (delayed or half) and the earliest due time among them.
+    pub fn waiting(&self, topic: &str) -> (usize, Option<i64>) {
+        lock(&self.state).waiting(topic)
+    }
+
+    fn log(&self) -> Result<&Log, BrokerError> {
+        self.log
+            .get()
+            .ok_or_else(|| BrokerError::Metadata(format!("{SCHEDULED_TOPIC} is not loaded")))
+    }
+
+    /// Submits one record per change to the log. Call with the state lock held.
+    fn submit(&self, changes: &[(u64, Option<&Entry>)]) -> Result<PendingAppend, BrokerError> {
+        let now = now_ms();
+        let mut builder = BatchBuilder::new(now);
+        for (id, entry) in changes {
+            let value = entry.map(encode_value);
+            builder.push(Some(&encode_key(*id)), value.as_deref(), &[], now);
+        }
+        Ok(self
+            .log()?
+            .submit(builder.build().into(), Durability::Synced)?)
+    }
+}
+
+/// What one produced record asks for.
+enum Plan {
+    /// Appended now (in a diverted batch: delivered at once by the engine).
+    Now,
+    Delay(i64),
+    Prepare {
+        txn_id: String,
+        group: String,
+    },
+    Resolve {
+        txn_id: String,
+        commit: bool,
+    },
+}
+
+/// One produced record, owned.
+struct Owned {
+    plan: Plan,
+    timestamp: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+fn invalid(topic: &str, partition: i32, reason: String) -> BrokerError {
+    BrokerError::InvalidRecord {
+        topic: topic.to_string(),
+        partition,
+        reason,
+    }
+}
+
+/// Reads and classifies every record of a produce to a typed topic.
+fn classify(
+    topic: &Topic,
+    partition: i32,
+    records: &Bytes,
+    ranges: &[std::ops::Range<usize>],
+    now: i64,
+    max_delay_ms: i64,
+) -> Result<Vec<Owned>, BrokerError> {
+    let mut out = Vec::new();
+    for range in ranges {
+        let bytes = records.get(range.clone()).unwrap_or_default();
+        let batch = BatchHeader::parse(bytes)
+            .map_err(|e| invalid(&topic.name, partition, e.to_string()))?;
+        if batch.compression() != 0 {
+            return Err(invalid(
+                &topic.name,
+                partition,
+                format!(
+                    "compressed batches are refused on {} topics; send them uncompressed",
+                    topic.config.message_type.name()
+                ),
+            ));
+        }
+        let iter =
+            RecordIter::new(&batch).map_err(|e| invalid(&topic.name, partition, e.to_string()))?;
+        for record in iter {
+            let record = record.map_err(|e| invalid(&topic.name, partition, e.to_string()))?;
+            let plan = match topic.config.message_type {
+                MessageType::Delay => {
+                    match headers::delay_due(&record.headers, now, max_delay_ms) {
+                        Ok(Some(due)) => Plan::Delay(due),
+                        Ok(None) => Plan::Now,
+                        Err(reason) => return Err(invalid(&topic.name, partition, reason)),
+                    }
+                }
+                MessageType::Transaction => match headers::txn_action(&record.headers) {
+                    Ok(TxnAction::None) => Plan::Now,
+                    Ok(TxnAction::Prepare { txn_id, group }) => Plan::Prepare { txn_id, group },
+                    Ok(TxnAction::Commit { txn_id }) => Plan::Resolve {
+                        txn_id,
+                        commit: true,
+                    },
+                    Ok(TxnAction::Rollback { txn_id }) => Plan::Resolve {
+                        txn_id,
+                        commit: false,
+                    },
+                    Err(reason) => return Err(invalid(&topic.name, partition, reason)),
+                },
+                MessageType::Normal => Plan::Now,
+            };
+            out.push(Owned {
+                plan,
+                timestamp: record.timestamp,
+                key: record.key.map(<[u8]>::to_vec),
+                value: record.value.map(<[u8]>::to_vec),
+                headers: record
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_vec(), v.map(<[u8]>::to_vec)))
+                    .collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A produce diverted into `__wharf_scheduled`: what the produce path waits for.
+pub(crate) enum Diverted {
+    Storage(PendingAppend),
+    Producer(Appending),
+}
+
+impl Broker {
+    /// Diverts a produce to a `delay` or `transaction` topic when any of its records waits or
+    /// resolves a half record; `None` when every record is appended now (the ordinary path).
+    /// A diverted batch is stored whole in `__wharf_scheduled` (its immediate records are
+    /// delivered at once); an idempotent batch is checked against the target partition's
+    /// producer state first, so its sequence advances as for an ordinary append.
+    pub(crate) fn divert(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+        records: &Bytes,
+        ranges: &[std::ops::Range<usize>],
+        identity: Option<(BatchIdentity, bool)>,
+    ) -> Result<Option<Diverted>, BrokerError> {
+        let now = now_ms();
+        let owned = classify(
+            topic,
+            partition.index,
+            records,
+            ranges,
+            now,
+            self.config().max_delay_ms,
+        )?;
+        if owned.iter().all(|r| matches!(r.plan, Plan::Now)) {
+            return Ok(None);
+        }
+        if identity.is_some_and(|(_, transactional)| transactional) {
+            return Err(invalid(
+                &topic.name,
+                partition.index,
+                "transactional batches cannot carry delayed or half records".into(),
+            ));
+        }
+        let origin = identity.map(|(batch, _)| batch);
+        let scheduler = self.scheduler();
+        let check_after = topic.config.txn_check_after_ms;
+        let write = || -> Result<PendingAppend, BrokerError> {
+            let mut state = lock(&scheduler.state);
+            let mut changes: Vec<(u64, Option<Entry>)> = Vec::with_capacity(owned.len());
+            for r in &owned {
+                let mut entry = Entry {
+                    id: 0,
+                    due_ms: now,
+                    topic: topic.name.clone(),
+                    partition: partition.index,
+                    timestamp: r.timestamp,
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r.headers.clone(),
+                    origin,
+                    half: None,
+                };
+                match &r.plan {
+                    Plan::Now => {}
+                    Plan::Delay(due) => {
+                        entry.due_ms = *due;
+                        scheduler.counters.delay_scheduled.increment(1);
+                    }
+                    Plan::Prepare { txn_id, group } => {
+                        entry.due_ms = now.saturating_add(check_after);
+                        entry.half = Some(Half {
+                            txn_id: txn_id.clone(),
+                            group: group.clone(),
+                            checks: 0,
+                        });
+                        scheduler.counters.half_prepared.increment(1);
+                    }
+                    Plan::Resolve { txn_id, commit } => {
+                        match state.resolve(&topic.name, txn_id, *commit, now) {
+                            Some(change) => {
+                                if *commit {
+                                    scheduler.counters.half_committed.increment(1);
+                                } else {
+                                    scheduler.counters.half_rolled_back.increment(1);
+                                }
+                                changes.push(change);
+                            }
+                            // Answered before, or unknown: nothing waits. A tombstone of a
+                            // fresh id keeps one log record per produced record.
+                            None => changes.push((state.allocate_id(), None)),
+                        }
+                        continue;
+                    }
+                }
+                let id = state.allocate_id();
+                state.apply(id, Some(entry.clone()));
+                entry.id = id;
+                changes.push((id, Some(entry)));
+            }
+            let refs: Vec<(u64, Option<&Entry>)> =
+                changes.iter().map(|(id, e)| (*id, e.as_ref())).collect();
+            let pending = scheduler.submit(&refs);
+            drop(state);
+            scheduler.wake.notify_one();
+            pending
+        };
+        let diverted = match origin {
+            None => Diverted::Storage(write()?),
+            Some(batch) => {
+                let mut failed = None;
+                let appending = self.producers().submit(&partition.log, batch, false, || {
+                    write().map_err(|e| {
+                        failed = Some(e);
+                        // Replaced by the error kept in `failed` below.
+                        wharf_storage::StorageError::ShutDown
+                    })
+                });
+                match (appending, failed) {
+                    (_, Some(e)) => return Err(e),
+                    (appending, None) => Diverted::Producer(appending?),
+                }
+            }
+        };
+        Ok(Some(diverted))
+    }
+
+    /// Creates `__wharf_scheduled` if missing, replays it (restoring the producer state of
+    /// diverted idempotent batches), settles deliveries a crash left without a tombstone,
+    /// and starts the delivery loop.
+    pub(crate) fn open_scheduled(self: &Arc<Self>) -> Result<(), BrokerError> {
+        let topic = self.internal_topic(SCHEDULED_TOPIC, 1)?;
+        let log = topic
+            .partitions
+            .first()
+            .map(|p| p.log.clone())
+            .ok_or_else(|| BrokerError::Metadata(format!("{SCHEDULED_TOPIC} has no partition")))?;
+        let scheduler = self.scheduler();
+        let records = {
+            let mut state = lock(&scheduler.state);
+            replay_keyed(&log, |key, value| {
+                let id = decode_key(key).map_err(|e| e.to_string())?;
+                let entry = match value {
+                    Some(v) => Some(decode_value(id, v).map_err(|e| e.to_string())?),
+                    None => None,
+                };
+                if let Some(e) = &entry {
+                    if let (Some(origin), Ok(p)) = (e.origin, self.partition(&e.topic, e.partition))
+                    {
+                        self.producers()
+                            .replay_diverted(&p.log, &origin, e.timestamp);
+                    }
+                }
+                state.apply(id, entry);
+                Ok(())
+            })
+            .map_err(|reason| BrokerError::Metadata(format!("{SCHEDULED_TOPIC}: {reason}")))?
+        };
+        if scheduler.log.set(log).is_err() {
+            return Err(BrokerError::Metadata(format!(
+                "{SCHEDULED_TOPIC} loaded twice"
+            )));
+        }
+        let waiting = lock(&scheduler.state).len();
+        tracing::info!(
+            records,
+            waiting,
+            "scheduled records loaded from {SCHEDULED_TOPIC}"
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(self);
+            runtime.spawn(async move {
+                if let Some(broker) = weak.upgrade() {
+                    match broker.settle_deliveries().await {
+                        Ok(settled) => tracing::info!(settled, "scheduled deliveries settled"),
+                        Err(error) => {
+                            // Delivering now could duplicate a record: stay stopped.
+                            tracing::error!(%error, "settling scheduled deliveries failed; no delivery until restart");
+                            return;
+                        }
+                    }
+                }
+                loop {
+                    let Some(broker) = weak.upgrade() else { break };
+                    if broker.scheduler().stopped.load(Ordering::Acquire) {
+                        break;
+                    }
+                    broker.run_due().await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Tombstones waiting records that the last engine batches of their target partitions
+    /// already delivered (a crash came between delivery and tombstone). Returns how many.
+    /// Runs before the first delivery.
+    async fn settle_deliveries(&self) -> Result<usize, BrokerError> {
+        let scheduler = self.scheduler();
+        let targets = lock(&scheduler.state).targets();
+        let mut delivered = Vec::new();
+        for (topic, partition) in targets {
+            let Ok(p) = self.partition(&topic, partition) else {
+                continue;
+            };
+            for (_, _, placement) in self.producers().batches_of(&p.log, ENGINE_PRODUCER_ID) {
+                if let Placement::Written { base_offset, .. } = placement {
+                    delivered.extend(delivered_ids(&p.log, base_offset)?);
+                }
+            }
+        }
+        let pending = {
+            let mut state = lock(&scheduler.state);
+            let done: Vec<u64> = delivered
+                .into_iter()
+                .filter(|id| state.get(*id).is_some_and(|e| e.half.is_none()))
+                .collect();
+            if done.is_empty() {
+                return Ok(0);
+            }
+            for id in &done {
+                state.apply(*id, None);
+            }
+            let changes: Vec<(u64, Option<&Entry>)> = done.iter().map(|id| (*id, None)).collect();
+            (scheduler.submit(&changes)?, done.len())
+        };
+        // Synced before any delivery, so a partition never has two untombstoned deliveries.
+        pending.0.wait().await?;
+        Ok(pending.1)
+    }
+
+    /// One round of the delivery loop: takes what is due, delivers delayed and committed
+    /// records, steps half records; sleeps until the next due time otherwise.
+    async fn run_due(self: &Arc<Self>) {
+        let scheduler = self.scheduler();
+        let now = now_ms();
+        let (taken, next) = {
+            let mut state = lock(&scheduler.state);
+            (state.take_due(now, TAKE_LIMIT), state.next_due())
+        };
+        if taken.is_empty() {
+            let wait = next.map_or(IDLE, |due| {
+                Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0))
+                    .clamp(Duration::from_millis(1), IDLE)
+            });
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = scheduler.wake.notified() => {}
+            }
+            return;
+        }
+        let mut deliveries: BTreeMap<(String, i32), Vec<Entry>> = BTreeMap::new();
+        for entry in taken {
+            if entry.half.is_some() {
+                self.step_half(entry, now).await;
+            } else {
+                deliveries
+                    .entry((entry.topic.clone(), entry.partition))
+                    .or_default()
+                    .push(entry);
+            }
+        }
+        for ((topic, partition), entries) in deliveries {
+            self.deliver(&topic, partition, entries).await;
+        }
+    }
+
+    /// Appends `entries` to their target partition as one batch of the engine producer,
+    /// then tombstones them. A missing target discards them; a failure retries later.
+    async fn deliver(self: &Arc<Self>, topic: &str, partition: i32, entries: Vec<Entry>) {
+        let scheduler = self.scheduler();
+        if topic == ABANDONED_TOPIC {
+            if let Err(error) = self.ensure_topic(ABANDONED_TOPIC).await {
+                tracing::warn!(%error, "creating {ABANDONED_TOPIC} failed");
+            }
+        }
+        let result = match self.partition(topic, partition) {
+            Err(_) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    records = entries.len(),
+                    "target of scheduled records is gone; discarding them"
+                );
+                Ok(())
+            }
+            Ok(p) => self.append_engine_batch(&p, &entries).await,
+        };
+        match result {
+            Ok(()) => {
+                let fired = entries
+                    .iter()
+                    .filter(|e| !e.topic.starts_with(ABANDONED_TOPIC))
+                    .count();
+                scheduler.counters.delay_fired.increment(fired as u64);
+                let pending = {
+                    let mut state = lock(&scheduler.state);
+                    for e in &entries {
+                        state.apply(e.id, None);
+                    }
+                    let changes: Vec<(u64, Option<&Entry>)> =
+                        entries.iter().map(|e| (e.id, None)).collect();
+                    scheduler.submit(&changes)
+                };
+                let synced = match pending {
+                    Ok(p) => p.wait().await.map_err(BrokerError::from),
+                    Err(e) => Err(e),
+                };
+                if let Err(error) = synced {
+                    // The delivery stands; at the next start it is recognised as delivered.
+                    tracing::warn!(%error, topic, partition, "recording a delivery failed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, topic, partition, "delivering scheduled records failed; retrying");
+                let mut state = lock(&scheduler.state);
+                for e in &entries {
+                    state.retry(e.id, now_ms() + RETRY_MS);
+                }
+            }
+        }
+    }
+
+    async fn append_engine_batch(
+        &self,
+        p: &Partition,
+        entries: &[Entry],
+    ) -> Result<(), BrokerError> {
+        let next_seq = self
+            .producers()
+            .batches_of(&p.log, ENGINE_PRODUCER_ID)
+            .last()
+            .map_or(0, |(_, last, _)| {
+                crate::producer::state::increment_sequence(*last, 1)
+            });
+        let base = entries.iter().map(|e| e.timestamp).min().unwrap_or(0);
+        let mut builder = BatchBuilder::new(base).producer(ENGINE_PRODUCER_ID, 0, next_seq);
+        for e in entries {
+            let from = format!("{SCHEDULED_TOPIC}/{}", e.id);
+            let mut hs: Vec<(&[u8], Option<&[u8]>)> = e
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_deref()))
+                .collect();
+            hs.push((headers::DELAYED_FROM.as_bytes(), Some(from.as_bytes())));
+            builder.push(e.key.as_deref(), e.value.as_deref(), &hs, e.timestamp);
+        }
+        let count = i32::try_from(entries.len()).unwrap_or(i32::MAX);
+        let identity = BatchIdentity::new(ENGINE_PRODUCER_ID, 0, next_seq, count - 1);
+        let bytes = Bytes::from(builder.build());
+        let appending = self.producers().submit(&p.log, identity, false, || {
+            p.log.submit(bytes, Durability::Synced)
+        })?;
+        appending.wait().await?;
+        Ok(())
+    }
+
+    /// A half record due for a check-back: announce it, or abandon it after the last check.
+    async fn step_half(self: &Arc<Self>, entry: Entry, now: i64) {
+        let scheduler = self.scheduler();
+        let (interval, max) = self.topic(&entry.topic).map_or((30_000, 15), |t| {
+            (t.config.txn_check_interval_ms, t.config.txn_check_max)
+        });
+        let Some(step) = half_step(&entry, now, interval, max, ABANDONED_TOPIC) else {
+            return;
+        };
+        let (next, check) = match step {
+            HalfStep::Check(next) => (next.clone(), Some(next)),
+            HalfStep::Abandon(next) => {
+                scheduler.counters.half_abandoned.increment(1);
+                tracing::info!(topic = %entry.topic, txn_id = ?entry.half.as_ref().map(|h| &h.txn_id), "half message abandoned");
+                (next, None)
+            }
+        };
+        let pending = {
+            let mut state = lock(&scheduler.state);
+            // Answered meanwhile (commit or rollback): nothing to do.
+            if state.get(entry.id).map(|e| &e.half) != Some(&entry.half) {
+                return;
+            }
+            state.apply(entry.id, Some(next.clone()));
+            scheduler.submit(&[(entry.id, Some(&next))])
+        };
+        scheduler.wake.notify_one();
+        if let Err(error) = async { pending?.wait().await.map_err(BrokerError::from) }.await {
+            tracing::warn!(%error, "recording a check-back failed");
+        }
+        if let Some(checked) = check {
+            if let Err(error) = self.announce_check(&checked).await {
+                tracing::warn!(%error, topic = %entry.topic, "announcing a check-back failed");
+            } else {
+                scheduler.counters.half_checked.increment(1);
+            }
+        }
+    }
+
+    /// Appends a check-back record for `entry` to `wharf.txn-check.<group>`.
+    async fn announce_check(self: &Arc<Self>, entry: &Entry) -> Result<(), BrokerError> {
+        let Some(half) = &entry.half else {
+            return Ok(());
+        };
+        let name = format!("{CHECK_TOPIC_PREFIX}{}", half.group);
+        self.ensure_topic(&name).await?;
+        let p = self.partition(&name, 0)?;
+        let now = now_ms();
+        let count = half.checks.to_string();
+        let mut builder = BatchBuilder::new(now);
+        builder.push(
+            Some(half.txn_id.as_bytes()),
+            None,
+            &[
+                (headers::TXN_TOPIC.as_bytes(), Some(entry.topic.as_bytes())),
+                (headers::TXN_CHECK_COUNT.as_bytes(), Some(count.as_bytes())),
+                (headers::TXN_ID.as_bytes(), Some(half.txn_id.as_bytes())),
+            ],
+            now,
+        );
+        p.log
+            .submit(builder.build().into(), Durability::Written)?
+            .wait()
+            .await?;
+        Ok(())
+    }
+
+    /// Creates `name` with one partition if it does not exist (off the async workers).
+    async fn ensure_topic(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
+        if self.topic(name).is_some() {
+            return Ok(());
+        }
+        let broker = self.clone();
+        let spec = TopicSpec {
+            name: name.to_string(),
+            partitions: 1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+        };
+        let created = tokio::task::spawn_blocking(move || broker.create_topic(&spec, false))
+            .await
+            .map_err(|e| BrokerError::Metadata(format!("creating {name}: {e}")))?;
+        match created {
+            Ok(_) | Err(BrokerError::TopicAlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The scheduled ids named by the `wharf-delayed-from` headers of the batch at `offset`.
+fn delivered_ids(log: &Log, offset: i64) -> Result<Vec<u64>, BrokerError> {
+    let read = log.read(offset, 1 << 20)?;
+    let mut ids = Vec::new();
+    let mut at = 0usize;
+    while let Some(batch) = read
+        .records
+        .get(at..)
+        .and_then(|b| BatchHeader::parse(b).ok())
+    {
+        at += batch.len().max(1);
+        if batch.base_offset() != offset || batch.producer_id() != ENGINE_PRODUCER_ID {
+            continue;
+        }
+        let Ok(records) = RecordIter::new(&batch) else {
+            continue;
+        };
+        for record in records.flatten() {
+            let from = headers::find(&record.headers, headers::DELAYED_FROM).flatten();
+            let id = from
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.strip_prefix(SCHEDULED_TOPIC))
+                .and_then(|v| v.strip_prefix('/'))
+                .and_then(|v| v.parse::<u64>().ok());
+            ids.extend(id);
+        }
+    }
+    Ok(ids)
+}
