@@ -172,6 +172,7 @@ impl Broker {
         broker.open_groups()?;
         broker.open_transactions()?;
         broker.open_scheduled()?;
+        broker.open_dedup()?;
         let stop = crate::producer::spawn_housekeeping(Arc::downgrade(&broker))?;
         *broker
             .producer_housekeeping

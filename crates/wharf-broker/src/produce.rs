@@ -12,7 +12,7 @@ use wharf_record::{set_log_append_time, split_batches, BatchHeader, RecordError}
 use wharf_storage::{Durability, PendingAppend};
 
 use crate::producer::{Appending, BatchIdentity};
-use crate::scheduled::Diverted;
+use crate::scheduled::{DedupPending, Diverted, Routed};
 use crate::topic::TopicCounters;
 use crate::{Broker, BrokerError, MessageType};
 
@@ -118,16 +118,31 @@ impl Broker {
                 "{topic}[{partition}]: a produce with a producer id carries exactly one batch"
             )),
         })?;
-        if t.config.message_type != MessageType::Normal {
-            if let Some(diverted) = self.divert(&t, &p, &records, &ranges, identity)? {
-                let counted = !matches!(diverted, Diverted::Producer(Appending::Done(_)));
-                return Ok(PendingProduce {
-                    pending: Waiting::Diverted(diverted),
-                    log_append_time: -1,
-                    counters: p.counters.clone(),
-                    record_count: if counted { record_count } else { 0 },
-                    byte_count: if counted { byte_count } else { 0 },
-                });
+        let mut dedup = None;
+        if t.config.message_type != MessageType::Normal || t.config.dedup_window_ms > 0 {
+            match self.divert(&t, &p, &records, &ranges, identity)? {
+                Routed::Append(pending_ids) => dedup = pending_ids,
+                Routed::Duplicate(offset) => {
+                    return Ok(PendingProduce {
+                        pending: Waiting::Duplicate(offset),
+                        log_append_time: -1,
+                        counters: p.counters.clone(),
+                        record_count: 0,
+                        byte_count: 0,
+                        dedup: None,
+                    });
+                }
+                Routed::Diverted(diverted, pending_ids) => {
+                    let counted = !matches!(diverted, Diverted::Producer(Appending::Done(_)));
+                    return Ok(PendingProduce {
+                        pending: Waiting::Diverted(diverted),
+                        log_append_time: -1,
+                        counters: p.counters.clone(),
+                        record_count: if counted { record_count } else { 0 },
+                        byte_count: if counted { byte_count } else { 0 },
+                        dedup: pending_ids,
+                    });
+                }
             }
         }
         let mut log_append_time = -1;
@@ -169,6 +184,7 @@ impl Broker {
             counters: p.counters.clone(),
             record_count,
             byte_count,
+            dedup,
         })
     }
 }
@@ -230,6 +246,8 @@ enum Waiting {
     Producer(Appending),
     /// Stored in `__wharf_scheduled`: no offset in the target partition yet.
     Diverted(Diverted),
+    /// Every record's message id was stored before, the first at this offset.
+    Duplicate(i64),
 }
 
 /// A produce handed to storage (or recognised as a retry).
@@ -239,16 +257,45 @@ pub struct PendingProduce {
     counters: Arc<TopicCounters>,
     record_count: u64,
     byte_count: u64,
+    /// Message ids this produce stores, with a dedup window.
+    dedup: Option<DedupPending>,
 }
 
 impl PendingProduce {
     pub async fn wait(self) -> Result<ProduceOutcome, BrokerError> {
-        let (info, diverted) = match self.pending {
-            Waiting::Storage(pending) => (pending.wait().await?, false),
-            Waiting::Producer(appending) => (appending.wait().await?, false),
-            Waiting::Diverted(Diverted::Storage(pending)) => (pending.wait().await?, true),
-            Waiting::Diverted(Diverted::Producer(appending)) => (appending.wait().await?, true),
+        let waited = match self.pending {
+            Waiting::Storage(pending) => pending
+                .wait()
+                .await
+                .map(|i| (i, false))
+                .map_err(BrokerError::from),
+            Waiting::Producer(appending) => appending
+                .wait()
+                .await
+                .map(|i| (i, false))
+                .map_err(BrokerError::from),
+            Waiting::Diverted(Diverted::Storage(pending)) => pending
+                .wait()
+                .await
+                .map(|i| (i, true))
+                .map_err(BrokerError::from),
+            Waiting::Diverted(Diverted::Producer(appending)) => appending
+                .wait()
+                .await
+                .map(|i| (i, true))
+                .map_err(BrokerError::from),
+            Waiting::Duplicate(base_offset) => {
+                return Ok(ProduceOutcome {
+                    base_offset,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                })
+            }
         };
+        if let Some(dedup) = self.dedup {
+            dedup.finish(waited.as_ref().ok().map(|(info, _)| info.base_offset));
+        }
+        let (info, diverted) = waited?;
         self.counters.records_in.increment(self.record_count);
         self.counters.bytes_in.increment(self.byte_count);
         Ok(ProduceOutcome {

@@ -144,6 +144,11 @@ impl Schedule {
             })
     }
 
+    /// Every waiting entry, in no order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
     /// Every (topic, partition) a waiting record goes to, sorted.
     pub fn targets(&self) -> Vec<(String, i32)> {
         let set: BTreeSet<(String, i32)> = self

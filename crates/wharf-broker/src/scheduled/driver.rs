@@ -17,6 +17,7 @@ use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
 use wharf_storage::{Durability, Log, PendingAppend};
 
 use super::core::{half_step, Entry, Half, HalfStep, Schedule};
+use super::dedup::{Dedup, DedupPending};
 use super::headers::{self, TxnAction};
 use super::records::{decode_key, decode_value, encode_key, encode_value};
 use crate::internal_log::replay_keyed;
@@ -76,6 +77,7 @@ pub struct Scheduler {
     wake: tokio::sync::Notify,
     stopped: AtomicBool,
     counters: Counters,
+    pub(crate) dedup: Arc<Dedup>,
 }
 
 impl Default for Scheduler {
@@ -86,6 +88,7 @@ impl Default for Scheduler {
             wake: tokio::sync::Notify::new(),
             stopped: AtomicBool::new(false),
             counters: Counters::new(),
+            dedup: Arc::default(),
         }
     }
 }
@@ -99,6 +102,11 @@ impl Scheduler {
     /// Records waiting for `topic` (delayed or half) and the earliest due time among them.
     pub fn waiting(&self, topic: &str) -> (usize, Option<i64>) {
         lock(&self.state).waiting(topic)
+    }
+
+    /// Every waiting record (a copy).
+    pub fn waiting_entries(&self) -> Vec<Entry> {
+        lock(&self.state).entries().cloned().collect()
     }
 
     fn log(&self) -> Result<&Log, BrokerError> {
@@ -134,6 +142,9 @@ enum Plan {
         txn_id: String,
         commit: bool,
     },
+    /// Its `wharf-msg-id` was stored within the dedup window (at this offset, -1 when
+    /// unknown): not stored again.
+    Skip(i64),
 }
 
 /// One produced record, owned.
@@ -171,10 +182,9 @@ fn classify(
             return Err(invalid(
                 &topic.name,
                 partition,
-                format!(
-                    "compressed batches are refused on {} topics; send them uncompressed",
-                    topic.config.message_type.name()
-                ),
+                "compressed batches are refused where the broker reads record headers \
+                 (delay and transaction topics, dedup windows); send them uncompressed"
+                    .to_string(),
             ));
         }
         let iter =
@@ -226,12 +236,22 @@ pub(crate) enum Diverted {
     Producer(Appending),
 }
 
+/// Where a produce to a typed topic or a topic with a dedup window goes.
+pub(crate) enum Routed {
+    /// Appended as sent; the new message ids get their offsets when it completes.
+    Append(Option<DedupPending>),
+    /// Every record was stored before within the window: answer with the first's offset.
+    Duplicate(i64),
+    Diverted(Diverted, Option<DedupPending>),
+}
+
 impl Broker {
-    /// Diverts a produce to a `delay` or `transaction` topic when any of its records waits or
-    /// resolves a half record; `None` when every record is appended now (the ordinary path).
-    /// A diverted batch is stored whole in `__wharf_scheduled` (its immediate records are
-    /// delivered at once); an idempotent batch is checked against the target partition's
-    /// producer state first, so its sequence advances as for an ordinary append.
+    /// Routes a produce to a `delay` or `transaction` topic or a topic with a dedup
+    /// window. When every record is appended now, the produce is appended as sent. A
+    /// produce with any record that waits, resolves a half record or is a duplicate among
+    /// others is stored whole in `__wharf_scheduled` (its immediate records are delivered at
+    /// once, its duplicates dropped); an idempotent batch is checked against the target
+    /// partition's producer state first, so its sequence advances as for an ordinary append.
     pub(crate) fn divert(
         &self,
         topic: &Topic,
@@ -239,9 +259,9 @@ impl Broker {
         records: &Bytes,
         ranges: &[std::ops::Range<usize>],
         identity: Option<(BatchIdentity, bool)>,
-    ) -> Result<Option<Diverted>, BrokerError> {
+    ) -> Result<Routed, BrokerError> {
         let now = now_ms();
-        let owned = classify(
+        let mut owned = classify(
             topic,
             partition.index,
             records,
@@ -249,14 +269,88 @@ impl Broker {
             now,
             self.config().max_delay_ms,
         )?;
+        let pending_ids = self.mark_duplicates(topic, partition, &mut owned, now);
         if owned.iter().all(|r| matches!(r.plan, Plan::Now)) {
-            return Ok(None);
+            return Ok(Routed::Append(pending_ids));
         }
+        if identity.is_none() {
+            if let Some(Plan::Skip(first)) = owned.first().map(|r| &r.plan) {
+                if owned.iter().all(|r| matches!(r.plan, Plan::Skip(_))) {
+                    return Ok(Routed::Duplicate(*first));
+                }
+            }
+        }
+        let pending_ids = pending_ids.map(|p| DedupPending {
+            diverted: true,
+            ..p
+        });
+        match self.divert_all(topic, partition, &owned, identity, now) {
+            Ok(diverted) => Ok(Routed::Diverted(diverted, pending_ids)),
+            Err(e) => {
+                if let Some(p) = pending_ids {
+                    p.finish(None);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// With a dedup window, marks records whose `wharf-msg-id` was stored within it as
+    /// [`Plan::Skip`] and records the others' ids as stored now.
+    fn mark_duplicates(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+        owned: &mut [Owned],
+        now: i64,
+    ) -> Option<DedupPending> {
+        let window = topic.config.dedup_window_ms;
+        if window <= 0 {
+            return None;
+        }
+        let dedup = &self.scheduler().dedup;
+        let mut logs = dedup.lock();
+        let map = logs.entry(partition.log.id()).or_default();
+        let mut ids = Vec::new();
+        for (index, r) in owned.iter_mut().enumerate() {
+            let refs: Vec<(&[u8], Option<&[u8]>)> = r
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_deref()))
+                .collect();
+            let Some(id) = headers::msg_id(&refs) else {
+                continue;
+            };
+            if let Some(offset) = map.seen(id, now, window) {
+                dedup.duplicates.increment(1);
+                r.plan = Plan::Skip(offset);
+            } else {
+                map.insert(id, -1, now);
+                ids.push((id.to_vec(), i64::try_from(index).unwrap_or(i64::MAX)));
+            }
+        }
+        Some(DedupPending {
+            dedup: dedup.clone(),
+            log_id: partition.log.id(),
+            ids,
+            diverted: false,
+        })
+    }
+
+    /// Stores every record of a produce in `__wharf_scheduled`.
+    fn divert_all(
+        &self,
+        topic: &Topic,
+        partition: &Partition,
+        owned: &[Owned],
+        identity: Option<(BatchIdentity, bool)>,
+        now: i64,
+    ) -> Result<Diverted, BrokerError> {
         if identity.is_some_and(|(_, transactional)| transactional) {
             return Err(invalid(
                 &topic.name,
                 partition.index,
-                "transactional batches cannot carry delayed or half records".into(),
+                "transactional batches cannot carry delayed, half or duplicate records".into(),
             ));
         }
         let origin = identity.map(|(batch, _)| batch);
@@ -265,7 +359,7 @@ impl Broker {
         let write = || -> Result<PendingAppend, BrokerError> {
             let mut state = lock(&scheduler.state);
             let mut changes: Vec<(u64, Option<Entry>)> = Vec::with_capacity(owned.len());
-            for r in &owned {
+            for r in owned {
                 let mut entry = Entry {
                     id: 0,
                     due_ms: now,
@@ -292,6 +386,10 @@ impl Broker {
                             checks: 0,
                         });
                         scheduler.counters.half_prepared.increment(1);
+                    }
+                    Plan::Skip(_) => {
+                        changes.push((state.allocate_id(), None));
+                        continue;
                     }
                     Plan::Resolve { txn_id, commit } => {
                         match state.resolve(&topic.name, txn_id, *commit, now) {
@@ -339,7 +437,7 @@ impl Broker {
                 }
             }
         };
-        Ok(Some(diverted))
+        Ok(diverted)
     }
 
     /// Creates `__wharf_scheduled` if missing, replays it (restoring the producer state of

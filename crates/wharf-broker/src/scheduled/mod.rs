@@ -6,6 +6,7 @@
 //! # Layout
 //! - `headers`: the `wharf-*` record headers, read by pure functions.
 //! - `core`: [`Schedule`], the pure index of waiting records; check-back steps.
+//! - `dedup`: [`dedup::PartitionDedup`], message ids stored within a topic's dedup window.
 //! - `records`: the byte layout of `__wharf_scheduled` records.
 //! - `driver`: [`Scheduler`]: the produce diversion, persistence, delivery, check-backs,
 //!   recovery at start.
@@ -25,12 +26,14 @@
 //! one delivery per partition is ever untombstoned.
 
 pub mod core;
+pub mod dedup;
 mod driver;
 pub mod headers;
 pub mod records;
 
 pub use core::{Entry, Half, HalfStep, Schedule};
-pub(crate) use driver::Diverted;
+pub(crate) use dedup::DedupPending;
+pub(crate) use driver::{Diverted, Routed};
 pub use driver::{
     Scheduler, ABANDONED_TOPIC, CHECK_TOPIC_PREFIX, ENGINE_PRODUCER_ID, SCHEDULED_TOPIC,
 };

@@ -277,3 +277,95 @@ async fn a_diverted_idempotent_batch_keeps_the_producer_sequence() {
     assert_eq!(next.unwrap().base_offset, 1);
     b.shutdown().await;
 }
+
+fn create_with(b: &Broker, name: &str, configs: &[(&str, &str)]) {
+    let spec = TopicSpec {
+        name: name.into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: configs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect(),
+    };
+    b.create_topic(&spec, false).unwrap();
+}
+
+/// The same `wharf-msg-id` three times within the window is stored once (the repeats are
+/// answered with the first offset), also after a restart; after the window it is stored
+/// again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_id_is_stored_once_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let id: Headers<'_> = vec![(b"wharf-msg-id", Some(b"m-1"))];
+    let other: Headers<'_> = vec![(b"wharf-msg-id", Some(b"m-2"))];
+    {
+        let b = open(dir.path());
+        create_with(&b, "u", &[("wharf.dedup.window.ms", "1500")]);
+        for expected in [0, 0, 0] {
+            let ack = b
+                .produce("u", 0, batch(b"k", &id, now_ms()), Acks::All)
+                .await;
+            assert_eq!(ack.unwrap().base_offset, expected);
+        }
+        let ack = b
+            .produce("u", 0, batch(b"k", &other, now_ms()), Acks::All)
+            .await;
+        assert_eq!(ack.unwrap().base_offset, 1);
+        b.shutdown().await;
+    }
+    let b = open(dir.path());
+    let ack = b
+        .produce("u", 0, batch(b"k", &id, now_ms()), Acks::All)
+        .await;
+    assert_eq!(ack.unwrap().base_offset, 0, "stored again after a restart");
+    assert_eq!(b.partition("u", 0).unwrap().log.high_watermark(), 2);
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let ack = b
+        .produce("u", 0, batch(b"k", &id, now_ms()), Acks::All)
+        .await;
+    assert_eq!(
+        ack.unwrap().base_offset,
+        2,
+        "not stored again after the window"
+    );
+    b.shutdown().await;
+}
+
+/// On a delay topic with a window, a duplicate of a waiting record is not scheduled again,
+/// and a batch mixing a new and a repeated id delivers only the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_of_waiting_and_mixed_records_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    create_with(
+        &b,
+        "du",
+        &[
+            ("wharf.message.type", "delay"),
+            ("wharf.dedup.window.ms", "60000"),
+        ],
+    );
+    let waiting: Headers<'_> = vec![
+        (b"wharf-msg-id", Some(b"a")),
+        (b"wharf-delay-ms", Some(b"200")),
+    ];
+    for _ in 0..2 {
+        b.produce("du", 0, batch(b"a", &waiting, now_ms()), Acks::All)
+            .await
+            .unwrap();
+    }
+    assert_eq!(b.scheduler().waiting("du").0, 1);
+    let mut mixed = BatchBuilder::new(now_ms());
+    mixed.push(Some(b"a"), None, &[(b"wharf-msg-id", Some(b"a"))], now_ms());
+    mixed.push(Some(b"b"), None, &[(b"wharf-msg-id", Some(b"b"))], now_ms());
+    b.produce("du", 0, Bytes::from(mixed.build()), Acks::All)
+        .await
+        .unwrap();
+    wait_for_count(&b, "du", 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys: Vec<Vec<u8>> = records(&b, "du").into_iter().map(|r| r.0).collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.contains(&b"a".to_vec()) && keys.contains(&b"b".to_vec()));
+    b.shutdown().await;
+}

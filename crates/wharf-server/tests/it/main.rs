@@ -6,6 +6,7 @@ mod admin;
 mod admin_http;
 mod cli;
 mod crash_loop;
+mod dedup;
 mod delay;
 mod durability;
 mod full_disk;
