@@ -39,4 +39,6 @@ pub use driver::{
 };
 
 #[cfg(test)]
+mod half_tests;
+#[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ mod delay;
 mod durability;
 mod full_disk;
 mod groups;
+mod half;
 mod hostile;
 mod idempotence;
 mod kcat;
