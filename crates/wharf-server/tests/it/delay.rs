@@ -196,3 +196,43 @@ async fn a_normal_topic_ignores_wharf_headers() {
     assert_eq!((h.key, h.value), ("wharf-delay-ms", Some(&b"60000"[..])));
     assert_eq!(headers.count(), 1);
 }
+
+/// The admin HTTP view of a delay topic counts its waiting records and their next due time
+/// (`wharf topic describe` reads only Kafka APIs, which have no field for them).
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_http_shows_waiting_records_of_a_delay_topic() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "later", 1, &[("wharf.message.type", "delay")])
+        .await
+        .unwrap();
+    let producer = wharf_testkit::producer(&addr, &[]).unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    for delay in ["60000", "90000"] {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "wharf-delay-ms",
+            value: Some(delay),
+        });
+        let record = FutureRecord::<str, str>::to("later")
+            .payload("x")
+            .headers(headers);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let admin = broker.admin_addr().unwrap();
+    let topic =
+        tokio::task::block_in_place(|| crate::admin_http::get_json(&admin, "/v1/topics/later"));
+    let scheduled = &topic["scheduled"];
+    assert_eq!(scheduled["message_type"], "delay");
+    assert_eq!(scheduled["waiting"], 2);
+    let next_due = u128::from(scheduled["next_due_ms"].as_u64().unwrap());
+    assert!(
+        (before + 60_000..before + 70_000).contains(&next_due),
+        "next due {next_due}, sent after {before}"
+    );
+}
