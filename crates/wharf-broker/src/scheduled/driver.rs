@@ -1,7 +1,7 @@
-//! The scheduler's driver: it diverts records of typed topics into `__wharf_scheduled`
-//! (synced before the produce is answered), delivers due and committed records to their
-//! target partitions with the engine's producer id, announces check-backs, and at start
-//! replays the log and settles deliveries a crash left without their tombstone.
+//! The scheduler's driver: it persists changes to `__wharf_scheduled` (synced), delivers
+//! due and committed records to their target partitions with the engine's producer id,
+//! announces check-backs, and at start replays the log and settles deliveries a crash left
+//! without their tombstone.
 //!
 //! Changes are applied to the [`Schedule`] and submitted to the log under its lock, so log
 //! order is memory order; appends are awaited after the lock is released. The producer
@@ -16,14 +16,13 @@ use bytes::Bytes;
 use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
 use wharf_storage::{Durability, Log, PendingAppend};
 
-use super::core::{half_step, Entry, Half, HalfStep, Schedule};
-use super::dedup::{Dedup, DedupPending};
-use super::headers::{self, TxnAction};
+use super::core::{half_step, Entry, HalfStep, Schedule};
+use super::dedup::Dedup;
+use super::headers;
 use super::records::{decode_key, decode_value, encode_key, encode_value};
 use crate::internal_log::replay_keyed;
-use crate::producer::{now_ms, Appending, BatchIdentity, Placement};
-use crate::topic::Topic;
-use crate::{Broker, BrokerError, MessageType, Partition, TopicSpec};
+use crate::producer::{now_ms, BatchIdentity, Placement};
+use crate::{Broker, BrokerError, Partition, TopicSpec};
 
 /// The internal topic holding waiting records.
 pub const SCHEDULED_TOPIC: &str = "__wharf_scheduled";
@@ -38,22 +37,24 @@ pub const ENGINE_PRODUCER_ID: i64 = i64::MAX - 1;
 const TAKE_LIMIT: usize = 2_000;
 /// The longest the delivery loop sleeps without looking.
 const IDLE: Duration = Duration::from_millis(100);
+/// Bytes of records (roughly) in one engine batch.
+const DELIVERY_BYTES: usize = 1 << 20;
 /// A failed delivery is tried again this much later.
 const RETRY_MS: i64 = 1_000;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Counters of the engine, registered once.
-struct Counters {
-    delay_scheduled: metrics::Counter,
-    delay_fired: metrics::Counter,
-    half_prepared: metrics::Counter,
-    half_committed: metrics::Counter,
-    half_rolled_back: metrics::Counter,
-    half_checked: metrics::Counter,
-    half_abandoned: metrics::Counter,
+pub(super) struct Counters {
+    pub(super) delay_scheduled: metrics::Counter,
+    pub(super) delay_fired: metrics::Counter,
+    pub(super) half_prepared: metrics::Counter,
+    pub(super) half_committed: metrics::Counter,
+    pub(super) half_rolled_back: metrics::Counter,
+    pub(super) half_checked: metrics::Counter,
+    pub(super) half_abandoned: metrics::Counter,
 }
 
 impl Counters {
@@ -72,11 +73,11 @@ impl Counters {
 
 /// The engine of delayed and half records.
 pub struct Scheduler {
-    state: Mutex<Schedule>,
-    log: OnceLock<Log>,
-    wake: tokio::sync::Notify,
-    stopped: AtomicBool,
-    counters: Counters,
+    pub(super) state: Mutex<Schedule>,
+    pub(super) log: OnceLock<Log>,
+    pub(super) wake: tokio::sync::Notify,
+    pub(super) stopped: AtomicBool,
+    pub(super) counters: Counters,
     pub(crate) dedup: Arc<Dedup>,
 }
 
@@ -116,7 +117,10 @@ impl Scheduler {
     }
 
     /// Submits one record per change to the log. Call with the state lock held.
-    fn submit(&self, changes: &[(u64, Option<&Entry>)]) -> Result<PendingAppend, BrokerError> {
+    pub(super) fn submit(
+        &self,
+        changes: &[(u64, Option<&Entry>)],
+    ) -> Result<PendingAppend, BrokerError> {
         let now = now_ms();
         let mut builder = BatchBuilder::new(now);
         for (id, entry) in changes {
@@ -129,317 +133,7 @@ impl Scheduler {
     }
 }
 
-/// What one produced record asks for.
-enum Plan {
-    /// Appended now (in a diverted batch: delivered at once by the engine).
-    Now,
-    Delay(i64),
-    Prepare {
-        txn_id: String,
-        group: String,
-    },
-    Resolve {
-        txn_id: String,
-        commit: bool,
-    },
-    /// Its `wharf-msg-id` was stored within the dedup window (at this offset, -1 when
-    /// unknown): not stored again.
-    Skip(i64),
-}
-
-/// One produced record, owned.
-struct Owned {
-    plan: Plan,
-    timestamp: i64,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-}
-
-fn invalid(topic: &str, partition: i32, reason: String) -> BrokerError {
-    BrokerError::InvalidRecord {
-        topic: topic.to_string(),
-        partition,
-        reason,
-    }
-}
-
-/// Reads and classifies every record of a produce to a typed topic.
-fn classify(
-    topic: &Topic,
-    partition: i32,
-    records: &Bytes,
-    ranges: &[std::ops::Range<usize>],
-    now: i64,
-    max_delay_ms: i64,
-) -> Result<Vec<Owned>, BrokerError> {
-    let mut out = Vec::new();
-    for range in ranges {
-        let bytes = records.get(range.clone()).unwrap_or_default();
-        let batch = BatchHeader::parse(bytes)
-            .map_err(|e| invalid(&topic.name, partition, e.to_string()))?;
-        if batch.compression() != 0 {
-            return Err(invalid(
-                &topic.name,
-                partition,
-                "compressed batches are refused where the broker reads record headers \
-                 (delay and transaction topics, dedup windows); send them uncompressed"
-                    .to_string(),
-            ));
-        }
-        let iter =
-            RecordIter::new(&batch).map_err(|e| invalid(&topic.name, partition, e.to_string()))?;
-        for record in iter {
-            let record = record.map_err(|e| invalid(&topic.name, partition, e.to_string()))?;
-            let plan = match topic.config.message_type {
-                MessageType::Delay => {
-                    match headers::delay_due(&record.headers, now, max_delay_ms) {
-                        Ok(Some(due)) => Plan::Delay(due),
-                        Ok(None) => Plan::Now,
-                        Err(reason) => return Err(invalid(&topic.name, partition, reason)),
-                    }
-                }
-                MessageType::Transaction => match headers::txn_action(&record.headers) {
-                    Ok(TxnAction::None) => Plan::Now,
-                    Ok(TxnAction::Prepare { txn_id, group }) => Plan::Prepare { txn_id, group },
-                    Ok(TxnAction::Commit { txn_id }) => Plan::Resolve {
-                        txn_id,
-                        commit: true,
-                    },
-                    Ok(TxnAction::Rollback { txn_id }) => Plan::Resolve {
-                        txn_id,
-                        commit: false,
-                    },
-                    Err(reason) => return Err(invalid(&topic.name, partition, reason)),
-                },
-                MessageType::Normal => Plan::Now,
-            };
-            out.push(Owned {
-                plan,
-                timestamp: record.timestamp,
-                key: record.key.map(<[u8]>::to_vec),
-                value: record.value.map(<[u8]>::to_vec),
-                headers: record
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.to_vec(), v.map(<[u8]>::to_vec)))
-                    .collect(),
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// A produce diverted into `__wharf_scheduled`: what the produce path waits for.
-pub(crate) enum Diverted {
-    Storage(PendingAppend),
-    Producer(Appending),
-}
-
-/// Where a produce to a typed topic or a topic with a dedup window goes.
-pub(crate) enum Routed {
-    /// Appended as sent; the new message ids get their offsets when it completes.
-    Append(Option<DedupPending>),
-    /// Every record was stored before within the window: answer with the first's offset.
-    Duplicate(i64),
-    Diverted(Diverted, Option<DedupPending>),
-}
-
 impl Broker {
-    /// Routes a produce to a `delay` or `transaction` topic or a topic with a dedup
-    /// window. When every record is appended now, the produce is appended as sent. A
-    /// produce with any record that waits, resolves a half record or is a duplicate among
-    /// others is stored whole in `__wharf_scheduled` (its immediate records are delivered at
-    /// once, its duplicates dropped); an idempotent batch is checked against the target
-    /// partition's producer state first, so its sequence advances as for an ordinary append.
-    pub(crate) fn divert(
-        &self,
-        topic: &Topic,
-        partition: &Partition,
-        records: &Bytes,
-        ranges: &[std::ops::Range<usize>],
-        identity: Option<(BatchIdentity, bool)>,
-    ) -> Result<Routed, BrokerError> {
-        let now = now_ms();
-        let mut owned = classify(
-            topic,
-            partition.index,
-            records,
-            ranges,
-            now,
-            self.config().max_delay_ms,
-        )?;
-        let pending_ids = self.mark_duplicates(topic, partition, &mut owned, now);
-        if owned.iter().all(|r| matches!(r.plan, Plan::Now)) {
-            return Ok(Routed::Append(pending_ids));
-        }
-        if identity.is_none() {
-            if let Some(Plan::Skip(first)) = owned.first().map(|r| &r.plan) {
-                if owned.iter().all(|r| matches!(r.plan, Plan::Skip(_))) {
-                    return Ok(Routed::Duplicate(*first));
-                }
-            }
-        }
-        let pending_ids = pending_ids.map(|p| DedupPending {
-            diverted: true,
-            ..p
-        });
-        match self.divert_all(topic, partition, &owned, identity, now) {
-            Ok(diverted) => Ok(Routed::Diverted(diverted, pending_ids)),
-            Err(e) => {
-                if let Some(p) = pending_ids {
-                    p.finish(None);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// With a dedup window, marks records whose `wharf-msg-id` was stored within it as
-    /// [`Plan::Skip`] and records the others' ids as stored now.
-    fn mark_duplicates(
-        &self,
-        topic: &Topic,
-        partition: &Partition,
-        owned: &mut [Owned],
-        now: i64,
-    ) -> Option<DedupPending> {
-        let window = topic.config.dedup_window_ms;
-        if window <= 0 {
-            return None;
-        }
-        let dedup = &self.scheduler().dedup;
-        let mut logs = dedup.lock();
-        let map = logs.entry(partition.log.id()).or_default();
-        let mut ids = Vec::new();
-        for (index, r) in owned.iter_mut().enumerate() {
-            let refs: Vec<(&[u8], Option<&[u8]>)> = r
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_slice(), v.as_deref()))
-                .collect();
-            let Some(id) = headers::msg_id(&refs) else {
-                continue;
-            };
-            if let Some(offset) = map.seen(id, now, window) {
-                dedup.duplicates.increment(1);
-                r.plan = Plan::Skip(offset);
-            } else {
-                map.insert(id, -1, now);
-                ids.push((id.to_vec(), i64::try_from(index).unwrap_or(i64::MAX)));
-            }
-        }
-        Some(DedupPending {
-            dedup: dedup.clone(),
-            log_id: partition.log.id(),
-            ids,
-            diverted: false,
-        })
-    }
-
-    /// Stores every record of a produce in `__wharf_scheduled`.
-    fn divert_all(
-        &self,
-        topic: &Topic,
-        partition: &Partition,
-        owned: &[Owned],
-        identity: Option<(BatchIdentity, bool)>,
-        now: i64,
-    ) -> Result<Diverted, BrokerError> {
-        if identity.is_some_and(|(_, transactional)| transactional) {
-            return Err(invalid(
-                &topic.name,
-                partition.index,
-                "transactional batches cannot carry delayed, half or duplicate records".into(),
-            ));
-        }
-        let origin = identity.map(|(batch, _)| batch);
-        let scheduler = self.scheduler();
-        let check_after = topic.config.txn_check_after_ms;
-        let write = || -> Result<PendingAppend, BrokerError> {
-            let mut state = lock(&scheduler.state);
-            let mut changes: Vec<(u64, Option<Entry>)> = Vec::with_capacity(owned.len());
-            for r in owned {
-                let mut entry = Entry {
-                    id: 0,
-                    due_ms: now,
-                    topic: topic.name.clone(),
-                    partition: partition.index,
-                    timestamp: r.timestamp,
-                    key: r.key.clone(),
-                    value: r.value.clone(),
-                    headers: r.headers.clone(),
-                    origin,
-                    half: None,
-                };
-                match &r.plan {
-                    Plan::Now => {}
-                    Plan::Delay(due) => {
-                        entry.due_ms = *due;
-                        scheduler.counters.delay_scheduled.increment(1);
-                    }
-                    Plan::Prepare { txn_id, group } => {
-                        entry.due_ms = now.saturating_add(check_after);
-                        entry.half = Some(Half {
-                            txn_id: txn_id.clone(),
-                            group: group.clone(),
-                            checks: 0,
-                        });
-                        scheduler.counters.half_prepared.increment(1);
-                    }
-                    Plan::Skip(_) => {
-                        changes.push((state.allocate_id(), None));
-                        continue;
-                    }
-                    Plan::Resolve { txn_id, commit } => {
-                        match state.resolve(&topic.name, txn_id, *commit, now) {
-                            Some(change) => {
-                                if *commit {
-                                    scheduler.counters.half_committed.increment(1);
-                                } else {
-                                    scheduler.counters.half_rolled_back.increment(1);
-                                }
-                                changes.push(change);
-                            }
-                            // Answered before, or unknown: nothing waits. A tombstone of a
-                            // fresh id keeps one log record per produced record.
-                            None => changes.push((state.allocate_id(), None)),
-                        }
-                        continue;
-                    }
-                }
-                let id = state.allocate_id();
-                state.apply(id, Some(entry.clone()));
-                entry.id = id;
-                changes.push((id, Some(entry)));
-            }
-            let refs: Vec<(u64, Option<&Entry>)> =
-                changes.iter().map(|(id, e)| (*id, e.as_ref())).collect();
-            let pending = scheduler.submit(&refs);
-            drop(state);
-            scheduler.wake.notify_one();
-            pending
-        };
-        let diverted = match origin {
-            None => Diverted::Storage(write()?),
-            Some(batch) => {
-                let mut failed = None;
-                let appending = self.producers().submit(&partition.log, batch, false, || {
-                    write().map_err(|e| {
-                        failed = Some(e);
-                        // Replaced by the error kept in `failed` below.
-                        wharf_storage::StorageError::ShutDown
-                    })
-                });
-                match (appending, failed) {
-                    (_, Some(e)) => return Err(e),
-                    (appending, None) => Diverted::Producer(appending?),
-                }
-            }
-        };
-        Ok(diverted)
-    }
-
     /// Creates `__wharf_scheduled` if missing, replays it (restoring the producer state of
     /// diverted idempotent batches), settles deliveries a crash left without a tombstone,
     /// and starts the delivery loop.
@@ -451,6 +145,10 @@ impl Broker {
             .map(|p| p.log.clone())
             .ok_or_else(|| BrokerError::Metadata(format!("{SCHEDULED_TOPIC} has no partition")))?;
         let scheduler = self.scheduler();
+        // Diverted idempotent batches, in log order (one per batch), replayed into their
+        // target's producer state after the schedule lock is released: the produce path
+        // takes the producer state lock first.
+        let mut origins: Vec<(String, i32, BatchIdentity, i64)> = Vec::new();
         let records = {
             let mut state = lock(&scheduler.state);
             replay_keyed(&log, |key, value| {
@@ -460,10 +158,13 @@ impl Broker {
                     None => None,
                 };
                 if let Some(e) = &entry {
-                    if let (Some(origin), Ok(p)) = (e.origin, self.partition(&e.topic, e.partition))
-                    {
-                        self.producers()
-                            .replay_diverted(&p.log, &origin, e.timestamp);
+                    if let Some(origin) = e.origin {
+                        let same = origins.last().is_some_and(|(t, p, o, _)| {
+                            *t == e.topic && *p == e.partition && *o == origin
+                        });
+                        if !same {
+                            origins.push((e.topic.clone(), e.partition, origin, e.timestamp));
+                        }
                     }
                 }
                 state.apply(id, entry);
@@ -471,6 +172,11 @@ impl Broker {
             })
             .map_err(|reason| BrokerError::Metadata(format!("{SCHEDULED_TOPIC}: {reason}")))?
         };
+        for (topic, partition, origin, timestamp) in origins {
+            if let Ok(p) = self.partition(&topic, partition) {
+                self.producers().replay_diverted(&p.log, &origin, timestamp);
+            }
+        }
         if scheduler.log.set(log).is_err() {
             return Err(BrokerError::Metadata(format!(
                 "{SCHEDULED_TOPIC} loaded twice"
@@ -576,7 +282,9 @@ impl Broker {
             }
         }
         for ((topic, partition), entries) in deliveries {
-            self.deliver(&topic, partition, entries).await;
+            for chunk in chunks(entries, DELIVERY_BYTES) {
+                self.deliver(&topic, partition, chunk).await;
+            }
         }
     }
 
@@ -759,6 +467,30 @@ impl Broker {
     }
 }
 
+/// Splits `entries` into runs of about `max_bytes` (at least one entry each).
+fn chunks(entries: Vec<Entry>, max_bytes: usize) -> Vec<Vec<Entry>> {
+    let mut out: Vec<Vec<Entry>> = Vec::new();
+    let mut bytes = 0usize;
+    for e in entries {
+        let size = 32
+            + e.key.as_ref().map_or(0, Vec::len)
+            + e.value.as_ref().map_or(0, Vec::len)
+            + e.headers
+                .iter()
+                .map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+        match out.last_mut() {
+            Some(run) if bytes + size <= max_bytes => run.push(e),
+            _ => {
+                bytes = 0;
+                out.push(vec![e]);
+            }
+        }
+        bytes += size;
+    }
+    out
+}
+
 /// The scheduled ids named by the `wharf-delayed-from` headers of the batch at `offset`.
 fn delivered_ids(log: &Log, offset: i64) -> Result<Vec<u64>, BrokerError> {
     let read = log.read(offset, 1 << 20)?;
@@ -787,4 +519,34 @@ fn delivered_ids(log: &Log, offset: i64) -> Result<Vec<u64>, BrokerError> {
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_are_split_by_bytes() {
+        let entry = |id: u64, len: usize| Entry {
+            id,
+            due_ms: 0,
+            topic: "t".into(),
+            partition: 0,
+            timestamp: 0,
+            key: None,
+            value: Some(vec![0; len]),
+            headers: Vec::new(),
+            origin: None,
+            half: None,
+        };
+        let runs = chunks(
+            vec![entry(0, 60), entry(1, 60), entry(2, 500), entry(3, 10)],
+            200,
+        );
+        let ids: Vec<Vec<u64>> = runs
+            .iter()
+            .map(|r| r.iter().map(|e| e.id).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![0, 1], vec![2], vec![3]]);
+    }
 }

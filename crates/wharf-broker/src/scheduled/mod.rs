@@ -8,8 +8,8 @@
 //! - `core`: [`Schedule`], the pure index of waiting records; check-back steps.
 //! - `dedup`: [`dedup::PartitionDedup`], message ids stored within a topic's dedup window.
 //! - `records`: the byte layout of `__wharf_scheduled` records.
-//! - `driver`: [`Scheduler`]: the produce diversion, persistence, delivery, check-backs,
-//!   recovery at start.
+//! - `divert`: the produce side: classification of records, storing them to wait.
+//! - `driver`: [`Scheduler`]: persistence, delivery, check-backs, recovery at start.
 //!
 //! ```text
 //!  produce (typed topic) ─► records classified ─► all "now": ordinary append
@@ -27,13 +27,14 @@
 
 pub mod core;
 pub mod dedup;
+mod divert;
 mod driver;
 pub mod headers;
 pub mod records;
 
 pub use core::{Entry, Half, HalfStep, Schedule};
 pub(crate) use dedup::DedupPending;
-pub(crate) use driver::{Diverted, Routed};
+pub(crate) use divert::{Diverted, Routed};
 pub use driver::{
     Scheduler, ABANDONED_TOPIC, CHECK_TOPIC_PREFIX, ENGINE_PRODUCER_ID, SCHEDULED_TOPIC,
 };
