@@ -1,28 +1,29 @@
-//! Deduplication by `wharf-msg-id` on topics with `wharf.dedup.window.ms` > 0: per
-//! partition, the message ids stored within the window, with where they landed. The map
-//! is pure ([`PartitionDedup`]); at start it is rebuilt from each partition's retained tail
-//! within the window and from the records waiting in `__wharf_scheduled`.
+//! Deduplication by `wharf-msg-id` on topics with `wharf.dedup.window.ms` > 0: per topic
+//! (by topic id, so a re-created topic starts empty), the message ids stored within the
+//! window, with the offset where they landed. The map is pure ([`DedupWindow`]); at start
+//! it is rebuilt from every partition's retained tail within the window and from the
+//! records waiting in `__wharf_scheduled`.
 //! Invariant: `order` holds every id of `ids` once, oldest stored first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use wharf_record::{BatchHeader, RecordIter};
-use wharf_storage::{Log, LogId};
+use wharf_storage::Log;
 
 use super::headers;
 use crate::producer::now_ms;
 use crate::{Broker, BrokerError};
 
-/// The message ids of one partition stored within the window.
+/// The message ids of one topic stored within the window.
 #[derive(Debug, Default)]
-pub struct PartitionDedup {
+pub struct DedupWindow {
     /// id → (offset, -1 until known; stored at, broker ms).
     ids: HashMap<Vec<u8>, (i64, i64)>,
     order: VecDeque<(i64, Vec<u8>)>,
 }
 
-impl PartitionDedup {
+impl DedupWindow {
     /// Forgets ids stored before `now_ms - window_ms`.
     pub fn prune(&mut self, now_ms: i64, window_ms: i64) {
         let horizon = now_ms.saturating_sub(window_ms);
@@ -62,6 +63,12 @@ impl PartitionDedup {
         self.ids.remove(id);
     }
 
+    /// Restores the invariant after inserts out of time order (a rebuild from several
+    /// partitions).
+    pub fn sort(&mut self) {
+        self.order.make_contiguous().sort();
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -73,22 +80,22 @@ impl PartitionDedup {
 
 /// Every partition's dedup map.
 pub(crate) struct Dedup {
-    logs: Mutex<HashMap<LogId, PartitionDedup>>,
+    topics: Mutex<HashMap<uuid::Uuid, DedupWindow>>,
     pub(crate) duplicates: metrics::Counter,
 }
 
 impl Default for Dedup {
     fn default() -> Self {
         Self {
-            logs: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
             duplicates: metrics::counter!("wharf_dedup_duplicates_total"),
         }
     }
 }
 
 impl Dedup {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<LogId, PartitionDedup>> {
-        self.logs
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<uuid::Uuid, DedupWindow>> {
+        self.topics
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -104,20 +111,21 @@ impl Broker {
             if window <= 0 {
                 continue;
             }
+            let mut map = DedupWindow::default();
             for p in &topic.partitions {
-                let mut map = PartitionDedup::default();
                 scan(&p.log, now.saturating_sub(window), &mut map)?;
-                ids += map.len();
-                self.scheduler().dedup.lock().insert(p.log.id(), map);
             }
+            map.sort();
+            ids += map.len();
+            self.scheduler().dedup.lock().insert(topic.id, map);
         }
         for e in self.scheduler().waiting_entries() {
-            let Ok(p) = self.partition(&e.topic, e.partition) else {
+            let Some(topic) = self.topic(&e.topic) else {
                 continue;
             };
             if let (Some(id), Some(map)) = (
                 headers::find(&to_refs(&e.headers), headers::MSG_ID).flatten(),
-                self.scheduler().dedup.lock().get_mut(&p.log.id()),
+                self.scheduler().dedup.lock().get_mut(&topic.id),
             ) {
                 map.insert(id, -1, e.timestamp.min(now));
                 ids += 1;
@@ -139,7 +147,7 @@ fn to_refs(headers: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<(&[u8], Option<&[u8]>)
 /// completes, or they are forgotten when it fails.
 pub(crate) struct DedupPending {
     pub(crate) dedup: std::sync::Arc<Dedup>,
-    pub(crate) log_id: LogId,
+    pub(crate) topic_id: uuid::Uuid,
     /// Each new id and its record's position in the produce.
     pub(crate) ids: Vec<(Vec<u8>, i64)>,
     /// Diverted into `__wharf_scheduled`: offsets stay unknown.
@@ -148,8 +156,8 @@ pub(crate) struct DedupPending {
 
 impl DedupPending {
     pub(crate) fn finish(self, base_offset: Option<i64>) {
-        let mut logs = self.dedup.lock();
-        let Some(map) = logs.get_mut(&self.log_id) else {
+        let mut topics = self.dedup.lock();
+        let Some(map) = topics.get_mut(&self.topic_id) else {
             return;
         };
         for (id, index) in &self.ids {
@@ -163,7 +171,7 @@ impl DedupPending {
 }
 
 /// Adds the message ids of `log`'s records with a timestamp at or after `from_ms`.
-fn scan(log: &Log, from_ms: i64, map: &mut PartitionDedup) -> Result<(), BrokerError> {
+fn scan(log: &Log, from_ms: i64, map: &mut DedupWindow) -> Result<(), BrokerError> {
     let Some(start) = log.offset_for_timestamp(from_ms)? else {
         return Ok(());
     };
@@ -209,7 +217,7 @@ mod tests {
 
     #[test]
     fn ids_are_seen_within_the_window_only() {
-        let mut d = PartitionDedup::default();
+        let mut d = DedupWindow::default();
         assert_eq!(d.seen(b"a", 1_000, 500), None);
         d.insert(b"a", -1, 1_000);
         assert_eq!(d.seen(b"a", 1_200, 500), Some(-1));
@@ -221,11 +229,16 @@ mod tests {
 
     #[test]
     fn a_restored_id_is_not_forgotten_by_its_older_entry() {
-        let mut d = PartitionDedup::default();
+        let mut d = DedupWindow::default();
         d.insert(b"a", 1, 1_000);
         d.prune(1_600, 500);
         d.insert(b"a", 9, 1_600);
         assert_eq!(d.seen(b"a", 1_700, 500), Some(9));
+        d.insert(b"c", 3, 1_650);
+        d.insert(b"b", 2, 1_200);
+        d.sort();
+        assert_eq!(d.seen(b"b", 1_710, 500), None, "pruned once sorted");
+        assert_eq!(d.seen(b"c", 1_710, 500), Some(3));
         d.remove(b"a");
         assert_eq!(d.seen(b"a", 1_700, 500), None);
     }

@@ -156,7 +156,7 @@ impl Broker {
             now,
             self.config().max_delay_ms,
         )?;
-        let pending_ids = self.mark_duplicates(topic, partition, &mut owned, now);
+        let pending_ids = self.mark_duplicates(topic, &mut owned, now);
         if owned.iter().all(|r| matches!(r.plan, Plan::Now)) {
             return Ok(Routed::Append(pending_ids));
         }
@@ -187,7 +187,6 @@ impl Broker {
     fn mark_duplicates(
         &self,
         topic: &Topic,
-        partition: &Partition,
         owned: &mut [Owned],
         now: i64,
     ) -> Option<DedupPending> {
@@ -196,8 +195,8 @@ impl Broker {
             return None;
         }
         let dedup = &self.scheduler().dedup;
-        let mut logs = dedup.lock();
-        let map = logs.entry(partition.log.id()).or_default();
+        let mut topics = dedup.lock();
+        let map = topics.entry(topic.id).or_default();
         let mut ids = Vec::new();
         for (index, r) in owned.iter_mut().enumerate() {
             let refs: Vec<(&[u8], Option<&[u8]>)> = r
@@ -218,7 +217,7 @@ impl Broker {
         }
         Some(DedupPending {
             dedup: dedup.clone(),
-            log_id: partition.log.id(),
+            topic_id: topic.id,
             ids,
             diverted: false,
         })

@@ -330,8 +330,15 @@ impl Broker {
                     Err(e) => Err(e),
                 };
                 if let Err(error) = synced {
-                    // The delivery stands; at the next start it is recognised as delivered.
-                    tracing::warn!(%error, topic, partition, "recording a delivery failed");
+                    // The delivery stands and the next start recognises it, but only if no
+                    // later delivery to the partition comes first: stop delivering.
+                    tracing::error!(
+                        %error,
+                        topic,
+                        partition,
+                        "recording a delivery failed; no delivery until restart"
+                    );
+                    scheduler.stopped.store(true, Ordering::Release);
                 }
             }
             Err(error) => {

@@ -6,7 +6,7 @@
 //! # Layout
 //! - `headers`: the `wharf-*` record headers, read by pure functions.
 //! - `core`: [`Schedule`], the pure index of waiting records; check-back steps.
-//! - `dedup`: [`dedup::PartitionDedup`], message ids stored within a topic's dedup window.
+//! - `dedup`: [`dedup::DedupWindow`], message ids stored within a topic's dedup window.
 //! - `records`: the byte layout of `__wharf_scheduled` records.
 //! - `divert`: the produce side: classification of records, storing them to wait.
 //! - `driver`: [`Scheduler`]: persistence, delivery, check-backs, recovery at start.

@@ -369,3 +369,36 @@ async fn duplicates_of_waiting_and_mixed_records_are_dropped() {
     assert!(keys.contains(&b"a".to_vec()) && keys.contains(&b"b".to_vec()));
     b.shutdown().await;
 }
+
+/// The window is per topic: the same id sent to another partition is not stored again, and
+/// a re-created topic of the same name starts with an empty window.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dedup_window_spans_the_topic_not_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let spec = TopicSpec {
+        name: "u2".into(),
+        partitions: 2,
+        replication_factor: 1,
+        configs: BTreeMap::from([("wharf.dedup.window.ms".to_string(), "60000".to_string())]),
+    };
+    b.create_topic(&spec, false).unwrap();
+    let id: Headers<'_> = vec![(b"wharf-msg-id", Some(b"x"))];
+    let first = b
+        .produce("u2", 0, batch(b"k", &id, now_ms()), Acks::All)
+        .await;
+    assert_eq!(first.unwrap().base_offset, 0);
+    let again = b
+        .produce("u2", 1, batch(b"k", &id, now_ms()), Acks::All)
+        .await;
+    assert_eq!(again.unwrap().base_offset, 0, "answered with the original");
+    assert_eq!(b.partition("u2", 1).unwrap().log.high_watermark(), 0);
+    b.delete_topic("u2").unwrap();
+    b.create_topic(&spec, false).unwrap();
+    let fresh = b
+        .produce("u2", 1, batch(b"k", &id, now_ms()), Acks::All)
+        .await;
+    assert_eq!(fresh.unwrap().base_offset, 0);
+    assert_eq!(b.partition("u2", 1).unwrap().log.high_watermark(), 1);
+    b.shutdown().await;
+}
