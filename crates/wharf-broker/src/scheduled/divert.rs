@@ -117,6 +117,24 @@ fn classify(
     Ok(out)
 }
 
+/// What a diverted produce adds to the engine's counters once it is submitted.
+#[derive(Default)]
+struct Counted {
+    delayed: u64,
+    prepared: u64,
+    committed: u64,
+    rolled_back: u64,
+}
+
+impl Counted {
+    fn record(&self, counters: &super::driver::Counters) {
+        counters.delay_scheduled.increment(self.delayed);
+        counters.half_prepared.increment(self.prepared);
+        counters.half_committed.increment(self.committed);
+        counters.half_rolled_back.increment(self.rolled_back);
+    }
+}
+
 /// A produce diverted into `__wharf_scheduled`: what the produce path waits for.
 pub(crate) enum Diverted {
     Storage(PendingAppend),
@@ -245,6 +263,9 @@ impl Broker {
         let write = || -> Result<PendingAppend, BrokerError> {
             let mut state = lock(&scheduler.state);
             let mut changes: Vec<(u64, Option<Entry>)> = Vec::with_capacity(owned.len());
+            // What each changed id was before, to put back if the log refuses the batch.
+            let mut undo: Vec<(u64, Option<Entry>)> = Vec::new();
+            let mut counted = Counted::default();
             for r in owned {
                 let mut entry = Entry {
                     id: 0,
@@ -262,7 +283,7 @@ impl Broker {
                     Plan::Now => {}
                     Plan::Delay(due) => {
                         entry.due_ms = *due;
-                        scheduler.counters.delay_scheduled.increment(1);
+                        counted.delayed += 1;
                     }
                     Plan::Prepare { txn_id, group } => {
                         entry.due_ms = now.saturating_add(check_after);
@@ -271,19 +292,21 @@ impl Broker {
                             group: group.clone(),
                             checks: 0,
                         });
-                        scheduler.counters.half_prepared.increment(1);
+                        counted.prepared += 1;
                     }
                     Plan::Skip(_) => {
                         changes.push((state.allocate_id(), None));
                         continue;
                     }
                     Plan::Resolve { txn_id, commit } => {
+                        let before = state.half(&topic.name, txn_id).cloned();
                         match state.resolve(&topic.name, txn_id, *commit, now) {
                             Some(change) => {
+                                undo.push((change.0, before));
                                 if *commit {
-                                    scheduler.counters.half_committed.increment(1);
+                                    counted.committed += 1;
                                 } else {
-                                    scheduler.counters.half_rolled_back.increment(1);
+                                    counted.rolled_back += 1;
                                 }
                                 changes.push(change);
                             }
@@ -296,15 +319,26 @@ impl Broker {
                 }
                 let id = state.allocate_id();
                 state.apply(id, Some(entry.clone()));
+                undo.push((id, None));
                 entry.id = id;
                 changes.push((id, Some(entry)));
             }
             let refs: Vec<(u64, Option<&Entry>)> =
                 changes.iter().map(|(id, e)| (*id, e.as_ref())).collect();
-            let pending = scheduler.submit(&refs);
-            drop(state);
-            scheduler.wake.notify_one();
-            pending
+            match scheduler.submit(&refs) {
+                Ok(pending) => {
+                    drop(state);
+                    counted.record(&scheduler.counters);
+                    scheduler.wake.notify_one();
+                    Ok(pending)
+                }
+                Err(e) => {
+                    for (id, before) in undo.into_iter().rev() {
+                        state.apply(id, before);
+                    }
+                    Err(e)
+                }
+            }
         };
         let diverted = match origin {
             None => Diverted::Storage(write()?),

@@ -292,30 +292,32 @@ impl Broker {
     /// then tombstones them. A missing target discards them; a failure retries later.
     async fn deliver(self: &Arc<Self>, topic: &str, partition: i32, entries: Vec<Entry>) {
         let scheduler = self.scheduler();
-        if topic == ABANDONED_TOPIC {
-            if let Err(error) = self.ensure_topic(ABANDONED_TOPIC).await {
-                tracing::warn!(%error, "creating {ABANDONED_TOPIC} failed");
-            }
-        }
-        let result = match self.partition(topic, partition) {
-            Err(_) => {
+        let ensured = if topic == ABANDONED_TOPIC {
+            self.ensure_topic(ABANDONED_TOPIC).await
+        } else {
+            Ok(())
+        };
+        let result = match (ensured, self.partition(topic, partition)) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Err(_)) => {
                 tracing::warn!(
                     topic,
                     partition,
                     records = entries.len(),
                     "target of scheduled records is gone; discarding them"
                 );
-                Ok(())
+                Ok(false)
             }
-            Ok(p) => self.append_engine_batch(&p, &entries).await,
+            (Ok(()), Ok(p)) => self.append_engine_batch(&p, &entries).await.map(|()| true),
         };
         match result {
-            Ok(()) => {
-                let fired = entries
-                    .iter()
-                    .filter(|e| !e.topic.starts_with(ABANDONED_TOPIC))
-                    .count();
-                scheduler.counters.delay_fired.increment(fired as u64);
+            Ok(delivered) => {
+                if delivered && topic != ABANDONED_TOPIC {
+                    scheduler
+                        .counters
+                        .delay_fired
+                        .increment(entries.len() as u64);
+                }
                 let pending = {
                     let mut state = lock(&scheduler.state);
                     for e in &entries {
