@@ -161,21 +161,31 @@ impl Broker {
         } else {
             Durability::Written
         };
-        let (pending, record_count, byte_count) = match identity {
-            None => (
-                Waiting::Storage(p.log.submit(records, durability)?),
-                record_count,
-                byte_count,
-            ),
-            Some((batch, transactional)) => {
-                let appending = self.producers().submit(&p.log, batch, transactional, || {
+        let submitted = match identity {
+            None => p
+                .log
+                .submit(records, durability)
+                .map(|pending| (Waiting::Storage(pending), record_count, byte_count))
+                .map_err(BrokerError::from),
+            Some((batch, transactional)) => self
+                .producers()
+                .submit(&p.log, batch, transactional, || {
                     p.log.submit(records, durability)
-                })?;
-                match appending {
+                })
+                .map(|appending| match appending {
                     // A duplicate of a written batch: nothing is written, nothing counted.
                     done @ Appending::Done(_) => (Waiting::Producer(done), 0, 0),
                     wait => (Waiting::Producer(wait), record_count, byte_count),
+                }),
+        };
+        let (pending, record_count, byte_count) = match submitted {
+            Ok(submitted) => submitted,
+            Err(e) => {
+                // Not stored: its message ids must not count as stored.
+                if let Some(dedup) = dedup {
+                    dedup.finish(None);
                 }
+                return Err(e);
             }
         };
         Ok(PendingProduce {
