@@ -402,3 +402,28 @@ async fn the_dedup_window_spans_the_topic_not_the_partition() {
     assert_eq!(b.partition("u2", 1).unwrap().log.high_watermark(), 1);
     b.shutdown().await;
 }
+
+/// A produce whose store in `__wharf_scheduled` is refused (the shard is poisoned by a
+/// failed fdatasync) leaves nothing waiting: the record must not be delivered after the
+/// client was told it failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_store_leaves_nothing_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(wharf_storage::sim::SimFs::new(dir.path()));
+    let mut sc = StorageConfig::new(dir.path());
+    sc.shards = 1;
+    sc.fs = fs.clone();
+    let b = Broker::open(BrokerConfig::default(), sc).unwrap();
+    create(&b, "d", "delay");
+    fs.fail_sync(1);
+    let poisoning = b.produce("d", 0, batch(b"x", &[], 1), Acks::All).await;
+    assert!(poisoning.is_err(), "the failed fdatasync poisons the shard");
+    let headers: Headers<'_> = vec![(b"wharf-delay-ms", Some(b"100"))];
+    let refused = b.produce("d", 0, batch(b"k", &headers, 1), Acks::All).await;
+    assert!(refused.is_err());
+    assert_eq!(
+        b.scheduler().waiting("d").0,
+        0,
+        "a refused record still waits"
+    );
+}
