@@ -254,6 +254,13 @@ impl Broker {
     /// records, steps half records; sleeps until the next due time otherwise.
     async fn run_due(self: &Arc<Self>) {
         let scheduler = self.scheduler();
+        if !self.storage().poisoned_shards().is_empty() {
+            // A store into `__wharf_scheduled` may have failed after its records were
+            // indexed (the client was told it failed): deliver nothing until restart, when
+            // the index is rebuilt from what is durable.
+            tokio::time::sleep(IDLE).await;
+            return;
+        }
         let now = now_ms();
         let (taken, next) = {
             let mut state = lock(&scheduler.state);

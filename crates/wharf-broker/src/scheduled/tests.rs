@@ -427,3 +427,34 @@ async fn a_refused_store_leaves_nothing_waiting() {
         "a refused record still waits"
     );
 }
+
+/// While a shard is poisoned nothing is delivered: a store that failed after its records
+/// were indexed must not reach the partition. (Placement of logs on shards is a stable hash
+/// of their ids, so which shard `other` poisons is the same on every run; the test fails
+/// without the check because it is not the shard of `d`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_is_delivered_while_a_shard_is_poisoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(wharf_storage::sim::SimFs::new(dir.path()));
+    let mut sc = StorageConfig::new(dir.path());
+    sc.shards = 2;
+    sc.fs = fs.clone();
+    let b = Broker::open(BrokerConfig::default(), sc).unwrap();
+    create(&b, "d", "delay");
+    create_with(&b, "other", &[]);
+    let headers: Headers<'_> = vec![(b"wharf-delay-ms", Some(b"300"))];
+    b.produce("d", 0, batch(b"k", &headers, 1), Acks::All)
+        .await
+        .unwrap();
+    fs.fail_sync(1);
+    let poisoning = b.produce("other", 0, batch(b"x", &[], 1), Acks::All).await;
+    assert!(poisoning.is_err());
+    assert_eq!(b.storage().poisoned_shards().len(), 1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        b.partition("d", 0).unwrap().log.high_watermark(),
+        0,
+        "delivered while poisoned"
+    );
+    assert_eq!(b.scheduler().waiting("d").0, 1);
+}
