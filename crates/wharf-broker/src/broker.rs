@@ -8,6 +8,7 @@ use wharf_storage::{Storage, StorageConfig, TimestampMatch};
 use crate::group::{system_clock, CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{MetadataStore, TopicRecord};
 use crate::producer::{ProducerError, Producers};
+use crate::scheduled::{Scheduler, SCHEDULED_TOPIC};
 use crate::topic::{Partition, Topic, TopicCounters};
 use crate::topic_config::{ConfigEntry, TopicConfig};
 use crate::txn::{TxnConfig, TxnCoordinator, TRANSACTION_STATE_TOPIC};
@@ -31,6 +32,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// The transaction coordinator: maximum timeout, transactional id expiry.
     pub transactions: TxnConfig,
+    /// `max_delay_ms`: the longest delay a delayed message may ask for.
+    pub max_delay_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -45,6 +48,7 @@ impl Default for BrokerConfig {
             groups: CoordinatorConfig::default(),
             producer_id_expiration_ms: 86_400_000,
             transactions: TxnConfig::default(),
+            max_delay_ms: 259_200_000,
         }
     }
 }
@@ -81,6 +85,7 @@ pub struct Broker {
     groups: GroupCoordinator,
     producers: Producers,
     transactions: TxnCoordinator,
+    scheduler: Scheduler,
     /// Stops the producer snapshot thread.
     producer_housekeeping: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     quotas: crate::quota::QuotaState,
@@ -168,10 +173,13 @@ impl Broker {
             groups,
             producers,
             transactions,
+            scheduler: Scheduler::default(),
             producer_housekeeping: Mutex::new(None),
         });
         broker.open_groups()?;
         broker.open_transactions()?;
+        broker.open_scheduled()?;
+        broker.open_dedup()?;
         let stop = crate::producer::spawn_housekeeping(Arc::downgrade(&broker))?;
         *broker
             .producer_housekeeping
@@ -222,6 +230,11 @@ impl Broker {
     /// The transaction coordinator.
     pub fn transactions(&self) -> &TxnCoordinator {
         &self.transactions
+    }
+
+    /// The engine of delayed and half messages.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// The group coordinator (consumer groups and committed offsets).
@@ -338,7 +351,10 @@ impl Broker {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        if name == crate::group::OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
+        if name == crate::group::OFFSETS_TOPIC
+            || name == TRANSACTION_STATE_TOPIC
+            || name == SCHEDULED_TOPIC
+        {
             return Err(BrokerError::InvalidRequest(format!(
                 "{name} is internal and cannot be deleted"
             )));
@@ -568,6 +584,7 @@ impl Broker {
     pub async fn shutdown(&self) {
         self.groups.stop();
         self.transactions.stop();
+        self.scheduler.stop();
         if let Some(stop) = self
             .producer_housekeeping
             .lock()

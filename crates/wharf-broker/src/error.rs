@@ -28,6 +28,13 @@ pub enum BrokerError {
         #[source]
         source: RecordError,
     },
+    /// Kafka's INVALID_RECORD: a record the topic's type cannot accept.
+    #[error("invalid record for {topic}[{partition}]: {reason}")]
+    InvalidRecord {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
     #[error("batch of {size} bytes exceeds max.message.bytes {max} of {topic}")]
     MessageTooLarge {
         topic: String,

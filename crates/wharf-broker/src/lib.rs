@@ -10,6 +10,7 @@
 //! - `fetch`: partition reads within a fetch's byte budget (KIP-74), the read_committed cut.
 //! - `group`: consumer groups and committed offsets, persisted in `__consumer_offsets`.
 //! - `producer`: idempotent producers: producer ids, per-partition sequence state, snapshots.
+//! - `scheduled`: delayed and half messages of typed topics, waiting in `__wharf_scheduled`.
 //! - `txn`: transactions: the pure coordinator, `__transaction_state` records, markers, LSO.
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
@@ -22,6 +23,7 @@ mod metadata;
 mod produce;
 pub mod producer;
 pub mod quota;
+pub mod scheduled;
 mod topic;
 mod topic_config;
 pub mod txn;
@@ -32,5 +34,5 @@ pub use fetch::{FetchBudget, FetchError, FetchSpec, FetchTarget, PartitionRead};
 pub use produce::{Acks, PendingProduce, ProduceOutcome};
 pub use producer::ProducerError;
 pub use topic::{Partition, Topic};
-pub use topic_config::{ConfigEntry, ConfigSource, TopicConfig, TOPIC_CONFIG_KEYS};
+pub use topic_config::{ConfigEntry, ConfigSource, MessageType, TopicConfig, TOPIC_CONFIG_KEYS};
 pub use wharf_storage::{Durability, Log, ReadResult, StorageConfig, StorageError, TimestampMatch};

@@ -12,8 +12,9 @@ use wharf_record::{set_log_append_time, split_batches, BatchHeader, RecordError}
 use wharf_storage::{Durability, PendingAppend};
 
 use crate::producer::{Appending, BatchIdentity};
+use crate::scheduled::{DedupPending, Diverted, Routed};
 use crate::topic::TopicCounters;
-use crate::{Broker, BrokerError};
+use crate::{Broker, BrokerError, MessageType};
 
 /// Kafka's `acks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +118,33 @@ impl Broker {
                 "{topic}[{partition}]: a produce with a producer id carries exactly one batch"
             )),
         })?;
+        let mut dedup = None;
+        if t.config.message_type != MessageType::Normal || t.config.dedup_window_ms > 0 {
+            match self.divert(&t, &p, &records, &ranges, identity)? {
+                Routed::Append(pending_ids) => dedup = pending_ids,
+                Routed::Duplicate(offset) => {
+                    return Ok(PendingProduce {
+                        pending: Waiting::Duplicate(offset),
+                        log_append_time: -1,
+                        counters: p.counters.clone(),
+                        record_count: 0,
+                        byte_count: 0,
+                        dedup: None,
+                    });
+                }
+                Routed::Diverted(diverted, pending_ids) => {
+                    let counted = !matches!(diverted, Diverted::Producer(Appending::Done(_)));
+                    return Ok(PendingProduce {
+                        pending: Waiting::Diverted(diverted),
+                        log_append_time: -1,
+                        counters: p.counters.clone(),
+                        record_count: if counted { record_count } else { 0 },
+                        byte_count: if counted { byte_count } else { 0 },
+                        dedup: pending_ids,
+                    });
+                }
+            }
+        }
         let mut log_append_time = -1;
         let mut records = records;
         if t.config.log_append_time {
@@ -133,29 +161,45 @@ impl Broker {
         } else {
             Durability::Written
         };
-        let (pending, record_count, byte_count) = match identity {
-            None => (
-                Waiting::Storage(p.log.submit(records, durability)?),
-                record_count,
-                byte_count,
-            ),
+        let submitted = match identity {
+            None => p
+                .log
+                .submit(records, durability)
+                .map(|pending| (Waiting::Storage(pending), record_count, byte_count))
+                .map_err(BrokerError::from),
             Some((batch, transactional)) => {
-                if transactional {
+                let checked = if transactional {
                     self.check_transactional_produce(
                         batch.producer_id,
                         batch.epoch,
                         topic,
                         partition,
-                    )?;
+                    )
+                } else {
+                    Ok(())
+                };
+                checked.and_then(|()| {
+                    self.producers()
+                        .submit(&p.log, batch, transactional, || {
+                            p.log.submit(records, durability)
+                        })
+                        .map(|appending| match appending {
+                            // A duplicate of a written batch: nothing is written, nothing
+                            // counted.
+                            done @ Appending::Done(_) => (Waiting::Producer(done), 0, 0),
+                            wait => (Waiting::Producer(wait), record_count, byte_count),
+                        })
+                })
+            }
+        };
+        let (pending, record_count, byte_count) = match submitted {
+            Ok(submitted) => submitted,
+            Err(e) => {
+                // Not stored: its message ids must not count as stored.
+                if let Some(dedup) = dedup {
+                    dedup.finish(None);
                 }
-                let appending = self.producers().submit(&p.log, batch, transactional, || {
-                    p.log.submit(records, durability)
-                })?;
-                match appending {
-                    // A duplicate of a written batch: nothing is written, nothing counted.
-                    done @ Appending::Done(_) => (Waiting::Producer(done), 0, 0),
-                    wait => (Waiting::Producer(wait), record_count, byte_count),
-                }
+                return Err(e);
             }
         };
         Ok(PendingProduce {
@@ -164,6 +208,7 @@ impl Broker {
             counters: p.counters.clone(),
             record_count,
             byte_count,
+            dedup,
         })
     }
 }
@@ -223,6 +268,10 @@ fn idempotent_identity(
 enum Waiting {
     Storage(PendingAppend),
     Producer(Appending),
+    /// Stored in `__wharf_scheduled`: no offset in the target partition yet.
+    Diverted(Diverted),
+    /// Every record's message id was stored before, the first at this offset.
+    Duplicate(i64),
 }
 
 /// A produce handed to storage (or recognised as a retry).
@@ -232,20 +281,52 @@ pub struct PendingProduce {
     counters: Arc<TopicCounters>,
     record_count: u64,
     byte_count: u64,
+    /// Message ids this produce stores, with a dedup window.
+    dedup: Option<DedupPending>,
 }
 
 impl PendingProduce {
     pub async fn wait(self) -> Result<ProduceOutcome, BrokerError> {
-        let info = match self.pending {
-            Waiting::Storage(pending) => pending.wait().await?,
-            Waiting::Producer(appending) => appending.wait().await?,
+        let waited = match self.pending {
+            Waiting::Storage(pending) => pending
+                .wait()
+                .await
+                .map(|i| (i, false))
+                .map_err(BrokerError::from),
+            Waiting::Producer(appending) => appending
+                .wait()
+                .await
+                .map(|i| (i, false))
+                .map_err(BrokerError::from),
+            Waiting::Diverted(Diverted::Storage(pending)) => pending
+                .wait()
+                .await
+                .map(|i| (i, true))
+                .map_err(BrokerError::from),
+            Waiting::Diverted(Diverted::Producer(appending)) => appending
+                .wait()
+                .await
+                .map(|i| (i, true))
+                .map_err(BrokerError::from),
+            Waiting::Duplicate(base_offset) => {
+                return Ok(ProduceOutcome {
+                    base_offset,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                })
+            }
         };
+        if let Some(dedup) = self.dedup {
+            dedup.finish(waited.as_ref().ok().map(|(info, _)| info.base_offset));
+        }
+        let (info, diverted) = waited?;
         self.counters.records_in.increment(self.record_count);
         self.counters.bytes_in.increment(self.byte_count);
         Ok(ProduceOutcome {
-            base_offset: info.base_offset,
+            // A diverted record gets its offset when it is delivered.
+            base_offset: if diverted { -1 } else { info.base_offset },
             log_append_time: self.log_append_time,
-            log_start_offset: info.log_start_offset,
+            log_start_offset: if diverted { -1 } else { info.log_start_offset },
         })
     }
 }

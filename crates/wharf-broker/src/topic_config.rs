@@ -21,6 +21,11 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "retention.ms",
     "segment.bytes",
     "segment.ms",
+    "wharf.dedup.window.ms",
+    "wharf.message.type",
+    "wharf.txn.check.after.ms",
+    "wharf.txn.check.interval.ms",
+    "wharf.txn.check.max",
 ];
 
 /// Deprecated configs that Kafka itself accepts as no-ops, accepted (validated, stored,
@@ -34,6 +39,26 @@ pub const NO_OP_KEYS: &[&str] = &["message.downconversion.enable", "message.form
 /// Configs whose value is a comma-separated list (IncrementalAlterConfigs APPEND/SUBTRACT).
 const LIST_KEYS: &[&str] = &["cleanup.policy"];
 
+/// `wharf.message.type`: how the produce path treats a topic's records (ARCHITECTURE
+/// decision 12). Only `Delay` and `Transaction` topics read record headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageType {
+    #[default]
+    Normal,
+    Delay,
+    Transaction,
+}
+
+impl MessageType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Delay => "delay",
+            Self::Transaction => "transaction",
+        }
+    }
+}
+
 /// A topic's effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfig {
@@ -44,6 +69,15 @@ pub struct TopicConfig {
     pub max_message_bytes: i64,
     pub log_append_time: bool,
     pub min_insync_replicas: i32,
+    pub message_type: MessageType,
+    /// `wharf.dedup.window.ms`: 0 turns deduplication by `wharf-msg-id` off.
+    pub dedup_window_ms: i64,
+    /// `wharf.txn.check.after.ms`: a half message unresolved this long is checked back.
+    pub txn_check_after_ms: i64,
+    /// `wharf.txn.check.interval.ms`: time between two checks of one half message.
+    pub txn_check_interval_ms: i64,
+    /// `wharf.txn.check.max`: checks before a half message is abandoned.
+    pub txn_check_max: i32,
 }
 
 impl Default for TopicConfig {
@@ -56,6 +90,11 @@ impl Default for TopicConfig {
             max_message_bytes: 1_048_588,
             log_append_time: false,
             min_insync_replicas: 1,
+            message_type: MessageType::Normal,
+            dedup_window_ms: 0,
+            txn_check_after_ms: 6_000,
+            txn_check_interval_ms: 30_000,
+            txn_check_max: 15,
         }
     }
 }
@@ -148,6 +187,24 @@ impl TopicConfig {
                     return Err(invalid(key, value, "batches are stored as the producer sent them; only 'producer' is supported"));
                 }
             }
+            "wharf.message.type" => {
+                self.message_type = match value {
+                    "normal" => MessageType::Normal,
+                    "delay" => MessageType::Delay,
+                    "transaction" => MessageType::Transaction,
+                    _ => return Err(invalid(key, value, "must be normal, delay or transaction")),
+                }
+            }
+            "wharf.dedup.window.ms" => self.dedup_window_ms = parse_long(key, value, 0)?,
+            "wharf.txn.check.after.ms" => self.txn_check_after_ms = parse_long(key, value, 1)?,
+            "wharf.txn.check.interval.ms" => {
+                self.txn_check_interval_ms = parse_long(key, value, 1)?;
+            }
+            "wharf.txn.check.max" => {
+                let max = parse_long(key, value, 1)?;
+                self.txn_check_max =
+                    i32::try_from(max).map_err(|_| invalid(key, value, "must fit in 32 bits"))?;
+            }
             _ => return Err(invalid(key, value, "unknown or unsupported topic config")),
         }
         Ok(())
@@ -176,6 +233,11 @@ impl TopicConfig {
                     "retention.bytes" => self.retention_bytes.to_string(),
                     "retention.ms" => self.retention_ms.to_string(),
                     "segment.bytes" => self.segment_bytes.to_string(),
+                    "wharf.dedup.window.ms" => self.dedup_window_ms.to_string(),
+                    "wharf.message.type" => self.message_type.name().to_string(),
+                    "wharf.txn.check.after.ms" => self.txn_check_after_ms.to_string(),
+                    "wharf.txn.check.interval.ms" => self.txn_check_interval_ms.to_string(),
+                    "wharf.txn.check.max" => self.txn_check_max.to_string(),
                     _ => self.segment_ms.to_string(),
                 };
                 let source = if overrides.contains_key(name) {
@@ -359,5 +421,66 @@ mod tests {
         assert!(resolve("delete"));
         assert!(!resolve("delete,compact"));
         assert!(!resolve(""));
+    }
+
+    fn resolve_one(key: &str, value: &str) -> Result<TopicConfig, BrokerError> {
+        let o = BTreeMap::from([(key.to_string(), value.to_string())]);
+        TopicConfig::resolve(&TopicConfig::default(), &o)
+    }
+
+    #[test]
+    fn wharf_configs_parse_validate_and_describe() {
+        let defaults = TopicConfig::default();
+        assert_eq!(defaults.message_type, MessageType::Normal);
+        assert_eq!(
+            (defaults.dedup_window_ms, defaults.txn_check_after_ms),
+            (0, 6_000)
+        );
+        assert_eq!(
+            (defaults.txn_check_interval_ms, defaults.txn_check_max),
+            (30_000, 15)
+        );
+        for (name, ty) in [
+            ("normal", MessageType::Normal),
+            ("delay", MessageType::Delay),
+            ("transaction", MessageType::Transaction),
+        ] {
+            let c = resolve_one("wharf.message.type", name).unwrap();
+            assert_eq!(c.message_type, ty);
+            let o = BTreeMap::from([("wharf.message.type".to_string(), name.to_string())]);
+            let d = c.describe(&o);
+            let e = d.iter().find(|e| e.name == "wharf.message.type").unwrap();
+            assert_eq!((e.value.as_str(), e.source), (name, ConfigSource::Topic));
+        }
+        assert_eq!(
+            resolve_one("wharf.dedup.window.ms", "60000")
+                .unwrap()
+                .dedup_window_ms,
+            60_000
+        );
+        assert_eq!(
+            resolve_one("wharf.txn.check.max", "3")
+                .unwrap()
+                .txn_check_max,
+            3
+        );
+        for (key, value) in [
+            ("wharf.message.type", "fifo"),
+            ("wharf.message.type", "Delay"),
+            ("wharf.dedup.window.ms", "-1"),
+            ("wharf.dedup.window.ms", "soon"),
+            ("wharf.txn.check.after.ms", "0"),
+            ("wharf.txn.check.interval.ms", "0"),
+            ("wharf.txn.check.max", "0"),
+            ("wharf.txn.check.max", "9999999999"),
+        ] {
+            assert!(
+                matches!(
+                    resolve_one(key, value),
+                    Err(BrokerError::InvalidConfig { .. })
+                ),
+                "{key}={value} accepted"
+            );
+        }
     }
 }

@@ -44,6 +44,7 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
         BrokerError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
         BrokerError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         BrokerError::CorruptMessage { .. } => ResponseError::CorruptMessage,
+        BrokerError::InvalidRecord { .. } => ResponseError::InvalidRecord,
         BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,

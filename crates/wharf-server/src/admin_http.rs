@@ -10,6 +10,7 @@
 //! | `GET /v1/cluster`, `/v1/broker` | cluster id, brokers; this broker's settings |
 //! | `GET /v1/topics`, `/v1/topics/{topic}` | partitions: log start, high watermark, bytes |
 //! | `GET /v1/topics/{topic}/configs` | every topic config with its source |
+//! | | a delay or transaction topic adds `scheduled`: records waiting, next due time (epoch ms) |
 //! | `GET /v1/groups`, `/v1/groups/{group}` | members, assignments, committed offsets, lag |
 //!
 //! `/v1/` answers 503 until the broker is open.
@@ -30,7 +31,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wharf_broker::group::api::GroupListing;
-use wharf_broker::{Broker, ConfigSource, Topic};
+use wharf_broker::{Broker, ConfigSource, MessageType, Topic};
 
 use crate::{group_cmd, lag, metrics};
 
@@ -183,6 +184,14 @@ fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
         ["topics", name] => broker.topic(&percent_decode(name)).map(|t| {
             let mut value = topic_json(&t);
             value["configs"] = configs_json(&t);
+            if t.config.message_type != MessageType::Normal {
+                let (waiting, next_due_ms) = broker.scheduler().waiting(&t.name);
+                value["scheduled"] = json!({
+                    "message_type": t.config.message_type.name(),
+                    "waiting": waiting,
+                    "next_due_ms": next_due_ms,
+                });
+            }
             value
         }),
         ["topics", name, "configs"] => broker

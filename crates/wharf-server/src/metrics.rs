@@ -169,6 +169,49 @@ fn describe_recorded() {
         "wharf_storage_shard_poisoned",
         "1 once a failed fdatasync or write rollback poisoned the shard (no acks until restart)."
     );
+    describe_scheduled();
+}
+
+/// The engine of delayed and half messages and the dedup window.
+fn describe_scheduled() {
+    use metrics::describe_counter;
+    for (name, help) in [
+        (
+            "wharf_delay_scheduled_total",
+            "Records of delay topics stored in __wharf_scheduled to wait for their due time.",
+        ),
+        (
+            "wharf_delay_fired_total",
+            "Records delivered by the engine to their target partition (due delayed records, \
+             committed half records, immediate records of a diverted batch).",
+        ),
+        (
+            "wharf_txn_half_prepared_total",
+            "Half (prepared) records stored on transaction topics.",
+        ),
+        (
+            "wharf_txn_half_committed_total",
+            "Half records made visible by a commit.",
+        ),
+        (
+            "wharf_txn_half_rolled_back_total",
+            "Half records discarded by a rollback.",
+        ),
+        (
+            "wharf_txn_half_checked_total",
+            "Check-back records announced on wharf.txn-check.<group> topics.",
+        ),
+        (
+            "wharf_txn_half_abandoned_total",
+            "Half records moved to wharf.txn-abandoned after their last unanswered check.",
+        ),
+        (
+            "wharf_dedup_duplicates_total",
+            "Records not stored because their wharf-msg-id was stored within the dedup window.",
+        ),
+    ] {
+        describe_counter!(name, Unit::Count, help);
+    }
 }
 
 /// A scrape: the recorded metrics, then the gauges computed from `broker` (if it is open).

@@ -54,6 +54,8 @@ pub struct Settings {
     pub transactional_id_expiration_ms: i64,
     /// Kafka's `transaction.max.timeout.ms`: larger `transaction.timeout.ms` are refused.
     pub transaction_max_timeout_ms: i32,
+    /// The longest delay a message on a `delay` topic may ask for (default 3 days).
+    pub max_delay_ms: i64,
     /// `tracing` filter, e.g. `info` or `wharf_kafka=debug`.
     pub log_level: String,
 }
@@ -90,6 +92,7 @@ impl Default for Settings {
             producer_id_expiration_ms: 86_400_000,
             transactional_id_expiration_ms: 604_800_000,
             transaction_max_timeout_ms: 900_000,
+            max_delay_ms: 259_200_000,
             log_level: "info".into(),
         }
     }
@@ -174,6 +177,7 @@ impl Settings {
                 max_timeout_ms: self.transaction_max_timeout_ms.max(1),
                 id_expiration_ms: self.transactional_id_expiration_ms.max(1),
             },
+            max_delay_ms: self.max_delay_ms.max(0),
         }
     }
 

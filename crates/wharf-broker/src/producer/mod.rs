@@ -280,6 +280,27 @@ impl Producers {
         }
     }
 
+    /// The remembered batches of `producer_id` on `log`, oldest first.
+    pub(crate) fn batches_of(&self, log: &Log, producer_id: i64) -> Vec<(i32, i32, Placement)> {
+        lock(&self.log_state(log.id()))
+            .state
+            .batches_of(producer_id)
+    }
+
+    /// Replays a batch that was accepted for `log` but stored elsewhere (diverted into
+    /// `__wharf_scheduled`), so the producer's sequence continues after it. Only a batch that
+    /// would be appended now (the next in sequence, or a producer unknown here) is applied:
+    /// one that the log's own batches already passed changes nothing.
+    pub(crate) fn replay_diverted(&self, log: &Log, batch: &BatchIdentity, timestamp_ms: i64) {
+        let shared = self.log_state(log.id());
+        let mut guard = lock(&shared);
+        if guard.state.check(batch) == Ok(Check::Append) {
+            guard
+                .state
+                .replay(batch, -1, -1, timestamp_ms.min(now_ms()));
+        }
+    }
+
     /// Writes a commit or abort marker of `producer_id` to `log` and waits until it is
     /// durable. The marker's epoch fences older epochs of the producer on this partition.
     pub(crate) async fn write_marker(

@@ -248,6 +248,16 @@ impl PartitionProducers {
             .find(|b| b.placement == Placement::Pending(ticket))
     }
 
+    /// The remembered batches of `producer_id`, oldest first: `(first_seq, last_seq, where)`.
+    pub fn batches_of(&self, producer_id: i64) -> Vec<(i32, i32, Placement)> {
+        self.producers.get(&producer_id).map_or_else(Vec::new, |e| {
+            e.batches
+                .iter()
+                .map(|b| (b.first_seq, b.last_seq, b.placement))
+                .collect()
+        })
+    }
+
     /// Whether any batch is still waiting for its offsets.
     pub fn has_pending(&self) -> bool {
         self.producers.values().any(|e| {
