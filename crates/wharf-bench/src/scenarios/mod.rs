@@ -1,6 +1,7 @@
 //! The scenarios, by their fixed names, and what they share. Each turns its repeats into one
 //! [`ScenarioReport`]; a failing scenario yields a report carrying its error.
 
+mod delay;
 pub mod latency;
 mod many_partitions;
 mod recovery;
@@ -33,6 +34,10 @@ pub enum Scenario {
     ManyPartitions,
     #[value(name = "recovery")]
     Recovery,
+    /// Wharf's delayed messages (a `wharf.message.type=delay` topic): how late each fires.
+    /// Not in the default selection: other brokers have no delay topics.
+    #[value(name = "delay")]
+    Delay,
 }
 
 impl Scenario {
@@ -56,6 +61,7 @@ impl Scenario {
             Scenario::E2eLatency => "e2e-latency",
             Scenario::ManyPartitions => "many-partitions",
             Scenario::Recovery => "recovery",
+            Scenario::Delay => "delay",
         }
     }
 }
@@ -143,6 +149,7 @@ pub fn run_all(ctx: &mut Context<'_>, selected: &[Scenario]) -> Vec<ScenarioRepo
             Scenario::E2eLatency => vec![latency::e2e_latency(ctx)],
             Scenario::ManyPartitions => vec![many_partitions::many_partitions(ctx)],
             Scenario::Recovery => vec![recovery::recovery(ctx)],
+            Scenario::Delay => vec![delay::delay_accuracy(ctx)],
         };
         for mut report in produced {
             report.client = ctx.client;
