@@ -104,6 +104,13 @@ impl SpawnedBroker {
             .open(self.log_path())
             .context("opening broker.log")?;
         let mut command = Command::new(&self.bin);
+        // The broker reads WHARF_* settings from its environment: the bench's own
+        // environment (a test runner's variables, say) must not configure it.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WHARF_") {
+                command.env_remove(key);
+            }
+        }
         command
             .arg("serve")
             .arg("--listen")
