@@ -297,8 +297,8 @@ mod tests {
         );
         let wait = t.record(client("c"), PRODUCER_BYTE_RATE, 1000.0, 2000.0, now);
         assert_eq!(wait, Duration::from_secs(2));
-        // Two seconds later the debt is repaid; half a second's worth passes freely.
-        let later = now + Duration::from_secs(2);
+        // Two seconds repay the debt; half a second more refills 500 bytes, which pass.
+        let later = now + Duration::from_millis(2_500);
         assert_eq!(
             t.record(client("c"), PRODUCER_BYTE_RATE, 1000.0, 500.0, later),
             Duration::ZERO

@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
-use wharf_broker::{Broker, ConfigSource};
+use wharf_broker::{Broker, ConfigSource, MessageType};
 
 use super::{error_parts, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::codec::str;
@@ -23,6 +23,25 @@ fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfig
         .with_value(Some(str(value)))
         .with_config_source(source)
         .with_read_only(read_only)
+}
+
+/// Read-only entries of a `delay` or `transaction` topic: records waiting in
+/// `__wharf_scheduled` and the earliest due time (epoch ms, -1 when none), so `wharf topic
+/// describe` and Kafka tools show them. They cannot be set.
+fn scheduled_entries(broker: &Broker, topic: &str) -> Vec<(&'static str, String)> {
+    match broker.topic(topic) {
+        Some(t) if t.config.message_type != MessageType::Normal => {
+            let (waiting, next_due_ms) = broker.scheduler().waiting(topic);
+            vec![
+                ("wharf.scheduled.waiting", waiting.to_string()),
+                (
+                    "wharf.scheduled.next.due.ms",
+                    next_due_ms.unwrap_or(-1).to_string(),
+                ),
+            ]
+        }
+        _ => Vec::new(),
+    }
 }
 
 pub fn handle(
@@ -44,8 +63,8 @@ pub fn handle(
             };
             match r.resource_type {
                 RESOURCE_TOPIC => match broker.describe_configs(r.resource_name.as_str()) {
-                    Ok(entries) => result.with_configs(
-                        entries
+                    Ok(entries) => {
+                        let mut configs: Vec<_> = entries
                             .iter()
                             .filter(|e| wanted(&e.name))
                             .map(|e| {
@@ -60,8 +79,15 @@ pub fn handle(
                                     false,
                                 )
                             })
-                            .collect(),
-                    ),
+                            .collect();
+                        configs.extend(
+                            scheduled_entries(broker, r.resource_name.as_str())
+                                .into_iter()
+                                .filter(|(n, _)| wanted(n))
+                                .map(|(n, v)| entry(n, &v, SOURCE_TOPIC, true)),
+                        );
+                        result.with_configs(configs)
+                    }
                     Err(e) => {
                         let (code, message) = error_parts(&e);
                         result.with_error_code(code).with_error_message(message)

@@ -237,6 +237,23 @@ async fn admin_http_shows_waiting_records_of_a_delay_topic() {
         (before + 60_000..before + 70_000).contains(&next_due),
         "next due {next_due}, sent after {before}"
     );
+    // `wharf topic describe` shows the same, as read-only entries of DescribeConfigs.
+    let out = std::process::Command::new(crate::wharf_bin())
+        .args(["topic", "describe", "later", "--bootstrap-server", &addr])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let waiting = text
+        .lines()
+        .find(|l| l.contains("wharf.scheduled.waiting"))
+        .unwrap_or_else(|| panic!("no waiting count in:\n{text}"));
+    assert!(waiting.contains('2'), "{waiting}");
+    assert!(
+        text.contains(&format!("wharf.scheduled.next.due.ms"))
+            && text.contains(&next_due.to_string()),
+        "{text}"
+    );
 }
 
 /// An idempotent producer (`enable.idempotence=true`) sending runs of delayed and immediate
