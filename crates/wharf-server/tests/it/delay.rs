@@ -250,8 +250,7 @@ async fn admin_http_shows_waiting_records_of_a_delay_topic() {
         .unwrap_or_else(|| panic!("no waiting count in:\n{text}"));
     assert!(waiting.contains('2'), "{waiting}");
     assert!(
-        text.contains(&format!("wharf.scheduled.next.due.ms"))
-            && text.contains(&next_due.to_string()),
+        text.contains("wharf.scheduled.next.due.ms") && text.contains(&next_due.to_string()),
         "{text}"
     );
 }
