@@ -68,10 +68,15 @@ impl Scenario {
 
 /// The selected scenarios in canonical order, each once; all when none is named.
 pub fn selection(named: &[Scenario]) -> Vec<Scenario> {
-    Scenario::ALL
+    let mut selected: Vec<Scenario> = Scenario::ALL
         .into_iter()
         .filter(|s| named.is_empty() || named.contains(s))
-        .collect()
+        .collect();
+    // Opt-in scenarios (not in `ALL`) run when named, after the fixed ones.
+    if named.contains(&Scenario::Delay) {
+        selected.push(Scenario::Delay);
+    }
+    selected
 }
 
 /// What a scenario runs against and with.
@@ -232,6 +237,10 @@ mod tests {
             vec![Scenario::Produce1k, Scenario::Recovery]
         );
         assert_eq!(selection(&[]), Scenario::ALL.to_vec());
+        assert_eq!(
+            selection(&[Scenario::Delay, Scenario::Produce1k]),
+            vec![Scenario::Produce1k, Scenario::Delay]
+        );
     }
 
     #[test]
