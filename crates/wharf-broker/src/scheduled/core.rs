@@ -88,16 +88,19 @@ impl Schedule {
         }
     }
 
-    /// Takes up to `limit` entries due at `now`, earliest first, out of the due index. A
-    /// taken entry stays known (`len`, `waiting`) until the driver applies its outcome; a
-    /// taken delayed entry whose delivery failed goes back with `retry`.
+    /// Takes up to `limit` entries due before `now`, earliest first, out of the due index.
+    /// Strictly before: due times are whole milliseconds counted from a receipt time that
+    /// was cut to the millisecond, so an entry is taken only once its millisecond is over
+    /// and is never delivered early. A taken entry stays known (`len`, `waiting`) until the
+    /// driver applies its outcome; a taken delayed entry whose delivery failed goes back
+    /// with `retry`.
     pub fn take_due(&mut self, now_ms: i64, limit: usize) -> Vec<Entry> {
         let mut taken = Vec::new();
         while taken.len() < limit {
             let Some(&(due, id)) = self.due.first() else {
                 break;
             };
-            if due > now_ms {
+            if due >= now_ms {
                 break;
             }
             self.due.remove(&(due, id));

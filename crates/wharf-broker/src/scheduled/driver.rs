@@ -268,7 +268,8 @@ impl Broker {
         };
         if taken.is_empty() {
             let wait = next.map_or(IDLE, |due| {
-                Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0))
+                // `take_due` takes an entry once its due millisecond is over.
+                Duration::from_millis(u64::try_from(due + 1 - now).unwrap_or(0))
                     .clamp(Duration::from_millis(1), IDLE)
             });
             tokio::select! {

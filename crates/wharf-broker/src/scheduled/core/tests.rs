@@ -38,7 +38,9 @@ fn entries_come_due_in_due_order_not_arrival_order() {
     }
     assert_eq!(s.next_due(), Some(100));
     assert!(s.take_due(99, 10).is_empty());
-    assert_eq!(ids(&s.take_due(100, 10)), vec![1, 3]);
+    // Due at 100: taken once millisecond 100 is over, never during it.
+    assert!(s.take_due(100, 10).is_empty());
+    assert_eq!(ids(&s.take_due(101, 10)), vec![1, 3]);
     assert_eq!(ids(&s.take_due(250, 10)), vec![2]);
     assert_eq!(s.next_due(), Some(300));
     // Taken entries stay known until their outcome is applied.
@@ -49,7 +51,7 @@ fn entries_come_due_in_due_order_not_arrival_order() {
     // A failed delivery goes back.
     s.retry(2, 400);
     assert_eq!(ids(&s.take_due(350, 10)), vec![0]);
-    assert_eq!(ids(&s.take_due(400, 1)), vec![2]);
+    assert_eq!(ids(&s.take_due(401, 1)), vec![2]);
 }
 
 #[test]
@@ -58,8 +60,8 @@ fn take_due_respects_its_limit() {
     for id in 0..5 {
         s.apply(id, Some(delayed(id, 10)));
     }
-    assert_eq!(s.take_due(10, 2).len(), 2);
-    assert_eq!(s.take_due(10, 10).len(), 3);
+    assert_eq!(s.take_due(11, 2).len(), 2);
+    assert_eq!(s.take_due(11, 10).len(), 3);
 }
 
 #[test]
@@ -100,7 +102,7 @@ fn commit_delivers_once_and_rollback_discards() {
         (id, committed.half.clone(), committed.due_ms),
         (0, None, 500)
     );
-    assert_eq!(ids(&s.take_due(500, 10)), vec![0]);
+    assert_eq!(ids(&s.take_due(501, 10)), vec![0]);
     // A second commit finds nothing to do.
     assert_eq!(s.resolve("t", "a", true, 600), None);
     assert_eq!(s.resolve("t", "b", false, 600), Some((1, None)));
