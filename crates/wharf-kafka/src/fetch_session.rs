@@ -117,7 +117,7 @@ impl FetchSessions {
         &self,
         session_id: i32,
         epoch: i32,
-        listed: Vec<SessionPartition>,
+        listed: &[SessionPartition],
         forgotten: &[PartitionKey],
         now: Instant,
     ) -> Plan {
@@ -151,7 +151,7 @@ impl FetchSessions {
                 id,
                 Session {
                     epoch: 1,
-                    partitions: listed,
+                    partitions: listed.to_vec(),
                     last_used: now,
                 },
             );
@@ -172,7 +172,7 @@ impl FetchSessions {
                     p.fetch_offset = update.fetch_offset;
                     p.max_bytes = update.max_bytes;
                 }
-                None => session.partitions.push(update),
+                None => session.partitions.push(update.clone()),
             }
         }
         Plan::Incremental {
@@ -216,15 +216,14 @@ mod tests {
     fn a_session_lives_from_epoch_0_through_incremental_epochs_to_its_close() {
         let sessions = FetchSessions::new(10);
         let now = Instant::now();
-        let Plan::Full { session_id } =
-            sessions.begin(0, 0, vec![part(0, 0), part(1, 0)], &[], now)
+        let Plan::Full { session_id } = sessions.begin(0, 0, &[part(0, 0), part(1, 0)], &[], now)
         else {
             panic!("epoch 0 opens a session")
         };
         assert_ne!(session_id, 0);
         // Epoch 1: only partition 1 moved on; partition 0 keeps its offset.
         let Plan::Incremental { partitions, .. } =
-            sessions.begin(session_id, 1, vec![part(1, 7)], &[], now)
+            sessions.begin(session_id, 1, &[part(1, 7)], &[], now)
         else {
             panic!("incremental")
         };
@@ -235,22 +234,22 @@ mod tests {
         assert_eq!(offsets, vec![(0, 0), (1, 7)]);
         // A replayed epoch is refused; the next one is accepted; forgotten partitions go.
         assert!(matches!(
-            sessions.begin(session_id, 1, vec![], &[], now),
+            sessions.begin(session_id, 1, &[], &[], now),
             Plan::Refused(ResponseError::InvalidFetchSessionEpoch)
         ));
         let Plan::Incremental { partitions, .. } =
-            sessions.begin(session_id, 2, vec![], &[part(0, 0).key], now)
+            sessions.begin(session_id, 2, &[], &[part(0, 0).key], now)
         else {
             panic!("incremental")
         };
         assert_eq!(partitions.len(), 1);
         // Epoch -1 closes it.
         assert!(matches!(
-            sessions.begin(session_id, -1, vec![], &[], now),
+            sessions.begin(session_id, -1, &[], &[], now),
             Plan::Full { session_id: 0 }
         ));
         assert!(matches!(
-            sessions.begin(session_id, 3, vec![], &[], now),
+            sessions.begin(session_id, 3, &[], &[], now),
             Plan::Refused(ResponseError::FetchSessionIdNotFound)
         ));
     }
@@ -263,39 +262,33 @@ mod tests {
             Plan::Full { session_id } => session_id,
             other => panic!("{other:?}"),
         };
-        let first = id(sessions.begin(0, 0, vec![part(0, 0)], &[], t0));
+        let first = id(sessions.begin(0, 0, &[part(0, 0)], &[], t0));
         let second = id(sessions.begin(
             0,
             0,
-            vec![part(0, 0)],
+            &[part(0, 0)],
             &[],
             t0 + std::time::Duration::from_millis(1),
         ));
         // `first` is used again, so `second` is now the oldest.
         assert!(matches!(
-            sessions.begin(
-                first,
-                1,
-                vec![],
-                &[],
-                t0 + std::time::Duration::from_millis(2)
-            ),
+            sessions.begin(first, 1, &[], &[], t0 + std::time::Duration::from_millis(2)),
             Plan::Incremental { .. }
         ));
         let third = id(sessions.begin(
             0,
             0,
-            vec![part(0, 0)],
+            &[part(0, 0)],
             &[],
             t0 + std::time::Duration::from_millis(3),
         ));
         assert_eq!(sessions.open_count(), 2);
         assert!(matches!(
-            sessions.begin(second, 1, vec![], &[], t0),
+            sessions.begin(second, 1, &[], &[], t0),
             Plan::Refused(ResponseError::FetchSessionIdNotFound)
         ));
         assert!(matches!(
-            sessions.begin(third, 1, vec![], &[], t0),
+            sessions.begin(third, 1, &[], &[], t0),
             Plan::Incremental { .. }
         ));
     }

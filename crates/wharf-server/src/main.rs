@@ -46,56 +46,45 @@ enum Command {
     },
     /// Manage topics on a running broker (like kafka-topics.sh).
     Topic {
-        /// Broker to talk to, HOST:PORT; accepted anywhere after the command.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9092",
-            env = "WHARF_BOOTSTRAP",
-            global = true
-        )]
-        bootstrap_server: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
         #[command(subcommand)]
         command: TopicCommand,
     },
     /// Inspect and manage consumer groups (like kafka-consumer-groups.sh).
     Group {
-        /// Broker to talk to, HOST:PORT; accepted anywhere after the command.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9092",
-            env = "WHARF_BOOTSTRAP",
-            global = true
-        )]
-        bootstrap_server: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
         #[command(subcommand)]
         command: GroupCommand,
     },
     /// Inspect transactions (like kafka-transactions.sh).
     Txn {
-        /// Broker to talk to, HOST:PORT; accepted anywhere after the command.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9092",
-            env = "WHARF_BOOTSTRAP",
-            global = true
-        )]
-        bootstrap_server: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
         #[command(subcommand)]
         command: TxnCommand,
     },
     /// Client quotas: byte rates per user and client id (like kafka-configs.sh for quotas).
     Quota {
-        /// Broker to talk to, HOST:PORT; accepted anywhere after the command.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9092",
-            env = "WHARF_BOOTSTRAP",
-            global = true
-        )]
-        bootstrap_server: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
         #[command(subcommand)]
         command: QuotaCommand,
     },
+}
+
+/// The broker a client command talks to; accepted anywhere after the command.
+#[derive(clap::Args, Debug)]
+struct Bootstrap {
+    /// Broker to talk to, HOST:PORT.
+    #[arg(
+        long = "bootstrap-server",
+        default_value = "127.0.0.1:9092",
+        env = "WHARF_BOOTSTRAP",
+        global = true
+    )]
+    server: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,21 +132,17 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
-        Command::Topic {
-            bootstrap_server,
-            command,
-        } => runtime.block_on(wharf_server::topic_cmd::run(&bootstrap_server, command)),
-        Command::Group {
-            bootstrap_server,
-            command,
-        } => runtime.block_on(wharf_server::group_cmd::run(&bootstrap_server, command)),
-        Command::Txn {
-            bootstrap_server,
-            command,
-        } => runtime.block_on(wharf_server::txn_cmd::run(&bootstrap_server, command)),
-        Command::Quota {
-            bootstrap_server,
-            command,
-        } => runtime.block_on(wharf_server::quota_cmd::run(&bootstrap_server, command)),
+        Command::Topic { bootstrap, command } => {
+            runtime.block_on(wharf_server::topic_cmd::run(&bootstrap.server, command))
+        }
+        Command::Group { bootstrap, command } => {
+            runtime.block_on(wharf_server::group_cmd::run(&bootstrap.server, command))
+        }
+        Command::Txn { bootstrap, command } => {
+            runtime.block_on(wharf_server::txn_cmd::run(&bootstrap.server, command))
+        }
+        Command::Quota { bootstrap, command } => {
+            runtime.block_on(wharf_server::quota_cmd::run(&bootstrap.server, command))
+        }
     }
 }

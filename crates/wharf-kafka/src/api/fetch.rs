@@ -65,7 +65,7 @@ pub async fn handle(
     let plan = sessions.begin(
         req.session_id,
         req.session_epoch,
-        listed.clone(),
+        &listed,
         &forgotten,
         std::time::Instant::now(),
     );
