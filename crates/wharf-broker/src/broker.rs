@@ -176,6 +176,18 @@ impl Broker {
             scheduler: Scheduler::default(),
             producer_housekeeping: Mutex::new(None),
         });
+        let weak = Arc::downgrade(&broker);
+        broker.groups.set_topic_source(Arc::new(move || {
+            weak.upgrade()
+                .map(|b| {
+                    b.topics()
+                        .iter()
+                        .filter(|t| !t.is_internal())
+                        .map(|t| (t.name.clone(), t.partitions.len() as i32))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }));
         broker.open_groups()?;
         broker.open_transactions()?;
         broker.open_scheduled()?;

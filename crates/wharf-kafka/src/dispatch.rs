@@ -272,6 +272,14 @@ async fn handle(
                 let resp = api::join_group::handle(broker, req, version, client_id, peer).await;
                 frame(api, version, correlation_id, &resp)?
             }
+            ApiKey::ConsumerGroupHeartbeat => {
+                let req = decode(api, version, &mut body)?;
+                let client_id = header.client_id.as_deref().unwrap_or_default();
+                let resp =
+                    api::consumer_group_heartbeat::handle(broker, req, version, client_id, peer);
+                frame(api, version, correlation_id, &resp)?
+            }
+            ApiKey::ConsumerGroupDescribe => call_sync!(consumer_group_describe)?,
             ApiKey::SyncGroup => call!(sync_group)?,
             ApiKey::Heartbeat => call_sync!(heartbeat)?,
             ApiKey::LeaveGroup => call_sync!(leave_group)?,

@@ -32,6 +32,12 @@ pub fn group_error(error: &GroupError) -> ResponseError {
         GroupError::UnknownTopicOrPartition { .. } => ResponseError::UnknownTopicOrPartition,
         GroupError::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
         GroupError::InvalidCommitOffset { .. } => ResponseError::OffsetOutOfRange,
+        GroupError::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+        GroupError::UnsupportedAssignor { .. } => ResponseError::UnsupportedAssignor,
+        GroupError::InvalidRequest { .. } => ResponseError::InvalidRequest,
+        GroupError::InvalidRegularExpression { .. } => ResponseError::InvalidRegularExpression,
+        GroupError::GroupMaxSizeReached { .. } => ResponseError::GroupMaxSizeReached,
     }
 }
 

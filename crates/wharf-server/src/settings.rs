@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
-use wharf_broker::group::{CoordinatorConfig, GroupConfig};
+use wharf_broker::group::{ConsumerGroupConfig, CoordinatorConfig, GroupConfig};
 use wharf_broker::{BrokerConfig, StorageConfig, TopicConfig};
 use wharf_kafka::ListenerConfig;
 
@@ -48,6 +48,10 @@ pub struct Settings {
     pub offsets_retention_minutes: i64,
     /// How long the first rebalance of an empty group waits for more members.
     pub group_initial_rebalance_delay_ms: i64,
+    /// Kafka's `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub group_consumer_session_timeout_ms: i32,
+    /// Kafka's `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub group_consumer_heartbeat_interval_ms: i32,
     /// Kafka's `producer.id.expiration.ms`: idempotence state of an idle producer is dropped.
     pub producer_id_expiration_ms: i64,
     /// Kafka's `transactional.id.expiration.ms`: an idle transactional id is forgotten.
@@ -89,6 +93,8 @@ impl Default for Settings {
             connection_idle_timeout_ms: listener.idle_timeout.as_millis() as u64,
             offsets_retention_minutes: 10_080,
             group_initial_rebalance_delay_ms: 3_000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
             producer_id_expiration_ms: 86_400_000,
             transactional_id_expiration_ms: 604_800_000,
             transaction_max_timeout_ms: 900_000,
@@ -167,6 +173,11 @@ impl Settings {
             groups: CoordinatorConfig {
                 group: GroupConfig {
                     initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.max(0),
+                    consumer: ConsumerGroupConfig {
+                        session_timeout_ms: self.group_consumer_session_timeout_ms.max(1),
+                        heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms.max(1),
+                        ..ConsumerGroupConfig::default()
+                    },
                     ..GroupConfig::default()
                 },
                 offsets_retention_ms: self.offsets_retention_minutes.max(1) * 60_000,

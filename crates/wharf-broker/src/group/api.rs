@@ -180,3 +180,60 @@ pub struct GroupDescription {
     pub generation_id: i32,
     pub members: Vec<MemberDescription>,
 }
+
+/// ConsumerGroupHeartbeat (KIP-848), with topics by name (front ends map topic ids).
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerHeartbeatRequest {
+    pub group_id: String,
+    pub member_id: String,
+    /// 0 joins, -1 leaves, -2 leaves as a static member that will come back.
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    /// -1 when unchanged.
+    pub rebalance_timeout_ms: i32,
+    /// `None` when unchanged.
+    pub subscribed_topic_names: Option<Vec<String>>,
+    /// `None` when unchanged; empty clears it.
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    /// The partitions the member owns; `None` when unchanged since its last heartbeat.
+    pub owned: Option<Vec<(String, Vec<i32>)>>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerHeartbeatResponse {
+    pub error: Option<GroupError>,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's whole assignment, when it changed (or the request was a full one).
+    pub assignment: Option<Vec<(String, Vec<i32>)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerMemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub assignment: Vec<(String, Vec<i32>)>,
+    pub target_assignment: Vec<(String, Vec<i32>)>,
+}
+
+/// ConsumerGroupDescribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupDescription {
+    pub group_id: String,
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<ConsumerMemberDescription>,
+}

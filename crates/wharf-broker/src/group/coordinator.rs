@@ -16,7 +16,7 @@
 //! submitted to its offsets partition, in the order it was applied in memory; replaying a
 //! partition from its log start rebuilds exactly the state of the groups it holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -27,9 +27,11 @@ use wharf_record::BatchBuilder;
 use wharf_storage::{Durability, Log, PendingAppend};
 
 use crate::group::api::{
-    CommitPartition, FetchedOffset, GroupDescription, GroupListing, HeartbeatRequest, JoinRequest,
-    JoinResponse, LeaveMember, OffsetCommitRequest, SyncRequest, SyncResponse,
+    CommitPartition, ConsumerGroupDescription, ConsumerHeartbeatRequest, ConsumerHeartbeatResponse,
+    FetchedOffset, GroupDescription, GroupListing, HeartbeatRequest, JoinRequest, JoinResponse,
+    LeaveMember, OffsetCommitRequest, SyncRequest, SyncResponse,
 };
+use crate::group::consumer::ConsumerGroup;
 use crate::group::membership::{Group, GroupConfig, Output, Reply};
 use crate::group::offsets::Offsets;
 use crate::group::records::{
@@ -81,9 +83,47 @@ impl Default for CoordinatorConfig {
 }
 
 struct Entry {
+    /// The classic-protocol group (empty when the group uses the consumer protocol).
     group: Group,
+    /// The consumer-protocol (KIP-848) group, once a member joined by ConsumerGroupHeartbeat.
+    consumer: Option<ConsumerGroup>,
     offsets: Offsets,
 }
+
+impl Entry {
+    fn new(id: &str, now: i64) -> Self {
+        Self {
+            group: Group::new(id, now),
+            consumer: None,
+            offsets: Offsets::default(),
+        }
+    }
+
+    fn consumer_members(&self) -> bool {
+        self.consumer
+            .as_ref()
+            .is_some_and(ConsumerGroup::has_members)
+    }
+
+    fn has_members(&self) -> bool {
+        self.group.has_members() || self.consumer_members()
+    }
+
+    /// Since when the group has had no members (`None` while it has some).
+    fn empty_since(&self) -> Option<i64> {
+        match &self.consumer {
+            Some(c) if !self.group.has_members() => c.empty_since(),
+            _ => self.group.empty_since(),
+        }
+    }
+
+    fn is_vacant(&self) -> bool {
+        self.group.is_vacant() && !self.consumer_members() && self.offsets.is_empty()
+    }
+}
+
+/// Every topic a consumer-protocol member may subscribe to, with its partition count.
+pub type TopicSource = Arc<dyn Fn() -> BTreeMap<String, i32> + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -99,6 +139,7 @@ struct Inner {
     state: Mutex<State>,
     logs: OnceLock<Vec<Log>>,
     stopped: AtomicBool,
+    topics: OnceLock<TopicSource>,
 }
 
 /// Every consumer group of this broker. Cheap to clone.
@@ -131,6 +172,7 @@ impl GroupCoordinator {
                 state: Mutex::new(State::default()),
                 logs: OnceLock::new(),
                 stopped: AtomicBool::new(false),
+                topics: OnceLock::new(),
             }),
         }
     }
@@ -152,6 +194,16 @@ impl GroupCoordinator {
         let mut offset_values = Vec::new();
         for (key, value) in latest {
             match (key, value) {
+                (RecordKey::Group { group }, Some(RecordValue::ConsumerGroup(v))) => {
+                    let mut entry = Entry::new(&group, now);
+                    entry.consumer = Some(ConsumerGroup::from_record(
+                        &group,
+                        v,
+                        now,
+                        &self.inner.config.group.consumer,
+                    ));
+                    state.groups.insert(group, entry);
+                }
                 (RecordKey::Group { group }, Some(RecordValue::Group(v))) => {
                     group_values.push((group, v));
                 }
@@ -171,6 +223,7 @@ impl GroupCoordinator {
                 group.clone(),
                 Entry {
                     group: Group::from_record(&group, v, now),
+                    consumer: None,
                     offsets: Offsets::default(),
                 },
             );
@@ -179,10 +232,7 @@ impl GroupCoordinator {
             state
                 .groups
                 .entry(group.clone())
-                .or_insert_with(|| Entry {
-                    group: Group::new(&group, 0),
-                    offsets: Offsets::default(),
-                })
+                .or_insert_with(|| Entry::new(&group, 0))
                 .offsets
                 .commit(&topic, partition, v);
         }
@@ -213,6 +263,75 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Where consumer-protocol groups learn the topics and their partition counts (set once
+    /// by the broker).
+    pub fn set_topic_source(&self, source: TopicSource) {
+        let _ = self.inner.topics.set(source);
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848): join, stay, reconcile, leave. A change of membership
+    /// is persisted without waiting, as for classic groups (losing it costs a rebalance).
+    pub fn consumer_heartbeat(&self, req: &ConsumerHeartbeatRequest) -> ConsumerHeartbeatResponse {
+        let error = |error: GroupError| ConsumerHeartbeatResponse {
+            error: Some(error),
+            member_id: req.member_id.clone(),
+            member_epoch: req.member_epoch,
+            ..ConsumerHeartbeatResponse::default()
+        };
+        let topics = self
+            .inner
+            .topics
+            .get()
+            .map(|source| source())
+            .unwrap_or_default();
+        let mut state = self.inner.lock();
+        if self.inner.logs.get().is_none() {
+            return error(not_loaded());
+        }
+        if let Err(e) = check_group_id(&req.group_id) {
+            return error(e);
+        }
+        let now = (self.inner.clock)();
+        let entry = state
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Entry::new(&req.group_id, now));
+        if entry.group.has_members() {
+            let e = GroupError::GroupIdNotFound {
+                group: req.group_id.clone(),
+            };
+            return error(e);
+        }
+        let consumer = entry
+            .consumer
+            .get_or_insert_with(|| ConsumerGroup::new(&req.group_id, now));
+        let result = consumer.heartbeat(req, &topics, now, &self.inner.config.group.consumer);
+        self.inner
+            .after_change(&mut state, &req.group_id, Vec::new());
+        result.unwrap_or_else(|e| {
+            tracing::debug!(group = %req.group_id, member = %req.member_id, error = %e, "consumer group heartbeat refused");
+            error(e)
+        })
+    }
+
+    /// ConsumerGroupDescribe: `None` for a group that does not exist or is not a
+    /// consumer-protocol group.
+    pub fn describe_consumer_group(
+        &self,
+        group_id: &str,
+    ) -> Result<Option<ConsumerGroupDescription>, GroupError> {
+        let state = self.inner.lock();
+        if self.inner.logs.get().is_none() {
+            return Err(not_loaded());
+        }
+        Ok(state
+            .groups
+            .get(group_id)
+            .filter(|e| !e.group.has_members())
+            .and_then(|e| e.consumer.as_ref())
+            .map(ConsumerGroup::describe))
+    }
+
     /// Stops the background tick (at shutdown).
     pub fn stop(&self) {
         self.inner.stopped.store(true, Ordering::Release);
@@ -241,10 +360,15 @@ impl GroupCoordinator {
             let entry = state
                 .groups
                 .entry(req.group_id.clone())
-                .or_insert_with(|| Entry {
-                    group: Group::new(&req.group_id, now),
-                    offsets: Offsets::default(),
-                });
+                .or_insert_with(|| Entry::new(&req.group_id, now));
+            if entry.consumer_members() {
+                return JoinResponse::error(
+                    GroupError::InconsistentGroupProtocol {
+                        group: req.group_id.clone(),
+                    },
+                    &req.member_id,
+                );
+            }
             let (reply, outputs) = entry.group.join(&req, now, fresh, &self.inner.config.group);
             let rx = match reply {
                 Reply::Now(resp) => Err(resp),
@@ -390,10 +514,7 @@ impl GroupCoordinator {
             let entry = state
                 .groups
                 .entry(req.group_id.clone())
-                .or_insert_with(|| Entry {
-                    group: Group::new(&req.group_id, now),
-                    offsets: Offsets::default(),
-                });
+                .or_insert_with(|| Entry::new(&req.group_id, now));
             tracing::debug!(
                 group = %req.group_id,
                 member_id = %req.member_id,
@@ -401,16 +522,18 @@ impl GroupCoordinator {
                 partitions = ?req.partitions.iter().map(|p| (p.partition, p.offset)).collect::<Vec<_>>(),
                 "offset commit"
             );
-            if let Err(e) = entry
-                .group
-                .validate_commit(
+            let checked = match &entry.consumer {
+                Some(c) if !entry.group.has_members() => {
+                    c.validate_commit(req.generation_id, &req.member_id)
+                }
+                _ => entry.group.validate_commit(
                     req.generation_id,
                     &req.member_id,
                     req.group_instance_id.as_ref(),
                     now,
-                )
-                .or_else(|e| if validate { Err(e) } else { Ok(()) })
-            {
+                ),
+            };
+            if let Err(e) = checked.or_else(|e| if validate { Err(e) } else { Ok(()) }) {
                 tracing::debug!(group = %req.group_id, error = %e, "offset commit refused");
                 forget_if_vacant(&mut state, &req.group_id);
                 return Err(e);
@@ -512,7 +635,10 @@ impl GroupCoordinator {
         let mut out: Vec<GroupListing> = state
             .groups
             .values()
-            .map(|e| e.group.listing())
+            .map(|e| match &e.consumer {
+                Some(c) if !e.group.has_members() => c.listing(),
+                _ => e.group.listing(),
+            })
             .filter(|l| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(l.state)))
             .collect();
         out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -551,7 +677,10 @@ impl GroupCoordinator {
         if self.inner.logs.get().is_none() {
             return Err(not_loaded());
         }
-        Ok(state.groups.get(group_id).map(|e| e.group.describe()))
+        Ok(state.groups.get(group_id).map(|e| match &e.consumer {
+            Some(c) if !e.group.has_members() => c.describe_classic(),
+            _ => e.group.describe(),
+        }))
     }
 
     /// DeleteGroups: only groups without members; their offsets go too. Durable on return.
@@ -567,7 +696,7 @@ impl GroupCoordinator {
             for id in group_ids {
                 let result = match state.groups.get(id) {
                     None => Err(GroupError::GroupIdNotFound { group: id.clone() }),
-                    Some(e) if e.group.has_members() => {
+                    Some(e) if e.has_members() => {
                         Err(GroupError::NonEmptyGroup { group: id.clone() })
                     }
                     Some(_) => {
@@ -613,7 +742,11 @@ impl GroupCoordinator {
                     group: group_id.to_string(),
                 });
             };
-            let active = entry.group.has_members();
+            let active = entry.has_members();
+            let mut subscribed = subscribed.clone();
+            if let Some(c) = &entry.consumer {
+                subscribed.extend(c.subscribed_topics());
+            }
             let mut records: Records = Vec::new();
             let results: Vec<_> = partitions
                 .iter()
@@ -752,9 +885,14 @@ impl Inner {
         let now = (self.clock)();
         deliver(state, group_id, outputs);
         let record = state.groups.get_mut(group_id).and_then(|e| {
-            e.group
-                .take_metadata_change()
-                .then(|| RecordValue::Group(e.group.to_record()))
+            let classic = e.group.take_metadata_change();
+            let consumer = e.consumer.as_mut().is_some_and(ConsumerGroup::take_change);
+            match &e.consumer {
+                Some(c) if consumer || (classic && !e.group.has_members()) => {
+                    Some(RecordValue::ConsumerGroup(c.to_record()))
+                }
+                _ => classic.then(|| RecordValue::Group(e.group.to_record())),
+            }
         });
         if let Some(value) = record {
             let key = RecordKey::Group {
@@ -776,11 +914,7 @@ impl Inner {
 
 fn forget_if_vacant(state: &mut State, group_id: &str) {
     {
-        if state
-            .groups
-            .get(group_id)
-            .is_some_and(|e| e.group.is_vacant() && e.offsets.is_empty())
-        {
+        if state.groups.get(group_id).is_some_and(Entry::is_vacant) {
             state.groups.remove(group_id);
         }
     }
@@ -796,9 +930,15 @@ impl Inner {
         {
             let mut state = self.lock();
             let ids: Vec<String> = state.groups.keys().cloned().collect();
+            let topics = self.topics.get().map(|source| source());
             for id in &ids {
                 let outputs = match state.groups.get_mut(id) {
-                    Some(e) => e.group.tick(now, &self.config.group),
+                    Some(e) => {
+                        if let (Some(c), Some(topics)) = (&mut e.consumer, &topics) {
+                            c.tick(now, topics);
+                        }
+                        e.group.tick(now, &self.config.group)
+                    }
                     None => continue,
                 };
                 self.after_change(&mut state, id, outputs);
@@ -826,7 +966,7 @@ impl Inner {
         let mut writes: Vec<(String, Records)> = Vec::new();
         let mut forget = Vec::new();
         for (id, entry) in &mut state.groups {
-            let Some(empty_since) = entry.group.empty_since() else {
+            let Some(empty_since) = entry.empty_since() else {
                 continue;
             };
             let expired = entry.offsets.expire(now, empty_since, retention);
@@ -847,7 +987,8 @@ impl Inner {
                 tracing::info!(group = %id, offsets = records.len(), "committed offsets expired");
             }
             if entry.offsets.is_empty()
-                && (entry.group.is_simple() || now - empty_since >= EMPTY_GROUP_GRACE_MS)
+                && ((entry.group.is_simple() && entry.consumer.is_none())
+                    || now - empty_since >= EMPTY_GROUP_GRACE_MS)
             {
                 forget.push(id.clone());
                 records.push((RecordKey::Group { group: id.clone() }, None));
@@ -874,10 +1015,11 @@ fn snapshot(state: &State, index: usize, partitions: usize, log: &Log, now: i64)
         if partition_for(id, partitions) != index {
             continue;
         }
-        records.push((
-            RecordKey::Group { group: id.clone() },
-            Some(RecordValue::Group(entry.group.to_record())),
-        ));
+        let value = match &entry.consumer {
+            Some(c) if !entry.group.has_members() => RecordValue::ConsumerGroup(c.to_record()),
+            _ => RecordValue::Group(entry.group.to_record()),
+        };
+        records.push((RecordKey::Group { group: id.clone() }, Some(value)));
         for (topic, partition, v) in entry.offsets.iter() {
             records.push((
                 RecordKey::Offset {

@@ -45,4 +45,26 @@ pub enum GroupError {
         partition: i32,
         offset: i64,
     },
+    #[error("group {group}: member {member} epoch {epoch} is fenced (current {current}); rejoin")]
+    FencedMemberEpoch {
+        group: String,
+        member: String,
+        epoch: i32,
+        current: i32,
+    },
+    #[error("group {group}: member {member} epoch {epoch} is stale (current {current})")]
+    StaleMemberEpoch {
+        group: String,
+        member: String,
+        epoch: i32,
+        current: i32,
+    },
+    #[error("unsupported assignor {name:?}; supported: uniform, range")]
+    UnsupportedAssignor { name: String },
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
+    #[error("invalid regular expression {regex:?}: {reason}")]
+    InvalidRegularExpression { regex: String, reason: String },
+    #[error("group {group} has reached its maximum size {max}")]
+    GroupMaxSizeReached { group: String, max: usize },
 }

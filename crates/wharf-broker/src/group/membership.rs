@@ -21,6 +21,7 @@ use crate::group::api::{
     GroupDescription, GroupListing, HeartbeatRequest, JoinRequest, JoinResponse, JoinedMember,
     LeaveMember, MemberDescription, Protocol, SyncRequest, SyncResponse,
 };
+use crate::group::consumer::ConsumerGroupConfig;
 use crate::group::records::{GroupValue, MemberValue};
 use crate::group::GroupError;
 
@@ -32,6 +33,8 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// The consumer protocol's (KIP-848) limits.
+    pub consumer: ConsumerGroupConfig,
 }
 
 impl Default for GroupConfig {
@@ -40,6 +43,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3_000,
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 1_800_000,
+            consumer: ConsumerGroupConfig::default(),
         }
     }
 }

@@ -5,20 +5,24 @@
 //! # Layout
 //! - `api`: the requests and responses front ends translate to and from.
 //! - `membership`: one group's membership state machine; pure, time is a parameter.
+//! - `consumer`: one consumer-protocol (KIP-848) group: server-side assignment handed out
+//!   by heartbeat; pure, time is a parameter.
 //! - `offsets`: one group's committed offsets and their expiry; pure.
 //! - `records`: the byte layout of `__consumer_offsets` records.
 //! - `coordinator`: the driver: parked requests, the tick, appends, replay, compaction.
 //! - `error`: [`GroupError`], one variant per Kafka error code a client acts on.
 
 pub mod api;
+mod consumer;
 mod coordinator;
 mod error;
 mod membership;
 mod offsets;
 mod records;
 
+pub use consumer::{ConsumerGroupConfig, ASSIGNORS};
 pub use coordinator::{
-    system_clock, Clock, CoordinatorConfig, GroupCoordinator, MAX_METADATA_BYTES,
+    system_clock, Clock, CoordinatorConfig, GroupCoordinator, TopicSource, MAX_METADATA_BYTES,
 };
 pub use error::GroupError;
 pub use membership::{GroupConfig, GroupState};

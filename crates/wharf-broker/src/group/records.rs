@@ -14,6 +14,13 @@
 //!                  member_id | instance_id (nullable) | client_id | client_host
 //!                  | session_timeout_ms i32 | rebalance_timeout_ms i32 | metadata bytes
 //!                  | assignment bytes
+//!        consumer group (KIP-848): i16 1 | group_epoch i32 | assignment_epoch i32 | assignor
+//!                | subscribed i32 count of (topic | partitions i32) | members i32 count, each:
+//!                  member_id | instance_id (nullable) | rack_id (nullable) | client_id
+//!                  | client_host | rebalance_timeout_ms i32 | topics i32 count of topic
+//!                  | regex (nullable) | assignor (nullable) | epoch i32 | previous_epoch i32
+//!                  | assigned | revoking | target   (each: i32 count of topic | i32 count
+//!                  of partition i32)
 //! ```
 
 use bytes::Bytes;
@@ -22,6 +29,8 @@ use thiserror::Error;
 const KEY_OFFSET: i16 = 1;
 const KEY_GROUP: i16 = 2;
 const VALUE_VERSION: i16 = 0;
+/// The group key's value for a consumer-protocol (KIP-848) group.
+const VALUE_VERSION_CONSUMER_GROUP: i16 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("malformed __consumer_offsets record: {reason} at byte {at}")]
@@ -76,10 +85,59 @@ pub struct GroupValue {
     pub members: Vec<MemberValue>,
 }
 
+/// A consumer-protocol group member as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerMemberValue {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub topics: Vec<String>,
+    pub regex: Option<String>,
+    pub assignor: Option<String>,
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub assigned: Vec<(String, Vec<i32>)>,
+    pub revoking: Vec<(String, Vec<i32>)>,
+    pub target: Vec<(String, Vec<i32>)>,
+}
+
+/// A consumer-protocol (KIP-848) group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupValue {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub subscribed: Vec<(String, i32)>,
+    pub members: Vec<ConsumerMemberValue>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordValue {
     Offset(OffsetValue),
     Group(GroupValue),
+    ConsumerGroup(ConsumerGroupValue),
+}
+
+fn put_i32(out: &mut Vec<u8>, v: i32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    put_i32(out, i32::try_from(n).unwrap_or(i32::MAX));
+}
+
+fn put_assignment(out: &mut Vec<u8>, a: &[(String, Vec<i32>)]) {
+    put_len(out, a.len());
+    for (topic, partitions) in a {
+        put_str(out, Some(topic));
+        put_len(out, partitions.len());
+        for p in partitions {
+            put_i32(out, *p);
+        }
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
@@ -121,8 +179,42 @@ pub fn encode_key(key: &RecordKey) -> Vec<u8> {
 
 pub fn encode_value(value: &RecordValue) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&VALUE_VERSION.to_be_bytes());
+    let version = match value {
+        RecordValue::ConsumerGroup(_) => VALUE_VERSION_CONSUMER_GROUP,
+        _ => VALUE_VERSION,
+    };
+    out.extend_from_slice(&version.to_be_bytes());
     match value {
+        RecordValue::ConsumerGroup(g) => {
+            put_i32(&mut out, g.group_epoch);
+            put_i32(&mut out, g.assignment_epoch);
+            put_str(&mut out, Some(&g.assignor));
+            put_len(&mut out, g.subscribed.len());
+            for (topic, n) in &g.subscribed {
+                put_str(&mut out, Some(topic));
+                put_i32(&mut out, *n);
+            }
+            put_len(&mut out, g.members.len());
+            for m in &g.members {
+                put_str(&mut out, Some(&m.member_id));
+                put_str(&mut out, m.instance_id.as_deref());
+                put_str(&mut out, m.rack_id.as_deref());
+                put_str(&mut out, Some(&m.client_id));
+                put_str(&mut out, Some(&m.client_host));
+                put_i32(&mut out, m.rebalance_timeout_ms);
+                put_len(&mut out, m.topics.len());
+                for t in &m.topics {
+                    put_str(&mut out, Some(t));
+                }
+                put_str(&mut out, m.regex.as_deref());
+                put_str(&mut out, m.assignor.as_deref());
+                put_i32(&mut out, m.epoch);
+                put_i32(&mut out, m.previous_epoch);
+                put_assignment(&mut out, &m.assigned);
+                put_assignment(&mut out, &m.revoking);
+                put_assignment(&mut out, &m.target);
+            }
+        }
         RecordValue::Offset(v) => {
             out.extend_from_slice(&v.offset.to_be_bytes());
             out.extend_from_slice(&v.leader_epoch.to_be_bytes());
@@ -235,7 +327,11 @@ pub fn decode_key(bytes: &[u8]) -> Result<RecordKey, RecordFormatError> {
 /// Decodes the value stored under `key`.
 pub fn decode_value(key: &RecordKey, bytes: &[u8]) -> Result<RecordValue, RecordFormatError> {
     let mut c = Cursor { bytes, at: 0 };
-    if c.i16()? != VALUE_VERSION {
+    let version = c.i16()?;
+    if version == VALUE_VERSION_CONSUMER_GROUP && matches!(key, RecordKey::Group { .. }) {
+        return decode_consumer_group(&mut c).map(RecordValue::ConsumerGroup);
+    }
+    if version != VALUE_VERSION {
         return Err(RecordFormatError {
             reason: "unknown value version",
             at: 0,
@@ -278,6 +374,70 @@ pub fn decode_value(key: &RecordKey, bytes: &[u8]) -> Result<RecordValue, Record
             }))
         }
     }
+}
+
+fn decode_assignment(c: &mut Cursor<'_>) -> Result<Vec<(String, Vec<i32>)>, RecordFormatError> {
+    let topics = c.i32()?.max(0);
+    let mut out = Vec::new();
+    for _ in 0..topics {
+        let topic = c.str()?;
+        let n = c.i32()?.max(0);
+        let mut partitions = Vec::new();
+        for _ in 0..n {
+            partitions.push(c.i32()?);
+        }
+        out.push((topic, partitions));
+    }
+    Ok(out)
+}
+
+fn decode_consumer_group(c: &mut Cursor<'_>) -> Result<ConsumerGroupValue, RecordFormatError> {
+    let group_epoch = c.i32()?;
+    let assignment_epoch = c.i32()?;
+    let assignor = c.str()?;
+    let n = c.i32()?.max(0);
+    let mut subscribed = Vec::new();
+    for _ in 0..n {
+        subscribed.push((c.str()?, c.i32()?));
+    }
+    let n = c.i32()?.max(0);
+    let mut members = Vec::new();
+    for _ in 0..n {
+        let member_id = c.str()?;
+        let instance_id = c.nullable_str()?;
+        let rack_id = c.nullable_str()?;
+        let client_id = c.str()?;
+        let client_host = c.str()?;
+        let rebalance_timeout_ms = c.i32()?;
+        let topic_count = c.i32()?.max(0);
+        let mut topics = Vec::new();
+        for _ in 0..topic_count {
+            topics.push(c.str()?);
+        }
+        members.push(ConsumerMemberValue {
+            member_id,
+            instance_id,
+            rack_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            topics,
+            regex: c.nullable_str()?,
+            assignor: c.nullable_str()?,
+            epoch: c.i32()?,
+            previous_epoch: c.i32()?,
+            assigned: decode_assignment(c)?,
+            revoking: decode_assignment(c)?,
+            target: decode_assignment(c)?,
+        });
+    }
+    Ok(ConsumerGroupValue {
+        group_epoch,
+        assignment_epoch,
+        assignor,
+        subscribed,
+        members,
+    })
 }
 
 /// The `__consumer_offsets` partition holding `group`: Java's `String.hashCode` of the id,
@@ -328,6 +488,33 @@ mod tests {
             }],
         });
         assert_eq!(decode_value(&key, &encode_value(&value)).unwrap(), value);
+        let value = RecordValue::ConsumerGroup(ConsumerGroupValue {
+            group_epoch: 7,
+            assignment_epoch: 6,
+            assignor: "uniform".into(),
+            subscribed: vec![("t".into(), 4)],
+            members: vec![ConsumerMemberValue {
+                member_id: "m1".into(),
+                instance_id: Some("i".into()),
+                rack_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 30_000,
+                topics: vec!["t".into()],
+                regex: Some("t.*".into()),
+                assignor: None,
+                epoch: 6,
+                previous_epoch: 5,
+                assigned: vec![("t".into(), vec![0, 1])],
+                revoking: vec![("t".into(), vec![2])],
+                target: vec![("t".into(), vec![0, 1, 3])],
+            }],
+        });
+        let bytes = encode_value(&value);
+        assert_eq!(decode_value(&key, &bytes).unwrap(), value);
+        for cut in 0..bytes.len() {
+            assert!(decode_value(&key, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]
