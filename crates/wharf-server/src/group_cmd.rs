@@ -18,9 +18,9 @@ use wharf_kafka::kafka_protocol::messages::offset_commit_request::{
 };
 use wharf_kafka::kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use wharf_kafka::kafka_protocol::messages::{
-    ApiKey, BrokerId, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
-    GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, TopicName,
+    ApiKey, BrokerId, ConsumerGroupDescribeRequest, ConsumerProtocolAssignment,
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use wharf_kafka::kafka_protocol::protocol::{Decodable, StrBytes};
 use wharf_kafka::kafka_protocol::ResponseError;
@@ -202,7 +202,54 @@ pub fn decode_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
         .unwrap_or_default()
 }
 
+/// A consumer-protocol (KIP-848) group through ConsumerGroupDescribe: `None` when the group
+/// is not one (or the broker does not serve the API).
+async fn describe_consumer_protocol(
+    client: &mut Client,
+    group: &str,
+) -> anyhow::Result<Option<(String, String, Vec<MemberRow>)>> {
+    let request =
+        ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(str_bytes(group))]);
+    let Ok(response) = client.send(request).await else {
+        return Ok(None);
+    };
+    let Some(described) = response.groups.first() else {
+        return Ok(None);
+    };
+    if described.error_code != 0 {
+        return Ok(None);
+    }
+    let members = described
+        .members
+        .iter()
+        .map(|m| MemberRow {
+            member_id: m.member_id.to_string(),
+            instance_id: m.instance_id.as_ref().map(ToString::to_string),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            assignment: m
+                .assignment
+                .topic_partitions
+                .iter()
+                .flat_map(|tp| {
+                    tp.partitions
+                        .iter()
+                        .map(|p| (tp.topic_name.0.to_string(), *p))
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Some((
+        described.group_state.to_string(),
+        format!("consumer protocol, {} assignor", described.assignor_name),
+        members,
+    )))
+}
+
 async fn describe(client: &mut Client, group: &str) -> anyhow::Result<GroupDescription> {
+    if let Some((state, protocol, members)) = describe_consumer_protocol(client, group).await? {
+        return describe_with(client, group, state, protocol, members).await;
+    }
     let response = client
         .send(DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes(group))]))
         .await?;
@@ -226,6 +273,19 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<GroupDescr
             assignment: decode_assignment(&m.member_assignment),
         })
         .collect();
+    let state = described.group_state.to_string();
+    let protocol = described.protocol_data.to_string();
+    describe_with(client, group, state, protocol, members).await
+}
+
+/// The rest of `describe`: committed offsets, log ends and owners for `members`.
+async fn describe_with(
+    client: &mut Client,
+    group: &str,
+    state: String,
+    protocol: String,
+    members: Vec<MemberRow>,
+) -> anyhow::Result<GroupDescription> {
     let committed = fetch_committed(client, group).await?;
     let mut keys: BTreeSet<(String, i32)> = committed.keys().cloned().collect();
     for m in &members {
@@ -250,8 +310,8 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<GroupDescr
         .collect();
     Ok(GroupDescription {
         group: group.to_string(),
-        state: described.group_state.to_string(),
-        protocol: described.protocol_data.to_string(),
+        state,
+        protocol,
         members,
         partitions,
     })

@@ -1,8 +1,8 @@
 //! KIP-848's consumer group protocol (`group.protocol=consumer`) with librdkafka against a
-//! real broker process: the coordinator assigns, a second member gets half the partitions
-//! only after the first gives them up, every record is consumed once with commits carrying
-//! the member epoch, a leaving member's partitions move back, and a member keeps working
-//! across a kill -9 of the broker.
+//! real broker process: the coordinator assigns, three members split 12 partitions (a
+//! joining member gets partitions only after their owner gives them up), every record is
+//! consumed once with commits carrying the member epoch, a leaving member's partitions move
+//! to the others with nothing lost, and a member keeps working across a kill -9 of the broker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -20,7 +20,7 @@ const BROKER: &[(&str, &str)] = &[
     ("group_consumer_session_timeout_ms", "6000"),
 ];
 const TOPIC: &str = "kip848";
-const PARTITIONS: i32 = 6;
+const PARTITIONS: i32 = 12;
 
 fn consumer(addr: &str, group: &str) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()
@@ -135,34 +135,36 @@ async fn consumer_protocol_members_share_partitions_and_hand_them_over() {
         sets[0].len() == PARTITIONS as usize
     });
     let b = consumer(&addr, "g848");
-    // While b joins, the two never own the same partition (librdkafka's view).
+    let c = consumer(&addr, "g848");
+    // While b and c join, no two members own the same partition (librdkafka's view).
     let mut overlap_free = true;
     poll_until(
-        &[&a, &b],
+        &[&a, &b, &c],
         &mut seen,
-        "a and b split the partitions",
+        "a, b and c split the partitions",
         |sets, _| {
-            if !sets[0].is_disjoint(&sets[1]) {
-                overlap_free = false;
+            for (i, x) in sets.iter().enumerate() {
+                for y in &sets[i + 1..] {
+                    overlap_free &= x.is_disjoint(y);
+                }
             }
-            disjoint_cover(sets) && sets[0].len() == 3 && sets[1].len() == 3
+            disjoint_cover(sets) && sets.iter().all(|s| s.len() == 4)
         },
     );
     assert!(
         overlap_free,
-        "a partition was assigned to both members at once"
+        "a partition was assigned to two members at once"
     );
     produce(&addr, 300, 600).await;
-    poll_until(&[&a, &b], &mut seen, "all 600 records", |_, seen| {
+    poll_until(&[&a, &b, &c], &mut seen, "all 600 records", |_, seen| {
         values(seen).len() == 600
     });
-    let counts = values(&seen);
-    assert!(
-        counts.values().all(|n| *n == 1),
-        "records consumed twice: {:?}",
-        counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
-    );
-    assert!(seen.iter().any(|(i, _)| *i == 1), "b consumed nothing");
+    for who in 1..3 {
+        assert!(
+            seen.iter().any(|(i, _)| *i == who),
+            "member {who} consumed nothing"
+        );
+    }
 
     // The coordinator's view, through ListGroups and DescribeGroups.
     let out = Command::new(wharf_bin())
@@ -177,41 +179,59 @@ async fn consumer_protocol_members_share_partitions_and_hand_them_over() {
         "{listing}"
     );
 
-    // b leaves: a gets everything back and reads what b would have.
-    drop(b);
-    let mut seen_a = Vec::new();
-    poll_until(
-        &[&a],
-        &mut seen_a,
-        "a owns every partition again",
-        |sets, _| sets[0].len() == PARTITIONS as usize,
-    );
-    produce(&addr, 600, 660).await;
-    poll_until(
-        &[&a],
-        &mut seen_a,
-        "a reads new records of every partition",
-        |_, s| values(s).keys().filter(|v| **v >= 600).count() == 60,
-    );
+    // `wharf group describe` shows each partition's owner from ConsumerGroupDescribe.
+    let out = Command::new(wharf_bin())
+        .args(["group", "--bootstrap-server", &addr, "describe", "g848"])
+        .output()
+        .unwrap();
+    let described = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        seen_a.iter().all(|(_, v)| *v >= 600),
-        "a re-read committed records"
+        described.contains("consumer protocol, uniform assignor"),
+        "{described}"
     );
+    let owned_rows = described
+        .lines()
+        .filter(|l| l.starts_with(TOPIC) && !l.trim_end().ends_with('-'))
+        .count();
+    assert_eq!(owned_rows, PARTITIONS as usize, "{described}");
+
+    // c leaves: a and b take its partitions over and read what c would have.
+    drop(c);
+    poll_until(
+        &[&a, &b],
+        &mut seen,
+        "a and b own every partition",
+        |sets, _| disjoint_cover(sets) && sets.iter().all(|s| s.len() == 6),
+    );
+    produce(&addr, 600, 720).await;
+    poll_until(&[&a, &b], &mut seen, "every record up to 720", |_, s| {
+        values(s).len() == 720
+    });
+    let counts = values(&seen);
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "records consumed twice: {:?}",
+        counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    drop(b);
+    poll_until(&[&a], &mut seen, "a owns every partition", |sets, _| {
+        sets[0].len() == PARTITIONS as usize
+    });
 
     // kill -9 and restart: the member (its epoch persisted) carries on; nothing committed
     // is delivered again.
     broker.kill9().unwrap();
     broker.restart().unwrap();
-    produce(&addr, 660, 720).await;
+    produce(&addr, 720, 840).await;
     let mut seen_after = Vec::new();
     poll_until(
         &[&a],
         &mut seen_after,
         "a reads records after the restart",
-        |_, s| values(s).keys().filter(|v| **v >= 660).count() == 60,
+        |_, s| values(s).len() == 120,
     );
     assert!(
-        seen_after.iter().all(|(_, v)| *v >= 660),
+        seen_after.iter().all(|(_, v)| *v >= 720),
         "records committed before the kill were delivered again"
     );
 }
