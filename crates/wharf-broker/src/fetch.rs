@@ -229,8 +229,9 @@ impl Broker {
         let broker = self.clone();
         let batch = targets.clone();
         let read = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let mut budget = FetchBudget::new(spec.max_bytes);
-            batch
+            let reads: Vec<_> = batch
                 .iter()
                 .map(|t| match &t.partition {
                     Some(p) => broker.fetch_partition(
@@ -250,9 +251,14 @@ impl Broker {
                         log_start: -1,
                     }),
                 })
-                .collect()
+                .collect();
+            (reads, started.elapsed())
         })
-        .await;
+        .await
+        .map(|(reads, work)| {
+            crate::work::charge(work);
+            reads
+        });
         read.unwrap_or_else(|error| {
             tracing::error!(%error, "fetch read task failed");
             targets

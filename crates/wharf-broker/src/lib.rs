@@ -27,6 +27,7 @@ pub mod scheduled;
 mod topic;
 mod topic_config;
 pub mod txn;
+pub mod work;
 
 pub use broker::{Broker, BrokerConfig, ConfigOp, TopicSpec};
 pub use error::BrokerError;

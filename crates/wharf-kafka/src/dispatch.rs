@@ -116,6 +116,7 @@ pub fn start(broker: &Arc<Broker>, sessions: &Arc<FetchSessions>, request: Reque
         } = request;
         let correlation_id = header.correlation_id;
         let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+        let submitted = Instant::now();
         let (in_flight, bytes) = match decode::<ProduceRequest>(api, version, &mut body) {
             Ok(req) => {
                 let bytes: usize = req
@@ -131,9 +132,11 @@ pub fn start(broker: &Arc<Broker>, sessions: &Arc<FetchSessions>, request: Reque
                 return Box::pin(async { codec_failure(error) });
             }
         };
+        let submit_work = submitted.elapsed();
         let broker = broker.clone();
         return Box::pin(async move {
-            let (resp, failed) = api::produce::finish(in_flight).await;
+            let ((resp, failed), finish_work) =
+                wharf_broker::work::measure(api::produce::finish(in_flight)).await;
             // acks=0 has no answer to carry a throttle time, so it is not throttled (Kafka
             // closes such a connection instead; Wharf counts the bytes only).
             let throttle_ms = throttle::apply(
@@ -150,6 +153,15 @@ pub fn start(broker: &Arc<Broker>, sessions: &Arc<FetchSessions>, request: Reque
                 return Answer::Nothing;
             };
             resp.throttle_time_ms = throttle_ms;
+            throttle::request_time(
+                &broker,
+                &mute,
+                &client_id,
+                submit_work + finish_work,
+                version,
+                &mut resp,
+            )
+            .await;
             match frame(api, version, correlation_id, &resp) {
                 Ok(framed) => {
                     observe(failed);
@@ -190,12 +202,22 @@ async fn handle(
     let span =
         tracing::debug_span!("request", api_key = ?api, api_version = version, correlation_id);
     let mut failed = false;
-    // Async handlers (they wait).
+    let client_id = header.client_id.as_deref().unwrap_or_default();
+    // Every answer first pays the client's request-time quota (`request_percentage`).
+    macro_rules! answer {
+        ($resp:expr, $work:expr) => {{
+            let mut resp = $resp;
+            throttle::request_time(broker, &mute, client_id, $work, version, &mut resp).await;
+            frame(api, version, correlation_id, &resp)
+        }};
+    }
+    // Async handlers (they wait): their cost is the time they are polled.
     macro_rules! call {
         ($module:ident) => {{
             let req = decode(api, version, &mut body)?;
-            let resp = api::$module::handle(broker, req, version).await;
-            frame(api, version, correlation_id, &resp)
+            let (resp, work) =
+                wharf_broker::work::measure(api::$module::handle(broker, req, version)).await;
+            answer!(resp, work)
         }};
     }
     // Handlers that touch files (metadata writes with fsync, segment reads) run off the
@@ -204,8 +226,13 @@ async fn handle(
         ($module:ident) => {{
             let req = decode(api, version, &mut body)?;
             let b = broker.clone();
-            match tokio::task::spawn_blocking(move || api::$module::handle(&b, req, version)).await {
-                Ok(resp) => frame(api, version, correlation_id, &resp),
+            let work = move || {
+                let started = Instant::now();
+                let resp = api::$module::handle(&b, req, version);
+                (resp, started.elapsed())
+            };
+            match tokio::task::spawn_blocking(work).await {
+                Ok((resp, work)) => answer!(resp, work),
                 Err(error) => {
                     tracing::error!(%error, "request handler failed");
                     failed = true;
@@ -218,8 +245,9 @@ async fn handle(
     macro_rules! call_sync {
         ($module:ident) => {{
             let req = decode(api, version, &mut body)?;
+            let started = Instant::now();
             let resp = api::$module::handle(broker, req, version);
-            frame(api, version, correlation_id, &resp)
+            answer!(resp, started.elapsed())
         }};
     }
     let result: Result<Answer, CodecError> = async {
@@ -233,14 +261,15 @@ async fn handle(
             }
             ApiKey::Fetch => {
                 let req = decode(api, version, &mut body)?;
-                let mut resp = api::fetch::handle(broker, sessions, req, version).await;
+                let (mut resp, work) =
+                    wharf_broker::work::measure(api::fetch::handle(broker, sessions, req, version))
+                        .await;
                 let bytes: usize = resp
                     .responses
                     .iter()
                     .flat_map(|t| t.partitions.iter())
                     .map(|p| p.records.as_ref().map_or(0, Bytes::len))
                     .sum();
-                let client_id = header.client_id.as_deref().unwrap_or_default();
                 resp.throttle_time_ms = throttle::apply(
                     broker,
                     &mute,
@@ -251,7 +280,7 @@ async fn handle(
                 )
                 .await;
                 failed = fetch_failed(&resp);
-                frame(api, version, correlation_id, &resp)?
+                answer!(resp, work)?
             }
             ApiKey::ListOffsets => call_blocking!(list_offsets)?,
             ApiKey::Metadata => call_blocking!(metadata)?,
@@ -268,16 +297,18 @@ async fn handle(
             ApiKey::FindCoordinator => call_sync!(find_coordinator)?,
             ApiKey::JoinGroup => {
                 let req = decode(api, version, &mut body)?;
-                let client_id = header.client_id.as_deref().unwrap_or_default();
-                let resp = api::join_group::handle(broker, req, version, client_id, peer).await;
-                frame(api, version, correlation_id, &resp)?
+                let (resp, work) = wharf_broker::work::measure(api::join_group::handle(
+                    broker, req, version, client_id, peer,
+                ))
+                .await;
+                answer!(resp, work)?
             }
             ApiKey::ConsumerGroupHeartbeat => {
                 let req = decode(api, version, &mut body)?;
-                let client_id = header.client_id.as_deref().unwrap_or_default();
+                let started = Instant::now();
                 let resp =
                     api::consumer_group_heartbeat::handle(broker, req, version, client_id, peer);
-                frame(api, version, correlation_id, &resp)?
+                answer!(resp, started.elapsed())?
             }
             ApiKey::ConsumerGroupDescribe => call_sync!(consumer_group_describe)?,
             ApiKey::SyncGroup => call!(sync_group)?,

@@ -64,3 +64,87 @@ pub async fn apply(
     }
     millis
 }
+
+/// A response with a `throttle_time_ms` field, present from version `SINCE` on.
+pub trait Throttled {
+    const SINCE: i16;
+    fn throttle_time_ms(&mut self) -> &mut i32;
+}
+
+macro_rules! throttled {
+    ($($response:ident since $since:expr),* $(,)?) => {
+        $(impl Throttled for kafka_protocol::messages::$response {
+            const SINCE: i16 = $since;
+            fn throttle_time_ms(&mut self) -> &mut i32 {
+                &mut self.throttle_time_ms
+            }
+        })*
+    };
+}
+
+// The first version of each response with the field (Kafka's message schemas).
+throttled! {
+    AddOffsetsToTxnResponse since 0,
+    AddPartitionsToTxnResponse since 0,
+    AlterClientQuotasResponse since 0,
+    AlterConfigsResponse since 0,
+    ConsumerGroupDescribeResponse since 0,
+    ConsumerGroupHeartbeatResponse since 0,
+    CreatePartitionsResponse since 0,
+    CreateTopicsResponse since 2,
+    DeleteGroupsResponse since 0,
+    DeleteRecordsResponse since 0,
+    DeleteTopicsResponse since 1,
+    DescribeClientQuotasResponse since 0,
+    DescribeClusterResponse since 0,
+    DescribeConfigsResponse since 0,
+    DescribeGroupsResponse since 1,
+    DescribeTransactionsResponse since 0,
+    EndTxnResponse since 0,
+    FetchResponse since 1,
+    FindCoordinatorResponse since 1,
+    HeartbeatResponse since 1,
+    IncrementalAlterConfigsResponse since 0,
+    InitProducerIdResponse since 0,
+    JoinGroupResponse since 2,
+    LeaveGroupResponse since 1,
+    ListGroupsResponse since 1,
+    ListOffsetsResponse since 2,
+    ListTransactionsResponse since 0,
+    MetadataResponse since 3,
+    OffsetCommitResponse since 3,
+    OffsetDeleteResponse since 0,
+    OffsetFetchResponse since 3,
+    ProduceResponse since 1,
+    SyncGroupResponse since 1,
+    TxnOffsetCommitResponse since 0,
+}
+
+/// Kafka's `request_percentage` quota: counts the thread time `work` a request cost against
+/// its client's quota and, when over it, puts the throttle time in the answer (keeping a
+/// larger byte-rate throttle already there) and mutes the connection; versions without the
+/// field get their answer late instead.
+pub async fn request_time<R: Throttled>(
+    broker: &Broker,
+    mute: &Mute,
+    client_id: &str,
+    work: std::time::Duration,
+    version: i16,
+    response: &mut R,
+) {
+    let nanos = u64::try_from(work.as_nanos()).unwrap_or(u64::MAX);
+    let kip219 = version >= R::SINCE;
+    let millis = apply(
+        broker,
+        mute,
+        client_id,
+        wharf_broker::quota::REQUEST_PERCENTAGE,
+        nanos,
+        kip219,
+    )
+    .await;
+    if kip219 && millis > 0 {
+        let field = response.throttle_time_ms();
+        *field = (*field).max(millis);
+    }
+}

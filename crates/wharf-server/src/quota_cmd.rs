@@ -29,7 +29,7 @@ pub struct EntityArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum QuotaCommand {
-    /// Sets byte-rate quotas of a user and/or client id.
+    /// Sets quotas of a user and/or client id.
     Set {
         #[command(flatten)]
         entity: EntityArgs,
@@ -39,12 +39,16 @@ pub enum QuotaCommand {
         /// Bytes per second a consumer may fetch.
         #[arg(long)]
         consumer_byte_rate: Option<f64>,
+        /// Percentage of one thread's time the client's requests may use (100 = a thread).
+        #[arg(long)]
+        request_percentage: Option<f64>,
     },
     /// Removes quotas of a user and/or client id (all of its keys unless some are named).
     Remove {
         #[command(flatten)]
         entity: EntityArgs,
-        /// Keys to remove (producer_byte_rate, consumer_byte_rate); default: both.
+        /// Keys to remove (producer_byte_rate, consumer_byte_rate, request_percentage);
+        /// default: all.
         #[arg(long = "key")]
         keys: Vec<String>,
     },
@@ -100,10 +104,12 @@ pub async fn run(bootstrap: &str, cmd: QuotaCommand) -> anyhow::Result<()> {
             entity,
             producer_byte_rate,
             consumer_byte_rate,
+            request_percentage,
         } => {
             let ops: Vec<OpData> = [
                 ("producer_byte_rate", producer_byte_rate),
                 ("consumer_byte_rate", consumer_byte_rate),
+                ("request_percentage", request_percentage),
             ]
             .into_iter()
             .filter_map(|(k, v)| {
@@ -115,7 +121,9 @@ pub async fn run(bootstrap: &str, cmd: QuotaCommand) -> anyhow::Result<()> {
             })
             .collect();
             if ops.is_empty() {
-                bail!("nothing to set: give --producer-byte-rate and/or --consumer-byte-rate");
+                bail!(
+                    "nothing to set: give --producer-byte-rate, --consumer-byte-rate and/or --request-percentage"
+                );
             }
             Some(alter(entity, ops))
         }
@@ -124,6 +132,7 @@ pub async fn run(bootstrap: &str, cmd: QuotaCommand) -> anyhow::Result<()> {
                 vec![
                     "producer_byte_rate".to_string(),
                     "consumer_byte_rate".to_string(),
+                    "request_percentage".to_string(),
                 ]
             } else {
                 keys.clone()

@@ -65,8 +65,9 @@ impl Broker {
             .describe(filter, strict)
     }
 
-    /// Counts `amount` against the quota `key` of `client_id`; returns how long the client
-    /// must be held back (zero when no quota applies or it is within its rate).
+    /// Counts `amount` (bytes, or nanoseconds of thread time for `request_percentage`)
+    /// against the quota `key` of `client_id`; returns how long the client must be held
+    /// back (zero when no quota applies or it is within its rate).
     pub fn throttle(&self, client_id: &str, key: &'static str, amount: u64) -> Duration {
         let state = self.quota_state();
         let resolved = {
@@ -79,8 +80,14 @@ impl Broker {
             }
             configs.resolve(ANONYMOUS, client_id, key)
         };
-        let Some((entity, rate)) = resolved else {
+        let Some((entity, value)) = resolved else {
             return Duration::ZERO;
+        };
+        // A request percentage is thread time per second: 1 % is 10 ms (in ns) per second.
+        let rate = if key == super::REQUEST_PERCENTAGE {
+            value * 1e7
+        } else {
+            value
         };
         state
             .throttles

@@ -1,5 +1,5 @@
-//! Client quotas, as Kafka has them: byte rates for producers and consumers per user and
-//! client id (or their defaults), resolved with Kafka's precedence and enforced by a token
+//! Client quotas, as Kafka has them: byte rates for producers and consumers and the request
+//! time percentage per user and client id (or their defaults), resolved with Kafka's precedence and enforced by a token
 //! bucket per resolved entity. A client over its quota is throttled (told how long to wait,
 //! and held back that long), never refused.
 //!
@@ -19,8 +19,11 @@ pub use broker::{entity_of, QuotaState};
 
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+/// Kafka's request quota: the percentage of one thread's time a client's requests may use
+/// (100 = one whole thread), measured as in [`crate::work`].
+pub const REQUEST_PERCENTAGE: &str = "request_percentage";
 /// The quota keys Wharf enforces.
-pub const KEYS: [&str; 2] = [PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE];
+pub const KEYS: [&str; 3] = [PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE];
 
 /// The principal of an unauthenticated client.
 pub const ANONYMOUS: &str = "ANONYMOUS";

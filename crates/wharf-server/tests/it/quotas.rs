@@ -1,6 +1,8 @@
 //! Client quotas: `wharf quota` sets a producer byte rate for one client id; a librdkafka
 //! producer with that id is throttled (the broker reports throttle_time_ms, which librdkafka's
 //! statistics show, and counts it) while an unlimited one is not; quotas survive a restart.
+//! A request-time quota (`request_percentage`) throttles a client whose requests use more
+//! thread time than it allows.
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -70,7 +72,12 @@ async fn send_3mb(producer: &FutureProducer<ThrottleSeen>) {
 }
 
 fn throttle_metric(text: &str, client: &str) -> f64 {
-    let prefix = format!("wharf_kafka_throttle_time_ms_total{{client_id=\"{client}\",quota=\"producer_byte_rate\"}} ");
+    quota_metric(text, client, "producer_byte_rate")
+}
+
+fn quota_metric(text: &str, client: &str, quota: &str) -> f64 {
+    let prefix =
+        format!("wharf_kafka_throttle_time_ms_total{{client_id=\"{client}\",quota=\"{quota}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map_or(0.0, |v| v.trim().parse().unwrap())
@@ -146,4 +153,60 @@ async fn a_client_over_its_byte_rate_is_throttled_and_others_are_not() {
     assert!(wharf(&addr, &["describe", "--client-id", "slow"]).contains("1000000"));
     wharf(&addr, &["remove", "--client-id", "slow"]);
     assert!(!wharf(&addr, &["describe"]).contains("slow"));
+}
+
+/// Small produce requests one at a time, each waiting for its answer.
+async fn send_small(producer: &FutureProducer<ThrottleSeen>, count: usize) {
+    for i in 0..count {
+        let value = i.to_string();
+        producer
+            .send(
+                FutureRecord::<(), _>::to("metered").payload(&value),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_over_its_request_percentage_is_throttled_and_others_are_not() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    wharf_testkit::create_topic(&addr, "metered", 1, &[])
+        .await
+        .unwrap();
+    // 0.1 % of a thread: 1 ms of request handling per second, a few produce requests.
+    wharf(
+        &addr,
+        &["set", "--client-id", "busy", "--request-percentage", "0.1"],
+    );
+    let listed = wharf(&addr, &["describe"]);
+    assert!(
+        listed.contains("client-id=busy") && listed.contains("request_percentage"),
+        "{listed}"
+    );
+    let busy_seen = ThrottleSeen::default();
+    let idle_seen = ThrottleSeen::default();
+    let busy = producer(&addr, "busy", busy_seen.clone());
+    let idle = producer(&addr, "idle", idle_seen.clone());
+    tokio::join!(send_small(&busy, 20), send_small(&idle, 20));
+    eventually(
+        "librdkafka reports a throttle time for the client over its request quota",
+        || *busy_seen.0.lock().unwrap() > 0,
+    );
+    let (_, text) = get(&broker.admin_addr().unwrap(), "/metrics");
+    assert!(
+        quota_metric(&text, "busy", "request_percentage") > 0.0,
+        "{text}"
+    );
+    assert!(
+        quota_metric(&text, "idle", "request_percentage") <= 0.0,
+        "the unlimited client was held back"
+    );
+    assert_eq!(
+        *idle_seen.0.lock().unwrap(),
+        0,
+        "the unlimited client was throttled"
+    );
 }
