@@ -1,0 +1,327 @@
+//! The cleaner against a model: the latest record per key survives at its original offset,
+//! tombstones go after `delete.retention.ms`, other logs of the shard are untouched, and a
+//! power cut at any step of a segment swap leaves the old or the new segment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
+
+use crate::sim::{PowerCut, SimFs};
+use crate::{clock, Durability, FileSystem, LogConfig, RealFs, Storage, StorageConfig, SwapStep};
+
+type Value = Option<Vec<u8>>;
+/// offset → (key, value)
+type Model = BTreeMap<i64, (Vec<u8>, Value)>;
+
+const KEYS: usize = 50;
+const RECORDS: usize = 2_000;
+const COMPACTED: u64 = 1;
+const PLAIN: u64 = 2;
+
+fn config(dir: &Path, fs: Arc<dyn FileSystem>) -> StorageConfig {
+    let mut c = StorageConfig::new(dir);
+    c.shards = 1;
+    c.segment_bytes = 4096;
+    c.retention_check_interval = Duration::from_secs(3600);
+    c.fs = fs;
+    c
+}
+
+fn compacted_config() -> LogConfig {
+    LogConfig {
+        retention_ms: -1,
+        delete: false,
+        compact: true,
+        delete_retention_ms: i64::MAX / 4,
+        ..LogConfig::default()
+    }
+}
+
+fn plain_config() -> LogConfig {
+    LogConfig {
+        retention_ms: -1,
+        ..LogConfig::default()
+    }
+}
+
+fn batch(records: &[(Vec<u8>, Value)], ts: i64) -> Bytes {
+    let mut b = BatchBuilder::new(ts);
+    for (k, v) in records {
+        b.push(Some(k), v.as_deref(), &[], ts);
+    }
+    Bytes::from(b.build())
+}
+
+/// Every record of a log, read from its start: offset → (key, value). Offsets must rise.
+fn read_all(storage: &Storage, id: u64) -> Model {
+    let log = storage.log(id).unwrap();
+    let mut out = Model::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let read = log.read(offset, 1 << 20).unwrap();
+        let mut at = 0;
+        let mut progressed = false;
+        while at < read.records.len() {
+            let h = BatchHeader::parse_checked(&read.records[at..]).unwrap();
+            for r in RecordIter::new(&h).unwrap() {
+                let r = r.unwrap();
+                if r.offset >= offset {
+                    let key = r.key.unwrap_or_default().to_vec();
+                    let prev = out.insert(r.offset, (key, r.value.map(<[u8]>::to_vec)));
+                    assert!(prev.is_none(), "offset {} read twice", r.offset);
+                }
+            }
+            offset = offset.max(h.last_offset() + 1);
+            progressed = true;
+            at += h.len();
+        }
+        assert!(progressed, "no batch at offset {offset}");
+    }
+    out
+}
+
+/// Writes the story: RECORDS updates over KEYS keys (in batches of 10, each followed by a
+/// small batch of the plain log), then tombstones for keys 0..5, then filler for the plain
+/// log until the segment rolls, then the compacted log's last batch in the new segment.
+async fn write_story(storage: &Storage) -> (Model, Model) {
+    let compacted = storage.create_log(COMPACTED, compacted_config());
+    let plain = storage.create_log(PLAIN, plain_config());
+    let now = clock::now_ms();
+    let (mut model, mut plain_model) = (Model::new(), Model::new());
+    let mut pending = Vec::new();
+    for i in 0..RECORDS {
+        pending.push((
+            format!("key-{}", i % KEYS).into_bytes(),
+            Some(format!("value-{i}").into_bytes()),
+        ));
+        if pending.len() == 10 {
+            let info = compacted
+                .append(batch(&pending, now), Durability::Synced)
+                .await
+                .unwrap();
+            for (n, r) in pending.drain(..).enumerate() {
+                model.insert(info.base_offset + n as i64, r);
+            }
+            let r = (b"p".to_vec(), Some(format!("plain-{i}").into_bytes()));
+            let info = plain
+                .append(batch(std::slice::from_ref(&r), now), Durability::Synced)
+                .await
+                .unwrap();
+            plain_model.insert(info.base_offset, r);
+        }
+    }
+    let tombstones: Vec<_> = (0..5)
+        .map(|k| (format!("key-{k}").into_bytes(), None))
+        .collect();
+    let info = compacted
+        .append(batch(&tombstones, now), Durability::Synced)
+        .await
+        .unwrap();
+    for (n, r) in tombstones.into_iter().enumerate() {
+        model.insert(info.base_offset + n as i64, r);
+    }
+    let segments = |s: &Storage| s.segment_ids(0).len();
+    let before = segments(storage);
+    let mut i = 0;
+    while segments(storage) == before {
+        let r = (b"f".to_vec(), Some(vec![b'x'; 500]));
+        let info = plain
+            .append(batch(std::slice::from_ref(&r), now), Durability::Synced)
+            .await
+            .unwrap();
+        plain_model.insert(info.base_offset, r);
+        i += 1;
+        assert!(i < 100, "the segment never rolled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let last = vec![(b"end".to_vec(), Some(b"last".to_vec()))];
+    let info = compacted
+        .append(batch(&last, now), Durability::Synced)
+        .await
+        .unwrap();
+    model.insert(info.base_offset, last[0].clone());
+    (model, plain_model)
+}
+
+/// The model after compaction: the latest record per key, tombstones only when kept.
+fn compacted(model: &Model, keep_tombstones: bool) -> Model {
+    let mut latest: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for (offset, (key, _)) in model {
+        latest.insert(key.clone(), *offset);
+    }
+    latest
+        .values()
+        .map(|o| (*o, model[o].clone()))
+        .filter(|(_, (_, v))| keep_tombstones || v.is_some())
+        .collect()
+}
+
+/// Each record read is the one written at its offset; nothing else.
+fn assert_subset(read: &Model, model: &Model, context: &str) {
+    for (offset, record) in read {
+        assert_eq!(
+            model.get(offset),
+            Some(record),
+            "{context}: offset {offset}"
+        );
+    }
+}
+
+fn shard_bytes(fs: &dyn FileSystem, dir: &Path) -> u64 {
+    let shard = dir.join("shards").join("0");
+    fs.list_dir(&shard)
+        .unwrap()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| fs.open(p, false).unwrap().size().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_the_latest_record_per_key_then_drops_expired_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn FileSystem> = RealFs::shared();
+    let storage = Storage::open(config(dir.path(), fs.clone())).unwrap();
+    let (model, plain_model) = write_story(&storage).await;
+    let log = storage.log(COMPACTED).unwrap();
+    let high_watermark = log.high_watermark();
+    assert_eq!(read_all(&storage, COMPACTED), model);
+
+    // min.compaction.lag.ms: nothing old enough yet.
+    log.set_config(LogConfig {
+        min_compaction_lag_ms: 3_600_000,
+        ..compacted_config()
+    });
+    assert_eq!(storage.run_compaction().segments_rewritten, 0);
+    assert_eq!(read_all(&storage, COMPACTED), model);
+    log.set_config(compacted_config());
+
+    let bytes_before = shard_bytes(&*fs, dir.path());
+    let stats = storage.run_compaction();
+    assert!(stats.segments_rewritten > 0, "{stats:?}");
+    assert!(stats.bytes_after < stats.bytes_before, "{stats:?}");
+    assert!(shard_bytes(&*fs, dir.path()) < bytes_before);
+    let expected = compacted(&model, true);
+    assert_eq!(read_all(&storage, COMPACTED), expected);
+    assert_eq!(expected.len(), KEYS + 1);
+    assert_eq!(
+        read_all(&storage, PLAIN),
+        plain_model,
+        "the other log is untouched"
+    );
+    assert_eq!(log.high_watermark(), high_watermark);
+
+    // Nothing new is dirty: the next pass rewrites nothing.
+    assert_eq!(storage.run_compaction().segments_rewritten, 0);
+
+    // delete.retention.ms passed: the tombstones go.
+    log.set_config(LogConfig {
+        delete_retention_ms: 0,
+        ..compacted_config()
+    });
+    assert!(storage.run_compaction().segments_rewritten > 0);
+    let expected = compacted(&model, false);
+    assert_eq!(read_all(&storage, COMPACTED), expected);
+    assert_eq!(expected.len(), KEYS + 1 - 5);
+    storage.shutdown();
+
+    // A restart reads the compacted segments through their new index files.
+    let storage = Storage::open(config(dir.path(), fs)).unwrap();
+    let log = storage.create_log(COMPACTED, compacted_config());
+    storage.create_log(PLAIN, plain_config());
+    assert_eq!(read_all(&storage, COMPACTED), expected);
+    assert_eq!(read_all(&storage, PLAIN), plain_model);
+    assert_eq!(log.high_watermark(), high_watermark);
+    let info = log
+        .append(
+            batch(&[(b"k".to_vec(), Some(b"v".to_vec()))], 1),
+            Durability::Synced,
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.base_offset, high_watermark, "offsets are never reused");
+    storage.shutdown();
+}
+
+/// A power cut right after each step of the swap, in each cut mode: after recovery the log
+/// holds every record that must survive, each at its offset, nothing read twice, and a
+/// second pass completes the compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_during_a_swap_keeps_the_old_or_the_new_segment() {
+    let dir = Path::new("/sim/data");
+    let steps = [SwapStep::Written, SwapStep::IndexRemoved, SwapStep::Renamed];
+    let mut round = 0u64;
+    for step in steps {
+        for mode in [
+            PowerCut::LoseUnsynced,
+            PowerCut::KeepUnsynced,
+            PowerCut::Random { seed: round },
+        ] {
+            round += 1;
+            let context = format!("cut after {step:?} ({mode:?})");
+            let fs = SimFs::new(dir);
+            let shared: Arc<dyn FileSystem> = Arc::new(fs.clone());
+            let storage = Storage::open(config(dir, shared.clone())).unwrap();
+            let (model, plain_model) = write_story(&storage).await;
+            let high_watermark = storage.log(COMPACTED).unwrap().high_watermark();
+            let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                storage.run_compaction_with(&|at| {
+                    if at == step {
+                        fs.power_cut(mode);
+                        panic!("power cut");
+                    }
+                })
+            }));
+            assert!(
+                crashed.is_err(),
+                "{context}: the swap never reached its step"
+            );
+            storage.shutdown();
+
+            let storage = Storage::open(config(dir, shared.clone())).unwrap();
+            storage.create_log(COMPACTED, compacted_config());
+            storage.create_log(PLAIN, plain_config());
+            let read = read_all(&storage, COMPACTED);
+            assert_subset(&read, &model, &context);
+            for (offset, record) in compacted(&model, true) {
+                assert_eq!(read.get(&offset), Some(&record), "{context}: lost {offset}");
+            }
+            assert_eq!(read_all(&storage, PLAIN), plain_model, "{context}");
+            let log = storage.log(COMPACTED).unwrap();
+            assert_eq!(log.high_watermark(), high_watermark, "{context}");
+            storage.run_compaction();
+            assert_eq!(
+                read_all(&storage, COMPACTED),
+                compacted(&model, true),
+                "{context}: after a full pass"
+            );
+            storage.shutdown();
+        }
+    }
+}
+
+/// A read that found its batch before a swap finishes on the old file; a read after the
+/// swap finds the same record at its new place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_a_swap_see_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn FileSystem> = RealFs::shared();
+    let storage = Storage::open(config(dir.path(), fs)).unwrap();
+    let (model, _) = write_story(&storage).await;
+    let latest = compacted(&model, true);
+    let reads = std::sync::Mutex::new(Vec::new());
+    storage.run_compaction_with(&|_| {
+        reads.lock().unwrap().push(read_all(&storage, COMPACTED));
+    });
+    for read in reads.into_inner().unwrap() {
+        assert_subset(&read, &model, "during the swap");
+        for offset in latest.keys() {
+            assert!(read.contains_key(offset), "lost {offset} during the swap");
+        }
+    }
+    storage.shutdown();
+}
