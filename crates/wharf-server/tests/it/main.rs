@@ -5,6 +5,7 @@
 mod admin;
 mod admin_http;
 mod cli;
+mod compaction;
 mod crash_loop;
 mod dedup;
 mod delay;
