@@ -314,3 +314,21 @@ async fn a_crash_in_the_middle_of_a_swap_loses_nothing() {
         until_consumed(&addr, "crashy", &latest(&written, true)).await;
     }
 }
+
+/// Coordinator state topics are compacted by the same cleaner.
+#[tokio::test(flavor = "multi_thread")]
+async fn coordinator_topics_are_compacted() {
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    let (_dir, broker) = start_broker(&SETTINGS);
+    let admin = wharf_testkit::admin(&broker.addr()).unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for topic in ["__consumer_offsets", "__transaction_state"] {
+        let described = admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .unwrap();
+        let resource = described[0].as_ref().unwrap();
+        let policy = resource.get("cleanup.policy").and_then(|e| e.value.clone());
+        assert_eq!(policy.as_deref(), Some("compact"), "{topic}");
+    }
+}
