@@ -325,3 +325,135 @@ async fn reads_during_a_swap_see_whole_batches() {
     }
     storage.shutdown();
 }
+
+/// The ADR 0015 measurement (opt-in: `WHARF_COMPACTION_BENCH=1`): space before and after,
+/// cleaner throughput, and the slowest acks=all append of another log on the same shard
+/// while the cleaner runs against the same without it. Prints figures; asserts only results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measure_compaction() {
+    if std::env::var("WHARF_COMPACTION_BENCH").is_err() {
+        return;
+    }
+    let records: usize = std::env::var("WHARF_COMPACTION_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let keys = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn FileSystem> = RealFs::shared();
+    let mut cfg = config(dir.path(), fs.clone());
+    cfg.segment_bytes = 64 << 20;
+    let storage = Storage::open(cfg).unwrap();
+    let compacted_log = storage.create_log(COMPACTED, compacted_config());
+    let plain = storage.create_log(PLAIN, plain_config());
+    let now = clock::now_ms();
+    let value = vec![b'v'; 100];
+    let mut model: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for chunk in 0..records / 100 {
+        let batch_records: Vec<_> = (0..100)
+            .map(|n| {
+                let i = chunk * 100 + n;
+                (
+                    format!("key-{}", i % keys).into_bytes(),
+                    Some(value.clone()),
+                )
+            })
+            .collect();
+        let info = compacted_log
+            .append(batch(&batch_records, now), Durability::Written)
+            .await
+            .unwrap();
+        for (n, (k, _)) in batch_records.iter().enumerate() {
+            model.insert(k.clone(), info.base_offset + n as i64);
+        }
+        if chunk % 5 == 0 {
+            let r = [(b"p".to_vec(), Some(value.clone()))];
+            plain
+                .append(batch(&r, now), Durability::Written)
+                .await
+                .unwrap();
+        }
+    }
+    // Seal the data: the compacted log's last batch goes to a fresh segment.
+    storage.flush().await.unwrap();
+    let before_segments = storage.segment_ids(0).len();
+    let filler = [(b"f".to_vec(), Some(vec![b'x'; 1 << 20]))];
+    while storage.segment_ids(0).len() == before_segments {
+        plain
+            .append(batch(&filler, now), Durability::Synced)
+            .await
+            .unwrap();
+    }
+    let last = [(b"end".to_vec(), Some(b"last".to_vec()))];
+    compacted_log
+        .append(batch(&last, now), Durability::Synced)
+        .await
+        .unwrap();
+    let bytes_before = shard_bytes(&*fs, dir.path());
+    let log_before = compacted_log.size_bytes();
+
+    // The slowest acks=all append of the plain log over `rounds` appends.
+    async fn slowest(log: &crate::Log, rounds: usize) -> Duration {
+        let mut worst = Duration::ZERO;
+        for _ in 0..rounds {
+            let started = std::time::Instant::now();
+            let r = [(b"w".to_vec(), Some(vec![b'w'; 100]))];
+            log.append(batch(&r, 1), Durability::Synced).await.unwrap();
+            worst = worst.max(started.elapsed());
+        }
+        worst
+    }
+    let baseline = slowest(&plain, 200).await;
+    let cleaner = {
+        let storage = storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let stats = storage.run_compaction();
+            (stats, started.elapsed())
+        })
+    };
+    let mut during = Duration::ZERO;
+    while !cleaner.is_finished() {
+        during = during.max(slowest(&plain, 10).await);
+    }
+    let (stats, took) = cleaner.await.unwrap();
+    let bytes_after = shard_bytes(&*fs, dir.path());
+    // The ceiling: copying the same segment bytes (read, write, fdatasync) with no parsing.
+    let copy_dir = tempfile::tempdir_in(dir.path()).unwrap();
+    let started = std::time::Instant::now();
+    let mut copied = 0u64;
+    for entry in std::fs::read_dir(dir.path().join("shards").join("0")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let to = copy_dir.path().join(path.file_name().unwrap());
+            copied += std::fs::copy(&path, &to).unwrap();
+            std::fs::File::open(&to).unwrap().sync_data().unwrap();
+        }
+    }
+    let copy_rate = copied as f64 / started.elapsed().as_secs_f64();
+    let read = read_all(&storage, COMPACTED);
+    assert_eq!(read.len(), keys + 1);
+    for offset in model.values() {
+        assert!(read.contains_key(offset), "lost {offset}");
+    }
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    println!(
+        "records {records} over {keys} keys; compacted log {:.1} MiB -> {:.2} MiB; shard bytes {:.1} MiB -> {:.1} MiB; \
+         rewritten {:.1} MiB -> {:.1} MiB in {:.2} s ({:.0} MiB/s read); \
+         slowest acks=all append of another log: {:.1} ms idle, {:.1} ms while cleaning; \
+         plain copy of the segments {:.0} MiB/s (cleaner/copy = {:.2})",
+        mib(log_before),
+        mib(compacted_log.size_bytes()),
+        mib(bytes_before),
+        mib(bytes_after),
+        mib(stats.bytes_before),
+        mib(stats.bytes_after),
+        took.as_secs_f64(),
+        mib(stats.bytes_before) / took.as_secs_f64(),
+        baseline.as_secs_f64() * 1e3,
+        during.as_secs_f64() * 1e3,
+        copy_rate / f64::from(1u32 << 20),
+        (stats.bytes_before as f64 / took.as_secs_f64()) / copy_rate,
+    );
+    storage.shutdown();
+}
