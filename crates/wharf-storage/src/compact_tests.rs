@@ -330,6 +330,7 @@ async fn reads_during_a_swap_see_whole_batches() {
 /// cleaner throughput, and the slowest acks=all append of another log on the same shard
 /// while the cleaner runs against the same without it. Prints figures; asserts only results.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::items_after_statements, clippy::cast_precision_loss)] // byte counts ≪ 2^52
 async fn measure_compaction() {
     if std::env::var("WHARF_COMPACTION_BENCH").is_err() {
         return;
