@@ -19,7 +19,9 @@
 //! (active segment, `min.compaction.lag.ms`, not yet durable) are never touched, so the high
 //! watermark recovered after a restart never goes back; transactional, control and
 //! compressed batches are copied whole; the last batch of each producer id in the cleaned
-//! range is kept (emptied if none of its records survive) so producer state replays.
+//! range and the log's first batch are kept (emptied if none of their records survive), so
+//! producer state replays and the log start recovered after a restart stays where it was.
+//! A segment left with nothing is deleted (index file first).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -93,6 +95,9 @@ struct Plan {
     last_of_producer: HashMap<i64, i64>,
     /// Tombstones older than this (record timestamp) are removed.
     tombstone_horizon: i64,
+    /// Base offset of the log's first batch: it stays (emptied if need be), so recovery,
+    /// which takes a log's start from its first batch, keeps the start where it is.
+    first_batch: i64,
 }
 
 /// What filtering left of one batch.
@@ -177,6 +182,7 @@ impl Cleaner {
                 latest: HashMap::new(),
                 last_of_producer: HashMap::new(),
                 tombstone_horizon: now.saturating_sub(cfg.delete_retention_ms),
+                first_batch: cleaned[0].base_offset,
             };
             let mut buf = Vec::new();
             for e in cleaned {
@@ -318,7 +324,7 @@ fn filter_batch(
     }
     let producer_keeps = header.producer_id() >= 0
         && plan.last_of_producer.get(&header.producer_id()) == Some(&header.base_offset());
-    if kept.is_empty() && !producer_keeps {
+    if kept.is_empty() && !producer_keeps && header.base_offset() != plan.first_batch {
         return Filtered::Gone;
     }
     // Same base offset, last offset delta, timestamps and producer fields: only the records
@@ -413,6 +419,10 @@ fn rewrite_segment(
     if out.len() as u64 >= before {
         return Ok(None);
     }
+    if kept.is_empty() {
+        remove_segment(state, registry, seg, &moved)?;
+        return Ok(Some((before, 0, removed)));
+    }
     // Crash-safe swap (module comment): old or new survives, never neither.
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
@@ -452,6 +462,34 @@ fn rewrite_segment(
         }
     }
     Ok(Some((before, out.len() as u64, removed)))
+}
+
+/// Deletes a segment nothing in which survives: its index file first, so a crash between the
+/// two removals leaves the old segment, rescanned.
+fn remove_segment(
+    state: &ShardState,
+    registry: &Registry,
+    seg: &Arc<Segment>,
+    moved: &HashMap<LogId, HashMap<u64, Option<SegmentEntry>>>,
+) -> Result<(), StorageError> {
+    let fs = &*state.fs;
+    for path in [segment::index_path(&state.dir, seg.id), seg.path.clone()] {
+        match fs.remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StorageError::io(&path, e));
+            }
+            _ => {}
+        }
+    }
+    fs.sync_dir(&state.dir)
+        .map_err(|e| StorageError::io(&state.dir, e))?;
+    write_lock(&state.segments).remove(&seg.id);
+    for (log_id, positions) in moved {
+        if let Some(log) = registry.get(*log_id) {
+            repoint(&log, seg, seg, positions);
+        }
+    }
+    Ok(())
 }
 
 /// Points a log's index entries of `old` at their place in `new`, drops those that went, and

@@ -236,6 +236,11 @@ async fn keeps_the_latest_record_per_key_then_drops_expired_tombstones() {
     assert_eq!(read_all(&storage, COMPACTED), expected);
     assert_eq!(read_all(&storage, PLAIN), plain_model);
     assert_eq!(log.high_watermark(), high_watermark);
+    assert_eq!(
+        log.log_start_offset(),
+        0,
+        "the first batch keeps the log start"
+    );
     let info = log
         .append(
             batch(&[(b"k".to_vec(), Some(b"v".to_vec()))], 1),
@@ -244,6 +249,105 @@ async fn keeps_the_latest_record_per_key_then_drops_expired_tombstones() {
         .await
         .unwrap();
     assert_eq!(info.base_offset, high_watermark, "offsets are never reused");
+    storage.shutdown();
+}
+
+/// Appends `records` to the log (batches of 10) at `ts`, then unique-key filler until the
+/// shard's segment rolls; returns what was written.
+async fn append_and_roll(
+    storage: &Storage,
+    records: &[(Vec<u8>, Value)],
+    ts: i64,
+    tag: &str,
+) -> Model {
+    let log = storage.log(COMPACTED).unwrap();
+    let mut model = Model::new();
+    let mut push = async |chunk: &[(Vec<u8>, Value)]| {
+        let info = log
+            .append(batch(chunk, ts), Durability::Synced)
+            .await
+            .unwrap();
+        for (n, r) in chunk.iter().enumerate() {
+            model.insert(info.base_offset + n as i64, r.clone());
+        }
+    };
+    for chunk in records.chunks(10) {
+        push(chunk).await;
+    }
+    let before = storage.segment_ids(0).len();
+    let mut i = 0;
+    while storage.segment_ids(0).len() == before {
+        let fill = [(
+            format!("fill-{tag}-{i}").into_bytes(),
+            Some(vec![b'x'; 400]),
+        )];
+        push(&fill).await;
+        i += 1;
+        assert!(i < 100, "the segment never rolled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    model
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptied_segments_go_and_max_compaction_lag_forces_a_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn FileSystem> = RealFs::shared();
+    let storage = Storage::open(config(dir.path(), fs.clone())).unwrap();
+    let log = storage.create_log(COMPACTED, compacted_config());
+    let ts = clock::now_ms() - 10_000;
+    let updates: Vec<_> = (0..RECORDS)
+        .map(|i| {
+            let key = format!("key-{}", i % KEYS).into_bytes();
+            (key, Some(format!("value-{i}").into_bytes()))
+        })
+        .collect();
+    let mut model = append_and_roll(&storage, &updates, ts, "a").await;
+    let segments = storage.segment_ids(0).len();
+    assert!(storage.run_compaction().segments_rewritten > 0);
+    assert!(
+        storage.segment_ids(0).len() < segments,
+        "emptied segments are deleted"
+    );
+    assert_eq!(read_all(&storage, COMPACTED), compacted(&model, true));
+
+    // A little new data: below min.cleanable.dirty.ratio 1.0, nothing is cleaned ...
+    let more: Vec<_> = (0..10)
+        .map(|i| (b"key-1".to_vec(), Some(format!("again-{i}").into_bytes())))
+        .collect();
+    model.extend(append_and_roll(&storage, &more, ts, "b").await);
+    log.set_config(LogConfig {
+        min_cleanable_dirty_ratio: 1.0,
+        ..compacted_config()
+    });
+    assert_eq!(storage.run_compaction().segments_rewritten, 0);
+    // ... until a dirty record is older than max.compaction.lag.ms.
+    log.set_config(LogConfig {
+        min_cleanable_dirty_ratio: 1.0,
+        max_compaction_lag_ms: 1_000,
+        ..compacted_config()
+    });
+    assert!(storage.run_compaction().segments_rewritten > 0);
+    let expected = compacted(&model, true);
+    let read = read_all(&storage, COMPACTED);
+    let show = |m: &Model, other: &Model| -> Vec<(i64, String)> {
+        m.iter()
+            .filter(|(o, _)| !other.contains_key(o))
+            .map(|(o, (k, _))| (*o, String::from_utf8_lossy(k).into_owned()))
+            .collect()
+    };
+    assert_eq!(
+        read,
+        expected,
+        "extra {:?}, missing {:?}",
+        show(&read, &expected),
+        show(&expected, &read)
+    );
+    storage.shutdown();
+
+    let storage = Storage::open(config(dir.path(), fs)).unwrap();
+    assert_eq!(read_all(&storage, COMPACTED), expected);
+    assert_eq!(storage.log(COMPACTED).unwrap().log_start_offset(), 0);
     storage.shutdown();
 }
 
