@@ -562,3 +562,46 @@ async fn measure_compaction() {
     );
     storage.shutdown();
 }
+
+/// A log whose last batch is an expired tombstone keeps that batch: recovery takes the next
+/// offset from the last batch, so removing it would hand out its offset again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_tombstone_in_the_last_batch_keeps_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn FileSystem> = RealFs::shared();
+    let storage = Storage::open(config(dir.path(), fs.clone())).unwrap();
+    let expiring = LogConfig {
+        delete_retention_ms: 0,
+        ..compacted_config()
+    };
+    let log = storage.create_log(COMPACTED, expiring);
+    let plain = storage.create_log(PLAIN, plain_config());
+    for value in [Some(b"v".to_vec()), None] {
+        log.append(batch(&[(b"k".to_vec(), value)], 1), Durability::Synced)
+            .await
+            .unwrap();
+    }
+    let before = storage.segment_ids(0).len();
+    while storage.segment_ids(0).len() == before {
+        let fill = [(b"f".to_vec(), Some(vec![b'x'; 500]))];
+        plain
+            .append(batch(&fill, 1), Durability::Synced)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    storage.run_compaction();
+    storage.shutdown();
+    let storage = Storage::open(config(dir.path(), fs)).unwrap();
+    let log = storage.create_log(COMPACTED, expiring);
+    assert_eq!(log.high_watermark(), 2);
+    let info = log
+        .append(
+            batch(&[(b"k".to_vec(), Some(b"w".to_vec()))], 1),
+            Durability::Synced,
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.base_offset, 2, "offsets are never reused");
+    storage.shutdown();
+}
