@@ -259,6 +259,10 @@ impl Cleaner {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         progress.extend(next_progress);
         if stats.segments_rewritten > 0 {
+            metrics::counter!("wharf_storage_compaction_segments_rewritten_total")
+                .increment(stats.segments_rewritten as u64);
+            metrics::counter!("wharf_storage_compaction_bytes_reclaimed_total")
+                .increment(stats.bytes_before.saturating_sub(stats.bytes_after));
             tracing::info!(
                 logs = stats.logs_cleaned,
                 segments = stats.segments_rewritten,

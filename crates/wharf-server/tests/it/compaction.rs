@@ -221,6 +221,12 @@ async fn a_consumer_reads_the_latest_value_per_key_and_tombstones_expire() {
     until_consumed(&addr, "table", &with_tombstones).await;
     let after = log_bytes(broker.data_dir());
     assert!(after < before, "disk use {before} → {after}");
+    let (_, metrics) = crate::admin_http::get(&broker.admin_addr().unwrap(), "/metrics");
+    let reclaimed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wharf_storage_compaction_bytes_reclaimed_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(reclaimed.is_some_and(|r| r > 0.0), "{metrics}");
 
     alter(&addr, "table", &[(0, "delete.retention.ms", "0")]).await;
     let live = latest(&written, false);
