@@ -17,13 +17,15 @@
 //!
 //! Invariants: a log's last batch and every batch at or above its first uncleanable offset
 //! (active segment, `min.compaction.lag.ms`, not yet durable) are never touched, so the high
-//! watermark recovered after a restart never goes back; transactional, control and
-//! compressed batches are copied whole; the last batch of each producer id in the cleaned
+//! watermark recovered after a restart never goes back; data of a transaction aborted in the
+//! cleaned range goes, that of a committed one is compacted like any other, that of an open
+//! one and every control batch (marker) is copied whole, and so are compressed batches
+//! (no codecs here); the last batch of each producer id in the cleaned
 //! range and the log's first batch are kept (emptied if none of their records survive), so
 //! producer state replays and the log start recovered after a restart stays where it was.
 //! A segment left with nothing is deleted (index file first).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -98,6 +100,77 @@ struct Plan {
     /// Base offset of the log's first batch: it stays (emptied if need be), so recovery,
     /// which takes a log's start from its first batch, keeps the start where it is.
     first_batch: i64,
+    /// Base offsets of transactional batches whose transaction was aborted in the range:
+    /// their records all go (Kafka's cleaner removes aborted data).
+    aborted: HashSet<i64>,
+    /// Base offsets of transactional batches whose transaction committed in the range: they
+    /// are compacted like any other batch.
+    committed: HashSet<i64>,
+}
+
+/// A transactional batch whose marker has not been seen yet.
+struct PendingBatch {
+    base_offset: i64,
+    keys: Vec<(Vec<u8>, i64)>,
+}
+
+impl Plan {
+    fn note_latest(&mut self, key: &[u8], offset: i64) {
+        let slot = self.latest.entry(key.to_vec()).or_insert(offset);
+        *slot = (*slot).max(offset);
+    }
+
+    /// Adds a batch of the cleanable range (read in offset order) to the key map; a
+    /// transaction's records count once its commit marker is seen, an abort marks its
+    /// batches for removal, an open one stays whole.
+    fn note_batch(
+        &mut self,
+        header: &BatchHeader<'_>,
+        pending: &mut HashMap<i64, Vec<PendingBatch>>,
+    ) {
+        let records = RecordIter::new(header);
+        if header.is_control() {
+            // A control record's key: version i16, type i16 (0 abort, 1 commit).
+            let commit = records.ok().and_then(|mut r| {
+                let key = r.next()?.ok()?.key?;
+                Some(i16::from_be_bytes([*key.get(2)?, *key.get(3)?]) == 1)
+            });
+            let batches = pending.remove(&header.producer_id()).unwrap_or_default();
+            match commit {
+                Some(true) => {
+                    for batch in batches {
+                        self.committed.insert(batch.base_offset);
+                        for (key, offset) in batch.keys {
+                            self.note_latest(&key, offset);
+                        }
+                    }
+                }
+                Some(false) => self.aborted.extend(batches.iter().map(|b| b.base_offset)),
+                None => {}
+            }
+            return;
+        }
+        let keys: Vec<(Vec<u8>, i64)> = match records {
+            Ok(records) => records
+                .flatten()
+                .filter_map(|r| Some((r.key?.to_vec(), r.offset)))
+                .collect(),
+            Err(_) => Vec::new(), // compressed: its keys unknown, kept whole unless aborted
+        };
+        if header.is_transactional() {
+            pending
+                .entry(header.producer_id())
+                .or_default()
+                .push(PendingBatch {
+                    base_offset: header.base_offset(),
+                    keys,
+                });
+            return;
+        }
+        for (key, offset) in keys {
+            self.note_latest(&key, offset);
+        }
+    }
 }
 
 /// What filtering left of one batch.
@@ -183,8 +256,12 @@ impl Cleaner {
                 last_of_producer: HashMap::new(),
                 tombstone_horizon: now.saturating_sub(cfg.delete_retention_ms),
                 first_batch: cleaned[0].base_offset,
+                aborted: HashSet::new(),
+                committed: HashSet::new(),
             };
             let mut buf = Vec::new();
+            // Producer id → its open transaction's batches: (base offset, keyed offsets).
+            let mut pending: HashMap<i64, Vec<PendingBatch>> = HashMap::new();
             for e in cleaned {
                 buf.clear();
                 e.segment.read_into(e.position, e.len as usize, &mut buf)?;
@@ -197,18 +274,10 @@ impl Cleaner {
                     plan.last_of_producer
                         .insert(header.producer_id(), header.base_offset());
                 }
-                if header.is_transactional() || header.is_control() {
-                    continue;
-                }
-                let Ok(records) = RecordIter::new(&header) else {
-                    continue; // compressed: copied whole, its keys unknown
-                };
-                for record in records.flatten() {
-                    if let Some(key) = record.key {
-                        plan.latest.insert(key.to_vec(), record.offset);
-                    }
-                }
+                plan.note_batch(&header, &mut pending);
             }
+            // Transactions still open at the end of the range stay whole.
+            drop(pending);
             for e in cleaned {
                 targets
                     .entry(shard.id)
@@ -296,10 +365,21 @@ fn filter_batch(
     let Ok(header) = BatchHeader::parse(bytes) else {
         return Filtered::Whole;
     };
-    if header.base_offset() >= plan.clean_end || header.is_transactional() || header.is_control() {
+    let base = header.base_offset();
+    let aborted = header.is_transactional() && plan.aborted.contains(&base);
+    if base >= plan.clean_end
+        || header.is_control()
+        || (header.is_transactional() && !aborted && !plan.committed.contains(&base))
+    {
         return Filtered::Whole;
     }
     let (Ok(records), Ok(ranges)) = (RecordIter::new(&header), record_ranges(&header)) else {
+        // Compressed: whole, unless aborted and not needed for producer state.
+        let pinned = plan.last_of_producer.get(&header.producer_id()) == Some(&base);
+        if aborted && !pinned && base != plan.first_batch {
+            *removed += u64::try_from(header.records_count()).unwrap_or(0);
+            return Filtered::Gone;
+        }
         return Filtered::Whole;
     };
     let mut kept = Vec::new();
@@ -311,7 +391,9 @@ fn filter_batch(
             .key
             .and_then(|k| plan.latest.get(k))
             .is_some_and(|&o| o == record.offset);
-        let keep = latest && (record.value.is_some() || record.timestamp >= plan.tombstone_horizon);
+        let keep = !aborted
+            && latest
+            && (record.value.is_some() || record.timestamp >= plan.tombstone_horizon);
         if keep && record.value.is_none() {
             let ts = record.timestamp;
             *oldest_tombstone = Some(oldest_tombstone.map_or(ts, |t| t.min(ts)));

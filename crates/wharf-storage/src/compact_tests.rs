@@ -605,3 +605,70 @@ async fn an_expired_tombstone_in_the_last_batch_keeps_the_high_watermark() {
     assert_eq!(info.base_offset, 2, "offsets are never reused");
     storage.shutdown();
 }
+
+/// Kafka's cleaner on transactions: an aborted transaction's data goes, a committed one's is
+/// compacted like other data, an open one's and every marker stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_data_goes_committed_data_compacts_open_data_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(config(dir.path(), RealFs::shared())).unwrap();
+    let log = storage.create_log(COMPACTED, compacted_config());
+    let plain = storage.create_log(PLAIN, plain_config());
+    let txn = |records: &[(&str, &str)], seq: i32| {
+        let mut b = BatchBuilder::new(1).transactional().producer(7, 0, seq);
+        for (k, v) in records {
+            b.push(Some(k.as_bytes()), Some(v.as_bytes()), &[], 1);
+        }
+        Bytes::from(b.build())
+    };
+    let marker = |commit: bool| {
+        let mut b = BatchBuilder::new(1)
+            .control()
+            .transactional()
+            .producer(7, 0, -1);
+        b.push(
+            Some(&[0, 0, 0, u8::from(commit)]),
+            Some(&[0, 0, 0, 0, 0, 0]),
+            &[],
+            1,
+        );
+        Bytes::from(b.build())
+    };
+    let mut offsets = Vec::new();
+    for bytes in [
+        txn(&[("t1", "aborted-1"), ("t2", "aborted-2")], 0), // 0, 1
+        marker(false),                                       // 2
+        txn(&[("t1", "committed")], 2),                      // 3
+        marker(true),                                        // 4
+        batch(&[(b"t1".to_vec(), Some(b"plain".to_vec()))], 1), // 5
+        txn(&[("t3", "open")], 3),                           // 6
+    ] {
+        offsets.push(
+            log.append(bytes, Durability::Synced)
+                .await
+                .unwrap()
+                .base_offset,
+        );
+    }
+    assert_eq!(offsets, [0, 2, 3, 4, 5, 6]);
+    let before = storage.segment_ids(0).len();
+    while storage.segment_ids(0).len() == before {
+        let fill = [(b"f".to_vec(), Some(vec![b'x'; 500]))];
+        plain
+            .append(batch(&fill, 1), Durability::Synced)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let end = [(b"end".to_vec(), Some(b"last".to_vec()))];
+    log.append(batch(&end, 1), Durability::Synced)
+        .await
+        .unwrap();
+    assert!(storage.run_compaction().segments_rewritten > 0);
+    let read = read_all(&storage, COMPACTED);
+    let offsets: Vec<i64> = read.keys().copied().collect();
+    // 0, 1 aborted; 3 superseded by 5; markers 2 and 4, plain 5, open 6 and the end stay.
+    assert_eq!(offsets, [2, 4, 5, 6, 7], "{read:?}");
+    assert_eq!(read[&6].1.as_deref(), Some(&b"open"[..]));
+    storage.shutdown();
+}
