@@ -1,28 +1,55 @@
 //! Internal topics whose records are coordinator state (`__consumer_offsets`,
-//! `__transaction_state`): created on first open with no retention, replayed in order.
+//! `__transaction_state`): created on first open with no retention and compacted (the
+//! storage cleaner keeps the latest record per key), replayed in order.
 
 use std::sync::Arc;
 
 use wharf_record::{BatchHeader, RecordIter};
 use wharf_storage::Log;
 
-use crate::{Broker, BrokerError, Topic, TopicSpec};
+use crate::{Broker, BrokerError, ConfigOp, Topic, TopicSpec};
 
 impl Broker {
     /// The internal topic `name`, created with `partitions` and unlimited retention if missing.
+    /// A `compacted` one (coordinator state: the latest record per key is all a replay needs)
+    /// has `cleanup.policy=compact` and 100 MiB segments (Kafka's `offsets.topic.segment.bytes`),
+    /// so the cleaner reaches sealed segments; a data directory written before compaction gets
+    /// the policy set on open.
     pub(crate) fn internal_topic(
         &self,
         name: &str,
         partitions: i32,
+        compacted: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
         if let Some(t) = self.topic(name) {
+            if compacted && !t.config.cleanup_compact {
+                let ops = [
+                    ConfigOp::Set("cleanup.policy".into(), "compact".into()),
+                    ConfigOp::Set("segment.bytes".into(), COMPACTED_SEGMENT_BYTES.into()),
+                ];
+                self.alter_configs(name, None, &ops, false)?;
+                tracing::info!(topic = name, "internal topic is now compacted");
+                return self
+                    .topic(name)
+                    .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                        topic: name.to_string(),
+                        partition: -1,
+                    });
+            }
             return Ok(t);
+        }
+        let mut configs = vec![("retention.ms", "-1"), ("retention.bytes", "-1")];
+        if compacted {
+            configs.extend([
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", COMPACTED_SEGMENT_BYTES),
+            ]);
         }
         let spec = TopicSpec {
             name: name.to_string(),
             partitions,
             replication_factor: -1,
-            configs: [("retention.ms", "-1"), ("retention.bytes", "-1")]
+            configs: configs
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -30,6 +57,9 @@ impl Broker {
         self.create_topic(&spec, false)
     }
 }
+
+/// `segment.bytes` of compacted internal topics (Kafka's `offsets.topic.segment.bytes`).
+const COMPACTED_SEGMENT_BYTES: &str = "104857600";
 
 /// Calls `apply(key, value)` for every keyed record of `log` from its log start, in order;
 /// returns how many were applied. Errors are described for the caller to wrap.

@@ -12,10 +12,14 @@ use crate::BrokerError;
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
     "compression.type",
+    "delete.retention.ms",
+    "max.compaction.lag.ms",
     "max.message.bytes",
     "message.downconversion.enable",
     "message.format.version",
     "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
@@ -78,6 +82,18 @@ pub struct TopicConfig {
     pub txn_check_interval_ms: i64,
     /// `wharf.txn.check.max`: checks before a half message is abandoned.
     pub txn_check_max: i32,
+    /// `cleanup.policy` holds `delete`: retention by time and size.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` holds `compact`: latest record per key; keyless records refused.
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone is kept on a compacted topic.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio` in millionths (kept whole so the config compares exactly).
+    pub min_cleanable_dirty_ratio_ppm: u32,
+    /// `min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for TopicConfig {
@@ -95,6 +111,12 @@ impl Default for TopicConfig {
             txn_check_after_ms: 6_000,
             txn_check_interval_ms: 30_000,
             txn_check_max: 15,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio_ppm: 500_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -164,13 +186,29 @@ impl TopicConfig {
             }
             "cleanup.policy" => {
                 let policies = list_items(value);
-                if policies.is_empty() || policies.iter().any(|&p| p != "delete") {
+                if policies.is_empty() || policies.iter().any(|&p| p != "delete" && p != "compact")
+                {
                     return Err(invalid(
                         key,
                         value,
-                        "only the delete policy is implemented (compaction is not)",
+                        "must be delete, compact or compact,delete",
                     ));
                 }
+                self.cleanup_delete = policies.contains(&"delete");
+                self.cleanup_compact = policies.contains(&"compact");
+            }
+            "delete.retention.ms" => self.delete_retention_ms = parse_long(key, value, 0)?,
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_long(key, value, 0)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = parse_long(key, value, 1)?,
+            "min.cleanable.dirty.ratio" => {
+                let ratio: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(key, value, "not a number"))?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(invalid(key, value, "must be between 0 and 1"));
+                }
+                self.min_cleanable_dirty_ratio_ppm = (ratio * 1_000_000.0).round() as u32;
             }
             "message.format.version" => {
                 if !is_kafka_version(value) {
@@ -220,7 +258,18 @@ impl TopicConfig {
                         .get(name)
                         .cloned()
                         .unwrap_or_else(|| no_op_default(name).to_string()),
-                    "cleanup.policy" => "delete".to_string(),
+                    "cleanup.policy" => match (self.cleanup_compact, self.cleanup_delete) {
+                        (true, true) => "compact,delete",
+                        (true, false) => "compact",
+                        _ => "delete",
+                    }
+                    .to_string(),
+                    "delete.retention.ms" => self.delete_retention_ms.to_string(),
+                    "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+                    "min.cleanable.dirty.ratio" => {
+                        format!("{}", f64::from(self.min_cleanable_dirty_ratio_ppm) / 1e6)
+                    }
+                    "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
                     "compression.type" => "producer".to_string(),
                     "max.message.bytes" => self.max_message_bytes.to_string(),
                     "message.timestamp.type" => if self.log_append_time {
@@ -292,6 +341,12 @@ impl TopicConfig {
             retention_bytes: self.retention_bytes,
             segment_bytes: self.segment_bytes.max(1) as u64,
             segment_ms: self.segment_ms,
+            delete: self.cleanup_delete,
+            compact: self.cleanup_compact,
+            delete_retention_ms: self.delete_retention_ms,
+            min_cleanable_dirty_ratio: f64::from(self.min_cleanable_dirty_ratio_ppm) / 1e6,
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            max_compaction_lag_ms: self.max_compaction_lag_ms,
         }
     }
 }
@@ -337,7 +392,7 @@ mod tests {
         let d = c.describe(&o);
         let r = d.iter().find(|e| e.name == "retention.ms").unwrap();
         assert_eq!((r.value.as_str(), r.source), ("1000", ConfigSource::Topic));
-        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        o.insert("cleanup.policy".to_string(), "compaction".to_string());
         assert!(matches!(
             TopicConfig::resolve(&TopicConfig::default(), &o),
             Err(BrokerError::InvalidConfig { .. })
@@ -386,6 +441,32 @@ mod tests {
     }
 
     #[test]
+    fn compaction_configs_reach_the_log_config() {
+        let o = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("delete.retention.ms".to_string(), "100".to_string()),
+            ("min.cleanable.dirty.ratio".to_string(), "0.25".to_string()),
+            ("min.compaction.lag.ms".to_string(), "7".to_string()),
+            ("max.compaction.lag.ms".to_string(), "9000".to_string()),
+        ]);
+        let c = TopicConfig::resolve(&TopicConfig::default(), &o).unwrap();
+        let log = c.log_config();
+        assert!(log.compact && !log.delete);
+        assert_eq!(log.delete_retention_ms, 100);
+        assert!((log.min_cleanable_dirty_ratio - 0.25).abs() < 1e-9);
+        assert_eq!(
+            (log.min_compaction_lag_ms, log.max_compaction_lag_ms),
+            (7, 9000)
+        );
+        let d = c.describe(&o);
+        let value = |name: &str| d.iter().find(|e| e.name == name).unwrap().value.clone();
+        assert_eq!(value("cleanup.policy"), "compact");
+        assert_eq!(value("min.cleanable.dirty.ratio"), "0.25");
+        assert!(resolve_one("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(resolve_one("delete.retention.ms", "-1").is_err());
+    }
+
+    #[test]
     fn list_configs_append_and_subtract() {
         let edit = TopicConfig::edit_list;
         assert_eq!(
@@ -412,14 +493,16 @@ mod tests {
             edit("retention.ms", "1000", "5", true),
             Err(BrokerError::InvalidConfig { .. })
         ));
-        // The results are validated as any value: only `delete` is implemented.
+        // The results are validated as any value: `delete` and `compact`, not empty.
         let resolve = |v: &str| {
             let mut o = BTreeMap::new();
             o.insert("cleanup.policy".to_string(), v.to_string());
             TopicConfig::resolve(&TopicConfig::default(), &o).is_ok()
         };
         assert!(resolve("delete"));
-        assert!(!resolve("delete,compact"));
+        assert!(resolve("delete,compact"));
+        assert!(resolve("compact"));
+        assert!(!resolve("compact,archive"));
         assert!(!resolve(""));
     }
 

@@ -117,6 +117,32 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
+/// The byte range of each record of an uncompressed batch, relative to the batch's first
+/// byte (a record's length varint included): what a compacted copy keeps or leaves out.
+pub fn record_ranges(batch: &BatchHeader<'_>) -> Result<Vec<std::ops::Range<usize>>, RecordError> {
+    if batch.compression() != 0 {
+        return Err(RecordError::Compressed {
+            codec: batch.compression(),
+        });
+    }
+    let bytes = batch.records_bytes();
+    let mut out = Vec::with_capacity(usize::try_from(batch.records_count()).unwrap_or(0));
+    let mut at = 0usize;
+    for _ in 0..batch.records_count().max(0) {
+        let start = at;
+        let length =
+            get_varlong(bytes, &mut at).ok_or(RecordError::MalformedRecord { at: start })?;
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|l| at.checked_add(l))
+            .filter(|e| *e <= bytes.len())
+            .ok_or(RecordError::MalformedRecord { at: start })?;
+        out.push(crate::HEADER_LEN + start..crate::HEADER_LEN + end);
+        at = end;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::varint::put_varlong;
@@ -147,6 +173,10 @@ mod tests {
         assert_eq!(recs[1].offset, 1);
         assert_eq!(recs[1].timestamp, 510);
         assert_eq!(recs[1].value, None);
+        let ranges = crate::record_ranges(&h).unwrap();
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(ranges[0].start, HEADER_LEN);
+        assert_eq!(ranges[1].end, bytes.len());
     }
 
     /// A one-record batch whose record carries the given deltas, with a valid CRC: what a

@@ -169,6 +169,14 @@ fn describe_recorded() {
         "wharf_storage_shard_poisoned",
         "1 once a failed fdatasync or write rollback poisoned the shard (no acks until restart)."
     );
+    describe_counter!(
+        "wharf_storage_compaction_segments_rewritten_total",
+        "Sealed segments the cleaner rewrote (or deleted when nothing in them survived)."
+    );
+    describe_counter!(
+        "wharf_storage_compaction_bytes_reclaimed_total",
+        "Segment bytes the cleaner freed (cleanup.policy=compact)."
+    );
     describe_scheduled();
 }
 

@@ -62,6 +62,9 @@ pub struct Settings {
     pub max_delay_ms: i64,
     /// `tracing` filter, e.g. `info` or `wharf_kafka=debug`.
     pub log_level: String,
+    /// Test hook for kill -9 tests of compaction: the cleaner aborts the process right after
+    /// this step of a segment swap (`written`, `index_removed`, `renamed`). Empty: off.
+    pub log_cleaner_abort_at: String,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             transaction_max_timeout_ms: 900_000,
             max_delay_ms: 259_200_000,
             log_level: "info".into(),
+            log_cleaner_abort_at: String::new(),
         }
     }
 }
@@ -203,6 +207,7 @@ impl Settings {
         c.truncate_damaged = self.recovery_truncate_damaged;
         c.retention_check_interval =
             Duration::from_millis(self.log_retention_check_interval_ms.max(10));
+        c.cleaner_abort_at = wharf_storage::SwapStep::parse(&self.log_cleaner_abort_at);
         c
     }
 

@@ -25,6 +25,9 @@ pub struct StorageConfig {
     pub truncate_damaged: bool,
     /// Where files live: the operating system's, or a simulated disk in tests.
     pub fs: Arc<dyn FileSystem>,
+    /// Test hook: the cleaner aborts the process right after this step of a segment swap
+    /// (kill -9 tests of compaction). Never set in production.
+    pub cleaner_abort_at: Option<crate::SwapStep>,
 }
 
 impl StorageConfig {
@@ -39,12 +42,13 @@ impl StorageConfig {
             max_group_bytes: 16 << 20,
             truncate_damaged: false,
             fs: RealFs::shared(),
+            cleaner_abort_at: None,
         }
     }
 }
 
 /// Per-log settings (Kafka's topic configs that storage acts on).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogConfig {
     /// -1: keep forever.
     pub retention_ms: i64,
@@ -52,6 +56,18 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     pub segment_bytes: u64,
     pub segment_ms: i64,
+    /// `cleanup.policy` holds `delete`: retention by time and size applies.
+    pub delete: bool,
+    /// `cleanup.policy` holds `compact`: the cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `delete.retention.ms`: how long a tombstone (null value) is kept.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: the share of not-yet-cleaned bytes that starts a clean.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record younger than this is never compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record older than this is cleaned whatever the ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -61,6 +77,12 @@ impl Default for LogConfig {
             retention_bytes: -1,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
+            delete: true,
+            compact: false,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }

@@ -184,11 +184,14 @@ impl LogShared {
         }
     }
 
-    /// The start offset retention allows (`retention.ms`, `retention.bytes` at `now`), never
-    /// above the high watermark nor below the current start.
+    /// The start offset retention allows (`retention.ms`, `retention.bytes` at `now`; none
+    /// without the `delete` policy), never above the high watermark nor below the current start.
     pub fn retained_start(&self, now: i64) -> i64 {
         let cfg = self.config();
         let start = self.log_start.load(Ordering::Acquire);
+        if !cfg.delete {
+            return start;
+        }
         let high_watermark = self.next_offset.load(Ordering::Acquire);
         let mut new_start = start;
         if cfg.retention_ms >= 0 {

@@ -19,6 +19,8 @@
 //! - `log`: [`Log`], one partition's handle: append, read, offsets, timestamps, DeleteRecords.
 //! - `shard_log`: the shard-log contract ([`ShardLog`]) replication implements a second time.
 //! - `recovery`, `retention`: rebuilding a shard at start; retention and segment deletion.
+//! - `compact`: the cleaner of `cleanup.policy=compact` logs: rewrites sealed segments with
+//!   the latest record per key and swaps them in crash-safely.
 //! - `storage`: [`Storage`], the entry point: open (recover), create and delete logs, shut down.
 //! - `verify`: offline verification of a data directory.
 //!
@@ -31,6 +33,7 @@
 
 mod checkpoint;
 mod clock;
+mod compact;
 mod config;
 pub mod durable;
 mod envelope;
@@ -50,6 +53,7 @@ pub mod sim;
 mod storage;
 mod verify;
 
+pub use compact::{CompactionStats, SwapStep};
 pub use config::{LogConfig, StorageConfig};
 pub use error::StorageError;
 pub use fs::{FileSystem, RealFs, StorageFile};

@@ -6,6 +6,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::compact::{Cleaner, CompactionStats, SwapStep};
 use crate::index::{read_lock, LogShared};
 use crate::registry::Registry;
 use crate::shard::{self, Limits, ShardHandle, ShardState};
@@ -20,6 +21,7 @@ struct StorageInner {
     registry: Arc<Registry>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     housekeeping_stop: Mutex<Option<Sender<()>>>,
+    cleaner: Cleaner,
 }
 
 /// The shard logs of one data directory.
@@ -43,6 +45,28 @@ impl StorageInner {
             retention::run_once(&self.registry, &self.shards, clock::now_ms(), between)
         {
             tracing::error!(%error, "cannot persist log start offsets; segment deletion skipped");
+        }
+    }
+
+    /// One compaction pass; the configured test hook crashes the process at its swap step.
+    fn run_compaction(&self, step: &dyn Fn(SwapStep)) -> CompactionStats {
+        let abort_at = self.config.cleaner_abort_at;
+        let step = |at: SwapStep| {
+            if abort_at == Some(at) {
+                tracing::error!(step = ?at, "cleaner_abort_at: aborting the process (test hook)");
+                std::process::abort();
+            }
+            step(at);
+        };
+        match self
+            .cleaner
+            .run_once(&self.registry, &self.shards, clock::now_ms(), &step)
+        {
+            Ok(stats) => stats,
+            Err(error) => {
+                tracing::error!(%error, "compaction pass failed; the old segments stay");
+                CompactionStats::default()
+            }
         }
     }
 }
@@ -142,6 +166,7 @@ impl Storage {
             registry,
             threads: Mutex::new(threads),
             housekeeping_stop: Mutex::new(None),
+            cleaner: Cleaner::default(),
         });
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let weak = Arc::downgrade(&inner);
@@ -155,6 +180,7 @@ impl Storage {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 inner.run_retention(&|| {});
+                inner.run_compaction(&|_| {});
             })
             .map_err(|e| StorageError::io(&inner.config.data_dir, e))?;
         inner
@@ -221,6 +247,17 @@ impl Storage {
     /// Runs retention and segment deletion now (it also runs on its interval).
     pub fn run_retention(&self) {
         self.inner.run_retention(&|| {});
+    }
+
+    /// Runs one compaction pass now (it also runs after retention on its interval).
+    pub fn run_compaction(&self) -> CompactionStats {
+        self.inner.run_compaction(&|_| {})
+    }
+
+    /// Runs one compaction pass calling `step` after each step of a segment swap.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn run_compaction_with(&self, step: &dyn Fn(SwapStep)) -> CompactionStats {
+        self.inner.run_compaction(step)
     }
 
     /// Shards that stopped acknowledging after a failed write or fdatasync (until restart).

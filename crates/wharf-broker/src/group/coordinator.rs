@@ -949,7 +949,12 @@ impl Inner {
                 for (index, log) in logs.iter().enumerate() {
                     let held = log.high_watermark() - log.log_start_offset();
                     let live = live_records(&state, index, logs.len());
-                    if held > self.config.compact_after_records && held > 2 * live {
+                    // A compacted log is cleaned by storage; the rewrite is for logs
+                    // without the policy (a data directory not yet opened with it).
+                    if !log.config().compact
+                        && held > self.config.compact_after_records
+                        && held > 2 * live
+                    {
                         snapshots.push(snapshot(&state, index, logs.len(), log, now));
                     }
                 }

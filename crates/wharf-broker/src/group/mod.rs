@@ -38,7 +38,7 @@ pub const OFFSETS_PARTITIONS: i32 = 8;
 impl Broker {
     /// Creates `__consumer_offsets` if missing and replays it into the coordinator.
     pub(crate) fn open_groups(&self) -> Result<(), BrokerError> {
-        let topic = self.internal_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS)?;
+        let topic = self.internal_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, true)?;
         let logs = topic.partitions.iter().map(|p| p.log.clone()).collect();
         self.groups().load(logs)?;
         Ok(())

@@ -138,7 +138,7 @@ impl Broker {
     /// diverted idempotent batches), settles deliveries a crash left without a tombstone,
     /// and starts the delivery loop.
     pub(crate) fn open_scheduled(self: &Arc<Self>) -> Result<(), BrokerError> {
-        let topic = self.internal_topic(SCHEDULED_TOPIC, 1)?;
+        let topic = self.internal_topic(SCHEDULED_TOPIC, 1, false)?;
         let log = topic
             .partitions
             .first()

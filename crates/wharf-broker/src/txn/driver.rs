@@ -152,7 +152,8 @@ impl Broker {
     /// Creates `__transaction_state` if missing, replays it, finishes transactions that
     /// were completing at the last stop, and starts the timeout tick.
     pub(crate) fn open_transactions(self: &Arc<Self>) -> Result<(), BrokerError> {
-        let topic = self.internal_topic(TRANSACTION_STATE_TOPIC, TRANSACTION_STATE_PARTITIONS)?;
+        let topic =
+            self.internal_topic(TRANSACTION_STATE_TOPIC, TRANSACTION_STATE_PARTITIONS, true)?;
         let logs: Vec<Log> = topic.partitions.iter().map(|p| p.log.clone()).collect();
         let coordinator = self.transactions();
         let unfinished = {

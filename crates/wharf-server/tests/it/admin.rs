@@ -55,7 +55,7 @@ async fn admin_client_manages_topics() {
     );
 
     // Invalid configs, partitions and names are refused with their codes.
-    let bad = NewTopic::new("bad", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let bad = NewTopic::new("bad", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "archive");
     assert_eq!(
         admin.create_topics([&bad], &opts).await.unwrap()[0]
             .as_ref()

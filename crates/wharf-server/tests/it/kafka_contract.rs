@@ -392,11 +392,13 @@ async fn deprecated_configs_are_accepted_and_list_configs_append_and_subtract() 
 
     let mut client = wharf_kafka::Client::connect(&addr).await.unwrap();
     // (operation, key, value) → the error code the topic resource gets.
-    let cases: [(i8, &str, &str, i16); 5] = [
+    let cases: [(i8, &str, &str, i16); 7] = [
         (2, "cleanup.policy", "delete", 0), // APPEND what is there: still delete
         (3, "cleanup.policy", "compact", 0), // SUBTRACT what is not there: unchanged
-        (2, "cleanup.policy", "compact", 40), // APPEND compact: not implemented
-        (3, "cleanup.policy", "delete", 40), // SUBTRACT delete: an empty policy
+        (2, "cleanup.policy", "compact", 0), // APPEND compact: compact,delete
+        (2, "cleanup.policy", "archive", 40), // APPEND an unknown policy
+        (3, "cleanup.policy", "delete", 0), // SUBTRACT delete: compact alone
+        (3, "cleanup.policy", "compact", 40), // SUBTRACT compact too: an empty policy
         (2, "retention.ms", "1", 40),       // APPEND to a value that is not a list
     ];
     for (operation, key, value, want) in cases {
@@ -424,7 +426,7 @@ async fn deprecated_configs_are_accepted_and_list_configs_append_and_subtract() 
         .unwrap();
     let resource = described[0].as_ref().unwrap();
     let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
-    assert_eq!(value("cleanup.policy").as_deref(), Some("delete"));
+    assert_eq!(value("cleanup.policy").as_deref(), Some("compact"));
     assert_eq!(value("retention.ms").as_deref(), Some("60000"));
     assert_eq!(value("message.format.version").as_deref(), Some("3.0-IV1"));
 }

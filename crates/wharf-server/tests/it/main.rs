@@ -5,6 +5,7 @@
 mod admin;
 mod admin_http;
 mod cli;
+mod compaction;
 mod consumer_protocol;
 mod crash_loop;
 mod dedup;

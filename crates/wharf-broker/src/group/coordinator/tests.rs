@@ -15,20 +15,25 @@ struct Harness {
 }
 
 fn open(dir: &std::path::Path, config: CoordinatorConfig, start: i64) -> Harness {
+    let log_config = LogConfig {
+        retention_ms: -1,
+        retention_bytes: -1,
+        ..LogConfig::default()
+    };
+    open_with(dir, config, start, log_config)
+}
+
+fn open_with(
+    dir: &std::path::Path,
+    config: CoordinatorConfig,
+    start: i64,
+    log_config: LogConfig,
+) -> Harness {
     let mut sc = StorageConfig::new(dir);
     sc.shards = 1;
     let storage = Storage::open(sc).unwrap();
     let logs = (0..4)
-        .map(|id| {
-            storage.create_log(
-                id,
-                LogConfig {
-                    retention_ms: -1,
-                    retention_bytes: -1,
-                    ..LogConfig::default()
-                },
-            )
-        })
+        .map(|id| storage.create_log(id, log_config))
         .collect();
     let clock = Arc::new(AtomicI64::new(start));
     let c = clock.clone();
@@ -256,6 +261,57 @@ async fn a_growing_offsets_partition_is_compacted_to_its_live_state() {
     assert_eq!(log.log_start_offset(), 200);
     close(h).await;
     let h = open(dir.path(), config(), 2 * EXPIRY_EVERY_MS);
+    assert_eq!(committed(&h, "busy"), before);
+    close(h).await;
+}
+
+/// With `cleanup.policy=compact` (what `__consumer_offsets` has) the coordinator does not
+/// rewrite its state: the storage cleaner drops superseded commits, and a reopen replays the
+/// compacted log (with its offset gaps) to the same committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_offsets_partition_replays_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_config = LogConfig {
+        retention_ms: -1,
+        delete: false,
+        compact: true,
+        segment_bytes: 1024,
+        ..LogConfig::default()
+    };
+    let h = open_with(dir.path(), config(), 0, log_config);
+    for i in 0..200 {
+        h.coordinator
+            .commit_offsets(&commit("busy", i % 3, i64::from(i), "x"), |_, _| true)
+            .await
+            .unwrap();
+    }
+    let before = committed(&h, "busy");
+    h.clock.store(EXPIRY_EVERY_MS, Ordering::SeqCst);
+    h.coordinator.tick().await;
+    let log = h
+        .coordinator
+        .inner
+        .logs
+        .get()
+        .unwrap()
+        .get(partition_for("busy", 4))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        log.high_watermark(),
+        200,
+        "no snapshot rewrite on a compacted log"
+    );
+    let bytes = log.size_bytes();
+    let stats = h.storage.run_compaction();
+    assert!(stats.records_removed > 150, "{stats:?}");
+    assert!(
+        log.size_bytes() < bytes / 4,
+        "{} of {bytes}",
+        log.size_bytes()
+    );
+    close(h).await;
+    let h = open_with(dir.path(), config(), 2 * EXPIRY_EVERY_MS, log_config);
     assert_eq!(committed(&h, "busy"), before);
     close(h).await;
 }
