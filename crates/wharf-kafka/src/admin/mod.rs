@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::client::{Client, ClientError};
 
+pub mod group;
 pub mod topic;
 
 /// Time the broker may take for topic creation, deletion and partition changes.
