@@ -16,6 +16,7 @@ use crate::client::{Client, ClientError};
 
 pub mod group;
 pub mod topic;
+pub mod txn;
 
 /// Time the broker may take for topic creation, deletion and partition changes.
 const TIMEOUT_MS: i32 = 30_000;
