@@ -15,6 +15,7 @@ use thiserror::Error;
 use crate::client::{Client, ClientError};
 
 pub mod group;
+pub mod quota;
 pub mod topic;
 pub mod txn;
 
