@@ -35,7 +35,6 @@ mod versions;
 pub use client::{Client, ClientError};
 pub use connection::handle_frame;
 pub use dispatch::Answer;
-pub use kafka_protocol;
 pub use listener::{serve, ListenerConfig};
 pub use rejection::ProtocolError;
 pub use versions::SUPPORTED_APIS;
