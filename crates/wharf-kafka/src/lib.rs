@@ -9,7 +9,8 @@
 //! - `versions`: the API versions Wharf implements, and so advertises.
 //! - `rejection`: requests refused before a handler runs: counted, summarised in the log.
 //! - `errors`: `BrokerError` → Kafka error code, one exhaustive match.
-//! - `client`: a small admin client for the CLI.
+//! - `client`: a small protocol client: one connection, one request in flight.
+//! - `admin`: the CLI's typed admin API over `client` (topics, groups, transactions, quotas).
 //!
 //! ```text
 //!  socket ─► reader: frame, header, wait for its turn ─► spawn handler ─► oneshot ─┐
@@ -18,6 +19,7 @@
 //!                                                           request order ─► socket
 //! ```
 
+pub mod admin;
 mod api;
 pub mod client;
 mod codec;
@@ -33,7 +35,6 @@ mod versions;
 pub use client::{Client, ClientError};
 pub use connection::handle_frame;
 pub use dispatch::Answer;
-pub use kafka_protocol;
 pub use listener::{serve, ListenerConfig};
 pub use rejection::ProtocolError;
 pub use versions::SUPPORTED_APIS;

@@ -32,8 +32,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wharf_broker::group::api::GroupListing;
 use wharf_broker::{Broker, ConfigSource, MessageType, Topic};
+use wharf_kafka::admin::group::decode_assignment;
 
-use crate::{group_cmd, lag, metrics};
+use crate::{lag, metrics};
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const JSON: &str = "application/json";
@@ -302,7 +303,7 @@ fn group_json(broker: &Broker, group_id: &str) -> Option<Value> {
         .members
         .iter()
         .map(|m| {
-            let assignment: Vec<Value> = group_cmd::decode_assignment(&m.assignment)
+            let assignment: Vec<Value> = decode_assignment(&m.assignment)
                 .into_iter()
                 .map(|(topic, partition)| json!({ "topic": topic, "partition": partition }))
                 .collect();

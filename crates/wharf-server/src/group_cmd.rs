@@ -1,5 +1,5 @@
-//! `wharf group list|describe|delete|reset-offsets`: consumer groups over the Kafka protocol
-//! against a running broker, as `kafka-consumer-groups.sh` does. `reset-offsets` is a dry run
+//! `wharf group list|describe|delete|reset-offsets`: consumer groups against a running broker
+//! through `wharf_kafka::admin`, as `kafka-consumer-groups.sh` does. `reset-offsets` is a dry run
 //! unless `--execute` is given, and needs the group to have no members.
 //!
 //! Lag is the partition's log end offset (high watermark) minus the committed offset. Tables
@@ -9,25 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context};
-use wharf_kafka::kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsTopic,
-};
-use wharf_kafka::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use wharf_kafka::kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use wharf_kafka::kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
-use wharf_kafka::kafka_protocol::messages::{
-    ApiKey, BrokerId, ConsumerGroupDescribeRequest, ConsumerProtocolAssignment,
-    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
-};
-use wharf_kafka::kafka_protocol::protocol::{Decodable, StrBytes};
-use wharf_kafka::kafka_protocol::ResponseError;
-use wharf_kafka::Client;
-
-const EARLIEST: i64 = -2;
-const LATEST: i64 = -1;
+use wharf_kafka::admin::group::{GroupDescription, OffsetSpec};
+use wharf_kafka::admin::Admin;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum GroupCommand {
@@ -65,23 +48,22 @@ pub enum GroupCommand {
 }
 
 pub async fn run(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<()> {
-    let mut client = Client::connect(bootstrap).await?;
+    let mut admin = Admin::connect(bootstrap).await?;
     match cmd {
         GroupCommand::List => {
-            let response = client.send(ListGroupsRequest::default()).await?;
-            check(response.error_code, "listing groups")?;
-            let mut rows: Vec<Vec<String>> = response
-                .groups
-                .iter()
+            let mut rows: Vec<Vec<String>> = admin
+                .list_groups()
+                .await?
+                .into_iter()
                 .map(|g| {
                     vec![
-                        g.group_id.0.to_string(),
-                        if g.group_state.is_empty() {
+                        g.group_id,
+                        if g.state.is_empty() {
                             "-".into()
                         } else {
-                            g.group_state.to_string()
+                            g.state
                         },
-                        g.protocol_type.to_string(),
+                        g.protocol_type,
                     ]
                 })
                 .collect();
@@ -93,18 +75,15 @@ pub async fn run(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<()> {
             Ok(())
         }
         GroupCommand::Describe { group } => {
-            let d = describe(&mut client, &group).await?;
+            let d = admin.describe_group(&group).await?;
             print!("{}", format_group(&d));
             Ok(())
         }
         GroupCommand::Delete { groups } => {
-            let request = DeleteGroupsRequest::default()
-                .with_groups_names(groups.iter().map(|g| GroupId(str_bytes(g))).collect());
-            let response = client.send(request).await?;
             let mut failures = Vec::new();
-            for r in &response.results {
-                match check(r.error_code, &format!("deleting group {}", r.group_id.0)) {
-                    Ok(()) => println!("Deleted group {}.", r.group_id.0),
+            for (group, outcome) in admin.delete_groups(&groups).await? {
+                match outcome {
+                    Ok(()) => println!("Deleted group {group}."),
                     Err(e) => failures.push(e.to_string()),
                 }
             }
@@ -137,7 +116,7 @@ pub async fn run(bootstrap: &str, cmd: GroupCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|t| parse_topic_arg(t))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            reset(&mut client, &group, &selection, all_topics, target, execute).await
+            reset(&mut admin, &group, &selection, all_topics, target, execute).await
         }
     }
 }
@@ -151,315 +130,24 @@ pub enum Target {
     Offset(i64),
 }
 
-/// One partition row of `describe`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionRow {
-    pub topic: String,
-    pub partition: i32,
-    pub committed: Option<i64>,
-    pub log_end: Option<i64>,
-    pub owner: Option<String>,
-}
-
-impl PartitionRow {
-    /// Log end offset minus committed offset, when both are known.
-    pub fn lag(&self) -> Option<i64> {
-        Some((self.log_end? - self.committed?).max(0))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberRow {
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub client_id: String,
-    pub host: String,
-    pub assignment: Vec<(String, i32)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupDescription {
-    pub group: String,
-    pub state: String,
-    pub protocol: String,
-    pub members: Vec<MemberRow>,
-    pub partitions: Vec<PartitionRow>,
-}
-
-/// The (topic, partition) pairs of a consumer-protocol assignment; empty if it is not one.
-pub fn decode_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
-    let (Some(&[high, low]), Some(mut rest)) = (bytes.get(..2), bytes.get(2..)) else {
-        return Vec::new();
-    };
-    let version = i16::from_be_bytes([high, low]).clamp(0, 3);
-    ConsumerProtocolAssignment::decode(&mut rest, version)
-        .map(|a| {
-            a.assigned_partitions
-                .iter()
-                .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.0.to_string(), *p)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A consumer-protocol (KIP-848) group through ConsumerGroupDescribe: `None` when the group
-/// is not one (or the broker does not serve the API).
-async fn describe_consumer_protocol(
-    client: &mut Client,
-    group: &str,
-) -> anyhow::Result<Option<(String, String, Vec<MemberRow>)>> {
-    let request =
-        ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(str_bytes(group))]);
-    let Ok(response) = client.send(request).await else {
-        return Ok(None);
-    };
-    let Some(described) = response.groups.first() else {
-        return Ok(None);
-    };
-    if described.error_code != 0 {
-        return Ok(None);
-    }
-    let members = described
-        .members
-        .iter()
-        .map(|m| MemberRow {
-            member_id: m.member_id.to_string(),
-            instance_id: m.instance_id.as_ref().map(ToString::to_string),
-            client_id: m.client_id.to_string(),
-            host: m.client_host.to_string(),
-            assignment: m
-                .assignment
-                .topic_partitions
-                .iter()
-                .flat_map(|tp| {
-                    tp.partitions
-                        .iter()
-                        .map(|p| (tp.topic_name.0.to_string(), *p))
-                })
-                .collect(),
-        })
-        .collect();
-    Ok(Some((
-        described.group_state.to_string(),
-        format!("consumer protocol, {} assignor", described.assignor_name),
-        members,
-    )))
-}
-
-async fn describe(client: &mut Client, group: &str) -> anyhow::Result<GroupDescription> {
-    if let Some((state, protocol, members)) = describe_consumer_protocol(client, group).await? {
-        return describe_with(client, group, state, protocol, members).await;
-    }
-    let response = client
-        .send(DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes(group))]))
-        .await?;
-    let described = response
-        .groups
-        .first()
-        .context("DescribeGroups returned no group")?;
-    let missing = ResponseError::GroupIdNotFound.code();
-    if described.error_code == missing || described.group_state.as_str() == "Dead" {
-        bail!("group {group} does not exist");
-    }
-    check(described.error_code, &format!("describing group {group}"))?;
-    let members: Vec<MemberRow> = described
-        .members
-        .iter()
-        .map(|m| MemberRow {
-            member_id: m.member_id.to_string(),
-            instance_id: m.group_instance_id.as_ref().map(ToString::to_string),
-            client_id: m.client_id.to_string(),
-            host: m.client_host.to_string(),
-            assignment: decode_assignment(&m.member_assignment),
-        })
-        .collect();
-    let state = described.group_state.to_string();
-    let protocol = described.protocol_data.to_string();
-    describe_with(client, group, state, protocol, members).await
-}
-
-/// The rest of `describe`: committed offsets, log ends and owners for `members`.
-async fn describe_with(
-    client: &mut Client,
-    group: &str,
-    state: String,
-    protocol: String,
-    members: Vec<MemberRow>,
-) -> anyhow::Result<GroupDescription> {
-    let committed = fetch_committed(client, group).await?;
-    let mut keys: BTreeSet<(String, i32)> = committed.keys().cloned().collect();
-    for m in &members {
-        keys.extend(m.assignment.iter().cloned());
-    }
-    let log_end = list_offsets(client, &keys, LATEST).await?;
-    let partitions = keys
-        .into_iter()
-        .map(|(topic, partition)| {
-            let key = (topic.clone(), partition);
-            PartitionRow {
-                committed: committed.get(&key).copied(),
-                log_end: log_end.get(&key).copied(),
-                owner: members
-                    .iter()
-                    .find(|m| m.assignment.contains(&key))
-                    .map(|m| m.member_id.clone()),
-                topic,
-                partition,
-            }
-        })
-        .collect();
-    Ok(GroupDescription {
-        group: group.to_string(),
-        state,
-        protocol,
-        members,
-        partitions,
-    })
-}
-
-/// Every committed offset of `group`.
-async fn fetch_committed(
-    client: &mut Client,
-    group: &str,
-) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    let version = client
-        .version_for(ApiKey::OffsetFetch)
-        .context("broker does not support OffsetFetch")?;
-    let mut out = BTreeMap::new();
-    let mut add = |topic: &str, partition: i32, offset: i64, code: i16| -> anyhow::Result<()> {
-        check(code, &format!("fetching offsets of {topic}[{partition}]"))?;
-        if offset >= 0 {
-            out.insert((topic.to_string(), partition), offset);
-        }
-        Ok(())
-    };
-    if version >= 8 {
-        let request =
-            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
-                .with_group_id(GroupId(str_bytes(group)))
-                .with_topics(None)]);
-        let response = client.send(request).await?;
-        for g in &response.groups {
-            check(g.error_code, &format!("fetching offsets of group {group}"))?;
-            for t in &g.topics {
-                for p in &t.partitions {
-                    add(
-                        t.name.0.as_str(),
-                        p.partition_index,
-                        p.committed_offset,
-                        p.error_code,
-                    )?;
-                }
-            }
-        }
-    } else {
-        let request = OffsetFetchRequest::default()
-            .with_group_id(GroupId(str_bytes(group)))
-            .with_topics(None);
-        let response = client.send(request).await?;
-        check(
-            response.error_code,
-            &format!("fetching offsets of group {group}"),
-        )?;
-        for t in &response.topics {
-            for p in &t.partitions {
-                add(
-                    t.name.0.as_str(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.error_code,
-                )?;
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// ListOffsets at `timestamp` for each partition; -1 where no record is at or after it.
-async fn list_offsets(
-    client: &mut Client,
-    keys: &BTreeSet<(String, i32)>,
-    timestamp: i64,
-) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (topic, partition) in keys {
-        by_topic.entry(topic).or_default().push(*partition);
-    }
-    let mut out = BTreeMap::new();
-    if by_topic.is_empty() {
-        return Ok(out);
-    }
-    let topics = by_topic
-        .into_iter()
-        .map(|(topic, partitions)| {
-            ListOffsetsTopic::default()
-                .with_name(TopicName(str_bytes(topic)))
-                .with_partitions(
-                    partitions
-                        .into_iter()
-                        .map(|p| {
-                            ListOffsetsPartition::default()
-                                .with_partition_index(p)
-                                .with_timestamp(timestamp)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    let response = client
-        .send(
-            ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(topics),
-        )
-        .await?;
-    for t in response.topics {
-        for p in t.partitions {
-            if p.error_code == 0 {
-                out.insert((t.name.0.to_string(), p.partition_index), p.offset);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Partitions of a topic, from Metadata.
-async fn topic_partitions(client: &mut Client, topic: &str) -> anyhow::Result<Vec<i32>> {
-    let request = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(topic))))
-        ]))
-        .with_allow_auto_topic_creation(false);
-    let response = client.send(request).await?;
-    let t = response
-        .topics
-        .first()
-        .with_context(|| format!("no metadata for topic {topic}"))?;
-    check(t.error_code, &format!("topic {topic}"))?;
-    Ok(t.partitions.iter().map(|p| p.partition_index).collect())
-}
-
 async fn reset(
-    client: &mut Client,
+    admin: &mut Admin,
     group: &str,
     selection: &[(String, Option<Vec<i32>>)],
     all_topics: bool,
     target: Target,
     execute: bool,
 ) -> anyhow::Result<()> {
-    let response = client
-        .send(DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes(group))]))
-        .await?;
-    if let Some(g) = response.groups.first() {
-        if !g.members.is_empty() {
+    if let Some(membership) = admin.group_membership(group).await? {
+        if membership.members > 0 {
             bail!(
                 "group {group} has {} active members ({}); stop them before resetting offsets",
-                g.members.len(),
-                g.group_state
+                membership.members,
+                membership.state
             );
         }
     }
-    let committed = fetch_committed(client, group).await?;
+    let committed = admin.committed_offsets(group).await?;
     let mut keys = BTreeSet::new();
     if all_topics {
         keys.extend(committed.keys().cloned());
@@ -467,17 +155,17 @@ async fn reset(
     for (topic, partitions) in selection {
         let partitions = match partitions {
             Some(p) => p.clone(),
-            None => topic_partitions(client, topic).await?,
+            None => admin.topic_partitions(topic).await?,
         };
         keys.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
     }
     if keys.is_empty() {
         bail!("no partitions to reset");
     }
-    let earliest = list_offsets(client, &keys, EARLIEST).await?;
-    let latest = list_offsets(client, &keys, LATEST).await?;
+    let earliest = admin.log_offsets(&keys, OffsetSpec::Earliest).await?;
+    let latest = admin.log_offsets(&keys, OffsetSpec::Latest).await?;
     let by_time = match target {
-        Target::Timestamp(ts) => list_offsets(client, &keys, ts).await?,
+        Target::Timestamp(ts) => admin.log_offsets(&keys, OffsetSpec::Timestamp(ts)).await?,
         _ => BTreeMap::new(),
     };
     let mut plan = Vec::new();
@@ -510,38 +198,9 @@ async fn reset(
         println!("Dry run: nothing committed. Add --execute to commit these offsets.");
         return Ok(());
     }
-    let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-    for ((topic, partition), _, new) in &plan {
-        topics.entry(topic).or_default().push(
-            OffsetCommitRequestPartition::default()
-                .with_partition_index(*partition)
-                .with_committed_offset(*new)
-                .with_committed_leader_epoch(-1),
-        );
-    }
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(str_bytes(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_retention_time_ms(-1)
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    OffsetCommitRequestTopic::default()
-                        .with_name(TopicName(str_bytes(topic)))
-                        .with_partitions(partitions)
-                })
-                .collect(),
-        );
-    let response = client.send(request).await?;
-    for t in &response.topics {
-        for p in &t.partitions {
-            check(
-                p.error_code,
-                &format!("committing {}[{}]", t.name.0, p.partition_index),
-            )?;
-        }
-    }
+    let offsets: Vec<((String, i32), i64)> =
+        plan.into_iter().map(|(key, _, new)| (key, new)).collect();
+    admin.commit_offsets(group, &offsets).await?;
     println!("Committed new offsets for group {group}.");
     Ok(())
 }
@@ -722,20 +381,10 @@ fn offset_cell(offset: Option<i64>) -> String {
     offset.map_or_else(|| "-".into(), |o| o.to_string())
 }
 
-fn str_bytes(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_owned())
-}
-
-fn check(error_code: i16, context: &str) -> anyhow::Result<()> {
-    match ResponseError::try_from_code(error_code) {
-        None => Ok(()),
-        Some(error) => bail!("{context}: {error}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wharf_kafka::admin::group::PartitionRow;
 
     #[test]
     fn lag_is_log_end_minus_committed() {
@@ -798,23 +447,5 @@ mod tests {
         );
         assert_eq!(parse_time("1970-01-01T00:00:01.5").unwrap(), 1_005);
         assert!(parse_time("yesterday").is_err());
-    }
-
-    #[test]
-    fn assignments_decode_from_consumer_protocol_bytes() {
-        use wharf_kafka::kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
-        use wharf_kafka::kafka_protocol::protocol::Encodable;
-        let a = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
-            TopicPartition::default()
-                .with_topic(TopicName(str_bytes("t")))
-                .with_partitions(vec![1, 3]),
-        ]);
-        let mut buf: Vec<u8> = 1i16.to_be_bytes().to_vec();
-        a.encode(&mut buf, 1).unwrap();
-        assert_eq!(
-            decode_assignment(&buf),
-            vec![("t".to_string(), 1), ("t".to_string(), 3)]
-        );
-        assert!(decode_assignment(b"x").is_empty());
     }
 }

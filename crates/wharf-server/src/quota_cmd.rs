@@ -1,18 +1,10 @@
-//! `wharf quota set|remove|describe`: client quotas over the Kafka protocol
-//! (AlterClientQuotas, DescribeClientQuotas) against a running broker, as `kafka-configs.sh
-//! --entity-type clients|users` does. The table is built by a pure function.
+//! `wharf quota set|remove|describe`: client quotas (AlterClientQuotas,
+//! DescribeClientQuotas) against a running broker through `wharf_kafka::admin`, as
+//! `kafka-configs.sh --entity-type clients|users` does. The table is built by a pure function.
 
 use anyhow::bail;
-use wharf_kafka::kafka_protocol::messages::alter_client_quotas_request::{
-    EntityData, EntryData, OpData,
-};
-use wharf_kafka::kafka_protocol::messages::describe_client_quotas_request::ComponentData;
-use wharf_kafka::kafka_protocol::messages::{
-    AlterClientQuotasRequest, DescribeClientQuotasRequest,
-};
-use wharf_kafka::kafka_protocol::protocol::StrBytes;
-use wharf_kafka::kafka_protocol::ResponseError;
-use wharf_kafka::Client;
+use wharf_kafka::admin::quota::{EntityComponent, QuotaOp};
+use wharf_kafka::admin::Admin;
 
 use crate::group_cmd::format_table;
 
@@ -61,14 +53,17 @@ pub enum QuotaCommand {
 
 const DEFAULT: &str = "<default>";
 
-fn parts(entity: &EntityArgs) -> Vec<(&'static str, Option<String>)> {
-    let name = |n: &String| (n != DEFAULT).then(|| n.clone());
+fn parts(entity: &EntityArgs) -> Vec<EntityComponent> {
+    let component = |entity_type: &str, n: &String| EntityComponent {
+        entity_type: entity_type.to_owned(),
+        name: (n != DEFAULT).then(|| n.clone()),
+    };
     let mut out = Vec::new();
     if let Some(u) = &entity.user {
-        out.push(("user", name(u)));
+        out.push(component("user", u));
     }
     if let Some(c) = &entity.client_id {
-        out.push(("client-id", name(c)));
+        out.push(component("client-id", c));
     }
     out
 }
@@ -83,40 +78,24 @@ pub fn table(rows: &[(String, String, f64)]) -> String {
 }
 
 pub async fn run(bootstrap: &str, cmd: QuotaCommand) -> anyhow::Result<()> {
-    let mut client = Client::connect(bootstrap).await?;
-    let alter = |entity: &EntityArgs, ops: Vec<OpData>| {
-        let entity_parts = parts(entity);
-        AlterClientQuotasRequest::default().with_entries(vec![EntryData::default()
-            .with_entity(
-                entity_parts
-                    .into_iter()
-                    .map(|(kind, name)| {
-                        EntityData::default()
-                            .with_entity_type(StrBytes::from_static_str(kind))
-                            .with_entity_name(name.map(StrBytes::from_string))
-                    })
-                    .collect(),
-            )
-            .with_ops(ops)])
-    };
-    let request = match &cmd {
+    let mut admin = Admin::connect(bootstrap).await?;
+    let change = match &cmd {
         QuotaCommand::Set {
             entity,
             producer_byte_rate,
             consumer_byte_rate,
             request_percentage,
         } => {
-            let ops: Vec<OpData> = [
+            let ops: Vec<QuotaOp> = [
                 ("producer_byte_rate", producer_byte_rate),
                 ("consumer_byte_rate", consumer_byte_rate),
                 ("request_percentage", request_percentage),
             ]
             .into_iter()
             .filter_map(|(k, v)| {
-                v.map(|v| {
-                    OpData::default()
-                        .with_key(StrBytes::from_static_str(k))
-                        .with_value(v)
+                v.map(|value| QuotaOp::Set {
+                    key: k.to_owned(),
+                    value,
                 })
             })
             .collect();
@@ -125,7 +104,7 @@ pub async fn run(bootstrap: &str, cmd: QuotaCommand) -> anyhow::Result<()> {
                     "nothing to set: give --producer-byte-rate, --consumer-byte-rate and/or --request-percentage"
                 );
             }
-            Some(alter(entity, ops))
+            Some((parts(entity), ops))
         }
         QuotaCommand::Remove { entity, keys } => {
             let keys = if keys.is_empty() {
@@ -137,65 +116,33 @@ pub async fn run(bootstrap: &str, cmd: QuotaCommand) -> anyhow::Result<()> {
             } else {
                 keys.clone()
             };
-            Some(alter(
-                entity,
+            Some((
+                parts(entity),
                 keys.into_iter()
-                    .map(|k| OpData::default().with_key(k.into()).with_remove(true))
+                    .map(|key| QuotaOp::Remove { key })
                     .collect(),
             ))
         }
         QuotaCommand::Describe { .. } => None,
     };
-    if let Some(request) = request {
-        let response = client.send(request).await?;
-        for entry in &response.entries {
-            if let Some(error) = ResponseError::try_from_code(entry.error_code) {
-                bail!(
-                    "{error}: {}",
-                    entry.error_message.as_deref().unwrap_or_default()
-                );
-            }
-        }
+    if let Some((entity, ops)) = change {
+        admin.alter_client_quotas(&entity, &ops).await?;
         println!("quota updated");
         return Ok(());
     }
     let QuotaCommand::Describe { entity } = cmd else {
         return Ok(());
     };
-    let components = parts(&entity)
-        .into_iter()
-        .map(|(kind, name)| {
-            let c = ComponentData::default().with_entity_type(StrBytes::from_static_str(kind));
-            match name {
-                Some(n) => c
-                    .with_match_type(0)
-                    .with_match(Some(StrBytes::from_string(n))),
-                None => c.with_match_type(1),
-            }
-        })
-        .collect();
-    let response = client
-        .send(DescribeClientQuotasRequest::default().with_components(components))
-        .await?;
-    if let Some(error) = ResponseError::try_from_code(response.error_code) {
-        bail!("describing quotas: {error}");
-    }
     let mut rows = Vec::new();
-    for entry in response.entries.unwrap_or_default() {
+    for entry in admin.describe_client_quotas(&parts(&entity)).await? {
         let name = entry
             .entity
             .iter()
-            .map(|e| {
-                format!(
-                    "{}={}",
-                    e.entity_type,
-                    e.entity_name.as_deref().unwrap_or(DEFAULT)
-                )
-            })
+            .map(|e| format!("{}={}", e.entity_type, e.name.as_deref().unwrap_or(DEFAULT)))
             .collect::<Vec<_>>()
             .join(",");
-        for v in entry.values {
-            rows.push((name.clone(), v.key.to_string(), v.value));
+        for (key, value) in entry.values {
+            rows.push((name.clone(), key, value));
         }
     }
     rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));

@@ -1,14 +1,9 @@
-//! `wharf txn list|describe`: transactions over the Kafka protocol (ListTransactions,
-//! DescribeTransactions) against a running broker, as `kafka-transactions.sh` does. Tables
+//! `wharf txn list|describe`: transactions (ListTransactions, DescribeTransactions) against a
+//! running broker through `wharf_kafka::admin`, as `kafka-transactions.sh` does. Tables
 //! are built by pure functions so their layout is tested without a broker.
 
-use anyhow::bail;
-use wharf_kafka::kafka_protocol::messages::{
-    DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId,
-};
-use wharf_kafka::kafka_protocol::protocol::StrBytes;
-use wharf_kafka::kafka_protocol::ResponseError;
-use wharf_kafka::Client;
+use wharf_kafka::admin::txn::{TransactionDescription, TransactionListing};
+use wharf_kafka::admin::Admin;
 
 use crate::group_cmd::format_table;
 
@@ -25,107 +20,24 @@ pub enum TxnCommand {
     Describe { transactional_id: String },
 }
 
-/// One row of `wharf txn list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub transactional_id: String,
-    pub producer_id: i64,
-    pub state: String,
-}
-
-/// What `wharf txn describe` shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Described {
-    pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub state: String,
-    pub timeout_ms: i32,
-    pub start_ms: i64,
-    /// `(topic, partition)`, sorted.
-    pub partitions: Vec<(String, i32)>,
-}
-
 pub async fn run(bootstrap: &str, cmd: TxnCommand) -> anyhow::Result<()> {
-    let mut client = Client::connect(bootstrap).await?;
+    let mut admin = Admin::connect(bootstrap).await?;
     match cmd {
         TxnCommand::List { states } => {
-            let request = ListTransactionsRequest::default()
-                .with_state_filters(
-                    states
-                        .iter()
-                        .map(|s| StrBytes::from_string(s.clone()))
-                        .collect(),
-                )
-                .with_duration_filter(-1);
-            let response = client.send(request).await?;
-            if let Some(error) = ResponseError::try_from_code(response.error_code) {
-                bail!("listing transactions: {error}");
-            }
-            if !response.unknown_state_filters.is_empty() {
-                bail!(
-                    "unknown states: {}",
-                    response
-                        .unknown_state_filters
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            let mut rows: Vec<Listed> = response
-                .transaction_states
-                .iter()
-                .map(|t| Listed {
-                    transactional_id: t.transactional_id.0.to_string(),
-                    producer_id: t.producer_id.0,
-                    state: t.transaction_state.to_string(),
-                })
-                .collect();
+            let mut rows = admin.list_transactions(&states).await?;
             rows.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
             print!("{}", format_list(&rows));
             Ok(())
         }
         TxnCommand::Describe { transactional_id } => {
-            let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![
-                TransactionalId(StrBytes::from_string(transactional_id.clone())),
-            ]);
-            let response = client.send(request).await?;
-            let Some(t) = response.transaction_states.first() else {
-                bail!("describing {transactional_id}: empty answer");
-            };
-            if let Some(error) = ResponseError::try_from_code(t.error_code) {
-                bail!("describing {transactional_id}: {error}");
-            }
-            let mut partitions: Vec<(String, i32)> = t
-                .topics
-                .iter()
-                .flat_map(|topic| {
-                    topic
-                        .partitions
-                        .iter()
-                        .map(|p| (topic.topic.0.to_string(), *p))
-                })
-                .collect();
-            partitions.sort();
-            print!(
-                "{}",
-                format_described(&Described {
-                    transactional_id,
-                    producer_id: t.producer_id.0,
-                    producer_epoch: t.producer_epoch,
-                    state: t.transaction_state.to_string(),
-                    timeout_ms: t.transaction_timeout_ms,
-                    start_ms: t.transaction_start_time_ms,
-                    partitions,
-                })
-            );
+            let described = admin.describe_transaction(&transactional_id).await?;
+            print!("{}", format_described(&described));
             Ok(())
         }
     }
 }
 
-pub fn format_list(rows: &[Listed]) -> String {
+pub fn format_list(rows: &[TransactionListing]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -139,7 +51,7 @@ pub fn format_list(rows: &[Listed]) -> String {
     format_table(&["TRANSACTIONAL-ID", "PRODUCER-ID", "STATE"], &rows)
 }
 
-pub fn format_described(d: &Described) -> String {
+pub fn format_described(d: &TransactionDescription) -> String {
     let start = if d.start_ms < 0 {
         "-".to_string()
     } else {
@@ -181,7 +93,7 @@ mod tests {
 
     #[test]
     fn list_and_describe_tables() {
-        let list = format_list(&[Listed {
+        let list = format_list(&[TransactionListing {
             transactional_id: "orders-tx".into(),
             producer_id: 1000,
             state: "Ongoing".into(),
@@ -190,7 +102,7 @@ mod tests {
             list,
             "TRANSACTIONAL-ID  PRODUCER-ID  STATE\norders-tx         1000         Ongoing\n"
         );
-        let described = format_described(&Described {
+        let described = format_described(&TransactionDescription {
             transactional_id: "orders-tx".into(),
             producer_id: 1000,
             producer_epoch: 2,

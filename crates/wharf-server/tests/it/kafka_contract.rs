@@ -4,12 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, TopicName};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use wharf_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use wharf_kafka::kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, TopicName};
-use wharf_kafka::kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::start_broker;
 
@@ -52,7 +52,7 @@ async fn committed_sees_the_async_commit_sent_before_it() {
 }
 
 /// One request frame (size, header, body) at `version`.
-fn request_frame<R: wharf_kafka::kafka_protocol::protocol::Encodable>(
+fn request_frame<R: kafka_protocol::protocol::Encodable>(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -78,14 +78,14 @@ fn pipelined_admin_requests_take_effect_in_request_order() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
-    use wharf_kafka::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-    use wharf_kafka::kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use wharf_kafka::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    use wharf_kafka::kafka_protocol::messages::{
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
         CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest,
         MetadataResponse, ResponseHeader,
     };
-    use wharf_kafka::kafka_protocol::protocol::Decodable;
+    use kafka_protocol::protocol::Decodable;
 
     const METADATA_VERSION: i16 = 4;
     let (_dir, broker) = start_broker(&[("auto_create_topics", "false")]);
@@ -303,7 +303,7 @@ async fn fetch_response_honours_max_bytes_and_partition_max_bytes() {
         (FETCH_MAX_BYTES, 100_000),
     ] {
         let request = FetchRequest::default()
-            .with_replica_id(wharf_kafka::kafka_protocol::messages::BrokerId(-1))
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
             .with_max_wait_ms(0)
             .with_min_bytes(1)
             .with_max_bytes(i32::try_from(max_bytes).unwrap())
@@ -358,11 +358,11 @@ async fn fetch_response_honours_max_bytes_and_partition_max_bytes() {
 /// and the result is validated as usual.
 #[tokio::test(flavor = "multi_thread")]
 async fn deprecated_configs_are_accepted_and_list_configs_append_and_subtract() {
-    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
-    use wharf_kafka::kafka_protocol::messages::incremental_alter_configs_request::{
+    use kafka_protocol::messages::incremental_alter_configs_request::{
         AlterConfigsResource, AlterableConfig,
     };
-    use wharf_kafka::kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 
     let (_dir, broker) = start_broker(&[]);
     let addr = broker.addr();
