@@ -63,4 +63,6 @@ pub enum BrokerError {
     Producer(#[from] crate::producer::ProducerError),
     #[error(transparent)]
     Txn(#[from] crate::txn::TxnError),
+    #[error(transparent)]
+    Cursor(#[from] crate::cursor::CursorError),
 }

@@ -12,9 +12,12 @@
 //! - `producer`: idempotent producers: producer ids, per-partition sequence state, snapshots.
 //! - `scheduled`: delayed and half messages of typed topics, waiting in `__wharf_scheduled`.
 //! - `txn`: transactions: the pure coordinator, `__transaction_state` records, markers, LSO.
+//! - `cursor`: cursors over logs: per-record locks, acks, redelivery, dead-lettering
+//!   (queue semantics for share groups and AMQP queues), persisted in `__wharf_cursors`.
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
 mod broker;
+pub mod cursor;
 mod error;
 mod fetch;
 pub mod group;

@@ -53,6 +53,7 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
         BrokerError::Group(g) => group_error(g),
         BrokerError::Producer(p) => producer_error(p),
         BrokerError::Txn(t) => txn_error(t),
+        BrokerError::Cursor(c) => cursor_error(c),
         BrokerError::Storage(s) => match s {
             StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             StorageError::UnknownLog { .. } => ResponseError::UnknownTopicOrPartition,
@@ -65,6 +66,14 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
             | StorageError::PositionOutOfRange { .. }
             | StorageError::ShutDown => ResponseError::KafkaStorageError,
         },
+    }
+}
+
+pub fn cursor_error(error: &wharf_broker::cursor::CursorError) -> ResponseError {
+    use wharf_broker::cursor::CursorError;
+    match error {
+        CursorError::InvalidRecordState { .. } => ResponseError::InvalidRecordState,
+        CursorError::State(_) => ResponseError::UnknownServerError,
     }
 }
 
