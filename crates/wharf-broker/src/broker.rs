@@ -90,6 +90,7 @@ pub struct Broker {
     producer_housekeeping: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     quotas: crate::quota::QuotaState,
     pub(crate) cursors: crate::cursor::Cursors,
+    pub(crate) share: crate::share::ShareCoordinator,
 }
 
 const MAX_TOPIC_NAME: usize = 249;
@@ -177,11 +178,13 @@ impl Broker {
             scheduler: Scheduler::default(),
             producer_housekeeping: Mutex::new(None),
             cursors: crate::cursor::Cursors::new(system_clock()),
+            share: crate::share::ShareCoordinator::new(system_clock()),
         });
         broker.open_groups()?;
         broker.open_transactions()?;
         broker.open_scheduled()?;
         broker.open_dedup()?;
+        broker.open_share()?;
         broker.open_cursors()?;
         let stop = crate::producer::spawn_housekeeping(Arc::downgrade(&broker))?;
         *broker

@@ -65,4 +65,6 @@ pub enum BrokerError {
     Txn(#[from] crate::txn::TxnError),
     #[error(transparent)]
     Cursor(#[from] crate::cursor::CursorError),
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareError),
 }
