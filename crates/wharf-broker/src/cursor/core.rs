@@ -83,7 +83,8 @@ pub struct CursorConfig {
     /// The delay before a released or expired record with delivery count `n` is available
     /// again: entry `n - 1`, the last entry repeating. Empty: at once.
     pub retry_backoff_ms: Vec<i64>,
-    /// At most this many offsets in flight (`next - start`); new records wait beyond it.
+    /// At most this many records locked at once (Kafka's share-partition record locks);
+    /// new records wait beyond it.
     pub max_in_flight: usize,
     /// Where a cursor without state starts.
     pub start: StartFrom,
@@ -236,6 +237,16 @@ impl Cursor {
             .count()
     }
 
+    /// Offsets locked to `consumer`.
+    pub fn held_by(&self, consumer: &str) -> usize {
+        self.slots
+            .values()
+            .filter(
+                |s| matches!(&s.state, SlotState::Acquired { consumer: c, .. } if c == consumer),
+            )
+            .count()
+    }
+
     /// Offsets in flight (`next - start`).
     pub fn in_flight(&self) -> usize {
         usize::try_from(self.next - self.start).unwrap_or(0)
@@ -258,9 +269,9 @@ impl Cursor {
         }
     }
 
-    /// How many new offsets may enter the window.
+    /// How many more records may be locked.
     pub fn room(&self, config: &CursorConfig) -> usize {
-        config.max_in_flight.saturating_sub(self.in_flight())
+        config.max_in_flight.saturating_sub(self.acquired_count())
     }
 
     /// Makes expired locks available again (or archives them at the limit); returns the

@@ -46,6 +46,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Slot {
     state: tokio::sync::Mutex<Option<Cursor>>,
     config: Mutex<Option<CursorConfig>>,
+    /// The view as of the last persisted change, readable without waiting.
+    view: Mutex<Option<CursorView>>,
+}
+
+fn view_of(c: &Cursor) -> CursorView {
+    CursorView {
+        start: c.start(),
+        next: c.next(),
+        in_flight: c.in_flight(),
+        acquired: c.acquired_count(),
+        dead_letter_pending: c.dead_pending().count(),
+        totals: c.totals(),
+    }
 }
 
 /// Every cursor of the broker, keyed by (owner, topic, partition).
@@ -113,14 +126,25 @@ impl Cursors {
     pub async fn view(&self, key: &CursorKey) -> Option<CursorView> {
         let slot = lock(&self.slots).get(key).cloned()?;
         let state = slot.state.lock().await;
-        state.as_ref().map(|c| CursorView {
-            start: c.start(),
-            next: c.next(),
-            in_flight: c.in_flight(),
-            acquired: c.acquired_count(),
-            dead_letter_pending: c.dead_pending().count(),
-            totals: c.totals(),
-        })
+        state.as_ref().map(view_of)
+    }
+
+    /// How many offsets of `key` are locked to `consumer` now (an AMQP prefetch or a share
+    /// consumer's fair part compares against it).
+    pub async fn held(&self, key: &CursorKey, consumer: &str) -> usize {
+        let Some(slot) = lock(&self.slots).get(key).cloned() else {
+            return 0;
+        };
+        let state = slot.state.lock().await;
+        state.as_ref().map_or(0, |c| c.held_by(consumer))
+    }
+
+    /// The state of `key` as of its last persisted change, without waiting for a call in
+    /// progress.
+    pub fn snapshot(&self, key: &CursorKey) -> Option<CursorView> {
+        let slot = lock(&self.slots).get(key).cloned()?;
+        let view = *lock(&slot.view);
+        view
     }
 
     fn slot(&self, key: &CursorKey) -> Arc<Slot> {
@@ -147,10 +171,13 @@ impl Cursors {
         let mut builder = BatchBuilder::new(now);
         let value = cursor.map(encode_value);
         builder.push(Some(&encode_key(key)), value.as_deref(), &[], now);
-        self.log()?
-            .submit(builder.build().into(), Durability::Synced)?
-            .wait()
-            .await?;
+        let pending = self
+            .log()?
+            .submit(builder.build().into(), Durability::Synced)?;
+        if let Some(slot) = lock(&self.slots).get(key) {
+            *lock(&slot.view) = cursor.map(view_of);
+        }
+        pending.wait().await?;
         Ok(())
     }
 }
@@ -334,6 +361,7 @@ impl Broker {
             for (key, cursor) in loaded {
                 if let Some(cursor) = cursor {
                     let slot = Slot {
+                        view: Mutex::new(Some(view_of(&cursor))),
                         state: tokio::sync::Mutex::new(Some(cursor)),
                         config: Mutex::new(None),
                     };

@@ -2,9 +2,12 @@
 //! ShareAcknowledge over the partitions' cursors (owner `share/<group>`), group configs
 //! persisted in `__wharf_share_groups`, describe and reset.
 //!
-//! A member's locks are given back when it leaves (heartbeat epoch -1, or silence longer
-//! than the session timeout), when its share session closes or is replaced, and when it
-//! forgets a partition; otherwise they expire after `share.record.lock.duration.ms`.
+//! A member's locks are given back when its share session closes (epoch -1) or is replaced,
+//! and when it forgets a partition; otherwise they expire after
+//! `share.record.lock.duration.ms`. Leaving the group (heartbeat epoch -1) does not touch
+//! them: a closing consumer sends its last acknowledgements and its leave at the same time,
+//! and a leave handled first must not turn those acknowledgements into errors. Sessions are
+//! the partition leader's, not the group's (as in Kafka), so a leave does not end them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -237,8 +240,8 @@ impl Broker {
     }
 
     /// ShareGroupHeartbeat: join (epoch 0), stay, or leave (epoch -1).
-    pub async fn share_heartbeat(
-        self: &Arc<Self>,
+    pub fn share_heartbeat(
+        &self,
         group: &str,
         member_id: &str,
         member_epoch: i32,
@@ -268,25 +271,11 @@ impl Broker {
             );
             (beat, gone)
         };
-        let mut leaving = gone;
-        if member_epoch == -1 {
-            leaving.push(member_id.to_string());
-        }
-        for member in leaving {
-            self.share_member_left(group, &member).await;
+        for member in &gone {
+            tracing::info!(group, member, "share-group member expired");
+            lock(&self.share.sessions).drop_member(group, member);
         }
         Ok(beat?)
-    }
-
-    async fn share_member_left(self: &Arc<Self>, group: &str, member: &str) {
-        lock(&self.share.sessions).drop_member(group, member);
-        let config = self.share.config(group).cursor();
-        let owner = format!("{OWNER_PREFIX}{group}");
-        for k in self.cursors().keys_of(&owner) {
-            if let Err(error) = self.cursor_release_consumer(&k, &config, member).await {
-                tracing::warn!(%error, group, member, "releasing a member's locks failed");
-            }
-        }
     }
 
     async fn share_apply_acks(
@@ -371,11 +360,34 @@ impl Broker {
             .ok()
             .filter(|m| *m > 0)
             .unwrap_or(50 << 20);
+        // A member's fair part of a partition's in-flight records: the cap shared by the
+        // members assigned the partition, so a fast member cannot starve the others.
+        let fair: Vec<usize> = {
+            let groups = lock(&self.share.groups);
+            let members = groups
+                .get(&req.group)
+                .map(|g| g.members.values().collect::<Vec<_>>());
+            answers
+                .iter()
+                .map(|a| {
+                    let sharing = members.as_ref().map_or(0, |ms| {
+                        ms.iter()
+                            .filter(|m| {
+                                m.assignment
+                                    .get(&a.topic)
+                                    .is_some_and(|ps| ps.contains(&a.partition))
+                            })
+                            .count()
+                    });
+                    config::MAX_IN_FLIGHT / sharing.max(1)
+                })
+                .collect()
+        };
         let deadline = tokio::time::Instant::now() + req.max_wait;
         loop {
             let notify = Arc::new(tokio::sync::Notify::new());
             let (mut records_left, mut bytes_left) = (max_records, max_bytes);
-            for answer in &mut answers {
+            for (answer, fair) in answers.iter_mut().zip(&fair) {
                 if records_left == 0 || bytes_left == 0 {
                     break;
                 }
@@ -388,8 +400,12 @@ impl Broker {
                 };
                 partition.log.register_waiter(&notify);
                 let k = key(&req.group, &answer.topic, answer.partition);
+                let room = fair.saturating_sub(self.cursors().held(&k, &req.member).await);
+                if room == 0 {
+                    continue;
+                }
                 match self
-                    .cursor_acquire(&k, &config, &req.member, records_left, bytes_left)
+                    .cursor_acquire(&k, &config, &req.member, records_left.min(room), bytes_left)
                     .await
                 {
                     Ok(got) => {
@@ -498,12 +514,12 @@ impl Broker {
     }
 
     /// The state of `group`: members, assignments, and each share partition's cursor.
-    pub async fn share_describe(self: &Arc<Self>, group: &str) -> ShareGroupDescription {
+    pub fn share_describe(&self, group: &str) -> ShareGroupDescription {
         let (epoch, members) = self.share.members(group);
         let owner = format!("{OWNER_PREFIX}{group}");
         let mut partitions = Vec::new();
         for k in self.cursors().keys_of(&owner) {
-            let Some(view) = self.cursors().view(&k).await else {
+            let Some(view) = self.cursors().snapshot(&k) else {
                 continue;
             };
             let high_watermark = self
@@ -526,9 +542,37 @@ impl Broker {
         }
     }
 
+    /// Kafka's state of a share group: Stable with members, Empty without.
+    pub fn share_group_state(&self, group: &str) -> &'static str {
+        if self.share.members(group).1.is_empty() {
+            "Empty"
+        } else {
+            "Stable"
+        }
+    }
+
     /// Every share group, sorted.
     pub fn share_groups(&self) -> Vec<String> {
         self.share.group_names(&self.cursors().keys())
+    }
+
+    /// Moves `group`'s cursor on `topic`[`partition`] to `offset` (within the log); the
+    /// group must have no members.
+    pub async fn share_set_start(
+        self: &Arc<Self>,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, BrokerError> {
+        if !self.share.members(group).1.is_empty() {
+            return Err(ShareError::NonEmptyGroup(group.to_string()).into());
+        }
+        let p = self.partition(topic, partition)?;
+        let offset = offset.clamp(p.log.log_start_offset(), p.log.high_watermark());
+        self.cursor_reset(&key(group, topic, partition), offset)
+            .await?;
+        Ok(offset)
     }
 
     /// Moves `group`'s cursors on `topic` to `to`; the group must have no members.

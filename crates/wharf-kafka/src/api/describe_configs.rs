@@ -46,6 +46,41 @@ fn scheduled_entries(broker: &Broker, topic: &str) -> Vec<(&'static str, String)
     }
 }
 
+/// Read-only entries of a share group, one per share partition
+/// (`wharf.share.state:<topic>:<partition>`), so `wharf share describe` and Kafka tools show
+/// its counts: `start=..;in_flight=..;acquired=..;accepted=..;released=..;rejected=..;
+/// redelivered=..;lock_expiries=..;archived=..;dead_lettered=..;dlq_pending=..;lag=..`.
+fn share_entries(broker: &Broker, group: &str) -> Vec<(String, String)> {
+    broker
+        .share_describe(group)
+        .partitions
+        .iter()
+        .map(|p| {
+            let (v, t) = (p.view, p.view.totals);
+            (
+                format!("wharf.share.state:{}:{}", p.topic, p.partition),
+                format!(
+                    "start={};in_flight={};acquired={};accepted={};released={};rejected={};\
+                     redelivered={};lock_expiries={};archived={};dead_lettered={};\
+                     dlq_pending={};lag={}",
+                    v.start,
+                    v.in_flight,
+                    v.acquired,
+                    t.accepted,
+                    t.released,
+                    t.rejected,
+                    t.redelivered,
+                    t.lock_expiries,
+                    t.archived,
+                    t.dead_lettered,
+                    v.dead_letter_pending,
+                    p.lag
+                ),
+            )
+        })
+        .collect()
+}
+
 pub fn handle(
     broker: &Arc<Broker>,
     req: DescribeConfigsRequest,
@@ -114,16 +149,21 @@ pub fn handle(
                 }
                 RESOURCE_GROUP => {
                     let set = broker.share().configs_set(r.resource_name.as_str());
-                    result.with_configs(
-                        wharf_broker::share::config::SHARE_CONFIG_DEFAULTS
-                            .iter()
+                    let mut configs: Vec<_> = wharf_broker::share::config::SHARE_CONFIG_DEFAULTS
+                        .iter()
+                        .filter(|(n, _)| wanted(n))
+                        .map(|(n, default)| match set.get(*n) {
+                            Some(v) => entry(n, v, SOURCE_GROUP, false),
+                            None => entry(n, default, SOURCE_DEFAULT, false),
+                        })
+                        .collect();
+                    configs.extend(
+                        share_entries(broker, r.resource_name.as_str())
+                            .into_iter()
                             .filter(|(n, _)| wanted(n))
-                            .map(|(n, default)| match set.get(*n) {
-                                Some(v) => entry(n, v, SOURCE_GROUP, false),
-                                None => entry(n, default, SOURCE_DEFAULT, false),
-                            })
-                            .collect(),
-                    )
+                            .map(|(n, v)| entry(&n, &v, SOURCE_GROUP, true)),
+                    );
+                    result.with_configs(configs)
                 }
                 _ => result
                     .with_error_code(ResponseError::InvalidRequest.code())

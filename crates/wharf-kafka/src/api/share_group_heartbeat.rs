@@ -11,7 +11,7 @@ use wharf_broker::Broker;
 
 use super::error_parts;
 
-pub async fn handle(
+pub fn handle(
     broker: &Arc<Broker>,
     req: ShareGroupHeartbeatRequest,
     _version: i16,
@@ -19,15 +19,13 @@ pub async fn handle(
     let subscribed = req
         .subscribed_topic_names
         .map(|names| names.into_iter().map(|n| n.0.to_string()).collect());
-    let result = broker
-        .share_heartbeat(
-            &req.group_id.0,
-            &req.member_id,
-            req.member_epoch,
-            subscribed,
-            req.rack_id.map(|r| r.to_string()),
-        )
-        .await;
+    let result = broker.share_heartbeat(
+        &req.group_id.0,
+        &req.member_id,
+        req.member_epoch,
+        subscribed,
+        req.rack_id.map(|r| r.to_string()),
+    );
     let resp =
         ShareGroupHeartbeatResponse::default().with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS);
     match result {

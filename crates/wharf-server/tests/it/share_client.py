@@ -8,7 +8,7 @@
 #   consume ADDR GROUP TOPIC POLICY IDLE_S MAX_S [ARG]   a share consumer, explicit acks
 #   read ADDR TOPIC N [MAX_S]                            a classic consumer reads N records
 #
-# consume prints "got OFFSET DELIVERY_COUNT KEY MONOTONIC_MS" for each record and
+# consume prints "polling" once it has polled twice, "got OFFSET DELIVERY_COUNT KEY MONOTONIC_MS" for each record and
 # "acked OFFSET TYPE" once its acknowledgement is committed. It stops after IDLE_S seconds
 # without a record (once it has had one) or after MAX_S seconds. Policies:
 #   accept           accept every record (ARG: ms to sleep per record)
@@ -64,13 +64,21 @@ def produce_one(addr, topic, key, value):
 
 
 def consume(addr, group, topic, policy, idle_s, max_s, arg='0'):
-    c = ShareConsumer({'bootstrap.servers': addr, 'group.id': group,
-                       'share.acknowledgement.mode': 'explicit'})
+    config = {'bootstrap.servers': addr, 'group.id': group,
+              'share.acknowledgement.mode': 'explicit'}
+    if os.environ.get('SHARE_CLIENT_DEBUG'):
+        config['debug'] = os.environ['SHARE_CLIENT_DEBUG']
+    c = ShareConsumer(config)
     c.subscribe([topic])
     start = time.monotonic()
     last = None
     accepted = 0
+    polls = 0
     while time.monotonic() - start < float(max_s):
+        polls += 1
+        if polls == 3:
+            # Two polls in: the member has joined and fetches (tests wait for this line).
+            out('polling')
         if last is not None and time.monotonic() - last > float(idle_s):
             break
         msgs = c.poll(0.5)

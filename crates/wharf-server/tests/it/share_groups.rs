@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::fetch_sessions::python;
-use crate::start_broker;
+use crate::{start_broker, wharf_bin};
 
 const CLIENT: &str = include_str!("share_client.py");
 
@@ -31,6 +31,21 @@ fn run(args: &[&str]) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// `wharf share ARGS` against `addr`; its stdout.
+fn share_cli(addr: &str, args: &[&str]) -> String {
+    let out = Command::new(wharf_bin())
+        .args(["share", "--bootstrap-server", addr])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wharf share {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A running client whose lines arrive on a channel.
@@ -152,11 +167,15 @@ fn three_share_consumers_split_a_partition_and_accept_each_record_once() {
         "g3",
         "share.auto.offset.reset=earliest",
     ]);
-    run(&["produce", &addr, "work", "3000"]);
-    // 2 ms per record: a consumer alone would need 6 s, so all three get work.
-    let consumers: Vec<Running> = (0..3)
+    // All three have joined before the records arrive; 2 ms per record: a consumer alone
+    // would need 6 s, so all three get work.
+    let mut consumers: Vec<Running> = (0..3)
         .map(|_| Running::start(&["consume", &addr, "g3", "work", "accept", "4", "120", "2"]))
         .collect();
+    for c in &mut consumers {
+        c.wait_for("polling");
+    }
+    run(&["produce", &addr, "work", "3000"]);
     let outputs: Vec<Vec<String>> = consumers.into_iter().map(Running::finish).collect();
     let mut accepted = Vec::new();
     for lines in &outputs {
@@ -169,6 +188,15 @@ fn three_share_consumers_split_a_partition_and_accept_each_record_once() {
     let distinct: BTreeSet<i64> = accepted.into_iter().collect();
     assert_eq!(total, 3000, "each record accepted exactly once overall");
     assert_eq!(distinct, (0..3000).collect::<BTreeSet<i64>>());
+    let describe = share_cli(&addr, &["describe", "g3"]);
+    assert!(
+        describe.contains(
+            "Total: accepted 3000, archived 0, dead-lettered 0, in flight 0, acquired 0, lag 0"
+        ),
+        "{describe}"
+    );
+    let list = share_cli(&addr, &["list"]);
+    assert!(list.contains("g3") && list.contains("Empty"), "{list}");
 }
 
 #[test]
@@ -307,6 +335,11 @@ fn rejected_and_exhausted_records_land_in_the_dead_letter_topic_once() {
     assert_eq!(h["__dlq.errors.delivery.count"], "3");
     // Exactly two: a third read finds nothing more.
     assert_eq!(run(&["read", &addr, "dlq.orders", "3", "8"]).len(), 2);
+    let describe = share_cli(&addr, &["describe", "gd"]);
+    assert!(
+        describe.contains("Total: accepted 1, archived 2, dead-lettered 2, in flight 0"),
+        "{describe}"
+    );
 }
 
 #[test]
