@@ -294,6 +294,7 @@ async fn handle(
             ApiKey::ShareGroupDescribe => call_sync!(share_group_describe)?,
             ApiKey::DescribeShareGroupOffsets => call_sync!(describe_share_group_offsets)?,
             ApiKey::AlterShareGroupOffsets => call!(alter_share_group_offsets)?,
+            ApiKey::DeleteShareGroupOffsets => call!(delete_share_group_offsets)?,
             other => {
                 return Ok(Answer::Rejected(ProtocolError::NotImplemented {
                     api_key: other as i16,

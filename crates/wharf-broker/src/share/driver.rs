@@ -575,6 +575,26 @@ impl Broker {
         Ok(offset)
     }
 
+    /// Forgets `group`'s state on `topic` (its cursors; archived records waiting for the
+    /// dead-letter step go with them); the group must have no members. A later fetch starts
+    /// where `share.auto.offset.reset` says.
+    pub async fn share_delete_offsets(
+        self: &Arc<Self>,
+        group: &str,
+        topic: &str,
+    ) -> Result<(), BrokerError> {
+        if !self.share.members(group).1.is_empty() {
+            return Err(ShareError::NonEmptyGroup(group.to_string()).into());
+        }
+        let owner = format!("{OWNER_PREFIX}{group}");
+        for k in self.cursors().keys_of(&owner) {
+            if k.topic == topic {
+                self.cursor_delete(&k).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Moves `group`'s cursors on `topic` to `to`; the group must have no members.
     pub async fn share_reset_offsets(
         self: &Arc<Self>,

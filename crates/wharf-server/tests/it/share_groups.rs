@@ -340,6 +340,17 @@ fn rejected_and_exhausted_records_land_in_the_dead_letter_topic_once() {
         describe.contains("Total: accepted 1, archived 2, dead-lettered 2, in flight 0"),
         "{describe}"
     );
+    let (status, metrics) = crate::admin_http::get(&broker.admin_addr().unwrap(), "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "wharf_share_records_dead_lettered_total{group=\"gd\"} 2",
+        "wharf_share_records_archived_total{group=\"gd\"} 2",
+        "wharf_share_records_acknowledged_total{group=\"gd\",type=\"reject\"} 1",
+        "wharf_share_records_acknowledged_total{group=\"gd\",type=\"release\"} 3",
+        "wharf_share_records_redelivered_total{group=\"gd\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
 
 #[test]
@@ -405,4 +416,96 @@ fn kill_9_while_consumers_hold_records_loses_and_repeats_nothing_accepted() {
     );
     let all: BTreeSet<i64> = accepted.union(&after_set).copied().collect();
     assert_eq!(all, (0..300).collect::<BTreeSet<i64>>(), "nothing is lost");
+}
+
+/// Start offsets per partition of `group` on `topic` (DescribeShareGroupOffsets).
+async fn start_offsets(addr: &str, group: &str) -> Vec<(String, i32, i64)> {
+    use wharf_kafka::kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup;
+    use wharf_kafka::kafka_protocol::messages::{DescribeShareGroupOffsetsRequest, GroupId};
+    use wharf_kafka::kafka_protocol::protocol::StrBytes;
+    let mut client = wharf_kafka::Client::connect(addr).await.unwrap();
+    let response = client
+        .send(
+            DescribeShareGroupOffsetsRequest::default().with_groups(vec![
+                DescribeShareGroupOffsetsRequestGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                    .with_topics(None),
+            ]),
+        )
+        .await
+        .unwrap();
+    response.groups[0]
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.topic_name.0.to_string(),
+                    p.partition_index,
+                    p.start_offset,
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn share_offsets_are_described_reset_and_deleted() {
+    use wharf_kafka::kafka_protocol::messages::delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic;
+    use wharf_kafka::kafka_protocol::messages::{
+        DeleteShareGroupOffsetsRequest, GroupId, TopicName,
+    };
+    use wharf_kafka::kafka_protocol::protocol::StrBytes;
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    run(&[
+        "setup",
+        &addr,
+        "offs",
+        "1",
+        "go",
+        "share.auto.offset.reset=earliest",
+    ]);
+    run(&["produce", &addr, "offs", "10"]);
+    let first = run(&["consume", &addr, "go", "offs", "accept", "3", "60", "0"]);
+    assert_eq!(acked(&first, "1").len(), 10, "{first:?}");
+    assert_eq!(
+        start_offsets(&addr, "go").await,
+        vec![("offs".to_string(), 0, 10)]
+    );
+    let reset = share_cli(
+        &addr,
+        &[
+            "reset-offsets",
+            "go",
+            "--topic",
+            "offs",
+            "--to-earliest",
+            "--execute",
+        ],
+    );
+    assert!(reset.contains("Reset 1 partition(s)"), "{reset}");
+    assert_eq!(
+        start_offsets(&addr, "go").await,
+        vec![("offs".to_string(), 0, 0)]
+    );
+    let again = run(&["consume", &addr, "go", "offs", "accept", "3", "60", "0"]);
+    let offsets: Vec<i64> = got(&again).iter().map(|g| g.offset).collect();
+    assert_eq!(
+        offsets,
+        (0..10).collect::<Vec<i64>>(),
+        "read again from the start"
+    );
+    let mut client = wharf_kafka::Client::connect(&addr).await.unwrap();
+    let deleted = client
+        .send(
+            DeleteShareGroupOffsetsRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("go")))
+                .with_topics(vec![DeleteShareGroupOffsetsRequestTopic::default()
+                    .with_topic_name(TopicName(StrBytes::from_static_str("offs")))]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert!(start_offsets(&addr, "go").await.is_empty(), "no state left");
 }
