@@ -335,9 +335,46 @@ impl Broker {
         &self.cursors
     }
 
-    /// Creates `__wharf_cursors` if missing, replays it and starts the background loop (lock
-    /// expiry, dead-letter step).
+    /// The log of `__wharf_cursors`, created on first use (a broker that never uses a
+    /// cursor keeps no such topic). Creation writes the topic registry: off the async workers.
+    pub(crate) async fn ensure_cursor_log(self: &Arc<Self>) -> Result<(), BrokerError> {
+        if self.cursors().log.get().is_some() {
+            return Ok(());
+        }
+        let broker = self.clone();
+        let log = tokio::task::spawn_blocking(move || broker.internal_log(CURSOR_TOPIC))
+            .await
+            .map_err(|e| CursorError::State(format!("creating {CURSOR_TOPIC}: {e}")))??;
+        // Another call may have set it meanwhile: the same log.
+        let _ = self.cursors().log.set(log);
+        Ok(())
+    }
+
+    /// Replays `__wharf_cursors` if it exists and starts the background loop (lock expiry,
+    /// dead-letter step).
     pub(crate) fn open_cursors(self: &Arc<Self>) -> Result<(), BrokerError> {
+        if self.topic(CURSOR_TOPIC).is_some() {
+            self.replay_cursors()?;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(self);
+            runtime.spawn(async move {
+                loop {
+                    let Some(broker) = weak.upgrade() else { break };
+                    if broker.cursors().stopped.load(Ordering::Acquire) {
+                        break;
+                    }
+                    broker.cursor_round().await;
+                    let wake = broker.cursors().wake.clone();
+                    drop(broker);
+                    let _ = tokio::time::timeout(TICK, wake.notified()).await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn replay_cursors(&self) -> Result<(), BrokerError> {
         let topic = self.internal_topic(CURSOR_TOPIC, 1)?;
         let log = topic
             .partitions
@@ -379,21 +416,6 @@ impl Broker {
             cursors = lock(&cursors.slots).len(),
             "cursors loaded from {CURSOR_TOPIC}"
         );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let weak = Arc::downgrade(self);
-            runtime.spawn(async move {
-                loop {
-                    let Some(broker) = weak.upgrade() else { break };
-                    if broker.cursors().stopped.load(Ordering::Acquire) {
-                        break;
-                    }
-                    broker.cursor_round().await;
-                    let wake = broker.cursors().wake.clone();
-                    drop(broker);
-                    let _ = tokio::time::timeout(TICK, wake.notified()).await;
-                }
-            });
-        }
         Ok(())
     }
 
@@ -561,6 +583,7 @@ impl Broker {
         max_bytes: usize,
     ) -> Result<Acquisition, BrokerError> {
         let partition = self.partition(&key.topic, key.partition)?;
+        self.ensure_cursor_log().await?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         *lock(&slot.config) = Some(config.clone());
@@ -644,7 +667,7 @@ impl Broker {
     }
 
     /// Reads for an acquisition: batches holding `available` offsets, then new batches
-    /// from `next` (at most `room` offsets and about `max_records` records).
+    /// from `next`: at most `room` and `max_records` offsets in all.
     #[allow(clippy::too_many_arguments)]
     fn read_for_cursor(
         &self,
@@ -668,6 +691,9 @@ impl Broker {
                 &mut budget,
                 read_committed,
             ) {
+                // Offsets are acquired one by one, so a batch bigger than what is wanted is
+                // acquired in part (its bytes are sent whole; the consumer keeps the
+                // acquired offsets): one big batch cannot go to a single consumer.
                 let mut taken = 0usize;
                 let mut pos = 0usize;
                 while let Some(batch) = read
@@ -679,19 +705,22 @@ impl Broker {
                         break;
                     }
                     pos += batch.len();
-                    let kind = if batch.is_control()
-                        || (read_committed && aborted(&batch, &read.aborted))
-                    {
-                        BatchKind::Skip
-                    } else {
-                        taken += usize::try_from(
-                            batch.last_offset() - batch.base_offset().max(next) + 1,
-                        )
-                        .unwrap_or(0);
-                        records.extend_from_slice(batch.bytes());
-                        BatchKind::Data
-                    };
-                    new_batches.push((batch.base_offset(), batch.last_offset(), kind));
+                    let from = batch.base_offset().max(next);
+                    if batch.last_offset() < from {
+                        continue;
+                    }
+                    if batch.is_control() || (read_committed && aborted(&batch, &read.aborted)) {
+                        new_batches.push((from, batch.last_offset(), BatchKind::Skip));
+                        continue;
+                    }
+                    let left = i64::try_from(wanted - taken).unwrap_or(i64::MAX);
+                    let last = batch.last_offset().min(from.saturating_add(left - 1));
+                    taken += usize::try_from(last - from + 1).unwrap_or(0);
+                    records.extend_from_slice(batch.bytes());
+                    new_batches.push((from, last, BatchKind::Data));
+                    if last < batch.last_offset() {
+                        break;
+                    }
                 }
             }
         }
@@ -711,6 +740,7 @@ impl Broker {
         consumer: &str,
         acks: &[(i64, i64, AckType)],
     ) -> Result<Vec<Result<(), CursorError>>, BrokerError> {
+        self.ensure_cursor_log().await?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         *lock(&slot.config) = Some(config.clone());
@@ -753,6 +783,7 @@ impl Broker {
         config: &CursorConfig,
         consumer: &str,
     ) -> Result<(), BrokerError> {
+        self.ensure_cursor_log().await?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         let mut state = slot.state.lock().await;
@@ -778,6 +809,7 @@ impl Broker {
         key: &CursorKey,
         offset: i64,
     ) -> Result<(), BrokerError> {
+        self.ensure_cursor_log().await?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         let mut state = slot.state.lock().await;
@@ -789,6 +821,7 @@ impl Broker {
     /// Deletes the cursor `key` (a tombstone); archived records still waiting for the
     /// dead-letter step are dropped with it.
     pub async fn cursor_delete(self: &Arc<Self>, key: &CursorKey) -> Result<(), BrokerError> {
+        self.ensure_cursor_log().await?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         let mut state = slot.state.lock().await;

@@ -363,6 +363,7 @@ async fn a_restart_between_the_dead_letter_write_and_its_record_writes_nothing_t
         cursor.acquire_new(0, 1, BatchKind::Data, "m", 0, &cfg);
         cursor.ack("m", 0, 1, AckType::Reject, 0, &cfg).unwrap();
         cursor.begin_dead_letter(&[0, 1], 0);
+        b.ensure_cursor_log().await.unwrap();
         b.cursors().persist(&key, Some(&cursor)).await.unwrap();
         let mut builder = BatchBuilder::new(0);
         builder.push(Some(b"k"), Some(b"a"), &[(b"offset", Some(b"0"))], 0);
@@ -385,6 +386,31 @@ async fn a_restart_between_the_dead_letter_write_and_its_record_writes_nothing_t
     assert_eq!(
         (view.dead_letter_pending, view.totals.dead_lettered),
         (0, 2)
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_big_batch_is_shared_between_consumers_offset_by_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CursorKey::new("g", "t", 0);
+    let cfg = config();
+    let b = open(dir.path());
+    create(&b, "t");
+    let mut builder = BatchBuilder::new(0);
+    for i in 0..10u8 {
+        builder.push(None, Some(&[i]), &[], 0);
+    }
+    b.produce("t", 0, Bytes::from(builder.build()), Acks::All)
+        .await
+        .unwrap();
+    let first = b.cursor_acquire(&key, &cfg, "a", 4, 1 << 20).await.unwrap();
+    let second = b.cursor_acquire(&key, &cfg, "b", 4, 1 << 20).await.unwrap();
+    assert_eq!(first.ranges, vec![range(0, 3, 1)]);
+    assert_eq!(second.ranges, vec![range(4, 7, 1)]);
+    assert_eq!(
+        first.records, second.records,
+        "the whole batch goes to both"
     );
     b.shutdown().await;
 }

@@ -190,9 +190,18 @@ impl Broker {
         &self.share
     }
 
-    /// Creates `__wharf_share_groups` if missing, replays the group configs and registers
-    /// the dead-letter step of share groups.
+    /// Replays the group configs of `__wharf_share_groups` if it exists (it is created when
+    /// a share-group config is first set) and registers the dead-letter step of share groups.
     pub(crate) fn open_share(&self) -> Result<(), BrokerError> {
+        self.cursors().register_dead_letter(
+            OWNER_PREFIX,
+            Arc::new(ShareDeadLetter {
+                configs: self.share.configs.clone(),
+            }),
+        );
+        if self.topic(SHARE_GROUPS_TOPIC).is_none() {
+            return Ok(());
+        }
         let topic = self.internal_topic(SHARE_GROUPS_TOPIC, 1)?;
         let log = topic
             .partitions
@@ -224,12 +233,6 @@ impl Broker {
                 "{SHARE_GROUPS_TOPIC} loaded twice"
             )));
         }
-        self.cursors().register_dead_letter(
-            OWNER_PREFIX,
-            Arc::new(ShareDeadLetter {
-                configs: share.configs.clone(),
-            }),
-        );
         Ok(())
     }
 
@@ -498,6 +501,15 @@ impl Broker {
         ShareGroupConfig::resolve(&set)?;
         if validate_only {
             return Ok(());
+        }
+        if self.share.log.get().is_none() {
+            let broker = self.clone();
+            let log = tokio::task::spawn_blocking(move || broker.internal_log(SHARE_GROUPS_TOPIC))
+                .await
+                .map_err(|e| {
+                    BrokerError::Metadata(format!("creating {SHARE_GROUPS_TOPIC}: {e}"))
+                })??;
+            let _ = self.share.log.set(log);
         }
         let log =
             self.share.log.get().ok_or_else(|| {
