@@ -177,14 +177,6 @@ pub struct ShareGroupDescription {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Where `share_reset_offsets` moves a group's cursors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetTo {
-    Earliest,
-    Latest,
-    Offset(i64),
-}
-
 impl Broker {
     pub fn share(&self) -> &ShareCoordinator {
         &self.share
@@ -605,35 +597,5 @@ impl Broker {
             }
         }
         Ok(())
-    }
-
-    /// Moves `group`'s cursors on `topic` to `to`; the group must have no members.
-    pub async fn share_reset_offsets(
-        self: &Arc<Self>,
-        group: &str,
-        topic: &str,
-        to: ResetTo,
-    ) -> Result<Vec<(i32, i64)>, BrokerError> {
-        if !self.share.members(group).1.is_empty() {
-            return Err(ShareError::NonEmptyGroup(group.to_string()).into());
-        }
-        let t = self
-            .topic(topic)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-                topic: topic.to_string(),
-                partition: -1,
-            })?;
-        let mut out = Vec::new();
-        for p in &t.partitions {
-            let offset = match to {
-                ResetTo::Earliest => p.log.log_start_offset(),
-                ResetTo::Latest => p.log.high_watermark(),
-                ResetTo::Offset(o) => o.clamp(p.log.log_start_offset(), p.log.high_watermark()),
-            };
-            self.cursor_reset(&key(group, topic, p.index), offset)
-                .await?;
-            out.push((p.index, offset));
-        }
-        Ok(out)
     }
 }

@@ -21,9 +21,9 @@ pub mod membership;
 pub mod session;
 
 pub use driver::{
-    group_of, ResetTo, ShareCoordinator, ShareFetchAnswer, ShareFetchRequest,
-    ShareGroupDescription, SharePartitionAnswer, SharePartitionRequest, SharePartitionState,
-    HEARTBEAT_INTERVAL_MS, OWNER_PREFIX, SESSION_TIMEOUT_MS, SHARE_GROUPS_TOPIC,
+    group_of, ShareCoordinator, ShareFetchAnswer, ShareFetchRequest, ShareGroupDescription,
+    SharePartitionAnswer, SharePartitionRequest, SharePartitionState, HEARTBEAT_INTERVAL_MS,
+    OWNER_PREFIX, SESSION_TIMEOUT_MS, SHARE_GROUPS_TOPIC,
 };
 pub use error::ShareError;
 pub use membership::{Assignment, Beat, Member, ShareGroup};
