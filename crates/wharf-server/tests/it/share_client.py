@@ -5,6 +5,7 @@
 #   setup ADDR TOPIC PARTITIONS GROUP [KEY=VALUE...]   topic + share-group configs
 #   produce ADDR TOPIC N                                 keys k<i>, values v<i>, header h=x<i>
 #   produce-one ADDR TOPIC KEY VALUE
+#   produce-txn ADDR TOPIC                               keys a0..a4 aborted, c0..c4 committed
 #   consume ADDR GROUP TOPIC POLICY IDLE_S MAX_S [ARG]   a share consumer, explicit acks
 #   read ADDR TOPIC N [MAX_S]                            a classic consumer reads N records
 #
@@ -60,6 +61,22 @@ def produce_one(addr, topic, key, value):
     p = Producer({'bootstrap.servers': addr, 'acks': 'all'})
     p.produce(topic, key=key.encode(), value=value.encode(), headers=[('h', b'orig')])
     p.flush(30)
+    out('produced')
+
+
+def produce_txn(addr, topic):
+    # Keys a0..a4 in an aborted transaction, then c0..c4 in a committed one.
+    p = Producer({'bootstrap.servers': addr, 'transactional.id': 'share-txn'})
+    p.init_transactions(30)
+    for prefix, commit in (('a', False), ('c', True)):
+        p.begin_transaction()
+        for i in range(5):
+            p.produce(topic, key=f'{prefix}{i}'.encode(), value=b'v')
+        p.flush(30)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
     out('produced')
 
 
@@ -144,5 +161,5 @@ def read(addr, topic, n, max_s='30'):
 
 
 COMMANDS = {'setup': setup, 'produce': produce, 'produce-one': produce_one, 'consume': consume,
-            'read': read}
+            'read': read, 'produce-txn': produce_txn}
 COMMANDS[sys.argv[1]](*sys.argv[2:])

@@ -509,3 +509,41 @@ async fn share_offsets_are_described_reset_and_deleted() {
     assert_eq!(deleted.responses[0].error_code, 0);
     assert!(start_offsets(&addr, "go").await.is_empty(), "no state left");
 }
+
+#[test]
+fn read_committed_share_groups_skip_aborted_records() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    run(&[
+        "setup",
+        &addr,
+        "txns",
+        "1",
+        "gc",
+        "share.auto.offset.reset=earliest",
+        "share.isolation.level=read_committed",
+    ]);
+    run(&[
+        "setup",
+        &addr,
+        "txns-all",
+        "1",
+        "gu",
+        "share.auto.offset.reset=earliest",
+    ]);
+    run(&["produce-txn", &addr, "txns"]);
+    run(&["produce-txn", &addr, "txns-all"]);
+    let keys =
+        |lines: &[String]| -> BTreeSet<String> { got(lines).into_iter().map(|g| g.key).collect() };
+    let committed = run(&["consume", &addr, "gc", "txns", "accept", "3", "60", "0"]);
+    no_errors(&committed);
+    let expected: BTreeSet<String> = (0..5).map(|i| format!("c{i}")).collect();
+    assert_eq!(
+        keys(&committed),
+        expected,
+        "only committed records: {committed:?}"
+    );
+    // The same log read uncommitted delivers the aborted records too.
+    let all = run(&["consume", &addr, "gu", "txns-all", "accept", "3", "60", "0"]);
+    assert_eq!(keys(&all).len(), 10, "{all:?}");
+}
