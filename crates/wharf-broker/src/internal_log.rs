@@ -54,7 +54,22 @@ impl Broker {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        self.create_topic(&spec, false)
+        match self.create_topic(&spec, false) {
+            Err(BrokerError::TopicAlreadyExists { .. }) => self
+                .topic(name)
+                .ok_or_else(|| BrokerError::Metadata(format!("{name} vanished"))),
+            other => other,
+        }
+    }
+
+    /// The log of the one-partition, compacted internal topic `name` (keyed state: replay
+    /// keeps the latest record per key), created if missing.
+    pub(crate) fn internal_log(&self, name: &str) -> Result<Log, BrokerError> {
+        self.internal_topic(name, 1, true)?
+            .partitions
+            .first()
+            .map(|p| p.log.clone())
+            .ok_or_else(|| BrokerError::Metadata(format!("{name} has no partition")))
     }
 }
 

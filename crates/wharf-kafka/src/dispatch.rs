@@ -327,6 +327,13 @@ async fn handle(
             ApiKey::TxnOffsetCommit => call!(txn_offset_commit)?,
             ApiKey::DescribeTransactions => call_sync!(describe_transactions)?,
             ApiKey::ListTransactions => call_sync!(list_transactions)?,
+            ApiKey::ShareGroupHeartbeat => call_sync!(share_group_heartbeat)?,
+            ApiKey::ShareFetch => call!(share_fetch)?,
+            ApiKey::ShareAcknowledge => call!(share_acknowledge)?,
+            ApiKey::ShareGroupDescribe => call_sync!(share_group_describe)?,
+            ApiKey::DescribeShareGroupOffsets => call_sync!(describe_share_group_offsets)?,
+            ApiKey::AlterShareGroupOffsets => call!(alter_share_group_offsets)?,
+            ApiKey::DeleteShareGroupOffsets => call!(delete_share_group_offsets)?,
             other => {
                 return Ok(Answer::Rejected(ProtocolError::NotImplemented {
                     api_key: other as i16,

@@ -118,6 +118,13 @@ throttled! {
     ProduceResponse since 1,
     SyncGroupResponse since 1,
     TxnOffsetCommitResponse since 0,
+    ShareGroupHeartbeatResponse since 0,
+    ShareGroupDescribeResponse since 0,
+    ShareFetchResponse since 0,
+    ShareAcknowledgeResponse since 0,
+    DescribeShareGroupOffsetsResponse since 0,
+    AlterShareGroupOffsetsResponse since 0,
+    DeleteShareGroupOffsetsResponse since 0,
 }
 
 /// Kafka's `request_percentage` quota: counts the thread time `work` a request cost against

@@ -9,6 +9,7 @@
 //! - `lag`: consumer lag from the broker's committed offsets and high watermarks.
 //! - `topic_cmd`: `wharf topic create|list|describe|alter|delete`.
 //! - `group_cmd`: `wharf group list|describe|delete|reset-offsets`.
+//! - `share_cmd`: `wharf share list|describe|reset-offsets`.
 //! - `txn_cmd`: `wharf txn list|describe`.
 //! - `quota_cmd`: `wharf quota set|remove|describe`.
 //! - `storage_cmd`: `wharf storage verify`.
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod quota_cmd;
 pub mod server;
 pub mod settings;
+pub mod share_cmd;
 pub mod storage_cmd;
 pub mod topic_cmd;
 pub mod txn_cmd;

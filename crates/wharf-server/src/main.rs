@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use wharf_server::group_cmd::GroupCommand;
 use wharf_server::quota_cmd::QuotaCommand;
 use wharf_server::settings::Settings;
+use wharf_server::share_cmd::ShareCommand;
 use wharf_server::storage_cmd::StorageCommand;
 use wharf_server::topic_cmd::TopicCommand;
 use wharf_server::txn_cmd::TxnCommand;
@@ -71,6 +72,13 @@ enum Command {
         bootstrap: Bootstrap,
         #[command(subcommand)]
         command: QuotaCommand,
+    },
+    /// Inspect and manage share groups (like kafka-share-groups.sh).
+    Share {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+        #[command(subcommand)]
+        command: ShareCommand,
     },
 }
 
@@ -143,6 +151,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Quota { bootstrap, command } => {
             runtime.block_on(wharf_server::quota_cmd::run(&bootstrap.server, command))
+        }
+        Command::Share { bootstrap, command } => {
+            runtime.block_on(wharf_server::share_cmd::run(&bootstrap.server, command))
         }
     }
 }

@@ -280,6 +280,83 @@ fn render_state(broker: &Broker) -> String {
             metrics::gauge!("wharf_group_lag_records", "group" => group.group_id.clone())
                 .set(sample(lag::total(&lags)));
         }
+        render_share(broker);
     });
     recorder.handle().render()
+}
+
+/// Share-group counters per group: the sums of the cursors' persisted totals (so they
+/// survive restarts), and the records locked and not yet settled now.
+fn render_share(broker: &Broker) {
+    use metrics::{counter, describe_counter, describe_gauge, gauge};
+    describe_counter!(
+        "wharf_share_records_acquired_total",
+        Unit::Count,
+        "Records handed to share consumers under a lock (every delivery counts)."
+    );
+    describe_counter!(
+        "wharf_share_records_acknowledged_total",
+        Unit::Count,
+        "Share-group acknowledgements per type (accept, release, reject)."
+    );
+    describe_counter!(
+        "wharf_share_records_redelivered_total",
+        Unit::Count,
+        "Deliveries of records delivered before (delivery count above 1)."
+    );
+    describe_counter!(
+        "wharf_share_records_archived_total",
+        Unit::Count,
+        "Records archived: rejected, or released or expired at the delivery count limit."
+    );
+    describe_counter!(
+        "wharf_share_records_dead_lettered_total",
+        Unit::Count,
+        "Archived records written to the group's dead-letter topic."
+    );
+    describe_counter!(
+        "wharf_share_lock_expiries_total",
+        Unit::Count,
+        "Acquisition locks that expired before an acknowledgement."
+    );
+    describe_gauge!(
+        "wharf_share_records_locked",
+        Unit::Count,
+        "Records locked to share consumers now."
+    );
+    describe_gauge!(
+        "wharf_share_lag_records",
+        Unit::Count,
+        "High watermark minus the share-partition start offset, summed over the group."
+    );
+    for group in broker.share_groups() {
+        let d = broker.share_describe(&group);
+        let sum = |f: fn(&wharf_broker::share::SharePartitionState) -> u64| -> u64 {
+            d.partitions.iter().map(f).sum()
+        };
+        let g = || group.clone();
+        counter!("wharf_share_records_acquired_total", "group" => g())
+            .absolute(sum(|p| p.view.totals.acquired));
+        for (kind, total) in [
+            ("accept", sum(|p| p.view.totals.accepted)),
+            ("release", sum(|p| p.view.totals.released)),
+            ("reject", sum(|p| p.view.totals.rejected)),
+        ] {
+            counter!("wharf_share_records_acknowledged_total", "group" => g(), "type" => kind)
+                .absolute(total);
+        }
+        counter!("wharf_share_records_redelivered_total", "group" => g())
+            .absolute(sum(|p| p.view.totals.redelivered));
+        counter!("wharf_share_records_archived_total", "group" => g())
+            .absolute(sum(|p| p.view.totals.archived));
+        counter!("wharf_share_records_dead_lettered_total", "group" => g())
+            .absolute(sum(|p| p.view.totals.dead_lettered));
+        counter!("wharf_share_lock_expiries_total", "group" => g())
+            .absolute(sum(|p| p.view.totals.lock_expiries));
+        gauge!("wharf_share_records_locked", "group" => g()).set(sample(
+            i64::try_from(sum(|p| p.view.acquired as u64)).unwrap_or(i64::MAX),
+        ));
+        gauge!("wharf_share_lag_records", "group" => g())
+            .set(sample(d.partitions.iter().map(|p| p.lag).sum()));
+    }
 }

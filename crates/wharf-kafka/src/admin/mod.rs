@@ -6,7 +6,7 @@
 //! naming the Kafka error (with its message when the broker sent one) or is documented on the
 //! method as skipped; it is never silently read as success.
 //!
-//! One file per command family: `topic`, `group`, `txn`, `quota`.
+//! One file per command family: `topic`, `group`, `txn`, `quota`, `share`.
 
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -16,6 +16,7 @@ use crate::client::{Client, ClientError};
 
 pub mod group;
 pub mod quota;
+pub mod share;
 pub mod topic;
 pub mod txn;
 

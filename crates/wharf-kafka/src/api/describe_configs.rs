@@ -1,4 +1,4 @@
-//! DescribeConfigs for topics (every key Wharf honours) and for the broker.
+//! DescribeConfigs for topics (every key Wharf honours), the broker, and share groups.
 
 use std::sync::Arc;
 
@@ -9,13 +9,15 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 use wharf_broker::{Broker, ConfigSource, MessageType};
 
-use super::{error_parts, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{error_parts, RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use crate::codec::str;
 
 /// Kafka's config sources: DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+/// DYNAMIC_GROUP_CONFIG.
+const SOURCE_GROUP: i8 = 8;
 
 fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
@@ -42,6 +44,41 @@ fn scheduled_entries(broker: &Broker, topic: &str) -> Vec<(&'static str, String)
         }
         _ => Vec::new(),
     }
+}
+
+/// Read-only entries of a share group, one per share partition
+/// (`wharf.share.state:<topic>:<partition>`), so `wharf share describe` and Kafka tools show
+/// its counts: `start=..;in_flight=..;acquired=..;accepted=..;released=..;rejected=..;
+/// redelivered=..;lock_expiries=..;archived=..;dead_lettered=..;dlq_pending=..;lag=..`.
+fn share_entries(broker: &Broker, group: &str) -> Vec<(String, String)> {
+    broker
+        .share_describe(group)
+        .partitions
+        .iter()
+        .map(|p| {
+            let (v, t) = (p.view, p.view.totals);
+            (
+                format!("wharf.share.state:{}:{}", p.topic, p.partition),
+                format!(
+                    "start={};in_flight={};acquired={};accepted={};released={};rejected={};\
+                     redelivered={};lock_expiries={};archived={};dead_lettered={};\
+                     dlq_pending={};lag={}",
+                    v.start,
+                    v.in_flight,
+                    v.acquired,
+                    t.accepted,
+                    t.released,
+                    t.rejected,
+                    t.redelivered,
+                    t.lock_expiries,
+                    t.archived,
+                    t.dead_lettered,
+                    v.dead_letter_pending,
+                    p.lag
+                ),
+            )
+        })
+        .collect()
 }
 
 pub fn handle(
@@ -109,6 +146,24 @@ pub fn handle(
                             .map(|(n, v)| entry(n, v, SOURCE_STATIC_BROKER, true))
                             .collect(),
                     )
+                }
+                RESOURCE_GROUP => {
+                    let set = broker.share().configs_set(r.resource_name.as_str());
+                    let mut configs: Vec<_> = wharf_broker::share::config::SHARE_CONFIG_DEFAULTS
+                        .iter()
+                        .filter(|(n, _)| wanted(n))
+                        .map(|(n, default)| match set.get(*n) {
+                            Some(v) => entry(n, v, SOURCE_GROUP, false),
+                            None => entry(n, default, SOURCE_DEFAULT, false),
+                        })
+                        .collect();
+                    configs.extend(
+                        share_entries(broker, r.resource_name.as_str())
+                            .into_iter()
+                            .filter(|(n, _)| wanted(n))
+                            .map(|(n, v)| entry(&n, &v, SOURCE_GROUP, true)),
+                    );
+                    result.with_configs(configs)
                 }
                 _ => result
                     .with_error_code(ResponseError::InvalidRequest.code())

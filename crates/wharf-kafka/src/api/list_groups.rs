@@ -1,5 +1,5 @@
-//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+; all groups
-//! here are "classic").
+//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+: "classic"
+//! consumer groups, "share" groups).
 
 use std::sync::Arc;
 
@@ -11,11 +11,14 @@ use crate::codec::str;
 use crate::errors;
 
 pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
-    let classic_wanted = req.types_filter.is_empty()
-        || req
-            .types_filter
-            .into_iter()
-            .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
+    let wanted = |kind: &str| {
+        req.types_filter.is_empty()
+            || req
+                .types_filter
+                .iter()
+                .any(|t| t.as_str().eq_ignore_ascii_case(kind))
+    };
+    let (classic_wanted, share_wanted) = (wanted("classic"), wanted("share"));
     let states: Vec<String> = req
         .states_filter
         .into_iter()
@@ -27,6 +30,27 @@ pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> Lis
             return ListGroupsResponse::default().with_error_code(errors::group_code(Some(&e)))
         }
     };
+    let shares: Vec<ListedGroup> = broker
+        .share_groups()
+        .into_iter()
+        .filter(|_| share_wanted)
+        .map(|g| (broker.share_group_state(&g), g))
+        .filter(|(state, _)| {
+            states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(state))
+        })
+        .map(|(state, g)| {
+            let mut listed = ListedGroup::default()
+                .with_group_id(GroupId(str(&g)))
+                .with_protocol_type(str("share"));
+            if version >= 4 {
+                listed = listed.with_group_state(str(state));
+            }
+            if version >= 5 {
+                listed = listed.with_group_type(str("share"));
+            }
+            listed
+        })
+        .collect();
     let groups = listed
         .into_iter()
         .filter(|_| classic_wanted)
@@ -42,6 +66,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> Lis
             }
             listed
         })
+        .chain(shares)
         .collect();
     ListGroupsResponse::default().with_groups(groups)
 }

@@ -4,6 +4,7 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_client_quotas;
 pub mod alter_configs;
+pub mod alter_share_group_offsets;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -11,11 +12,13 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
+pub mod delete_share_group_offsets;
 pub mod delete_topics;
 pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_share_group_offsets;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
@@ -33,6 +36,10 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod share_acknowledge;
+pub mod share_fetch;
+pub mod share_group_describe;
+pub mod share_group_heartbeat;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
@@ -43,6 +50,8 @@ use wharf_broker::BrokerError;
 pub const RESOURCE_TOPIC: i8 = 2;
 /// Resource type BROKER in the config APIs.
 pub const RESOURCE_BROKER: i8 = 4;
+/// Resource type GROUP in the config APIs (share-group configs).
+pub const RESOURCE_GROUP: i8 = 32;
 
 /// Error code and message for a failed broker call.
 pub fn error_parts(error: &BrokerError) -> (i16, Option<StrBytes>) {

@@ -15,7 +15,7 @@ const PARTITIONS: i32 = 5_000;
 const FILLED: i32 = 100;
 
 /// The venv interpreter `scripts/test` prepared.
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("WHARF_PYTHON").unwrap_or_else(|_| {
         panic!(
             "WHARF_PYTHON is not set: run the README test command (scripts/test creates the \

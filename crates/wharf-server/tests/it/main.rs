@@ -26,6 +26,7 @@ mod quotas;
 mod restart;
 mod retention;
 mod roundtrip;
+mod share_groups;
 mod transactions;
 
 use std::time::{Duration, Instant};
