@@ -61,6 +61,19 @@ impl LocalShardLog {
     pub(crate) fn new(shard: ShardHandle) -> Self {
         Self { shard }
     }
+
+    pub fn shard_id(&self) -> usize {
+        self.shard.state.id
+    }
+
+    /// The start of the oldest retained segment: truncating here empties the shard.
+    pub fn start(&self) -> Position {
+        read_lock(&self.shard.state.segments)
+            .keys()
+            .next()
+            .map(|&segment| Position { segment, offset: 0 })
+            .unwrap_or_default()
+    }
 }
 
 impl ShardLog for LocalShardLog {
@@ -142,5 +155,7 @@ impl ShardLog for LocalShardLog {
     }
 }
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 #[cfg(test)]
 mod tests;
