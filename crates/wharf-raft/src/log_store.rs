@@ -307,6 +307,9 @@ impl Shared {
                 return Ok(Vec::new());
             };
             let ids: Option<Vec<_>> = (start..end).map(|i| index.log_id(i)).collect();
+            if ids.is_none() {
+                tracing::error!(shard_id = self.shard_id, start, end, terms = ?index.state.terms, "raft entries without a known term");
+            }
             (index.start_of_slot(slot), ids.unwrap_or_default())
         };
         let mut out = Vec::with_capacity(ids.len());
@@ -319,6 +322,17 @@ impl Shared {
                 let Some(id) = ids.get(out.len()) else { break };
                 out.push(self.to_entry(*id, entry)?);
             }
+        }
+        if out.len() < ids.len() {
+            tracing::error!(
+                shard_id = self.shard_id,
+                start,
+                end,
+                ?from,
+                got = out.len(),
+                want = ids.len(),
+                "the shard log holds fewer entries than the raft index"
+            );
         }
         Ok(out)
     }

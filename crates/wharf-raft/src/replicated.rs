@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, InitializeError, RaftError as OpenRaftError};
 use openraft::{BasicNode, Raft};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use wharf_storage::{
     Appended, Durability, Log, PendingAppend, Position, ShardEntry, ShardLog, Storage, StorageError,
 };
@@ -39,6 +39,7 @@ pub struct ShardGroup {
     raft: Raft<TypeConfig>,
     shared: Arc<Shared>,
     node_id: NodeId,
+    submit: Submit,
 }
 
 impl ShardGroup {
@@ -87,10 +88,13 @@ impl ShardGroup {
         )
         .await
         .map_err(|source| RaftError::Start { shard_id, source })?;
+        let (submit, rx) = mpsc::unbounded_channel();
+        tokio::spawn(forward(raft.clone(), shard_id, rx));
         Ok(Self {
             raft,
             shared,
             node_id: config.node_id,
+            submit,
         })
     }
 
@@ -120,8 +124,8 @@ impl ShardGroup {
 
     pub fn shard_log(&self) -> ReplicatedShardLog {
         ReplicatedShardLog {
-            raft: self.raft.clone(),
             shared: self.shared.clone(),
+            submit: self.submit.clone(),
         }
     }
 
@@ -138,8 +142,40 @@ impl ShardGroup {
 /// entries; `truncate` is raft's alone.
 #[derive(Clone)]
 pub struct ReplicatedShardLog {
-    raft: Raft<TypeConfig>,
     shared: Arc<Shared>,
+    submit: Submit,
+}
+
+type Reply = oneshot::Sender<Result<Appended, StorageError>>;
+type Submit = mpsc::UnboundedSender<(Request, Reply)>;
+
+/// Hands writes to raft in the order they were submitted (one task per group), then waits for
+/// each commit on its own task: appends submitted in order are committed in order.
+async fn forward(
+    raft: Raft<TypeConfig>,
+    shard_id: usize,
+    mut rx: mpsc::UnboundedReceiver<(Request, Reply)>,
+) {
+    while let Some((request, reply)) = rx.recv().await {
+        match raft.client_write_ff(request).await {
+            Ok(committed) => {
+                tokio::spawn(async move {
+                    let result = match committed.await {
+                        Ok(Ok(written)) => Ok(Appended {
+                            info: written.data.info(),
+                            position: written.data.position(),
+                        }),
+                        Ok(Err(e)) => Err(write_error(shard_id, OpenRaftError::APIError(e))),
+                        Err(_) => Err(StorageError::ShutDown),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+            Err(fatal) => {
+                let _ = reply.send(Err(write_error(shard_id, OpenRaftError::Fatal(fatal))));
+            }
+        }
+    }
 }
 
 fn write_error(
@@ -176,22 +212,13 @@ impl ShardLog for ReplicatedShardLog {
             return Err(StorageError::UnknownLog { log_id: log.id() });
         }
         let (reply, pending) = PendingAppend::channel();
-        let raft = self.raft.clone();
         let request = Request {
             log_id: log.id(),
             batches: batches.to_vec(),
         };
-        tokio::spawn(async move {
-            let result = raft
-                .client_write(request)
-                .await
-                .map(|written| Appended {
-                    info: written.data.info(),
-                    position: written.data.position(),
-                })
-                .map_err(|e| write_error(shard_id, e));
-            let _ = reply.send(result);
-        });
+        self.submit
+            .send((request, reply))
+            .map_err(|_| StorageError::ShutDown)?;
         Ok(pending)
     }
 

@@ -77,6 +77,26 @@ pub async fn append_and_read(
         assert_eq!(entry.end, ends[i]);
         assert_eq!(value_of(entry), format!("v{i}"));
     }
+    // Appends submitted together (one group commit) each get their own entry end.
+    let pending: Vec<_> = (30..36)
+        .map(|i| {
+            shard
+                .append(&logs[i % 2], batch(&format!("v{i}")), Durability::Synced)
+                .unwrap()
+        })
+        .collect();
+    let mut group_ends = Vec::new();
+    for p in pending {
+        group_ends.push(p.wait_appended().await.unwrap().position);
+    }
+    let read_back: Vec<Position> = shard
+        .read(ends[29], usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.log_id == 2 || e.log_id == 4)
+        .map(|e| e.end)
+        .collect();
+    assert_eq!(read_back, group_ends, "each append's own end position");
     let tail = shard.read(ends[9], 1).unwrap();
     assert_eq!(tail.len(), 1, "at least one entry, even over max_bytes");
     assert_eq!(value_of(&tail[0]), "v10");
