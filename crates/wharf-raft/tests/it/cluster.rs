@@ -10,6 +10,7 @@ use wharf_raft::{
     ClusterServer, Cuts, GroupConfig, NetworkFactory, ReplicatedShardLog, ShardGroup,
 };
 use wharf_record::{BatchHeader, RecordIter};
+use wharf_storage::sim::SimFs;
 use wharf_storage::{Durability, LogConfig, ShardLog, Storage, StorageConfig};
 
 pub const CONTROL_LOG: u64 = 1 << 40;
@@ -41,6 +42,17 @@ pub fn raft_config(snapshot_every: Option<u64>) -> openraft::Config {
 
 impl Node {
     pub async fn start(id: u64, dir: &Path, addr: SocketAddr, snapshot_every: Option<u64>) -> Node {
+        Self::start_on(id, dir, addr, snapshot_every, None).await
+    }
+
+    /// Starts a node whose files go through `fs` (a simulated disk) when given.
+    pub async fn start_on(
+        id: u64,
+        dir: &Path,
+        addr: SocketAddr,
+        snapshot_every: Option<u64>,
+        fs: Option<&SimFs>,
+    ) -> Node {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -48,6 +60,9 @@ impl Node {
         let mut config = StorageConfig::new(dir);
         config.shards = 1;
         config.segment_bytes = 4096;
+        if let Some(fs) = fs {
+            config.fs = std::sync::Arc::new(fs.clone());
+        }
         let storage = Storage::open(config).unwrap();
         storage.create_log(LOG, LogConfig::default());
         let cuts = Cuts::default();

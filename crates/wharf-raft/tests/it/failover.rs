@@ -76,6 +76,7 @@ async fn failover_keeps_committed_entries_and_truncates_a_cut_off_leaders_tail()
 
     // Stop the current leader: the old one and the third elect a leader, nothing is lost.
     let stopped = nodes.remove(second);
+    let (id, dir, addr) = (stopped.id, stopped.dir.clone(), stopped.addr);
     stopped.stop().await;
     nodes.push(old);
     let third = wait_leader(&nodes.iter().collect::<Vec<_>>()).await;
@@ -91,6 +92,17 @@ async fn failover_keeps_committed_entries_and_truncates_a_cut_off_leaders_tail()
         )
         .await;
     }
+    // The stopped node restarts from its own data (log, vote, term starts) and catches up.
+    let back = Node::start(id, &dir, addr, None).await;
+    assert!(
+        back.values().starts_with(&committed[..15]),
+        "a restarted node keeps its log"
+    );
+    eventually("the restarted node caught up", || {
+        back.values() == committed
+    })
+    .await;
+    nodes.push(back);
     stop_all(nodes).await;
 }
 

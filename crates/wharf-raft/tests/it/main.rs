@@ -8,4 +8,5 @@ mod cluster;
 mod conformance;
 mod failover;
 mod hostile;
+mod power_cut;
 mod snapshot;
