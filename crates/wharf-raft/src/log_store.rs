@@ -3,7 +3,7 @@
 //! shard entry from the anchor to the end of the shard, and the state file's term starts cover
 //! each of them before it is acknowledged.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +35,10 @@ pub(crate) struct EntryMeta {
 pub(crate) struct Index {
     pub state: StateFile,
     pub entries: VecDeque<EntryMeta>,
+    /// Per partition log with raft entries since open: the offset after its last committed
+    /// record (the high watermark consumers may see). A log not listed has every record
+    /// committed, so its storage high watermark is it.
+    pub committed_offsets: HashMap<u64, i64>,
 }
 
 impl Index {
@@ -129,7 +133,24 @@ impl Shared {
             }));
         }
         storage.create_log(control_log, LogConfig::default());
-        let index = Index { state, entries };
+        // Entries up to the last snapshot were applied; later ones may not be committed yet.
+        let applied = state.snapshot.as_ref().map(|(last, _)| last.index);
+        let mut committed_offsets = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if e.log_id == control_log {
+                continue;
+            }
+            if applied.is_some_and(|a| state.anchor_index + i as u64 <= a) {
+                committed_offsets.insert(e.log_id, e.last_offset + 1);
+            } else {
+                committed_offsets.entry(e.log_id).or_insert(e.base_offset);
+            }
+        }
+        let index = Index {
+            state,
+            entries,
+            committed_offsets,
+        };
         let applied_end = index
             .state
             .snapshot
@@ -244,6 +265,13 @@ impl Shared {
                 changed |= index
                     .state
                     .record_leader(e.log_id.leader_id, e.log_id.index);
+                if let EntryPayload::Normal(request) = &e.payload {
+                    // Before the write: the log's records so far are all committed.
+                    index
+                        .committed_offsets
+                        .entry(request.log_id)
+                        .or_insert_with(|| self.log(request.log_id).high_watermark());
+                }
             }
             changed
         };

@@ -226,6 +226,11 @@ impl ShardLog for ReplicatedShardLog {
         self.shared.committed.subscribe()
     }
 
+    fn high_watermark(&self, log: &Log) -> i64 {
+        let committed = self.shared.lock().committed_offsets.get(&log.id()).copied();
+        committed.unwrap_or_else(|| log.high_watermark())
+    }
+
     fn read(&self, from: Position, max_bytes: usize) -> Result<Vec<ShardEntry>, StorageError> {
         let committed = *self.shared.committed.borrow();
         let mut entries = self.shared.shard.read(from, max_bytes)?;

@@ -192,6 +192,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(_) => {
+                    let mut index = self.shared.lock();
+                    let committed = index.committed_offsets.entry(meta.log_id).or_insert(0);
+                    *committed = (*committed).max(meta.last_offset + 1);
+                    drop(index);
                     response.base_offset = meta.base_offset;
                     response.last_offset = meta.last_offset;
                     response.log_start_offset = self
@@ -258,6 +262,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         {
             let mut index = shared.lock();
             index.entries.clear();
+            index.committed_offsets.clear();
             index.state.set_anchor(last.index + 1, end);
             index.state.terms.clear();
             index.state.purged = Some(last);

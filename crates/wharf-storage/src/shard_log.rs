@@ -43,6 +43,11 @@ pub trait ShardLog: Send + Sync {
     /// The committed position, watched: entries ending at or before it are committed.
     fn committed(&self) -> watch::Receiver<Position>;
 
+    /// The high watermark of `log` (a log of this shard) as consumers may see it: the offset
+    /// after its last committed record. Locally that is the last written one (ADR 0003);
+    /// replicated, the last one a majority holds.
+    fn high_watermark(&self, log: &Log) -> i64;
+
     /// Entries starting at `from` (an entry end, or the default position for the start of
     /// the oldest retained segment), about `max_bytes` of them but at least one if any.
     fn read(&self, from: Position, max_bytes: usize) -> Result<Vec<ShardEntry>, StorageError>;
@@ -93,6 +98,10 @@ impl ShardLog for LocalShardLog {
 
     fn committed(&self) -> watch::Receiver<Position> {
         self.shard.state.durable.subscribe()
+    }
+
+    fn high_watermark(&self, log: &Log) -> i64 {
+        log.high_watermark()
     }
 
     fn read(&self, from: Position, max_bytes: usize) -> Result<Vec<ShardEntry>, StorageError> {

@@ -41,6 +41,12 @@ async fn failover_keeps_committed_entries_and_truncates_a_cut_off_leaders_tail()
         old.values().len() == 15
     })
     .await;
+    assert_eq!(log.high_watermark(), 15, "written locally");
+    assert_eq!(
+        wharf_storage::ShardLog::high_watermark(&old_log, &log),
+        10,
+        "an uncommitted record is above the high watermark"
+    );
 
     // The other two elect a leader and commit more.
     let second = wait_leader(&nodes.iter().collect::<Vec<_>>()).await;
@@ -62,6 +68,12 @@ async fn failover_keeps_committed_entries_and_truncates_a_cut_off_leaders_tail()
     eventually("the old leader holds exactly the committed entries", || {
         old.values() == committed
     })
+    .await;
+    let healed = old.storage.log(crate::cluster::LOG).unwrap();
+    eventually(
+        "the old leader's high watermark covers the committed records",
+        || wharf_storage::ShardLog::high_watermark(&old_log, &healed) == 15,
+    )
     .await;
     for t in cut_off {
         let result = tokio::time::timeout(Duration::from_secs(30), t)

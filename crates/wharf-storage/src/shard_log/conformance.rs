@@ -60,6 +60,14 @@ pub async fn append_and_read(
         );
         ends.push(info.position);
     }
+    assert_eq!(
+        (
+            shard.high_watermark(&logs[0]),
+            shard.high_watermark(&logs[1])
+        ),
+        (15, 15),
+        "every committed record is below the high watermark"
+    );
     let all: Vec<ShardEntry> = shard
         .read(Position::default(), usize::MAX)
         .unwrap()
