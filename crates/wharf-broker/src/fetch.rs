@@ -100,7 +100,7 @@ impl Broker {
         // The LSO first: the high watermark read after it is never below it.
         let last_stable = self.last_stable_offset(partition);
         let (high_watermark, log_start) = (
-            partition.log.high_watermark(),
+            self.high_watermark(&partition.log),
             partition.log.log_start_offset(),
         );
         let visible_end = if read_committed {

@@ -11,7 +11,8 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError as OpenRaftEr
 use openraft::{BasicNode, Raft};
 use tokio::sync::{mpsc, oneshot, watch};
 use wharf_storage::{
-    Appended, Durability, Log, PendingAppend, Position, ShardEntry, ShardLog, Storage, StorageError,
+    Appended, Durability, Log, PendingAppend, Position, ShardEntry, ShardLog, Storage,
+    StorageError, Truncating,
 };
 
 use crate::log_store::{LogStore, Shared};
@@ -238,12 +239,9 @@ impl ShardLog for ReplicatedShardLog {
         Ok(entries)
     }
 
-    fn truncate(
-        &self,
-        _at: Position,
-    ) -> impl std::future::Future<Output = Result<(), StorageError>> + Send {
+    fn truncate(&self, _at: Position) -> Truncating {
         let shard_id = self.shared.shard_id;
-        async move { Err(StorageError::TruncateReplicated { shard_id }) }
+        Box::pin(async move { Err(StorageError::TruncateReplicated { shard_id }) })
     }
 }
 

@@ -58,7 +58,7 @@ pub use scan::Damage;
 pub use shard::{AppendInfo, Appended, Durability, Position};
 #[cfg(feature = "conformance")]
 pub use shard_log::conformance;
-pub use shard_log::{LocalShardLog, ShardEntry, ShardLog};
+pub use shard_log::{LocalShardLog, ShardEntry, ShardLog, Truncating};
 pub use storage::{RecoveryStats, Storage};
 pub use verify::{verify, DamagedRange, VerifyReport};
 

@@ -10,6 +10,7 @@
 //! at or past its end (locally: fdatasync-ed).
 
 use std::future::Future;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -53,8 +54,11 @@ pub trait ShardLog: Send + Sync {
     fn read(&self, from: Position, max_bytes: usize) -> Result<Vec<ShardEntry>, StorageError>;
 
     /// Drops every entry at or after `at` (an entry end), with the offsets they held.
-    fn truncate(&self, at: Position) -> impl Future<Output = Result<(), StorageError>> + Send;
+    fn truncate(&self, at: Position) -> Truncating;
 }
+
+/// The future of [`ShardLog::truncate`], boxed so the broker can hold a `dyn ShardLog`.
+pub type Truncating = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
 
 /// One local shard as a [`ShardLog`]: committed means fdatasync-ed.
 #[derive(Clone)]
@@ -158,9 +162,9 @@ impl ShardLog for LocalShardLog {
         Ok(out)
     }
 
-    fn truncate(&self, at: Position) -> impl Future<Output = Result<(), StorageError>> + Send {
+    fn truncate(&self, at: Position) -> Truncating {
         let shard = self.shard.clone();
-        async move { shard.truncate(at).await }
+        Box::pin(async move { shard.truncate(at).await })
     }
 }
 
