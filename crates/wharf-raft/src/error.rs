@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
+/// Why a shard group or the cluster listener could not start.
 #[derive(Debug, Error)]
 pub enum RaftError {
     #[error("shard {shard_id}: no such shard in this storage")]
@@ -12,12 +13,6 @@ pub enum RaftError {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    #[error("shard {shard_id}: {source}")]
-    Storage {
-        shard_id: usize,
-        #[source]
-        source: wharf_storage::StorageError,
     },
     #[error("shard {shard_id}: raft did not start: {source}")]
     Start {
