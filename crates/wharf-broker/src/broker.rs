@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use wharf_storage::{Storage, StorageConfig, TimestampMatch};
+use wharf_storage::{Log, ShardLog, Storage, StorageConfig, StorageError, TimestampMatch};
 
 use crate::group::{system_clock, CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{MetadataStore, TopicRecord};
@@ -80,6 +80,9 @@ pub struct Broker {
     /// Fixed at creation; kept outside `meta` so readers never wait behind a topic change.
     cluster_id: String,
     storage: Storage,
+    /// The shard-log contract of each shard, by shard id: partitions append through it and
+    /// read their high watermark from it (local shards here; a replicated shard log later).
+    shard_logs: Vec<Arc<dyn ShardLog>>,
     meta: Mutex<MetadataStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     groups: GroupCoordinator,
@@ -165,11 +168,16 @@ impl Broker {
         let groups = GroupCoordinator::new(config.groups.clone(), system_clock());
         let transactions = TxnCoordinator::new(config.transactions.clone());
         let quotas = crate::quota::QuotaState::new(&meta.quotas);
+        let shard_logs = (0..storage.config().shards)
+            .filter_map(|shard| storage.shard_log(shard))
+            .map(|shard| Arc::new(shard) as Arc<dyn ShardLog>)
+            .collect();
         let broker = Arc::new(Self {
             quotas,
             config,
             cluster_id: meta.cluster_id.clone(),
             storage,
+            shard_logs,
             meta: Mutex::new(meta),
             topics: RwLock::new(topics),
             groups,
@@ -239,6 +247,19 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The shard log holding `log`'s batches.
+    pub(crate) fn shard_log(&self, log: &Log) -> Result<&Arc<dyn ShardLog>, StorageError> {
+        self.shard_logs
+            .get(log.shard_id())
+            .ok_or(StorageError::UnknownLog { log_id: log.id() })
+    }
+
+    /// The offset after `log`'s last committed record: what consumers may read up to.
+    pub(crate) fn high_watermark(&self, log: &Log) -> i64 {
+        self.shard_log(log)
+            .map_or_else(|_| log.high_watermark(), |shard| shard.high_watermark(log))
     }
 
     pub fn storage(&self) -> &Storage {
@@ -527,7 +548,7 @@ impl Broker {
                 timestamp: -1,
             },
             -1 => TimestampMatch {
-                offset: p.log.high_watermark(),
+                offset: self.high_watermark(&p.log),
                 timestamp: -1,
             },
             ts => p.log.offset_for_timestamp(ts)?.unwrap_or(TimestampMatch {

@@ -100,7 +100,7 @@ impl Broker {
         // The LSO first: the high watermark read after it is never below it.
         let last_stable = self.last_stable_offset(partition);
         let (high_watermark, log_start) = (
-            partition.log.high_watermark(),
+            self.high_watermark(&partition.log),
             partition.log.log_start_offset(),
         );
         let visible_end = if read_committed {
@@ -125,12 +125,20 @@ impl Broker {
             last_stable,
             log_start,
         })?;
-        let end = read_committed.then_some(last_stable);
+        // Records past the committed high watermark are never served (a replicated shard log
+        // writes them before a majority holds them); read after the log read, so locally it
+        // covers every record read.
+        let committed = self.high_watermark(&partition.log);
+        let end = if read_committed {
+            last_stable
+        } else {
+            committed
+        };
         // Storage returns at least one batch; only the first returning partition keeps it
         // when it is over the limit.
         let first_len = BatchHeader::parse(&read.records).map_or(0, |h| h.len());
         let max_bytes = (!may_exceed || first_len <= limit).then_some(limit);
-        let records = whole_batches(&read.records, end, max_bytes);
+        let records = whole_batches(&read.records, Some(end), max_bytes);
         let aborted = if read_committed && !records.is_empty() {
             self.aborted_transactions(partition, offset, last_stable)
         } else {
@@ -138,7 +146,7 @@ impl Broker {
         };
         budget.spend(records.len());
         Ok(PartitionRead {
-            high_watermark: read.high_watermark.max(high_watermark),
+            high_watermark: committed.max(high_watermark),
             last_stable,
             log_start: read.log_start_offset,
             records,

@@ -195,13 +195,14 @@ impl Broker {
         } else {
             Durability::Written
         };
-        let submitted = match identity {
-            None => p
-                .log
-                .submit(records, durability)
+        let shard_log = self.shard_log(&p.log).map_err(BrokerError::from);
+        let submitted = match (shard_log, identity) {
+            (Err(e), _) => Err(e),
+            (Ok(shard_log), None) => shard_log
+                .append(&p.log, records, durability)
                 .map(|pending| (Waiting::Storage(pending), record_count, byte_count))
                 .map_err(BrokerError::from),
-            Some((batch, transactional)) => {
+            (Ok(shard_log), Some((batch, transactional))) => {
                 let checked = if transactional {
                     self.check_transactional_produce(
                         batch.producer_id,
@@ -215,7 +216,7 @@ impl Broker {
                 checked.and_then(|()| {
                     self.producers()
                         .submit(&p.log, batch, transactional, || {
-                            p.log.submit(records, durability)
+                            shard_log.append(&p.log, records, durability)
                         })
                         .map(|appending| match appending {
                             // A duplicate of a written batch: nothing is written, nothing

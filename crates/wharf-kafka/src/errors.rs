@@ -65,7 +65,9 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
             StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             StorageError::UnknownLog { .. } => ResponseError::UnknownTopicOrPartition,
             StorageError::InvalidBatch { .. } => ResponseError::CorruptMessage,
+            StorageError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
             StorageError::Io { .. }
+            | StorageError::TruncateReplicated { .. }
             | StorageError::Poisoned { .. }
             | StorageError::WriteFailed { .. }
             | StorageError::Corrupt { .. }

@@ -61,6 +61,15 @@ pub enum StorageError {
     },
     #[error("storage is shut down")]
     ShutDown,
+    /// A replicated shard log on a node that is not the shard's leader (NOT_LEADER_OR_FOLLOWER).
+    #[error("shard {shard_id}: this node is not the leader (leader: {leader:?})")]
+    NotLeader {
+        shard_id: usize,
+        leader: Option<u64>,
+    },
+    /// A replicated shard log cut only by its consensus; committed entries are never dropped.
+    #[error("shard {shard_id}: a replicated shard log is truncated by consensus only")]
+    TruncateReplicated { shard_id: usize },
 }
 
 impl StorageError {

@@ -60,7 +60,9 @@ pub use fs::{FileSystem, RealFs, StorageFile};
 pub use log::{Log, PendingAppend, ReadResult, TimestampMatch};
 pub use scan::Damage;
 pub use shard::{AppendInfo, Appended, Durability, Position};
-pub use shard_log::{LocalShardLog, ShardEntry, ShardLog};
+#[cfg(feature = "conformance")]
+pub use shard_log::conformance;
+pub use shard_log::{LocalShardLog, ShardEntry, ShardLog, Truncating};
 pub use storage::{RecoveryStats, Storage};
 pub use verify::{verify, DamagedRange, VerifyReport};
 

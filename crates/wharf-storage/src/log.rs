@@ -20,6 +20,13 @@ pub struct PendingAppend {
 }
 
 impl PendingAppend {
+    /// An append completed by another implementation of the shard-log contract (replication):
+    /// the sender completes the returned handle.
+    pub fn channel() -> (oneshot::Sender<Result<Appended, StorageError>>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Self { rx })
+    }
+
     pub async fn wait(self) -> Result<AppendInfo, StorageError> {
         Ok(self.wait_appended().await?.info)
     }
@@ -80,6 +87,11 @@ pub struct Log {
 impl Log {
     pub fn id(&self) -> LogId {
         self.shared.id
+    }
+
+    /// The shard whose log holds this partition's batches.
+    pub fn shard_id(&self) -> usize {
+        self.shared.shard
     }
 
     /// Appends one or more batches, already validated by the caller (CRC, magic). The writer

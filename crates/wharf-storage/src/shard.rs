@@ -185,6 +185,8 @@ pub(crate) struct Limits {
 struct Staged {
     request: AppendRequest,
     entries: Vec<SegmentEntry>,
+    /// Where this append's entry ends in the segment (each append of a group has its own).
+    end: u64,
 }
 
 /// Histograms of one shard's writer, registered once (the `shard` label is fixed).
@@ -442,7 +444,12 @@ impl Writer {
             let cfg = request.log.config();
             self.roll_bytes = self.roll_bytes.min(cfg.segment_bytes.max(1));
             self.roll_ms = self.roll_ms.min(cfg.segment_ms.max(1));
-            staged.push(Staged { request, entries });
+            let end = start + self.buf.len() as u64;
+            staged.push(Staged {
+                request,
+                entries,
+                end,
+            });
         }
         if staged.is_empty() {
             return;
@@ -496,7 +503,10 @@ impl Writer {
             self.active_entries.extend_from_slice(&s.entries);
             let _ = s.request.reply.send(Ok(Appended {
                 info,
-                position: self.written,
+                position: Position {
+                    segment: self.active.id,
+                    offset: s.end,
+                },
             }));
         }
     }

@@ -10,6 +10,7 @@
 //! at or past its end (locally: fdatasync-ed).
 
 use std::future::Future;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -43,13 +44,21 @@ pub trait ShardLog: Send + Sync {
     /// The committed position, watched: entries ending at or before it are committed.
     fn committed(&self) -> watch::Receiver<Position>;
 
+    /// The high watermark of `log` (a log of this shard) as consumers may see it: the offset
+    /// after its last committed record. Locally that is the last written one (ADR 0003);
+    /// replicated, the last one a majority holds.
+    fn high_watermark(&self, log: &Log) -> i64;
+
     /// Entries starting at `from` (an entry end, or the default position for the start of
     /// the oldest retained segment), about `max_bytes` of them but at least one if any.
     fn read(&self, from: Position, max_bytes: usize) -> Result<Vec<ShardEntry>, StorageError>;
 
     /// Drops every entry at or after `at` (an entry end), with the offsets they held.
-    fn truncate(&self, at: Position) -> impl Future<Output = Result<(), StorageError>> + Send;
+    fn truncate(&self, at: Position) -> Truncating;
 }
+
+/// The future of [`ShardLog::truncate`], boxed so the broker can hold a `dyn ShardLog`.
+pub type Truncating = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
 
 /// One local shard as a [`ShardLog`]: committed means fdatasync-ed.
 #[derive(Clone)]
@@ -60,6 +69,19 @@ pub struct LocalShardLog {
 impl LocalShardLog {
     pub(crate) fn new(shard: ShardHandle) -> Self {
         Self { shard }
+    }
+
+    pub fn shard_id(&self) -> usize {
+        self.shard.state.id
+    }
+
+    /// The start of the oldest retained segment: truncating here empties the shard.
+    pub fn start(&self) -> Position {
+        read_lock(&self.shard.state.segments)
+            .keys()
+            .next()
+            .map(|&segment| Position { segment, offset: 0 })
+            .unwrap_or_default()
     }
 }
 
@@ -80,6 +102,10 @@ impl ShardLog for LocalShardLog {
 
     fn committed(&self) -> watch::Receiver<Position> {
         self.shard.state.durable.subscribe()
+    }
+
+    fn high_watermark(&self, log: &Log) -> i64 {
+        log.high_watermark()
     }
 
     fn read(&self, from: Position, max_bytes: usize) -> Result<Vec<ShardEntry>, StorageError> {
@@ -136,11 +162,13 @@ impl ShardLog for LocalShardLog {
         Ok(out)
     }
 
-    fn truncate(&self, at: Position) -> impl Future<Output = Result<(), StorageError>> + Send {
+    fn truncate(&self, at: Position) -> Truncating {
         let shard = self.shard.clone();
-        async move { shard.truncate(at).await }
+        Box::pin(async move { shard.truncate(at).await })
     }
 }
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 #[cfg(test)]
 mod tests;
