@@ -11,6 +11,7 @@
 //! - `group`: consumer groups and committed offsets, persisted in `__consumer_offsets`.
 //! - `producer`: idempotent producers: producer ids, per-partition sequence state, snapshots.
 //! - `scheduled`: delayed and half messages of typed topics, waiting in `__wharf_scheduled`.
+//! - `queue`: per-message consume state of queues over a log, settled offsets persisted.
 //! - `txn`: transactions: the pure coordinator, `__transaction_state` records, markers, LSO.
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
@@ -22,6 +23,7 @@ mod internal_log;
 mod metadata;
 mod produce;
 pub mod producer;
+pub mod queue;
 pub mod quota;
 pub mod scheduled;
 mod topic;

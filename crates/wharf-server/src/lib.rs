@@ -11,9 +11,11 @@
 //! - `group_cmd`: `wharf group list|describe|delete|reset-offsets`.
 //! - `txn_cmd`: `wharf txn list|describe`.
 //! - `quota_cmd`: `wharf quota set|remove|describe`.
+//! - `amqp_cmd`: `wharf amqp list exchanges|queues|bindings|consumers` and `/v1/amqp/` JSON.
 //! - `storage_cmd`: `wharf storage verify`.
 
 pub mod admin_http;
+pub mod amqp_cmd;
 pub mod group_cmd;
 pub mod lag;
 pub mod metrics;
