@@ -465,6 +465,20 @@ impl Connection {
             AMQPFrame::ProtocolHeader(_) | AMQPFrame::InvalidHeartbeat(_) => Err(
                 AmqpError::connection(reply::FRAME_ERROR, "FRAME_ERROR - unexpected frame"),
             ),
+            AMQPFrame::Method(0, AMQPClass::Connection(conn::AMQPMethod::Close(close))) => {
+                tracing::debug!(
+                    connection = self.id,
+                    code = close.reply_code,
+                    "client closed the connection"
+                );
+                // Acks of the closing connection are recorded before close-ok.
+                self.teardown().await;
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+                );
+                Ok(true)
+            }
             AMQPFrame::Method(0, class) => self.on_connection_method(class),
             AMQPFrame::Method(id, class) => {
                 if id > self.channel_max {
