@@ -89,6 +89,8 @@ pub struct Broker {
     /// Stops the producer snapshot thread.
     producer_housekeeping: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     quotas: crate::quota::QuotaState,
+    pub(crate) cursors: crate::cursor::Cursors,
+    pub(crate) share: crate::share::ShareCoordinator,
 }
 
 const MAX_TOPIC_NAME: usize = 249;
@@ -175,11 +177,15 @@ impl Broker {
             transactions,
             scheduler: Scheduler::default(),
             producer_housekeeping: Mutex::new(None),
+            cursors: crate::cursor::Cursors::new(system_clock()),
+            share: crate::share::ShareCoordinator::new(system_clock()),
         });
         broker.open_groups()?;
         broker.open_transactions()?;
         broker.open_scheduled()?;
         broker.open_dedup()?;
+        broker.open_share()?;
+        broker.open_cursors()?;
         let stop = crate::producer::spawn_housekeeping(Arc::downgrade(&broker))?;
         *broker
             .producer_housekeeping
@@ -585,6 +591,7 @@ impl Broker {
         self.groups.stop();
         self.transactions.stop();
         self.scheduler.stop();
+        self.cursors.stop();
         if let Some(stop) = self
             .producer_housekeeping
             .lock()

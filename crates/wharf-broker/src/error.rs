@@ -63,4 +63,8 @@ pub enum BrokerError {
     Producer(#[from] crate::producer::ProducerError),
     #[error(transparent)]
     Txn(#[from] crate::txn::TxnError),
+    #[error(transparent)]
+    Cursor(#[from] crate::cursor::CursorError),
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareError),
 }

@@ -11,11 +11,14 @@
 //! - `group`: consumer groups and committed offsets, persisted in `__consumer_offsets`.
 //! - `producer`: idempotent producers: producer ids, per-partition sequence state, snapshots.
 //! - `scheduled`: delayed and half messages of typed topics, waiting in `__wharf_scheduled`.
-//! - `queue`: per-message consume state of queues over a log, settled offsets persisted.
+//! - `share`: share groups (KIP-932) on cursors: membership, sessions, configs, dead letters.
 //! - `txn`: transactions: the pure coordinator, `__transaction_state` records, markers, LSO.
+//! - `cursor`: cursors over logs: per-record locks, acks, redelivery, dead-lettering
+//!   (queue semantics for share groups and AMQP queues), persisted in `__wharf_cursors`.
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
 mod broker;
+pub mod cursor;
 mod error;
 mod fetch;
 pub mod group;
@@ -23,9 +26,9 @@ mod internal_log;
 mod metadata;
 mod produce;
 pub mod producer;
-pub mod queue;
 pub mod quota;
 pub mod scheduled;
+pub mod share;
 mod topic;
 mod topic_config;
 pub mod txn;

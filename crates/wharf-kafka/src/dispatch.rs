@@ -288,6 +288,9 @@ async fn handle(
             ApiKey::TxnOffsetCommit => call!(txn_offset_commit)?,
             ApiKey::DescribeTransactions => call_sync!(describe_transactions)?,
             ApiKey::ListTransactions => call_sync!(list_transactions)?,
+            ApiKey::ShareGroupHeartbeat => call!(share_group_heartbeat)?,
+            ApiKey::ShareFetch => call!(share_fetch)?,
+            ApiKey::ShareAcknowledge => call!(share_acknowledge)?,
             other => {
                 return Ok(Answer::Rejected(ProtocolError::NotImplemented {
                     api_key: other as i16,

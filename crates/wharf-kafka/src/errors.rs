@@ -53,6 +53,8 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
         BrokerError::Group(g) => group_error(g),
         BrokerError::Producer(p) => producer_error(p),
         BrokerError::Txn(t) => txn_error(t),
+        BrokerError::Cursor(c) => cursor_error(c),
+        BrokerError::Share(s) => share_error(s),
         BrokerError::Storage(s) => match s {
             StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             StorageError::UnknownLog { .. } => ResponseError::UnknownTopicOrPartition,
@@ -65,6 +67,29 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
             | StorageError::PositionOutOfRange { .. }
             | StorageError::ShutDown => ResponseError::KafkaStorageError,
         },
+    }
+}
+
+pub fn cursor_error(error: &wharf_broker::cursor::CursorError) -> ResponseError {
+    use wharf_broker::cursor::CursorError;
+    match error {
+        CursorError::InvalidRecordState { .. } => ResponseError::InvalidRecordState,
+        CursorError::State(_) => ResponseError::UnknownServerError,
+    }
+}
+
+pub fn share_error(error: &wharf_broker::share::ShareError) -> ResponseError {
+    use wharf_broker::share::ShareError;
+    match error {
+        ShareError::UnknownMemberId(_) => ResponseError::UnknownMemberId,
+        ShareError::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        ShareError::SessionNotFound(_) => ResponseError::ShareSessionNotFound,
+        ShareError::InvalidSessionEpoch { .. } => ResponseError::InvalidShareSessionEpoch,
+        ShareError::NotShareGroup(_) | ShareError::GroupNotFound(_) => {
+            ResponseError::GroupIdNotFound
+        }
+        ShareError::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
+        ShareError::InvalidRequest(_) => ResponseError::InvalidRequest,
     }
 }
 

@@ -1,4 +1,4 @@
-//! DescribeConfigs for topics (every key Wharf honours) and for the broker.
+//! DescribeConfigs for topics (every key Wharf honours), the broker, and share groups.
 
 use std::sync::Arc;
 
@@ -9,13 +9,15 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 use wharf_broker::{Broker, ConfigSource, MessageType};
 
-use super::{error_parts, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{error_parts, RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use crate::codec::str;
 
 /// Kafka's config sources: DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+/// DYNAMIC_GROUP_CONFIG.
+const SOURCE_GROUP: i8 = 8;
 
 fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
@@ -107,6 +109,19 @@ pub fn handle(
                         all.iter()
                             .filter(|(n, _)| wanted(n))
                             .map(|(n, v)| entry(n, v, SOURCE_STATIC_BROKER, true))
+                            .collect(),
+                    )
+                }
+                RESOURCE_GROUP => {
+                    let set = broker.share().configs_set(r.resource_name.as_str());
+                    result.with_configs(
+                        wharf_broker::share::config::SHARE_CONFIG_DEFAULTS
+                            .iter()
+                            .filter(|(n, _)| wanted(n))
+                            .map(|(n, default)| match set.get(*n) {
+                                Some(v) => entry(n, v, SOURCE_GROUP, false),
+                                None => entry(n, default, SOURCE_DEFAULT, false),
+                            })
                             .collect(),
                     )
                 }

@@ -1,5 +1,6 @@
 //! IncrementalAlterConfigs: SET, DELETE, and APPEND/SUBTRACT of list configs
-//! (`cleanup.policy`); the resulting configs are validated as a whole.
+//! (`cleanup.policy`); the resulting configs are validated as a whole. GROUP resources
+//! take share-group configs.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::ResponseError;
 use wharf_broker::{Broker, ConfigOp};
 
-use super::{error_parts, RESOURCE_TOPIC};
+use super::{error_parts, RESOURCE_GROUP, RESOURCE_TOPIC};
 use crate::codec::str;
 
 pub fn handle(
@@ -23,10 +24,10 @@ pub fn handle(
             let resp = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            if r.resource_type != RESOURCE_TOPIC {
+            if r.resource_type != RESOURCE_TOPIC && r.resource_type != RESOURCE_GROUP {
                 return resp
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str("only topic configs can be altered")));
+                    .with_error_message(Some(str("only topic and group configs can be altered")));
             }
             let mut ops = Vec::with_capacity(r.configs.len());
             for c in &r.configs {
@@ -46,7 +47,17 @@ pub fn handle(
                     }
                 }
             }
-            match broker.alter_configs(r.resource_name.as_str(), None, &ops, req.validate_only) {
+            let result = if r.resource_type == RESOURCE_GROUP {
+                // Runs on a blocking thread (see dispatch): waiting here blocks no worker.
+                tokio::runtime::Handle::current().block_on(broker.share_alter_configs(
+                    r.resource_name.as_str(),
+                    &ops,
+                    req.validate_only,
+                ))
+            } else {
+                broker.alter_configs(r.resource_name.as_str(), None, &ops, req.validate_only)
+            };
+            match result {
                 Ok(()) => resp,
                 Err(e) => {
                     let (code, message) = error_parts(&e);

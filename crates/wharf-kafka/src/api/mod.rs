@@ -31,6 +31,9 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod share_acknowledge;
+pub mod share_fetch;
+pub mod share_group_heartbeat;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
@@ -41,6 +44,8 @@ use wharf_broker::BrokerError;
 pub const RESOURCE_TOPIC: i8 = 2;
 /// Resource type BROKER in the config APIs.
 pub const RESOURCE_BROKER: i8 = 4;
+/// Resource type GROUP in the config APIs (share-group configs).
+pub const RESOURCE_GROUP: i8 = 32;
 
 /// Error code and message for a failed broker call.
 pub fn error_parts(error: &BrokerError) -> (i16, Option<StrBytes>) {
