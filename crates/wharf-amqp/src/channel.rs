@@ -10,16 +10,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use tokio::sync::mpsc;
-use wharf_broker::queue::Acquired;
 
 use crate::codec;
 use crate::message::Message;
-use crate::queue::{ConsumerSlot, QueueRuntime};
+use crate::queue::{Acquired, ConsumerSlot, QueueRuntime};
 
 /// A delivery the client has not settled yet.
 pub struct Unacked {
     pub queue: Arc<QueueRuntime>,
-    pub offset: i64,
+    pub acquired: Acquired,
     pub consumer: Option<Arc<ConsumerSlot>>,
 }
 
@@ -72,7 +71,7 @@ impl ChannelLink {
                 tag,
                 Unacked {
                     queue: queue.clone(),
-                    offset: acquired.offset,
+                    acquired,
                     consumer: Some(slot.clone()),
                 },
             );
@@ -111,7 +110,7 @@ impl ChannelLink {
                 tag,
                 Unacked {
                     queue: queue.clone(),
-                    offset: acquired.offset,
+                    acquired,
                     consumer: None,
                 },
             );

@@ -43,7 +43,8 @@ enum Completion {
         queues: Vec<Arc<QueueRuntime>>,
         refused: bool,
     },
-    Settled(PendingProduce),
+    /// Client acks of one queue, settled in the cursor in order.
+    Ack(Arc<QueueRuntime>, Vec<i64>),
     Barrier(oneshot::Sender<()>),
 }
 
@@ -108,9 +109,9 @@ pub async fn run(
     let id = registry.connection_id();
     let mut c = Connection {
         id,
-        registry,
+        registry: registry.clone(),
         out: out_tx.clone(),
-        completions: spawn_completions(out_tx.clone()),
+        completions: spawn_completions(out_tx.clone(), registry.clone()),
         channels: HashMap::new(),
         frame_max: config.frame_max as usize,
         channel_max: config.channel_max,
@@ -181,7 +182,10 @@ async fn read_loop(
     }
 }
 
-fn spawn_completions(out: mpsc::UnboundedSender<Vec<u8>>) -> mpsc::UnboundedSender<Completion> {
+fn spawn_completions(
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    registry: Arc<Registry>,
+) -> mpsc::UnboundedSender<Completion> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
     tokio::spawn(async move {
         while let Some(done) = rx.recv().await {
@@ -221,11 +225,7 @@ fn spawn_completions(out: mpsc::UnboundedSender<Vec<u8>>) -> mpsc::UnboundedSend
                         let _ = out.send(frames);
                     }
                 }
-                Completion::Settled(pending) => {
-                    if let Err(error) = pending.wait().await {
-                        tracing::error!(%error, "recording an amqp ack failed");
-                    }
-                }
+                Completion::Ack(queue, offsets) => registry.ack(&queue, &offsets).await,
                 Completion::Barrier(done) => {
                     let _ = done.send(());
                 }
@@ -621,8 +621,11 @@ impl Connection {
             let left = queue.remove_consumer(&link, &tag);
             self.registry.consumer_gone(&queue, left);
         }
+        self.barrier().await;
         for unacked in link.close() {
-            self.registry.requeue(&unacked.queue, unacked.offset).await;
+            self.registry
+                .requeue(&unacked.queue, unacked.acquired)
+                .await;
         }
     }
 
@@ -712,16 +715,10 @@ impl Connection {
                 .entry(u.queue.name.clone())
                 .or_insert_with(|| (u.queue.clone(), Vec::new()))
                 .1
-                .push(u.offset);
+                .push(u.acquired.offset);
         }
         for (queue, offsets) in by_queue.into_values() {
-            queue
-                .counters
-                .acked
-                .fetch_add(offsets.len() as u64, Ordering::Relaxed);
-            if let Some(pending) = self.registry.settle(&queue, &offsets) {
-                let _ = self.completions.send(Completion::Settled(pending));
-            }
+            let _ = self.completions.send(Completion::Ack(queue, offsets));
         }
     }
 
@@ -881,15 +878,12 @@ impl Connection {
             }
             AMQPClass::Queue(q::AMQPMethod::Purge(p)) => {
                 let queue = registry.queue(p.queue.as_str())?;
-                let purged = queue.purge();
-                if let Some(pending) = registry.settle(&queue, &purged) {
-                    let _ = self.completions.send(Completion::Settled(pending));
-                }
+                let purged = registry.purge(&queue).await?;
                 if !p.nowait {
                     self.send_method(
                         id,
                         AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk {
-                            message_count: purged.len() as u32,
+                            message_count: purged.min(u64::from(u32::MAX)) as u32,
                         })),
                     );
                 }
@@ -997,39 +991,33 @@ impl Connection {
                     )));
                 }
                 loop {
-                    let Some(acquired) = queue.acquire_one() else {
+                    let got = queue.acquire(registry.broker(), 1).await;
+                    let Some((acquired, message)) = got.into_iter().next() else {
                         self.send_method(
                             id,
                             AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
                         );
                         break;
                     };
-                    let q2 = queue.clone();
-                    let message = tokio::task::spawn_blocking(move || q2.read(acquired.offset))
-                        .await
-                        .ok()
-                        .flatten();
                     let Some(message) = message else {
-                        registry.settle(&queue, &[acquired.offset]);
+                        registry.ack(&queue, &[acquired.offset]).await;
                         continue;
                     };
-                    let ttl = queue.args.message_ttl;
-                    let expiry = match (ttl, message.expiration_ms()) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    if expiry.is_some_and(|t| message.timestamp.saturating_add(t) <= now_ms()) {
+                    if queue.expires_at(&message).is_some_and(|t| t <= now_ms()) {
                         registry
-                            .dead_letter(&queue, acquired.offset, "expired")
+                            .dead_letter(&queue, acquired, Some(message), "expired")
                             .await;
                         continue;
                     }
                     queue.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    if acquired.delivery_count > 1 {
+                        queue.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                    }
                     link.get_ok(&queue, acquired, &message, g.no_ack);
                     if g.no_ack {
-                        if let Some(pending) = registry.settle(&queue, &[acquired.offset]) {
-                            let _ = self.completions.send(Completion::Settled(pending));
-                        }
+                        let _ = self
+                            .completions
+                            .send(Completion::Ack(queue.clone(), vec![acquired.offset]));
                     }
                     break;
                 }
@@ -1113,10 +1101,10 @@ impl Connection {
     async fn reject(&self, taken: Vec<crate::channel::Unacked>, requeue: bool) {
         for u in taken {
             if requeue {
-                self.registry.requeue(&u.queue, u.offset).await;
+                self.registry.requeue(&u.queue, u.acquired).await;
             } else {
                 self.registry
-                    .dead_letter(&u.queue, u.offset, "rejected")
+                    .dead_letter(&u.queue, u.acquired, None, "rejected")
                     .await;
             }
         }

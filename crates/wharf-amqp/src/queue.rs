@@ -1,23 +1,28 @@
-//! A queue at run time: its log (a topic partition), its consume cursor, its consumers and
-//! the dispatcher task that hands ready messages to consumers round-robin within their
-//! prefetch.
+//! A queue at run time: its log (a topic partition), its consumers and the dispatcher task
+//! that hands ready messages to consumers round-robin within their prefetch. Per-message
+//! state (ready, unacked, delivery counts) is the broker's shared cursor (ARCHITECTURE
+//! decision 8), keyed `amqp:<queue>` over the queue's topic, partition 0.
 //!
 //! ```text
-//!  publish ─► log append ─► wake ─► dispatcher: pick consumer with room ─► cursor.acquire
-//!     ─► read record ─► expired? dead-letter : deliver on the consumer's channel
-//!  basic.ack ─► channel takes tags ─► cursor.settle + __wharf_queue_acks
-//!  nack/reject requeue, channel close ─► cursor.release (over x-delivery-limit: dead-letter)
+//!  publish ─► log append ─► wake ─► dispatcher: pick consumer with room ─► cursor_acquire
+//!     ─► expired? dead-letter + accept : deliver on the consumer's channel
+//!  basic.ack ─► channel takes tags ─► cursor_ack(accept)
+//!  nack/reject requeue, channel close ─► cursor_ack(release) (over x-delivery-limit:
+//!     dead-letter + accept);  nack/reject without requeue ─► dead-letter + accept
 //! ```
+//!
+//! Every AMQP delivery is locked to the one cursor consumer [`CURSOR_CONSUMER`]: delivery
+//! tags already tie an ack to its channel, and at start the locks a killed broker left are
+//! released under that name.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use wharf_broker::queue::{Acquired, LocalCursor, MessageCursor};
-use wharf_broker::Log;
+use wharf_broker::cursor::{AckType, AcquiredRange, CursorConfig, CursorKey, StartFrom};
+use wharf_broker::{Broker, Log};
 use wharf_record::{BatchHeader, RecordIter};
 
 use crate::channel::ChannelLink;
@@ -25,6 +30,12 @@ use crate::message::{now_ms, Message};
 
 /// RabbitMQ 4's default `x-delivery-limit` of quorum queues.
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
+/// The cursor consumer every AMQP delivery is locked to.
+pub const CURSOR_CONSUMER: &str = "amqp";
+/// RabbitMQ's `consumer_timeout`: a delivery unacked this long goes back to the queue.
+const LOCK_MS: i64 = 1_800_000;
+/// Deliveries acquired at once for one consumer.
+const MAX_BATCH: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -70,16 +81,30 @@ pub struct ConsumerSlot {
 }
 
 impl ConsumerSlot {
-    fn has_room(&self) -> bool {
-        self.active.load(Ordering::Acquire)
-            && (self.no_ack
-                || self.prefetch == 0
-                || self.in_flight.load(Ordering::Acquire) < self.prefetch)
+    /// Deliveries this consumer may take now.
+    fn room(&self) -> usize {
+        if !self.active.load(Ordering::Acquire) {
+            return 0;
+        }
+        if self.no_ack || self.prefetch == 0 {
+            return MAX_BATCH;
+        }
+        (self
+            .prefetch
+            .saturating_sub(self.in_flight.load(Ordering::Acquire)) as usize)
+            .min(MAX_BATCH)
     }
 }
 
+/// One acquired message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquired {
+    pub offset: i64,
+    /// Deliveries so far, this one included.
+    pub delivery_count: u16,
+}
+
 struct Inner {
-    cursor: LocalCursor,
     consumers: Vec<Arc<ConsumerSlot>>,
     next_consumer: usize,
     deleted: bool,
@@ -96,6 +121,13 @@ pub struct QueueRuntime {
     pub args: QueueArgs,
     pub log: Option<Log>,
     pub counters: QueueCounters,
+    pub key: CursorKey,
+    pub cursor_config: CursorConfig,
+    /// The cursor as last seen: its next offset, offsets in its window not acquired
+    /// (ready again, or settled behind an unsettled one), offsets acquired.
+    next: AtomicI64,
+    window_free: AtomicU64,
+    acquired: AtomicU64,
     inner: Mutex<Inner>,
     wake: Notify,
 }
@@ -104,10 +136,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What the dispatcher does with a message it acquired.
-pub enum Handoff {
-    Deliver(Arc<ConsumerSlot>, Acquired, Message),
-    Expired(Acquired),
+/// The message at `offset` among stored `records` (whole batches).
+pub fn find_in(records: &[u8], offset: i64) -> Option<Message> {
+    let mut at = 0usize;
+    while let Some(batch) = records.get(at..).and_then(|b| BatchHeader::parse(b).ok()) {
+        at += batch.len();
+        if batch.last_offset() < offset || batch.base_offset() > offset {
+            continue;
+        }
+        for record in RecordIter::new(&batch).ok()?.flatten() {
+            if record.offset == offset {
+                return Some(Message::from_record(&record));
+            }
+        }
+    }
+    None
 }
 
 impl QueueRuntime {
@@ -119,8 +162,18 @@ impl QueueRuntime {
         exclusive_owner: Option<u64>,
         args: QueueArgs,
         log: Option<Log>,
-        settled: &BTreeSet<i64>,
     ) -> Self {
+        let limit = args.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT);
+        let cursor_config = CursorConfig {
+            lock_ms: LOCK_MS,
+            // The cursor archives at this count; Wharf dead-letters before it would.
+            delivery_limit: u16::try_from(limit.saturating_add(1)).unwrap_or(u16::MAX),
+            retry_backoff_ms: Vec::new(),
+            max_in_flight: 100_000,
+            start: StartFrom::Earliest,
+            read_committed: false,
+        };
+        let key = CursorKey::new(&format!("amqp:{name}"), &topic, 0);
         let start = log.as_ref().map_or(0, Log::log_start_offset);
         Self {
             name,
@@ -131,8 +184,12 @@ impl QueueRuntime {
             args,
             log,
             counters: QueueCounters::default(),
+            key,
+            cursor_config,
+            next: AtomicI64::new(start),
+            window_free: AtomicU64::new(0),
+            acquired: AtomicU64::new(0),
             inner: Mutex::new(Inner {
-                cursor: LocalCursor::restore(start, settled.iter().copied()),
                 consumers: Vec::new(),
                 next_consumer: 0,
                 deleted: false,
@@ -145,23 +202,32 @@ impl QueueRuntime {
         self.args.kafka_topic.is_some()
     }
 
-    fn end(&self) -> i64 {
-        self.log.as_ref().map_or(0, Log::high_watermark)
-    }
-
     pub fn wake(&self) {
         self.wake.notify_one();
     }
 
-    /// Ready messages.
+    /// Refreshes the counts from the cursor.
+    pub async fn refresh(&self, broker: &Broker) {
+        if let Some(view) = broker.cursors().view(&self.key).await {
+            self.next.store(view.next, Ordering::Release);
+            self.window_free.store(
+                view.in_flight.saturating_sub(view.acquired) as u64,
+                Ordering::Release,
+            );
+            self.acquired.store(view.acquired as u64, Ordering::Release);
+        }
+    }
+
+    /// Ready messages (approximate while settled offsets sit behind an unsettled one).
     pub fn ready(&self) -> u64 {
-        let end = self.end();
-        lock(&self.inner).cursor.ready(end)
+        let end = self.log.as_ref().map_or(0, Log::high_watermark);
+        let fresh = (end - self.next.load(Ordering::Acquire)).max(0) as u64;
+        fresh + self.window_free.load(Ordering::Acquire)
     }
 
     /// Delivered, unacked messages.
     pub fn unacked(&self) -> u64 {
-        lock(&self.inner).cursor.in_flight()
+        self.acquired.load(Ordering::Acquire)
     }
 
     pub fn consumer_count(&self) -> usize {
@@ -211,45 +277,6 @@ impl QueueRuntime {
         consumers
     }
 
-    /// Settles `offset` (ack, dead-letter, expiry); false if it was not pending.
-    pub fn settle(&self, offset: i64) -> bool {
-        let settled = lock(&self.inner).cursor.settle(offset);
-        self.wake();
-        settled
-    }
-
-    /// Puts a delivered message back; its delivery count so far.
-    pub fn release(&self, offset: i64) -> Option<u32> {
-        let count = lock(&self.inner).cursor.release(offset);
-        self.wake();
-        count
-    }
-
-    /// Settles every ready message; returns them.
-    pub fn purge(&self) -> Vec<i64> {
-        let end = self.end();
-        lock(&self.inner).cursor.purge(end)
-    }
-
-    /// Acquires the next ready message for basic.get.
-    pub fn acquire_one(&self) -> Option<Acquired> {
-        let end = self.end();
-        let mut inner = lock(&self.inner);
-        if inner.deleted {
-            return None;
-        }
-        inner.cursor.acquire(end)
-    }
-
-    /// The oldest ready message, when the queue holds more than `x-max-length`.
-    pub fn over_max_length(&self) -> Option<i64> {
-        let max = self.args.max_length?;
-        let end = self.end();
-        let mut inner = lock(&self.inner);
-        let total = inner.cursor.ready(end) + inner.cursor.in_flight();
-        (total > max).then(|| inner.cursor.peek(end)).flatten()
-    }
-
     /// Whether a publish to this queue is refused (`x-overflow=reject-publish`, full).
     pub fn refuses_publish(&self) -> bool {
         match (self.args.max_length, self.args.overflow) {
@@ -258,32 +285,16 @@ impl QueueRuntime {
         }
     }
 
-    /// Reads the message at `offset`. Blocking: file reads.
-    pub fn read(&self, offset: i64) -> Option<Message> {
-        let log = self.log.as_ref()?;
-        let read = log.read(offset, 1).ok()?;
-        let mut at = 0usize;
-        while let Some(batch) = read
-            .records
-            .get(at..)
-            .and_then(|b| BatchHeader::parse(b).ok())
-        {
-            at += batch.len();
-            if batch.last_offset() < offset {
-                continue;
-            }
-            for record in RecordIter::new(&batch).ok()?.flatten() {
-                if record.offset == offset {
-                    return Some(Message::from_record(&record));
-                }
-            }
-            return None;
-        }
-        None
+    /// Whether the queue holds more than `x-max-length` (drop-head).
+    pub fn over_max_length(&self) -> bool {
+        self.args
+            .max_length
+            .is_some_and(|max| self.ready() + self.unacked() > max)
     }
 
-    /// The message's time-to-live: the smaller of the queue's and its own.
-    fn expires_at(&self, message: &Message) -> Option<i64> {
+    /// The message's expiry time: publish time plus the smaller of the queue's and its own
+    /// TTL.
+    pub fn expires_at(&self, message: &Message) -> Option<i64> {
         let ttl = match (self.args.message_ttl, message.expiration_ms()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -291,63 +302,110 @@ impl QueueRuntime {
         Some(message.timestamp.saturating_add(ttl))
     }
 
-    /// Picks a consumer with room and acquires a message for it.
-    fn next_handoff(&self) -> Option<(Arc<ConsumerSlot>, Acquired)> {
-        let end = self.end();
+    /// Acquires up to `max` ready messages, lowest first, with their messages.
+    pub async fn acquire(
+        &self,
+        broker: &Arc<Broker>,
+        max: usize,
+    ) -> Vec<(Acquired, Option<Message>)> {
+        if max == 0 || self.is_deleted() || self.log.is_none() {
+            return Vec::new();
+        }
+        let got = broker
+            .cursor_acquire(
+                &self.key,
+                &self.cursor_config,
+                CURSOR_CONSUMER,
+                max,
+                1 << 20,
+            )
+            .await;
+        let acquisition = match got {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::warn!(queue = %self.name, %error, "cursor acquire failed");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for AcquiredRange {
+            first,
+            last,
+            delivery_count,
+        } in acquisition.ranges
+        {
+            for offset in first..=last {
+                out.push((
+                    Acquired {
+                        offset,
+                        delivery_count,
+                    },
+                    find_in(&acquisition.records, offset),
+                ));
+            }
+        }
+        self.refresh(broker).await;
+        out
+    }
+
+    /// Settles acquired offsets: accept (acked, dead-lettered) or release (requeue).
+    pub async fn settle(&self, broker: &Arc<Broker>, offsets: &[i64], kind: AckType) {
+        if offsets.is_empty() || self.is_deleted() {
+            return;
+        }
+        let acks: Vec<(i64, i64, AckType)> = offsets.iter().map(|o| (*o, *o, kind)).collect();
+        match broker
+            .cursor_ack(&self.key, &self.cursor_config, CURSOR_CONSUMER, &acks)
+            .await
+        {
+            Ok(results) => {
+                for (result, offset) in results.iter().zip(offsets) {
+                    if let Err(error) = result {
+                        // A purge forgets in-flight offsets; their later acks land here.
+                        tracing::debug!(queue = %self.name, offset, %error, "ack of an offset not in flight");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(queue = %self.name, %error, "cursor ack failed");
+            }
+        }
+        self.refresh(broker).await;
+        self.wake();
+    }
+
+    /// The next message of a queue without consumers when it expired (never acquired yet,
+    /// so reading it does not count a delivery).
+    pub fn expired_head(&self) -> bool {
+        let Some(log) = &self.log else { return false };
+        let next = self.next.load(Ordering::Acquire);
+        if self.window_free.load(Ordering::Acquire) > 0
+            || self.acquired.load(Ordering::Acquire) > 0
+            || next >= log.high_watermark()
+        {
+            return false;
+        }
+        let Ok(read) = log.read(next, 1) else {
+            return false;
+        };
+        find_in(&read.records, next)
+            .and_then(|m| self.expires_at(&m))
+            .is_some_and(|t| t <= now_ms())
+    }
+
+    /// Picks a consumer with room, round-robin.
+    fn pick(&self) -> Option<(Arc<ConsumerSlot>, usize)> {
         let mut inner = lock(&self.inner);
         if inner.deleted || inner.consumers.is_empty() {
             return None;
         }
         let n = inner.consumers.len();
-        let pick = (0..n)
+        let (at, room) = (0..n)
             .map(|i| (inner.next_consumer + i) % n)
-            .find(|&i| inner.consumers[i].has_room())?;
-        let acquired = inner.cursor.acquire(end)?;
-        inner.next_consumer = (pick + 1) % n;
-        let slot = inner.consumers[pick].clone();
-        if !slot.no_ack {
-            slot.in_flight.fetch_add(1, Ordering::AcqRel);
-        }
-        Some((slot, acquired))
-    }
-
-    /// The head message if it has expired (settled by the caller after dead-lettering).
-    fn expired_head(&self) -> Option<Acquired> {
-        let end = self.end();
-        let head = lock(&self.inner).cursor.peek(end)?;
-        let message = self.read(head)?;
-        let expires = self.expires_at(&message)?;
-        if expires > now_ms() {
-            return None;
-        }
-        let mut inner = lock(&self.inner);
-        (inner.cursor.peek(end) == Some(head)).then_some(Acquired {
-            offset: head,
-            delivery_count: 0,
-        })
-    }
-
-    /// One step of the dispatcher. Blocking: file reads.
-    pub fn step(&self) -> Option<Handoff> {
-        if let Some(expired) = self.expired_head() {
-            return Some(Handoff::Expired(expired));
-        }
-        let (slot, acquired) = self.next_handoff()?;
-        let Some(message) = self.read(acquired.offset) else {
-            // Gone from the log (retention): nothing to deliver.
-            lock(&self.inner).cursor.settle(acquired.offset);
-            if !slot.no_ack {
-                slot.in_flight.fetch_sub(1, Ordering::AcqRel);
-            }
-            return self.step();
-        };
-        if self.expires_at(&message).is_some_and(|t| t <= now_ms()) {
-            if !slot.no_ack {
-                slot.in_flight.fetch_sub(1, Ordering::AcqRel);
-            }
-            return Some(Handoff::Expired(acquired));
-        }
-        Some(Handoff::Deliver(slot, acquired, message))
+            .map(|i| (i, inner.consumers[i].room()))
+            .find(|(_, room)| *room > 0)?;
+        inner.next_consumer = (at + 1) % n;
+        Some((inner.consumers[at].clone(), room))
     }
 
     /// Waits for a wake-up or the expiry tick.
@@ -368,20 +426,45 @@ pub fn spawn_dispatcher(queue: &Arc<QueueRuntime>, registry: Weak<crate::Registr
             let Some(registry) = registry.upgrade() else {
                 return;
             };
-            let q = queue.clone();
-            let step = tokio::task::spawn_blocking(move || q.step())
-                .await
-                .ok()
-                .flatten();
-            match step {
-                None => queue.idle().await,
-                Some(Handoff::Expired(acquired)) => {
-                    registry
-                        .dead_letter(&queue, acquired.offset, "expired")
-                        .await;
+            let broker = registry.broker().clone();
+            let picked = queue.pick();
+            let want = match &picked {
+                Some((_, room)) => *room,
+                None => {
+                    let q = queue.clone();
+                    let expired = tokio::task::spawn_blocking(move || q.expired_head())
+                        .await
+                        .unwrap_or(false);
+                    usize::from(expired)
                 }
-                Some(Handoff::Deliver(slot, acquired, message)) => {
-                    registry.deliver(&queue, &slot, acquired, &message);
+            };
+            let acquired = queue.acquire(&broker, want).await;
+            if acquired.is_empty() {
+                queue.idle().await;
+                continue;
+            }
+            for (acquired, message) in acquired {
+                let Some(message) = message else {
+                    // Unreadable (deleted by retention): nothing to deliver.
+                    queue
+                        .settle(&broker, &[acquired.offset], AckType::Accept)
+                        .await;
+                    continue;
+                };
+                if queue.expires_at(&message).is_some_and(|t| t <= now_ms()) {
+                    registry
+                        .dead_letter(&queue, acquired, Some(message), "expired")
+                        .await;
+                    continue;
+                }
+                match &picked {
+                    Some((slot, _)) => registry.deliver(&queue, slot, acquired, &message).await,
+                    // Acquired for an expiry check that raced with its expiry: back.
+                    None => {
+                        queue
+                            .settle(&broker, &[acquired.offset], AckType::Release)
+                            .await
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The AMQP state of one broker (vhost `/`): exchanges, queues and bindings, routing,
 //! publishing into logs, dead-lettering and settling. Durable definitions are kept in
 //! `<data_dir>/amqp-topology.json` (replaced whole on each change, like the topic registry);
-//! messages live in topics and settled offsets in `__wharf_queue_acks`.
+//! messages live in topics, per-message state in the broker's cursors (`__wharf_cursors`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
 use serde::{Deserialize, Serialize};
-use wharf_broker::queue::{AckLog, Acquired};
+use wharf_broker::cursor::AckType;
 use wharf_broker::{Acks, Broker, BrokerError, PendingProduce, TopicSpec};
 
 use crate::error::{reply, AmqpError};
 use crate::message::{now_ms, table_text, value_text, Message};
 use crate::queue::{
-    spawn_dispatcher, ConsumerSlot, Overflow, QueueArgs, QueueRuntime, DEFAULT_DELIVERY_LIMIT,
+    spawn_dispatcher, Acquired, ConsumerSlot, Overflow, QueueArgs, QueueRuntime, CURSOR_CONSUMER,
+    DEFAULT_DELIVERY_LIMIT,
 };
 use crate::routing::{matches, ExchangeKind, Headers};
 
@@ -240,7 +241,6 @@ impl Registry {
             Ok(None) => Persisted::default(),
             Err(e) => return Err(BrokerError::Metadata(format!("{TOPOLOGY_FILE}: {e}"))),
         };
-        let mut settled = AckLog::replay(&broker)?;
         let mut topology = Topology {
             next_queue_id: persisted.next_queue_id,
             ..Topology::default()
@@ -254,7 +254,6 @@ impl Registry {
             } else {
                 Some(broker.partition(&q.topic, 0)?.log)
             };
-            let done = settled.remove(&q.topic).unwrap_or_default();
             let runtime = QueueRuntime::new(
                 q.name.clone(),
                 q.topic,
@@ -263,7 +262,6 @@ impl Registry {
                 None,
                 q.args,
                 log,
-                &done,
             );
             topology.queues.insert(q.name, Arc::new(runtime));
         }
@@ -273,7 +271,6 @@ impl Registry {
         for t in broker.topics() {
             if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !kept.contains(&t.name) {
                 broker.delete_topic(&t.name)?;
-                AckLog::submit(&broker, &t.name, None)?;
             }
         }
         tracing::info!(
@@ -289,13 +286,38 @@ impl Registry {
         }))
     }
 
-    /// Starts the dispatchers of the loaded queues (inside the runtime).
+    /// Starts the dispatchers of the loaded queues (inside the runtime): first the locks a
+    /// previous process left are released (those deliveries come back redelivered), the
+    /// cursors of queues that are gone are deleted.
     pub fn start(self: &Arc<Self>) {
-        for q in lock(&self.topology).queues.values() {
-            if !q.is_kafka() {
-                spawn_dispatcher(q, Arc::downgrade(self));
+        let queues: Vec<Arc<QueueRuntime>> = lock(&self.topology)
+            .queues
+            .values()
+            .filter(|q| !q.is_kafka())
+            .cloned()
+            .collect();
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let broker = registry.broker.clone();
+            let live: std::collections::HashSet<_> = queues.iter().map(|q| q.key.clone()).collect();
+            for key in broker.cursors().keys() {
+                if key.owner.starts_with("amqp:") && !live.contains(&key) {
+                    if let Err(error) = broker.cursor_delete(&key).await {
+                        tracing::warn!(cursor = %key, %error, "deleting the cursor of a gone queue failed");
+                    }
+                }
             }
-        }
+            for q in queues {
+                if let Err(error) = broker
+                    .cursor_release_consumer(&q.key, &q.cursor_config, CURSOR_CONSUMER)
+                    .await
+                {
+                    tracing::warn!(queue = %q.name, %error, "releasing locks of the previous run failed");
+                }
+                q.refresh(&broker).await;
+                spawn_dispatcher(&q, Arc::downgrade(&registry));
+            }
+        });
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -510,7 +532,6 @@ impl Registry {
             exclusive.then_some(connection),
             args,
             log,
-            &std::collections::BTreeSet::new(),
         ));
         if !runtime.is_kafka() {
             spawn_dispatcher(&runtime, Arc::downgrade(self));
@@ -607,7 +628,12 @@ impl Registry {
         }
         if !q.is_kafka() {
             self.broker.delete_topic(&q.topic)?;
-            AckLog::submit(&self.broker, &q.topic, None)?;
+            let (broker, key) = (self.broker.clone(), q.key.clone());
+            tokio::spawn(async move {
+                if let Err(error) = broker.cursor_delete(&key).await {
+                    tracing::warn!(cursor = %key, %error, "deleting a queue's cursor failed");
+                }
+            });
         }
         tracing::info!(queue = %name, "amqp queue deleted");
         Ok(ready)
@@ -737,70 +763,85 @@ impl Registry {
     }
 
     /// Hands a message to a consumer; a consumer that went away puts it back.
-    pub fn deliver(
+    pub async fn deliver(
         &self,
         queue: &Arc<QueueRuntime>,
         slot: &Arc<ConsumerSlot>,
         acquired: Acquired,
         message: &Message,
     ) {
+        if !slot.no_ack {
+            slot.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
         if slot.link.deliver(queue, slot, acquired, message) {
             queue.counters.delivered.fetch_add(1, Ordering::Relaxed);
             if acquired.delivery_count > 1 {
                 queue.counters.redelivered.fetch_add(1, Ordering::Relaxed);
             }
             if slot.no_ack {
-                self.settle(queue, &[acquired.offset]);
+                queue
+                    .settle(&self.broker, &[acquired.offset], AckType::Accept)
+                    .await;
             }
         } else {
             if !slot.no_ack {
                 slot.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
-            queue.release(acquired.offset);
+            queue
+                .settle(&self.broker, &[acquired.offset], AckType::Release)
+                .await;
         }
     }
 
-    /// Settles offsets of `queue` for good (acked, dropped) and records them.
-    pub fn settle(&self, queue: &QueueRuntime, offsets: &[i64]) -> Option<PendingProduce> {
-        let settled: Vec<i64> = offsets
-            .iter()
-            .copied()
-            .filter(|o| queue.settle(*o))
-            .collect();
-        if settled.is_empty() || queue.is_deleted() {
-            return None;
-        }
-        match AckLog::submit(&self.broker, &queue.topic, Some(&settled)) {
-            Ok(pending) => Some(pending),
-            Err(error) => {
-                tracing::error!(queue = %queue.name, %error, "recording settled messages failed");
-                None
-            }
-        }
+    /// Acks of a client: settled for good.
+    pub async fn ack(&self, queue: &QueueRuntime, offsets: &[i64]) {
+        queue
+            .counters
+            .acked
+            .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+        queue.settle(&self.broker, offsets, AckType::Accept).await;
     }
 
     /// A delivered message returned to the queue (nack/reject with requeue, channel closed);
     /// past `x-delivery-limit` it is dead-lettered instead.
-    pub async fn requeue(&self, queue: &Arc<QueueRuntime>, offset: i64) {
-        let Some(count) = queue.release(offset) else {
-            return;
-        };
+    pub async fn requeue(&self, queue: &Arc<QueueRuntime>, acquired: Acquired) {
         let limit = queue.args.delivery_limit.unwrap_or(DEFAULT_DELIVERY_LIMIT);
-        if count > limit {
-            self.dead_letter(queue, offset, "delivery_limit").await;
+        if u32::from(acquired.delivery_count) > limit {
+            self.dead_letter(queue, acquired, None, "delivery_limit")
+                .await;
+        } else {
+            queue
+                .settle(&self.broker, &[acquired.offset], AckType::Release)
+                .await;
         }
     }
 
-    /// Moves a message to the queue's dead-letter exchange (or drops it without one), then
-    /// settles it. The copy is stored durably before the original is settled.
-    pub async fn dead_letter(&self, queue: &Arc<QueueRuntime>, offset: i64, reason: &str) {
+    /// Moves an acquired message to the queue's dead-letter exchange (or drops it without
+    /// one), then settles it. The copy is stored durably before the original is settled.
+    pub async fn dead_letter(
+        &self,
+        queue: &Arc<QueueRuntime>,
+        acquired: Acquired,
+        message: Option<Message>,
+        reason: &str,
+    ) {
+        let offset = acquired.offset;
         if let Some(dlx) = queue.args.dead_letter_exchange.clone() {
-            let q = queue.clone();
-            let read = tokio::task::spawn_blocking(move || q.read(offset))
-                .await
-                .ok()
-                .flatten();
-            if let Some(mut message) = read {
+            let message = match message {
+                Some(m) => Some(m),
+                None => {
+                    let log = queue.log.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let log = log?;
+                        let read = log.read(offset, 1).ok()?;
+                        crate::queue::find_in(&read.records, offset)
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                }
+            };
+            if let Some(mut message) = message {
                 add_death(&mut message, &queue.name, reason);
                 if let Some(key) = &queue.args.dead_letter_routing_key {
                     message.routing_key.clone_from(key);
@@ -811,8 +852,10 @@ impl Registry {
                     Ok(published) => {
                         for pending in published.pending {
                             if let Err(error) = pending.wait().await {
-                                tracing::error!(queue = %queue.name, %error, "dead-lettering failed; the message stays");
-                                queue.release(offset);
+                                tracing::error!(queue = %queue.name, %error, "dead-lettering failed; the message goes back");
+                                queue
+                                    .settle(&self.broker, &[offset], AckType::Release)
+                                    .await;
                                 return;
                             }
                         }
@@ -827,16 +870,32 @@ impl Registry {
             }
         }
         queue.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        if let Some(pending) = self.settle(queue, &[offset]) {
-            let _ = pending.wait().await;
-        }
+        queue.settle(&self.broker, &[offset], AckType::Accept).await;
     }
 
     /// After a publish to a `drop-head` queue: dead-letters the oldest beyond `x-max-length`.
     pub async fn enforce_max_length(&self, queue: &Arc<QueueRuntime>) {
-        while let Some(head) = queue.over_max_length() {
-            self.dead_letter(queue, head, "maxlen").await;
+        queue.refresh(&self.broker).await;
+        while queue.over_max_length() {
+            let got = queue.acquire(&self.broker, 1).await;
+            let Some((acquired, message)) = got.into_iter().next() else {
+                return;
+            };
+            self.dead_letter(queue, acquired, message, "maxlen").await;
         }
+    }
+
+    /// queue.purge: forgets every ready message; returns how many.
+    pub async fn purge(&self, queue: &QueueRuntime) -> Result<u64, AmqpError> {
+        let end = queue
+            .log
+            .as_ref()
+            .map_or(0, wharf_broker::Log::high_watermark);
+        queue.refresh(&self.broker).await;
+        let ready = queue.ready();
+        self.broker.cursor_reset(&queue.key, end).await?;
+        queue.refresh(&self.broker).await;
+        Ok(ready)
     }
 
     /// Views for the CLI and admin JSON.
