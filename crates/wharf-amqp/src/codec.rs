@@ -53,7 +53,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         return Err(CodecError::Malformed("frame end octet is not 0xCE".into()));
     }
     match parse_frame(frame.as_slice()) {
-        Ok((rest, parsed)) if rest.is_empty() => Ok(parsed),
+        Ok(([], parsed)) => Ok(parsed),
         Ok(_) => Err(CodecError::Malformed("trailing bytes in frame".into())),
         Err(error) => Err(CodecError::Malformed(format!("{error}"))),
     }

@@ -444,8 +444,7 @@ impl Connection {
             };
             last_read = Instant::now();
             let frame = match frame {
-                None => return Ok(()),
-                Some(Err(CodecError::Io(_))) => return Ok(()),
+                None | Some(Err(CodecError::Io(_))) => return Ok(()),
                 Some(Err(e)) => return Err(codec_error(&e)),
                 Some(Ok(frame)) => frame,
             };
@@ -544,7 +543,7 @@ impl Connection {
 
     /// Publishes a complete message; a soft error (no such exchange) closes the channel.
     async fn publish_or_close(&mut self, id: u16) -> Result<bool, AmqpError> {
-        match self.maybe_publish(id).await {
+        match self.maybe_publish(id) {
             Ok(()) => Ok(false),
             Err(e) if e.hard => Err(e),
             Err(e) => {
@@ -647,7 +646,7 @@ impl Connection {
         self.registry.connection_closed(self.id);
     }
 
-    async fn maybe_publish(&mut self, id: u16) -> Result<(), AmqpError> {
+    fn maybe_publish(&mut self, id: u16) -> Result<(), AmqpError> {
         let ch = self.open_channel(id)?;
         let complete = ch
             .publishing
@@ -671,10 +670,7 @@ impl Connection {
             body: p.body,
             timestamp: now_ms(),
         };
-        let published = match self.registry.publish(&message, confirm, true) {
-            Ok(published) => published,
-            Err(e) => return Err(e),
-        };
+        let published = self.registry.publish(&message, confirm, true)?;
         if !published.routed && p.mandatory {
             let mut frames = Vec::new();
             codec::content(
@@ -1051,10 +1047,9 @@ impl Connection {
                 };
                 self.reject(taken, r.requeue).await;
             }
-            AMQPClass::Basic(basic::AMQPMethod::Recover(basic::Recover { requeue: _ }))
-            | AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(basic::RecoverAsync {
-                requeue: _,
-            })) => {
+            AMQPClass::Basic(
+                basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_),
+            ) => {
                 // Wharf always requeues (RabbitMQ refuses requeue=false too).
                 let taken = self
                     .open_channel(id)?
@@ -1114,10 +1109,7 @@ impl Connection {
 fn codec_error(e: &CodecError) -> AmqpError {
     match e {
         CodecError::Io(_) => AmqpError::connection(reply::CONNECTION_FORCED, "connection lost"),
-        CodecError::TooLarge { .. } => {
-            AmqpError::connection(reply::FRAME_ERROR, format!("FRAME_ERROR - {e}"))
-        }
-        CodecError::Malformed(_) => {
+        CodecError::TooLarge { .. } | CodecError::Malformed(_) => {
             AmqpError::connection(reply::FRAME_ERROR, format!("FRAME_ERROR - {e}"))
         }
     }

@@ -428,15 +428,14 @@ pub fn spawn_dispatcher(queue: &Arc<QueueRuntime>, registry: Weak<crate::Registr
             };
             let broker = registry.broker().clone();
             let picked = queue.pick();
-            let want = match &picked {
-                Some((_, room)) => *room,
-                None => {
-                    let q = queue.clone();
-                    let expired = tokio::task::spawn_blocking(move || q.expired_head())
-                        .await
-                        .unwrap_or(false);
-                    usize::from(expired)
-                }
+            let want = if let Some((_, room)) = &picked {
+                *room
+            } else {
+                let q = queue.clone();
+                let expired = tokio::task::spawn_blocking(move || q.expired_head())
+                    .await
+                    .unwrap_or(false);
+                usize::from(expired)
             };
             let acquired = queue.acquire(&broker, want).await;
             if acquired.is_empty() {
@@ -463,7 +462,7 @@ pub fn spawn_dispatcher(queue: &Arc<QueueRuntime>, registry: Weak<crate::Registr
                     None => {
                         queue
                             .settle(&broker, &[acquired.offset], AckType::Release)
-                            .await
+                            .await;
                     }
                 }
             }

@@ -363,6 +363,7 @@ impl Registry {
         wharf_storage::durable::replace(&*fs, &self.path, &bytes).map_err(AmqpError::internal)
     }
 
+    #[allow(clippy::fn_params_excessive_bools)]
     pub fn declare_exchange(
         &self,
         name: &str,
@@ -493,8 +494,8 @@ impl Registry {
         } else {
             name.to_string()
         };
-        let (topic, log) = match &args.kafka_topic {
-            Some(topic) => {
+        let (topic, log) = if let Some(topic) = &args.kafka_topic {
+            {
                 if self.broker.topic(topic).is_none() {
                     match self.broker.auto_create(topic) {
                         Some(Ok(_)) => {}
@@ -508,7 +509,8 @@ impl Registry {
                 }
                 (topic.clone(), None)
             }
-            None => {
+        } else {
+            {
                 let topic = format!("{QUEUE_TOPIC_PREFIX}{id}");
                 let spec = TopicSpec {
                     name: topic.clone(),
@@ -827,19 +829,18 @@ impl Registry {
     ) {
         let offset = acquired.offset;
         if let Some(dlx) = queue.args.dead_letter_exchange.clone() {
-            let message = match message {
-                Some(m) => Some(m),
-                None => {
-                    let log = queue.log.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let log = log?;
-                        let read = log.read(offset, 1).ok()?;
-                        crate::queue::find_in(&read.records, offset)
-                    })
-                    .await
-                    .ok()
-                    .flatten()
-                }
+            let message = if message.is_some() {
+                message
+            } else {
+                let log = queue.log.clone();
+                tokio::task::spawn_blocking(move || {
+                    let log = log?;
+                    let read = log.read(offset, 1).ok()?;
+                    crate::queue::find_in(&read.records, offset)
+                })
+                .await
+                .ok()
+                .flatten()
             };
             if let Some(mut message) = message {
                 add_death(&mut message, &queue.name, reason);

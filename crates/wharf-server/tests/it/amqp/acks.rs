@@ -5,7 +5,7 @@
 use super::{pika, sorted, strings};
 use crate::start_broker;
 
-const TWO_CONSUMERS: &str = r##"
+const TWO_CONSUMERS: &str = r#"
 setup = connect()
 sch = setup.channel()
 sch.confirm_delivery()
@@ -51,7 +51,7 @@ print(json.dumps({
     "b_while_unacked": b_while_unacked,
     "b": [[x[0], x[1]] for x in b_got], "left": left,
 }))
-"##;
+"#;
 
 #[test]
 fn a_closed_channel_hands_its_unacked_message_to_the_other_consumer_redelivered() {
@@ -85,7 +85,7 @@ fn a_closed_channel_hands_its_unacked_message_to_the_other_consumer_redelivered(
     assert_eq!(out["left"], 0, "{out}");
 }
 
-const GET_AND_RECOVER: &str = r##"
+const GET_AND_RECOVER: &str = r#"
 conn = connect()
 ch = conn.channel()
 ch.confirm_delivery()
@@ -105,7 +105,7 @@ while True:
     seen.append([b.decode(), m.redelivered])
 conn.close()
 print(json.dumps({"first": [b1.decode(), b2.decode()], "after": seen}))
-"##;
+"#;
 
 #[test]
 fn basic_get_nack_requeues_and_ack_removes() {

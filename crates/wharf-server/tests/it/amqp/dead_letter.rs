@@ -5,7 +5,7 @@
 use super::pika;
 use crate::start_broker;
 
-const SCRIPT: &str = r##"
+const SCRIPT: &str = r#"
 conn = connect()
 ch = conn.channel()
 ch.confirm_delivery()
@@ -69,7 +69,7 @@ out["rejected"] = nacked
 out["bounded_left"] = ch.queue_declare("bounded", passive=True).method.message_count
 conn.close()
 print(json.dumps(out))
-"##;
+"#;
 
 #[test]
 fn nack_delivery_limit_and_ttl_dead_letter_with_x_death_and_a_full_queue_nacks() {

@@ -4,7 +4,7 @@
 use super::pika;
 use crate::start_broker;
 
-const PUBLISH_AND_ACK_SOME: &str = r##"
+const PUBLISH_AND_ACK_SOME: &str = r#"
 conn = connect()
 ch = conn.channel()
 ch.confirm_delivery()
@@ -21,16 +21,16 @@ for method, props, body in ch.consume("durable.q", inactivity_timeout=2.0):
         break
 conn.close()
 print(json.dumps({"acked": acked}))
-"##;
+"#;
 
-const DRAIN: &str = r##"
+const DRAIN: &str = r#"
 conn = connect()
 ch = conn.channel()
 ch.queue_declare("durable.q", durable=True)
 got = drain(ch, "durable.q", timeout=3.0)
 conn.close()
 print(json.dumps({"got": got}))
-"##;
+"#;
 
 #[test]
 fn confirmed_messages_survive_kill9_and_acked_ones_stay_acked() {

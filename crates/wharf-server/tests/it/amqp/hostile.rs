@@ -56,7 +56,7 @@ fn handshake(s: &mut TcpStream) {
         &AMQPFrame::Method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: Default::default(),
+                client_properties: amq_protocol::types::FieldTable::default(),
                 mechanism: "PLAIN".into(),
                 response: "\0guest\0guest".into(),
                 locale: "en_US".into(),
@@ -107,8 +107,8 @@ fn close_code(bytes: &[u8]) -> Option<u16> {
     None
 }
 
-const SURVIVOR: &str = r##"
-import socket
+const SURVIVOR: &str = r#"
+
 conn = connect()
 ch = conn.channel()
 ch.queue_declare("survivor")
@@ -119,7 +119,7 @@ ch.basic_publish("", "survivor", "still-here")
 m, p, b = ch.basic_get("survivor", auto_ack=True)
 conn.close()
 print(json.dumps({"body": b.decode()}))
-"##;
+"#;
 
 #[test]
 fn hostile_frames_close_only_their_connection() {

@@ -10,7 +10,7 @@ use rdkafka::message::{Headers, Message};
 use super::pika;
 use crate::start_broker;
 
-const SCRIPT: &str = r##"
+const SCRIPT: &str = r#"
 conn = connect()
 ch = conn.channel()
 ch.confirm_delivery()
@@ -25,7 +25,7 @@ for i in range(2):
     ch.basic_publish("orders", f"us.shop{i}", f"us-{i}")
 conn.close()
 print(json.dumps({"ok": True}))
-"##;
+"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_topic_exchange_feeds_a_kafka_consumer_group() {

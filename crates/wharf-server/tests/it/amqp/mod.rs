@@ -25,7 +25,7 @@ fn python() -> String {
 
 /// Common pika helpers, prepended to each script: `connect()` opens a blocking connection
 /// to the port in argv[1].
-const PRELUDE: &str = r##"
+const PRELUDE: &str = r#"
 import json, sys, time
 import pika
 PORT = int(sys.argv[1])
@@ -42,7 +42,7 @@ def drain(ch, queue, timeout=1.0):
         ch.basic_ack(method.delivery_tag)
     ch.cancel()
     return got
-"##;
+"#;
 
 /// Runs a pika script with the broker's AMQP port and `args`; its stdout parsed as JSON.
 fn pika(amqp_addr: &str, script: &str, args: &[&str]) -> Value {

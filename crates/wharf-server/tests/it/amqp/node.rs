@@ -7,7 +7,7 @@ use std::process::Command;
 use super::{sorted, strings};
 use crate::start_broker;
 
-const SCRIPT: &str = r##"
+const SCRIPT: &str = r"
 const amqp = require('amqplib');
 (async () => {
   const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${process.argv[1]}`);
@@ -50,7 +50,7 @@ const amqp = require('amqplib');
   await conn.close();
   console.log(JSON.stringify({ got, left }));
 })().catch((e) => { console.error(e); process.exit(1); });
-"##;
+";
 
 #[test]
 fn amqplib_routes_confirms_and_acks() {
