@@ -12,8 +12,7 @@
 //! ```
 //!
 //! Every AMQP delivery is locked to the one cursor consumer [`CURSOR_CONSUMER`]: delivery
-//! tags already tie an ack to its channel, and at start the locks a killed broker left are
-//! released under that name.
+//! tags already tie an ack to its channel.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

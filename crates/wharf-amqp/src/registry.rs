@@ -17,7 +17,7 @@ use wharf_broker::{Acks, Broker, BrokerError, PendingProduce, TopicSpec};
 use crate::error::{reply, AmqpError};
 use crate::message::{now_ms, table_text, value_text, Message};
 use crate::queue::{
-    spawn_dispatcher, Acquired, ConsumerSlot, Overflow, QueueArgs, QueueRuntime, CURSOR_CONSUMER,
+    spawn_dispatcher, Acquired, ConsumerSlot, Overflow, QueueArgs, QueueRuntime,
     DEFAULT_DELIVERY_LIMIT,
 };
 use crate::routing::{matches, ExchangeKind, Headers};
@@ -286,9 +286,9 @@ impl Registry {
         }))
     }
 
-    /// Starts the dispatchers of the loaded queues (inside the runtime): first the locks a
-    /// previous process left are released (those deliveries come back redelivered), the
-    /// cursors of queues that are gone are deleted.
+    /// Starts the dispatchers of the loaded queues (inside the runtime) after deleting the
+    /// cursors of queues that are gone. Deliveries unacked when a previous process died come
+    /// back redelivered: the cursor stores a lock as available (ADR 0013).
     pub fn start(self: &Arc<Self>) {
         let queues: Vec<Arc<QueueRuntime>> = lock(&self.topology)
             .queues
@@ -308,12 +308,6 @@ impl Registry {
                 }
             }
             for q in queues {
-                if let Err(error) = broker
-                    .cursor_release_consumer(&q.key, &q.cursor_config, CURSOR_CONSUMER)
-                    .await
-                {
-                    tracing::warn!(queue = %q.name, %error, "releasing locks of the previous run failed");
-                }
                 q.refresh(&broker).await;
                 spawn_dispatcher(&q, Arc::downgrade(&registry));
             }
