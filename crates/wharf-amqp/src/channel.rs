@@ -17,6 +17,7 @@ use crate::queue::{Acquired, ConsumerSlot, QueueRuntime};
 
 /// A delivery the client has not settled yet.
 pub struct Unacked {
+    pub tag: u64,
     pub queue: Arc<QueueRuntime>,
     pub acquired: Acquired,
     pub consumer: Option<Arc<ConsumerSlot>>,
@@ -70,6 +71,7 @@ impl ChannelLink {
             deliveries.unacked.insert(
                 tag,
                 Unacked {
+                    tag,
                     queue: queue.clone(),
                     acquired,
                     consumer: Some(slot.clone()),
@@ -109,6 +111,7 @@ impl ChannelLink {
             deliveries.unacked.insert(
                 tag,
                 Unacked {
+                    tag,
                     queue: queue.clone(),
                     acquired,
                     consumer: None,
@@ -162,6 +165,17 @@ impl ChannelLink {
             return None;
         }
         Some(taken)
+    }
+
+    /// Puts taken deliveries back (a rolled-back transaction's acks).
+    pub fn restore(&self, items: Vec<Unacked>) {
+        let mut deliveries = self.lock();
+        for u in items {
+            if let Some(c) = &u.consumer {
+                c.in_flight.fetch_add(1, Ordering::AcqRel);
+            }
+            deliveries.unacked.insert(u.tag, u);
+        }
     }
 
     /// Closes the channel to deliveries; returns what was unacked (to be requeued).

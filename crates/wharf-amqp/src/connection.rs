@@ -57,9 +57,18 @@ struct Publishing {
     body: Vec<u8>,
 }
 
+/// What a transactional channel (tx.select) holds until tx.commit.
+#[derive(Default)]
+struct TxBuffer {
+    publishes: Vec<(Message, bool)>,
+    /// Taken deliveries with how they are settled: `None` ack, `Some(requeue)` nack/reject.
+    settles: Vec<(Vec<crate::channel::Unacked>, Option<bool>)>,
+}
+
 struct Channel {
     link: Arc<ChannelLink>,
     confirm: bool,
+    tx: Option<TxBuffer>,
     next_publish: u64,
     prefetch: u16,
     consumers: HashMap<String, Arc<QueueRuntime>>,
@@ -658,11 +667,6 @@ impl Connection {
         let Some(p) = ch.publishing.take() else {
             return Ok(());
         };
-        let confirm = ch.confirm;
-        let tag = confirm.then(|| {
-            ch.next_publish += 1;
-            ch.next_publish
-        });
         let message = Message {
             exchange: p.exchange,
             routing_key: p.routing_key,
@@ -670,23 +674,18 @@ impl Connection {
             body: p.body,
             timestamp: now_ms(),
         };
+        if let Some(tx) = ch.tx.as_mut() {
+            tx.publishes.push((message, p.mandatory));
+            return Ok(());
+        }
+        let confirm = ch.confirm;
+        let tag = confirm.then(|| {
+            ch.next_publish += 1;
+            ch.next_publish
+        });
         let published = self.registry.publish(&message, confirm, true)?;
         if !published.routed && p.mandatory {
-            let mut frames = Vec::new();
-            codec::content(
-                id,
-                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                    reply_code: reply::NO_ROUTE,
-                    reply_text: "NO_ROUTE".into(),
-                    exchange: short(&message.exchange),
-                    routing_key: short(&message.routing_key),
-                })),
-                &message.properties,
-                &message.body,
-                self.frame_max,
-                &mut frames,
-            );
-            let _ = self.out.send(frames);
+            self.send_return(id, &message);
         }
         for q in &published.queues {
             if q.args.max_length.is_some() && q.args.overflow == Overflow::DropHead {
@@ -701,6 +700,56 @@ impl Connection {
             queues: published.queues,
             refused: published.refused,
         });
+        Ok(())
+    }
+
+    /// basic.return of an unroutable mandatory message.
+    fn send_return(&self, id: u16, message: &Message) {
+        let mut frames = Vec::new();
+        codec::content(
+            id,
+            AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                reply_code: reply::NO_ROUTE,
+                reply_text: "NO_ROUTE".into(),
+                exchange: short(&message.exchange),
+                routing_key: short(&message.routing_key),
+            })),
+            &message.properties,
+            &message.body,
+            self.frame_max,
+            &mut frames,
+        );
+        let _ = self.out.send(frames);
+    }
+
+    /// tx.commit: stores the buffered publishes durably, then settles the buffered acks.
+    async fn commit(&mut self, id: u16) -> Result<(), AmqpError> {
+        let Some(tx) = self.open_channel(id)?.tx.replace(TxBuffer::default()) else {
+            return Err(AmqpError::precondition("channel is not transactional"));
+        };
+        let mut pending = Vec::new();
+        let mut queues = Vec::new();
+        for (message, mandatory) in &tx.publishes {
+            let published = self.registry.publish(message, true, true)?;
+            if !published.routed && *mandatory {
+                self.send_return(id, message);
+            }
+            pending.extend(published.pending);
+            queues.extend(published.queues);
+        }
+        for p in pending {
+            p.wait().await?;
+        }
+        for q in &queues {
+            q.wake();
+        }
+        for (taken, how) in tx.settles {
+            match how {
+                None => self.settle_all(taken),
+                Some(requeue) => self.reject(taken, requeue).await,
+            }
+        }
+        self.barrier().await;
         Ok(())
     }
 
@@ -732,6 +781,7 @@ impl Connection {
                 Channel {
                     link: Arc::new(ChannelLink::new(id, self.out.clone(), self.frame_max)),
                     confirm: false,
+                    tx: None,
                     next_publish: 0,
                     prefetch: 0,
                     consumers: HashMap::new(),
@@ -1026,7 +1076,10 @@ impl Connection {
                         a.delivery_tag
                     )));
                 };
-                self.settle_all(taken);
+                match self.open_channel(id)?.tx.as_mut() {
+                    Some(tx) => tx.settles.push((taken, None)),
+                    None => self.settle_all(taken),
+                }
             }
             AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
                 let Some(taken) = self.open_channel(id)?.link.take(n.delivery_tag, n.multiple)
@@ -1036,7 +1089,10 @@ impl Connection {
                         n.delivery_tag
                     )));
                 };
-                self.reject(taken, n.requeue).await;
+                match self.open_channel(id)?.tx.as_mut() {
+                    Some(tx) => tx.settles.push((taken, Some(n.requeue))),
+                    None => self.reject(taken, n.requeue).await,
+                }
             }
             AMQPClass::Basic(basic::AMQPMethod::Reject(r)) => {
                 let Some(taken) = self.open_channel(id)?.link.take(r.delivery_tag, false) else {
@@ -1045,7 +1101,10 @@ impl Connection {
                         r.delivery_tag
                     )));
                 };
-                self.reject(taken, r.requeue).await;
+                match self.open_channel(id)?.tx.as_mut() {
+                    Some(tx) => tx.settles.push((taken, Some(r.requeue))),
+                    None => self.reject(taken, r.requeue).await,
+                }
             }
             AMQPClass::Basic(
                 basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_),
@@ -1063,7 +1122,13 @@ impl Connection {
                 );
             }
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
-                self.open_channel(id)?.confirm = true;
+                let ch = self.open_channel(id)?;
+                if ch.tx.is_some() {
+                    return Err(AmqpError::precondition(
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                ch.confirm = true;
                 if !s.nowait {
                     self.send_method(
                         id,
@@ -1071,13 +1136,33 @@ impl Connection {
                     );
                 }
             }
-            AMQPClass::Tx(
-                tx::AMQPMethod::Select(_) | tx::AMQPMethod::Commit(_) | tx::AMQPMethod::Rollback(_),
-            ) => {
-                return Err(AmqpError::connection(
-                    reply::NOT_IMPLEMENTED,
-                    "NOT_IMPLEMENTED - transactions (tx.select) are not supported yet",
-                ))
+            AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
+                let ch = self.open_channel(id)?;
+                if ch.confirm {
+                    return Err(AmqpError::precondition(
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                ch.tx.get_or_insert_with(TxBuffer::default);
+                self.send_method(id, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Commit(_)) => {
+                self.commit(id).await?;
+                self.send_method(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Rollback(_)) => {
+                let ch = self.open_channel(id)?;
+                let Some(buffer) = ch.tx.replace(TxBuffer::default()) else {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                };
+                let link = ch.link.clone();
+                for (taken, _) in buffer.settles {
+                    link.restore(taken);
+                }
+                self.send_method(
+                    id,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
             }
             other => {
                 return Err(AmqpError::connection(

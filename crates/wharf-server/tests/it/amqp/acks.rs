@@ -124,3 +124,40 @@ fn basic_get_nack_requeues_and_ack_removes() {
         "the nacked g0 comes back first, redelivered; the acked g1 never: {out}"
     );
 }
+
+const TRANSACTIONS: &str = r#"
+conn = connect()
+ch = conn.channel()
+ch.queue_declare("txq")
+count = lambda: ch.queue_declare("txq", passive=True).method.message_count
+ch.tx_select()
+ch.basic_publish("", "txq", "a")
+ch.basic_publish("", "txq", "b")
+out = {"uncommitted": count()}
+ch.tx_rollback()
+out["rolled_back"] = count()
+ch.basic_publish("", "txq", "c")
+ch.tx_commit()
+out["committed"] = count()
+m, p, b = ch.basic_get("txq")
+out["got"] = b.decode()
+ch.basic_ack(m.delivery_tag)
+ch.tx_rollback()
+ch.basic_ack(m.delivery_tag)
+ch.tx_commit()
+m2, p2, b2 = ch.basic_get("txq")
+out["after_ack_commit"] = None if m2 is None else b2.decode()
+conn.close()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn tx_publishes_and_acks_take_effect_at_commit_only() {
+    let (_dir, broker) = start_broker(&[]);
+    let out = pika(&broker.amqp_addr().unwrap(), TRANSACTIONS, &[]);
+    assert_eq!(out["uncommitted"], 0, "{out}");
+    assert_eq!(out["rolled_back"], 0, "{out}");
+    assert_eq!(out["committed"], 1, "{out}");
+    assert_eq!(out["got"], "c", "{out}");
+    assert_eq!(out["after_ack_commit"], serde_json::Value::Null, "{out}");
+}

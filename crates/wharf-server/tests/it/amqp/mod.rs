@@ -2,6 +2,7 @@
 //! from npm), against a real broker process on loopback ports.
 
 mod acks;
+mod admin;
 mod dead_letter;
 mod durability;
 mod hostile;
