@@ -46,6 +46,17 @@ fn recv(s: &mut TcpStream) -> AMQPFrame {
 
 /// Header, start-ok (PLAIN guest), tune-ok, open: a connection ready for channels.
 fn handshake(s: &mut TcpStream) {
+    login(s, "\0guest\0guest", "/", 0, 0);
+    assert!(matches!(
+        recv(s),
+        AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
+    ));
+}
+
+/// Sends header, start-ok with a PLAIN `response`, tune-ok (`channel_max`, frame_max 8192,
+/// `heartbeat`; 0 keeps the server's channel_max) and open of `vhost`, stopping early if the
+/// server closes; the answer to open (or to the refused login) is left to read.
+fn login(s: &mut TcpStream, response: &str, vhost: &str, channel_max: u16, heartbeat: u16) {
     s.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
     assert!(matches!(
         recv(s),
@@ -58,23 +69,27 @@ fn handshake(s: &mut TcpStream) {
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
                 client_properties: amq_protocol::types::FieldTable::default(),
                 mechanism: "PLAIN".into(),
-                response: "\0guest\0guest".into(),
+                response: response.into(),
                 locale: "en_US".into(),
             })),
         ),
     );
     let AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune))) = recv(s)
     else {
-        panic!("expected tune")
+        return;
     };
     send(
         s,
         &AMQPFrame::Method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max: tune.channel_max,
+                channel_max: if channel_max == 0 {
+                    tune.channel_max
+                } else {
+                    channel_max
+                },
                 frame_max: 8192,
-                heartbeat: 0,
+                heartbeat,
             })),
         ),
     );
@@ -83,14 +98,69 @@ fn handshake(s: &mut TcpStream) {
         &AMQPFrame::Method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: "/".into(),
+                virtual_host: vhost.into(),
             })),
         ),
     );
-    assert!(matches!(
-        recv(s),
-        AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
-    ));
+}
+
+#[test]
+fn refusals_carry_the_spec_reply_codes_and_heartbeats_are_kept() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.amqp_addr().unwrap();
+
+    // A wrong password: 403 ACCESS_REFUSED.
+    let mut s = connect(&addr);
+    s.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+    let _start = recv(&mut s);
+    send(
+        &mut s,
+        &AMQPFrame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: amq_protocol::types::FieldTable::default(),
+                mechanism: "PLAIN".into(),
+                response: "\0guest\0wrong".into(),
+                locale: "en_US".into(),
+            })),
+        ),
+    );
+    assert_eq!(close_code(&read_to_close(&mut s)), Some(403));
+
+    // A vhost other than "/": 530 NOT_ALLOWED.
+    let mut s = connect(&addr);
+    login(&mut s, "\0guest\0guest", "/elsewhere", 0, 0);
+    assert_eq!(close_code(&read_to_close(&mut s)), Some(530));
+
+    // A channel above the negotiated channel_max: 504 CHANNEL_ERROR.
+    let mut s = connect(&addr);
+    login(&mut s, "\0guest\0guest", "/", 10, 0);
+    let _open_ok = recv(&mut s);
+    send(
+        &mut s,
+        &AMQPFrame::Method(
+            11,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        ),
+    );
+    assert_eq!(close_code(&read_to_close(&mut s)), Some(504));
+
+    // heartbeat=1: the server sends heartbeats, and closes a client that sends none (320).
+    let mut s = connect(&addr);
+    login(&mut s, "\0guest\0guest", "/", 0, 1);
+    let _open_ok = recv(&mut s);
+    let rest = read_to_close(&mut s);
+    let mut frames = Vec::new();
+    let mut at: &[u8] = &rest;
+    while let Ok((next, frame)) = parse_frame(at) {
+        frames.push(frame);
+        at = next;
+    }
+    assert!(
+        frames.iter().any(|f| matches!(f, AMQPFrame::Heartbeat)),
+        "the server sent heartbeats: {frames:?}"
+    );
+    assert_eq!(close_code(&rest), Some(320), "{frames:?}");
 }
 
 /// The reply code of the connection.close the server sent before closing.
