@@ -7,6 +7,7 @@ mod dead_letter;
 mod durability;
 mod hostile;
 mod kafka;
+mod lifecycle;
 mod node;
 mod routing;
 
