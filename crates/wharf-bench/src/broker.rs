@@ -119,7 +119,10 @@ impl SpawnedBroker {
             .arg(self.data_dir())
             // The admin port (9644 by default) may be taken; the bench reads no metrics.
             .arg("--set")
-            .arg("admin_listen=off");
+            .arg("admin_listen=off")
+            // Likewise the AMQP port (5672 by default).
+            .arg("--set")
+            .arg("amqp_listen=off");
         for setting in &self.settings {
             command.arg("--set").arg(setting);
         }

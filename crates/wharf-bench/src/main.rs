@@ -6,7 +6,8 @@
 //! - `cli`: the options; `run`: one run from load average to results file.
 //! - `broker`: the `--spawn`ed broker (start, SIGKILL, restart).
 //! - `ceilings`: disk_write, disk_sync, fdatasync latency and loopback, measured in place.
-//! - `admin`: topics and offsets over the Kafka protocol.
+//! - `admin`: topics and offsets over the Kafka protocol; `amqp`: a minimal AMQP 0-9-1
+//!   client (amq-protocol frames) for the `amqp` scenario.
 //! - `load`, `consume`: the librdkafka produce load and read-back the scenarios are made of;
 //!   `native`: the same with the lean client.
 //! - `scenarios`: the fixed-name scenarios; `report`, `stats`: table, JSON lines, medians.
@@ -18,6 +19,7 @@
 #![allow(clippy::cast_precision_loss)]
 
 mod admin;
+mod amqp;
 mod broker;
 mod ceilings;
 mod cli;

@@ -11,6 +11,7 @@
 //! | `GET /v1/topics`, `/v1/topics/{topic}` | partitions: log start, high watermark, bytes |
 //! | `GET /v1/topics/{topic}/configs` | every topic config with its source |
 //! | | a delay or transaction topic adds `scheduled`: records waiting, next due time (epoch ms) |
+//! | `GET /v1/amqp/{exchanges,queues,bindings,consumers}` | the AMQP door's state (queues: ready, unacked, counters) |
 //! | `GET /v1/groups`, `/v1/groups/{group}` | members, assignments, committed offsets, lag |
 //!
 //! `/v1/` answers 503 until the broker is open.
@@ -47,6 +48,8 @@ pub struct AdminState {
     ready: AtomicBool,
     /// The Kafka listener's bound address.
     kafka_listener: OnceLock<String>,
+    /// The AMQP door, unless `amqp_listen` is off.
+    amqp: OnceLock<Arc<wharf_amqp::Registry>>,
     started: Instant,
 }
 
@@ -57,6 +60,7 @@ impl AdminState {
             broker: OnceLock::new(),
             ready: AtomicBool::new(false),
             kafka_listener: OnceLock::new(),
+            amqp: OnceLock::new(),
             started: Instant::now(),
         })
     }
@@ -64,6 +68,10 @@ impl AdminState {
     pub fn set_broker(&self, broker: Arc<Broker>, kafka_listener: String) {
         let _ = self.broker.set(broker);
         let _ = self.kafka_listener.set(kafka_listener);
+    }
+
+    pub fn set_amqp(&self, registry: Arc<wharf_amqp::Registry>) {
+        let _ = self.amqp.set(registry);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -161,7 +169,10 @@ fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
             );
         }
         "/metrics" => {
-            let text = metrics::render(&state.metrics, state.broker.get().map(AsRef::as_ref));
+            let mut text = metrics::render(&state.metrics, state.broker.get().map(AsRef::as_ref));
+            if let Some(registry) = state.amqp.get() {
+                text.push_str(&metrics::render_amqp(registry));
+            }
             return respond(StatusCode::OK, PROMETHEUS_TEXT, text);
         }
         _ => {}
@@ -177,6 +188,10 @@ fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
     };
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let found = match segments.as_slice() {
+        ["amqp", what] => match state.amqp.get() {
+            Some(registry) => crate::amqp_cmd::view(registry, what),
+            None => return error(StatusCode::NOT_FOUND, "the AMQP listener is off"),
+        },
         ["cluster"] => Some(cluster(broker)),
         ["broker"] => Some(broker_info(state, broker)),
         ["topics"] => Some(Value::Array(

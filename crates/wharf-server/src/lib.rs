@@ -12,9 +12,11 @@
 //! - `share_cmd`: `wharf share list|describe|reset-offsets`.
 //! - `txn_cmd`: `wharf txn list|describe`.
 //! - `quota_cmd`: `wharf quota set|remove|describe`.
+//! - `amqp_cmd`: `wharf amqp list exchanges|queues|bindings|consumers` and `/v1/amqp/` JSON.
 //! - `storage_cmd`: `wharf storage verify`.
 
 pub mod admin_http;
+pub mod amqp_cmd;
 pub mod group_cmd;
 pub mod lag;
 pub mod metrics;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use wharf_server::amqp_cmd::AmqpCommand;
 use wharf_server::group_cmd::GroupCommand;
 use wharf_server::quota_cmd::QuotaCommand;
 use wharf_server::settings::Settings;
@@ -80,6 +81,18 @@ enum Command {
         #[command(subcommand)]
         command: ShareCommand,
     },
+    /// The AMQP door: exchanges, queues, bindings, consumers (read from the admin listener).
+    Amqp {
+        #[arg(
+            long = "admin",
+            default_value = "127.0.0.1:9644",
+            env = "WHARF_ADMIN",
+            global = true
+        )]
+        admin: String,
+        #[command(subcommand)]
+        command: AmqpCommand,
+    },
 }
 
 /// The broker a client command talks to; accepted anywhere after the command.
@@ -122,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             }
             let settings = Settings::load(
                 config.as_deref(),
-                std::env::vars().filter(|(k, _)| k != "WHARF_BOOTSTRAP"),
+                std::env::vars().filter(|(k, _)| k != "WHARF_BOOTSTRAP" && k != "WHARF_ADMIN"),
                 &overrides,
             )?;
             let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
@@ -154,6 +167,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Share { bootstrap, command } => {
             runtime.block_on(wharf_server::share_cmd::run(&bootstrap.server, command))
+        }
+        Command::Amqp { admin, command } => {
+            runtime.block_on(wharf_server::amqp_cmd::run(&admin, command))
         }
     }
 }

@@ -134,6 +134,11 @@ fn describe_recorded() {
         Unit::Count,
         "Open Kafka client connections."
     );
+    describe_gauge!(
+        "wharf_amqp_connections",
+        Unit::Count,
+        "Open AMQP 0-9-1 client connections."
+    );
     describe_histogram!(
         "wharf_storage_group_commit_appends",
         Unit::Count,
@@ -359,4 +364,54 @@ fn render_share(broker: &Broker) {
         gauge!("wharf_share_lag_records", "group" => g())
             .set(sample(d.partitions.iter().map(|p| p.lag).sum()));
     }
+}
+
+/// Per-queue AMQP metrics read from queue state at scrape time (a deleted queue disappears).
+pub fn render_amqp(registry: &wharf_amqp::Registry) -> String {
+    use std::sync::atomic::Ordering;
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        let counters = [
+            ("wharf_amqp_queue_published_total", "Messages stored in the queue."),
+            ("wharf_amqp_queue_delivered_total", "Deliveries to consumers and basic.get, redeliveries included."),
+            ("wharf_amqp_queue_acked_total", "Deliveries acknowledged by consumers."),
+            ("wharf_amqp_queue_redelivered_total", "Deliveries of messages delivered before (redelivered=true)."),
+            ("wharf_amqp_queue_dead_lettered_total", "Messages dead-lettered (rejected, expired, over the delivery limit or max length) or dropped."),
+        ];
+        for (name, help) in counters {
+            metrics::describe_counter!(name, Unit::Count, help);
+        }
+        metrics::describe_gauge!(
+            "wharf_amqp_queue_ready",
+            Unit::Count,
+            "Messages ready for delivery in the queue."
+        );
+        metrics::describe_gauge!(
+            "wharf_amqp_queue_unacked",
+            Unit::Count,
+            "Messages delivered and not yet acknowledged."
+        );
+        for q in registry.list_queues() {
+            if q.is_kafka() {
+                continue;
+            }
+            let label = q.name.clone();
+            metrics::gauge!("wharf_amqp_queue_ready", "queue" => label.clone())
+                .set(sample(i64::try_from(q.ready()).unwrap_or(i64::MAX)));
+            metrics::gauge!("wharf_amqp_queue_unacked", "queue" => label.clone())
+                .set(sample(i64::try_from(q.unacked()).unwrap_or(i64::MAX)));
+            let c = &q.counters;
+            for (name, value) in [
+                ("wharf_amqp_queue_published_total", &c.published),
+                ("wharf_amqp_queue_delivered_total", &c.delivered),
+                ("wharf_amqp_queue_acked_total", &c.acked),
+                ("wharf_amqp_queue_redelivered_total", &c.redelivered),
+                ("wharf_amqp_queue_dead_lettered_total", &c.dead_lettered),
+            ] {
+                metrics::counter!(name, "queue" => label.clone())
+                    .absolute(value.load(Ordering::Relaxed));
+            }
+        }
+    });
+    recorder.handle().render()
 }

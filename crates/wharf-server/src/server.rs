@@ -41,12 +41,35 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let bound = listener.local_addr()?;
+    let amqp_listener = match settings.amqp_addr() {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("binding the AMQP listener {addr} (amqp_listen; \"off\" disables it)")
+        })?),
+        None => None,
+    };
     let broker_config = settings.broker_config(bound.port());
     let storage_config = settings.storage_config();
     let data_dir = storage_config.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config, storage_config))
         .await?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let amqp_serving = match amqp_listener {
+        Some(amqp_listener) => {
+            let b = broker.clone();
+            let registry = tokio::task::spawn_blocking(move || wharf_amqp::Registry::open(b))
+                .await?
+                .context("opening the AMQP topology")?;
+            admin.set_amqp(registry.clone());
+            tracing::info!(amqp_listen = %amqp_listener.local_addr()?, "wharf is serving AMQP 0-9-1 clients");
+            Some(tokio::spawn(wharf_amqp::serve(
+                amqp_listener,
+                registry,
+                settings.amqp_config(),
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     admin.set_broker(broker.clone(), bound.to_string());
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), "wharf is serving Kafka clients");
     let serving = tokio::spawn(wharf_kafka::serve(
@@ -61,6 +84,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     admin.set_ready(false);
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    if let Some(amqp_serving) = amqp_serving {
+        let _ = amqp_serving.await;
+    }
     if let Some(admin_serving) = admin_serving {
         let _ = admin_serving.await;
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
+use wharf_amqp::AmqpConfig;
 use wharf_broker::group::{ConsumerGroupConfig, CoordinatorConfig, GroupConfig};
 use wharf_broker::{BrokerConfig, StorageConfig, TopicConfig};
 use wharf_kafka::ListenerConfig;
@@ -65,12 +66,23 @@ pub struct Settings {
     /// Test hook for kill -9 tests of compaction: the cleaner aborts the process right after
     /// this step of a segment swap (`written`, `index_removed`, `renamed`). Empty: off.
     pub log_cleaner_abort_at: String,
+    /// AMQP 0-9-1 listener address; empty or "off" disables it.
+    pub amqp_listen: String,
+    /// AMQP users, `user:password` separated by commas (`guest` logs in from loopback only).
+    pub amqp_users: String,
+    /// Largest AMQP frame the server accepts (clients may negotiate it down).
+    pub amqp_frame_max: u32,
+    /// Most channels per AMQP connection.
+    pub amqp_channel_max: u16,
+    /// Heartbeat interval the server proposes, seconds (0: none).
+    pub amqp_heartbeat: u16,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         let topic = TopicConfig::default();
         let listener = ListenerConfig::default();
+        let amqp = AmqpConfig::default();
         Self {
             listen: "127.0.0.1:9092".into(),
             admin_listen: "127.0.0.1:9644".into(),
@@ -104,6 +116,11 @@ impl Default for Settings {
             max_delay_ms: 259_200_000,
             log_level: "info".into(),
             log_cleaner_abort_at: String::new(),
+            amqp_listen: "127.0.0.1:5672".into(),
+            amqp_users: "guest:guest".into(),
+            amqp_frame_max: amqp.frame_max,
+            amqp_channel_max: amqp.channel_max,
+            amqp_heartbeat: amqp.heartbeat,
         }
     }
 }
@@ -211,6 +228,27 @@ impl Settings {
         c
     }
 
+    /// The AMQP address, or `None` when it is disabled.
+    pub fn amqp_addr(&self) -> Option<&str> {
+        let addr = self.amqp_listen.trim();
+        (!addr.is_empty() && !addr.eq_ignore_ascii_case("off")).then_some(addr)
+    }
+
+    pub fn amqp_config(&self) -> AmqpConfig {
+        AmqpConfig {
+            users: self
+                .amqp_users
+                .split(',')
+                .filter_map(|pair| pair.trim().split_once(':'))
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+            frame_max: self.amqp_frame_max.max(4096),
+            channel_max: self.amqp_channel_max.max(1),
+            heartbeat: self.amqp_heartbeat,
+            max_connections: self.max_connections,
+        }
+    }
+
     pub fn listener_config(&self) -> ListenerConfig {
         ListenerConfig {
             max_frame_bytes: self.max_frame_bytes,
@@ -246,6 +284,10 @@ mod tests {
         assert!(s.auto_create_topics);
         assert!(Settings::load(None, vec![("WHARF_NO_SUCH".into(), "1".into())], &[]).is_err());
         assert_eq!(s.admin_addr(), Some("127.0.0.1:9644"));
+        assert_eq!(s.amqp_addr(), Some("127.0.0.1:5672"));
+        let off =
+            Settings::load(None, Vec::new(), &[("amqp_listen".into(), "off".into())]).unwrap();
+        assert_eq!(off.amqp_addr(), None);
         for off in ["", "off", "OFF"] {
             let s =
                 Settings::load(None, Vec::new(), &[("admin_listen".into(), off.into())]).unwrap();

@@ -19,6 +19,8 @@ pub struct BrokerProcess {
     port: u16,
     /// The admin HTTP port, unless the settings turned the admin listener off.
     admin_port: Option<u16>,
+    /// The AMQP port, unless the settings chose `amqp_listen` themselves.
+    amqp_port: Option<u16>,
     args: Vec<String>,
     child: Option<Child>,
     starts: usize,
@@ -54,11 +56,20 @@ impl BrokerProcess {
                 ]);
                 Some(port)
             };
+            // The AMQP listener defaults to 5672: parallel brokers get free ports instead.
+            let amqp_port = if settings.iter().any(|(k, _)| *k == "amqp_listen") {
+                None
+            } else {
+                let port = free_port()?;
+                args.extend(["--set".to_string(), format!("amqp_listen=127.0.0.1:{port}")]);
+                Some(port)
+            };
             let mut p = Self {
                 bin: bin.clone(),
                 data_dir: data_dir.to_path_buf(),
                 port: free_port()?,
                 admin_port,
+                amqp_port,
                 args,
                 child: None,
                 starts: 0,
@@ -79,6 +90,11 @@ impl BrokerProcess {
     /// did not choose `admin_listen` itself.
     pub fn admin_addr(&self) -> Option<String> {
         self.admin_port.map(|p| format!("127.0.0.1:{p}"))
+    }
+
+    /// The AMQP listener, when the test did not choose `amqp_listen` itself.
+    pub fn amqp_addr(&self) -> Option<String> {
+        self.amqp_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     pub fn data_dir(&self) -> &Path {

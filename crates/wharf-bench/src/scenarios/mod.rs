@@ -1,6 +1,7 @@
 //! The scenarios, by their fixed names, and what they share. Each turns its repeats into one
 //! [`ScenarioReport`]; a failing scenario yields a report carrying its error.
 
+mod amqp;
 mod delay;
 pub mod latency;
 mod many_partitions;
@@ -38,6 +39,11 @@ pub enum Scenario {
     /// Not in the default selection: other brokers have no delay topics.
     #[value(name = "delay")]
     Delay,
+    /// AMQP 0-9-1: publish 1 KiB with confirms to a durable queue, then consume it with
+    /// manual acks (reported as `amqp-publish-confirm` and `amqp-consume-ack`). Opt-in, needs
+    /// `--amqp`.
+    #[value(name = "amqp")]
+    Amqp,
 }
 
 impl Scenario {
@@ -62,6 +68,7 @@ impl Scenario {
             Scenario::ManyPartitions => "many-partitions",
             Scenario::Recovery => "recovery",
             Scenario::Delay => "delay",
+            Scenario::Amqp => "amqp",
         }
     }
 }
@@ -75,6 +82,9 @@ pub fn selection(named: &[Scenario]) -> Vec<Scenario> {
     // Opt-in scenarios (not in `ALL`) run when named, after the fixed ones.
     if named.contains(&Scenario::Delay) {
         selected.push(Scenario::Delay);
+    }
+    if named.contains(&Scenario::Amqp) {
+        selected.push(Scenario::Amqp);
     }
     selected
 }
@@ -155,6 +165,7 @@ pub fn run_all(ctx: &mut Context<'_>, selected: &[Scenario]) -> Vec<ScenarioRepo
             Scenario::ManyPartitions => vec![many_partitions::many_partitions(ctx)],
             Scenario::Recovery => vec![recovery::recovery(ctx)],
             Scenario::Delay => vec![delay::delay_accuracy(ctx)],
+            Scenario::Amqp => amqp::publish_and_consume(ctx),
         };
         for mut report in produced {
             report.client = ctx.client;

@@ -1,9 +1,10 @@
 //! Integration tests: a real `wharf` process, a real data directory, real clients
-//! (librdkafka through rdkafka, kcat, the `wharf` CLI).
+//! (librdkafka through rdkafka, kcat, the `wharf` CLI, pika and amqplib for AMQP).
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod admin;
 mod admin_http;
+mod amqp;
 mod cli;
 mod compaction;
 mod consumer_protocol;
