@@ -34,6 +34,10 @@ pub struct BrokerConfig {
     pub transactions: TxnConfig,
     /// `max_delay_ms`: the longest delay a delayed message may ask for.
     pub max_delay_ms: i64,
+    /// KIP-1191's `errors.deadletterqueue.topic.name.prefix`: when not empty, a share group's
+    /// `errors.deadletterqueue.topic.name` must start with it (Kafka 4.4's default is `dlq.`;
+    /// Wharf requires no prefix unless one is set).
+    pub dlq_topic_name_prefix: String,
 }
 
 impl Default for BrokerConfig {
@@ -49,6 +53,7 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: 86_400_000,
             transactions: TxnConfig::default(),
             max_delay_ms: 259_200_000,
+            dlq_topic_name_prefix: String::new(),
         }
     }
 }

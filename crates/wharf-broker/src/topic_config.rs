@@ -13,6 +13,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
     "compression.type",
     "delete.retention.ms",
+    "errors.deadletterqueue.group.enable",
     "max.compaction.lag.ms",
     "max.message.bytes",
     "message.downconversion.enable",
@@ -82,6 +83,10 @@ pub struct TopicConfig {
     pub txn_check_interval_ms: i64,
     /// `wharf.txn.check.max`: checks before a half message is abandoned.
     pub txn_check_max: i32,
+    /// KIP-1191's `errors.deadletterqueue.group.enable`: `false` forbids share groups to
+    /// dead-letter into this topic. Kafka 4.4 requires `true`; Wharf honours it when set
+    /// and otherwise allows it (the effective default is `true`).
+    pub dlq_group_enable: bool,
     /// `cleanup.policy` holds `delete`: retention by time and size.
     pub cleanup_delete: bool,
     /// `cleanup.policy` holds `compact`: latest record per key; keyless records refused.
@@ -111,6 +116,7 @@ impl Default for TopicConfig {
             txn_check_after_ms: 6_000,
             txn_check_interval_ms: 30_000,
             txn_check_max: 15,
+            dlq_group_enable: true,
             cleanup_delete: true,
             cleanup_compact: false,
             delete_retention_ms: 86_400_000,
@@ -233,6 +239,13 @@ impl TopicConfig {
                     _ => return Err(invalid(key, value, "must be normal, delay or transaction")),
                 }
             }
+            "errors.deadletterqueue.group.enable" => {
+                self.dlq_group_enable = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid(key, value, "must be true or false")),
+                }
+            }
             "wharf.dedup.window.ms" => self.dedup_window_ms = parse_long(key, value, 0)?,
             "wharf.txn.check.after.ms" => self.txn_check_after_ms = parse_long(key, value, 1)?,
             "wharf.txn.check.interval.ms" => {
@@ -265,6 +278,7 @@ impl TopicConfig {
                     }
                     .to_string(),
                     "delete.retention.ms" => self.delete_retention_ms.to_string(),
+                    "errors.deadletterqueue.group.enable" => self.dlq_group_enable.to_string(),
                     "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
                     "min.cleanable.dirty.ratio" => {
                         format!("{}", f64::from(self.min_cleanable_dirty_ratio_ppm) / 1e6)

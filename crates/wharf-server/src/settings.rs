@@ -61,6 +61,9 @@ pub struct Settings {
     pub transaction_max_timeout_ms: i32,
     /// The longest delay a message on a `delay` topic may ask for (default 3 days).
     pub max_delay_ms: i64,
+    /// KIP-1191's `errors.deadletterqueue.topic.name.prefix` (e.g. `dlq.`): when set, share
+    /// groups may only name dead-letter topics that start with it.
+    pub errors_deadletterqueue_topic_name_prefix: String,
     /// `tracing` filter, e.g. `info` or `wharf_kafka=debug`.
     pub log_level: String,
     /// Test hook for kill -9 tests of compaction: the cleaner aborts the process right after
@@ -114,6 +117,7 @@ impl Default for Settings {
             transactional_id_expiration_ms: 604_800_000,
             transaction_max_timeout_ms: 900_000,
             max_delay_ms: 259_200_000,
+            errors_deadletterqueue_topic_name_prefix: String::new(),
             log_level: "info".into(),
             log_cleaner_abort_at: String::new(),
             amqp_listen: "127.0.0.1:5672".into(),
@@ -210,6 +214,7 @@ impl Settings {
                 id_expiration_ms: self.transactional_id_expiration_ms.max(1),
             },
             max_delay_ms: self.max_delay_ms.max(0),
+            dlq_topic_name_prefix: self.errors_deadletterqueue_topic_name_prefix.clone(),
         }
     }
 

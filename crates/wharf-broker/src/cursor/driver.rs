@@ -470,6 +470,16 @@ impl Broker {
             cursor.end_dead_letter(&offsets, false);
             return cursors.persist(key, Some(cursor)).await;
         };
+        // KIP-1191's gate: a topic configured with `errors.deadletterqueue.group.enable=false`
+        // takes no dead letters; the records stay archived only.
+        if self
+            .topic(&topic)
+            .is_some_and(|t| !t.config.dlq_group_enable)
+        {
+            tracing::warn!(%key, topic, records = offsets.len(), "dead-letter topic has errors.deadletterqueue.group.enable=false: records archived without a dead-letter copy");
+            cursor.end_dead_letter(&offsets, false);
+            return cursors.persist(key, Some(cursor)).await;
+        }
         self.ensure_dead_letter_topic(&topic).await?;
         let target = self
             .topic(&topic)

@@ -414,3 +414,78 @@ async fn a_big_batch_is_shared_between_consumers_offset_by_offset() {
     );
     b.shutdown().await;
 }
+
+/// KIP-1191's topic gate: a dead-letter topic with `errors.deadletterqueue.group.enable=false`
+/// takes no dead letters; the rejected record is archived only, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_that_refuses_dead_letters_keeps_records_archived_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CursorKey::new("g", "t", 0);
+    let cfg = config();
+    let b = open(dir.path());
+    b.cursors().register_dead_letter("g", Arc::new(TestStep));
+    create(&b, "t");
+    let spec = TopicSpec {
+        name: "dlq".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: BTreeMap::from([(
+            "errors.deadletterqueue.group.enable".to_string(),
+            "false".to_string(),
+        )]),
+    };
+    b.create_topic(&spec, false).unwrap();
+    produce(&b, "t", &["a"]).await;
+    b.cursor_acquire(&key, &cfg, "m", 10, 1 << 20)
+        .await
+        .unwrap();
+    b.cursor_ack(&key, &cfg, "m", &[(0, 0, AckType::Reject)])
+        .await
+        .unwrap();
+    let mut view = b.cursors().view(&key).await.unwrap();
+    for _ in 0..200 {
+        if view.dead_letter_pending == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        view = b.cursors().view(&key).await.unwrap();
+    }
+    assert_eq!(view.dead_letter_pending, 0, "the dead-letter step ran");
+    assert_eq!(view.totals.archived, 1);
+    assert_eq!(view.totals.dead_lettered, 0);
+    assert!(
+        records(&b, "dlq").is_empty(),
+        "nothing written to the gated topic"
+    );
+    b.shutdown().await;
+}
+
+/// KIP-1191's name gate: with a prefix set, a share group may only name dead-letter topics
+/// that start with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_topic_name_must_carry_the_prefix_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = StorageConfig::new(dir.path());
+    sc.shards = 1;
+    let config = BrokerConfig {
+        dlq_topic_name_prefix: "dlq.".into(),
+        ..BrokerConfig::default()
+    };
+    let b = Broker::open(config, sc).unwrap();
+    let set = |v: &str| {
+        vec![crate::ConfigOp::Set(
+            "errors.deadletterqueue.topic.name".into(),
+            v.into(),
+        )]
+    };
+    let refused = b.share_alter_configs("g", &set("orders-dead"), false).await;
+    assert!(
+        matches!(refused, Err(crate::BrokerError::InvalidConfig { .. })),
+        "{refused:?}"
+    );
+    b.share_alter_configs("g", &set("dlq.orders"), false)
+        .await
+        .unwrap();
+    b.share_alter_configs("g", &set(""), false).await.unwrap();
+    b.shutdown().await;
+}

@@ -469,6 +469,20 @@ impl Broker {
             match op {
                 ConfigOp::Set(k, v) => {
                     config::validate(k, v)?;
+                    let prefix = &self.config().dlq_topic_name_prefix;
+                    if k == config::DLQ_TOPIC
+                        && !v.is_empty()
+                        && !prefix.is_empty()
+                        && !v.starts_with(prefix.as_str())
+                    {
+                        return Err(BrokerError::InvalidConfig {
+                            key: k.clone(),
+                            value: v.clone(),
+                            reason: format!(
+                                "a dead-letter topic must start with {prefix:?} (errors_deadletterqueue_topic_name_prefix)"
+                            ),
+                        });
+                    }
                     set.insert(k.clone(), v.clone());
                 }
                 ConfigOp::Delete(k) => {
