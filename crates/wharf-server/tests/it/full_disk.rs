@@ -157,6 +157,13 @@ async fn full_disk_fails_produce_cleanly_and_recovers_after_space_is_freed() {
         .delete_records(&tpl, &AdminOptions::new())
         .await
         .unwrap();
+    // Retention deletes the sealed segments in the background: wait until the filesystem
+    // has room again (a tiny produce can succeed before that, written into the last page of
+    // the active segment, and the shutdown's producer snapshot would then find no space).
+    let mount = fs.0.clone();
+    crate::eventually("retention frees space on the small filesystem", || {
+        free_kib(&mount) > 1024
+    });
     let mut resumed = false;
     for _ in 0..600 {
         if producer
@@ -180,4 +187,18 @@ async fn full_disk_fails_produce_cleanly_and_recovers_after_space_is_freed() {
     let status = broker.terminate().unwrap();
     assert!(status, "clean shutdown");
     drop(broker);
+}
+
+/// Free space of the filesystem holding `path`, in KiB (`df`).
+fn free_kib(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["-k", "--output=avail"])
+        .arg(path)
+        .output()
+        .expect("df runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
 }
