@@ -158,6 +158,8 @@ pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
+    /// ListGroups v5's group type: `classic` or `consumer` (KIP-848).
+    pub group_type: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

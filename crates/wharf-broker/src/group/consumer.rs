@@ -598,6 +598,7 @@ impl ConsumerGroup {
             group_id: self.id.clone(),
             protocol_type: "consumer".into(),
             state: self.state(),
+            group_type: "consumer",
         }
     }
 

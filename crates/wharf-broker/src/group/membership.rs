@@ -874,6 +874,7 @@ impl Group {
             group_id: self.id.clone(),
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             state: self.state.as_str(),
+            group_type: "classic",
         }
     }
 

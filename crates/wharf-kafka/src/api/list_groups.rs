@@ -1,5 +1,5 @@
-//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+: "classic"
-//! consumer groups, "share" groups).
+//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+: "classic" and
+//! "consumer" (KIP-848) consumer groups, "share" groups).
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> Lis
                 .iter()
                 .any(|t| t.as_str().eq_ignore_ascii_case(kind))
     };
-    let (classic_wanted, share_wanted) = (wanted("classic"), wanted("share"));
+    let share_wanted = wanted("share");
     let states: Vec<String> = req
         .states_filter
         .into_iter()
@@ -53,7 +53,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> Lis
         .collect();
     let groups = listed
         .into_iter()
-        .filter(|_| classic_wanted)
+        .filter(|g| wanted(g.group_type))
         .map(|g| {
             let mut listed = ListedGroup::default()
                 .with_group_id(GroupId(str(&g.group_id)))
@@ -62,7 +62,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> Lis
                 listed = listed.with_group_state(str(g.state));
             }
             if version >= 5 {
-                listed = listed.with_group_type(str("classic"));
+                listed = listed.with_group_type(str(g.group_type));
             }
             listed
         })

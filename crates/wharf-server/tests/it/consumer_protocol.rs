@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::ListGroupsRequest;
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::topic_partition_list::TopicPartitionListElem;
@@ -177,6 +179,28 @@ async fn consumer_protocol_members_share_partitions_and_hand_them_over() {
             .lines()
             .any(|l| l.starts_with("g848") && l.contains("Stable") && l.contains("consumer")),
         "{listing}"
+    );
+
+    // ListGroups v5 types it `consumer`, not `classic`.
+    let mut client = wharf_kafka::Client::connect(&addr).await.unwrap();
+    let typed = |kind: &'static str| {
+        ListGroupsRequest::default().with_types_filter(vec![StrBytes::from_static_str(kind)])
+    };
+    let consumer_groups = client.send(typed("consumer")).await.unwrap();
+    assert!(
+        consumer_groups
+            .groups
+            .iter()
+            .any(|g| g.group_id.0.as_str() == "g848" && g.group_type.as_str() == "consumer"),
+        "{consumer_groups:?}"
+    );
+    let classic_groups = client.send(typed("classic")).await.unwrap();
+    assert!(
+        !classic_groups
+            .groups
+            .iter()
+            .any(|g| g.group_id.0.as_str() == "g848"),
+        "{classic_groups:?}"
     );
 
     // `wharf group describe` shows each partition's owner from ConsumerGroupDescribe.
