@@ -110,10 +110,10 @@ pub struct Args {
     /// recovery: time limit for the write and for the restart, each, in seconds.
     #[arg(long, default_value_t = 300)]
     pub recovery_timeout: u64,
-    /// Client to load the broker with (repeatable: each scenario runs with each, in order).
     /// The broker's AMQP listener, for the `amqp` scenario.
     #[arg(long)]
     pub amqp: Option<String>,
+    /// Client to load the broker with (repeatable: each scenario runs with each, in order).
     #[arg(long = "client", value_enum)]
     pub clients: Vec<Client>,
     /// Native client: requests in flight per connection.
