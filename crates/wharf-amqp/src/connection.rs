@@ -877,6 +877,8 @@ impl Connection {
                 ))
             }
             AMQPClass::Queue(q::AMQPMethod::Declare(d)) => {
+                // Counts include this connection's earlier publishes and acks.
+                self.barrier().await;
                 let (name, messages, consumers) = registry.declare_queue(
                     d.queue.as_str(),
                     d.passive,
@@ -923,6 +925,8 @@ impl Connection {
                 );
             }
             AMQPClass::Queue(q::AMQPMethod::Purge(p)) => {
+                // Earlier publishes are purged, earlier acks settled first.
+                self.barrier().await;
                 let queue = registry.queue(p.queue.as_str())?;
                 let purged = registry.purge(&queue).await?;
                 if !p.nowait {
@@ -935,6 +939,7 @@ impl Connection {
                 }
             }
             AMQPClass::Queue(q::AMQPMethod::Delete(d)) => {
+                self.barrier().await;
                 let count = registry.delete_queue(d.queue.as_str(), d.if_unused, d.if_empty)?;
                 if !d.nowait {
                     self.send_method(

@@ -31,8 +31,9 @@ use crate::message::{now_ms, Message};
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 /// The cursor consumer every AMQP delivery is locked to.
 pub const CURSOR_CONSUMER: &str = "amqp";
-/// RabbitMQ's `consumer_timeout`: a delivery unacked this long goes back to the queue.
-const LOCK_MS: i64 = 1_800_000;
+/// A delivery stays locked to its channel until ack, nack/reject or the channel's close
+/// (RabbitMQ has no lock timeout): the cursor lock never expires.
+pub const LOCK_MS: i64 = i64::MAX;
 /// Deliveries acquired at once for one consumer.
 const MAX_BATCH: usize = 64;
 
@@ -122,8 +123,8 @@ pub struct QueueRuntime {
     pub counters: QueueCounters,
     pub key: CursorKey,
     pub cursor_config: CursorConfig,
-    /// The cursor as last seen: its next offset, offsets in its window not acquired
-    /// (ready again, or settled behind an unsettled one), offsets acquired.
+    /// The cursor as last seen: its next offset, offsets in its window available again
+    /// (released or requeued; settled ones are not counted), offsets acquired.
     next: AtomicI64,
     window_free: AtomicU64,
     acquired: AtomicU64,
@@ -209,15 +210,14 @@ impl QueueRuntime {
     pub async fn refresh(&self, broker: &Broker) {
         if let Some(view) = broker.cursors().view(&self.key).await {
             self.next.store(view.next, Ordering::Release);
-            self.window_free.store(
-                view.in_flight.saturating_sub(view.acquired) as u64,
-                Ordering::Release,
-            );
+            self.window_free
+                .store(view.available as u64, Ordering::Release);
             self.acquired.store(view.acquired as u64, Ordering::Release);
         }
     }
 
-    /// Ready messages (approximate while settled offsets sit behind an unsettled one).
+    /// Ready messages: those never delivered (from the cursor's next offset to the high
+    /// watermark) and those requeued in its window.
     pub fn ready(&self) -> u64 {
         let end = self.log.as_ref().map_or(0, Log::high_watermark);
         let fresh = (end - self.next.load(Ordering::Acquire)).max(0) as u64;
@@ -360,7 +360,7 @@ impl QueueRuntime {
             Ok(results) => {
                 for (result, offset) in results.iter().zip(offsets) {
                     if let Err(error) = result {
-                        // A purge forgets in-flight offsets; their later acks land here.
+                        // An offset no longer in flight (its queue was redeclared or reset).
                         tracing::debug!(queue = %self.name, offset, %error, "ack of an offset not in flight");
                     }
                 }
@@ -467,4 +467,39 @@ pub fn spawn_dispatcher(queue: &Arc<QueueRuntime>, registry: Weak<crate::Registr
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_broker::cursor::{BatchKind, Cursor, SlotState};
+
+    use super::*;
+
+    #[test]
+    fn a_delivery_stays_with_its_channel_however_long_it_is_unacked() {
+        let q = QueueRuntime::new(
+            "q".into(),
+            "amqp.queue.1".into(),
+            false,
+            false,
+            None,
+            QueueArgs::default(),
+            None,
+        );
+        let config = &q.cursor_config;
+        let mut cursor = Cursor::new(0);
+        cursor.acquire_new(0, 0, BatchKind::Data, CURSOR_CONSUMER, 0, config);
+        // A day, then the far future: the lock holds (RabbitMQ has no lock timeout).
+        for now in [86_400_000, i64::MAX - 1] {
+            assert!(cursor.expire(now, config).is_empty());
+            assert_eq!(cursor.acquired_count(), 1, "lock expired at {now}");
+            assert_eq!(cursor.available(now, 10), Vec::<i64>::new());
+        }
+        let held = cursor.slots().next().map(|(_, s)| s.state.clone());
+        assert!(matches!(held, Some(SlotState::Acquired { .. })), "{held:?}");
+        cursor
+            .ack(CURSOR_CONSUMER, 0, 0, AckType::Accept, i64::MAX - 1, config)
+            .unwrap();
+        assert_eq!(cursor.start(), 1);
+    }
 }

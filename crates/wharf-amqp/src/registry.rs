@@ -880,17 +880,19 @@ impl Registry {
         }
     }
 
-    /// queue.purge: forgets every ready message; returns how many.
+    /// queue.purge: forgets every ready message, keeping unacked deliveries with their
+    /// channels; returns how many it forgot.
     pub async fn purge(&self, queue: &QueueRuntime) -> Result<u64, AmqpError> {
-        let end = queue
+        let (start, end) = queue
             .log
             .as_ref()
-            .map_or(0, wharf_broker::Log::high_watermark);
+            .map_or((0, 0), |log| (log.log_start_offset(), log.high_watermark()));
+        let purged = self
+            .broker
+            .cursor_purge_available(&queue.key, start, end)
+            .await?;
         queue.refresh(&self.broker).await;
-        let ready = queue.ready();
-        self.broker.cursor_reset(&queue.key, end).await?;
-        queue.refresh(&self.broker).await;
-        Ok(ready)
+        Ok(purged)
     }
 
     /// Views for the CLI and admin JSON.
