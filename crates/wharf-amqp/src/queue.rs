@@ -14,6 +14,7 @@
 //! Every AMQP delivery is locked to the one cursor consumer [`CURSOR_CONSUMER`]: delivery
 //! tags already tie an ack to its channel.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub struct QueueArgs {
     pub dead_letter_routing_key: Option<String>,
     pub message_ttl: Option<i64>,
     pub max_length: Option<u64>,
+    /// `x-max-length-bytes`: the most body bytes of ready messages.
+    #[serde(default)]
+    pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
     pub delivery_limit: Option<u32>,
     /// `x-queue-type=kafka`: the queue is this Kafka topic; publishes routed to it land
@@ -104,6 +108,12 @@ pub struct Acquired {
     pub delivery_count: u16,
 }
 
+struct BodySizes {
+    /// The first offset not read yet.
+    read_to: i64,
+    sizes: BTreeMap<i64, u64>,
+}
+
 struct Inner {
     consumers: Vec<Arc<ConsumerSlot>>,
     next_consumer: usize,
@@ -128,6 +138,13 @@ pub struct QueueRuntime {
     next: AtomicI64,
     window_free: AtomicU64,
     acquired: AtomicU64,
+    /// For `x-max-length-bytes`: the available offsets in the cursor window as last seen,
+    /// and the body sizes of the records read so far (from the cursor start).
+    available: Mutex<Vec<i64>>,
+    sizes: Mutex<BodySizes>,
+    /// Held while dropping the head beyond a length limit (one at a time, or two could
+    /// both drop for the same excess).
+    pub dropping: tokio::sync::Mutex<()>,
     inner: Mutex<Inner>,
     wake: Notify,
 }
@@ -189,6 +206,12 @@ impl QueueRuntime {
             next: AtomicI64::new(start),
             window_free: AtomicU64::new(0),
             acquired: AtomicU64::new(0),
+            available: Mutex::new(Vec::new()),
+            sizes: Mutex::new(BodySizes {
+                read_to: start,
+                sizes: BTreeMap::new(),
+            }),
+            dropping: tokio::sync::Mutex::new(()),
             inner: Mutex::new(Inner {
                 consumers: Vec::new(),
                 next_consumer: 0,
@@ -213,7 +236,60 @@ impl QueueRuntime {
             self.window_free
                 .store(view.available as u64, Ordering::Release);
             self.acquired.store(view.acquired as u64, Ordering::Release);
+            if self.args.max_length_bytes.is_some() {
+                let available = broker.cursors().available_offsets(&self.key).await;
+                *lock(&self.available) = available;
+            }
         }
+    }
+
+    /// Body bytes of the ready messages (`x-max-length-bytes`): reads the records not read
+    /// yet once, then sums the sizes of those never delivered and those available again.
+    pub fn ready_bytes(&self) -> u64 {
+        let Some(log) = &self.log else { return 0 };
+        let next = self.next.load(Ordering::Acquire);
+        let available = lock(&self.available).clone();
+        let mut sizes = lock(&self.sizes);
+        let start = available.first().copied().unwrap_or(next).min(next);
+        sizes.sizes = sizes.sizes.split_off(&start);
+        sizes.read_to = sizes.read_to.max(start).max(log.log_start_offset());
+        let end = log.high_watermark();
+        while sizes.read_to < end {
+            let Ok(read) = log.read(sizes.read_to, 1 << 20) else {
+                break;
+            };
+            let before = sizes.read_to;
+            let mut at = 0usize;
+            while let Some(batch) = read
+                .records
+                .get(at..)
+                .and_then(|b| BatchHeader::parse(b).ok())
+            {
+                at += batch.len();
+                if let Ok(records) = RecordIter::new(&batch) {
+                    for record in records.flatten() {
+                        if record.offset >= sizes.read_to {
+                            let len = record.value.map_or(0, <[u8]>::len) as u64;
+                            sizes.sizes.insert(record.offset, len);
+                        }
+                    }
+                }
+                sizes.read_to = sizes.read_to.max(batch.last_offset() + 1);
+            }
+            if sizes.read_to == before {
+                break;
+            }
+        }
+        let fresh: u64 = sizes.sizes.range(next..).map(|(_, n)| *n).sum();
+        let again: u64 = available.iter().filter_map(|o| sizes.sizes.get(o)).sum();
+        fresh + again
+    }
+
+    /// Whether the ready messages hold more than `x-max-length-bytes` (drop-head).
+    pub fn over_max_length_bytes(&self) -> bool {
+        self.args
+            .max_length_bytes
+            .is_some_and(|max| self.ready_bytes() > max)
     }
 
     /// Ready messages: those never delivered (from the cursor's next offset to the high
@@ -278,10 +354,16 @@ impl QueueRuntime {
 
     /// Whether a publish to this queue is refused (`x-overflow=reject-publish`, full).
     pub fn refuses_publish(&self) -> bool {
-        match (self.args.max_length, self.args.overflow) {
-            (Some(max), Overflow::RejectPublish) => self.ready() + self.unacked() >= max,
-            _ => false,
+        if self.args.overflow != Overflow::RejectPublish {
+            return false;
         }
+        self.args
+            .max_length
+            .is_some_and(|max| self.ready() + self.unacked() >= max)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|max| self.ready_bytes() >= max)
     }
 
     /// Whether the queue holds more than `x-max-length` (drop-head).

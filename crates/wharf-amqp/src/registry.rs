@@ -149,6 +149,7 @@ pub fn queue_args(arguments: &FieldTable) -> Result<QueueArgs, AmqpError> {
         dead_letter_routing_key: text("x-dead-letter-routing-key"),
         message_ttl: number("x-message-ttl")?,
         max_length: number("x-max-length")?.map(|n| n as u64),
+        max_length_bytes: number("x-max-length-bytes")?.map(|n| n as u64),
         overflow,
         delivery_limit: number("x-delivery-limit")?.map(|n| n.min(i64::from(u32::MAX)) as u32),
         kafka_topic,
@@ -868,10 +869,12 @@ impl Registry {
         queue.settle(&self.broker, &[offset], AckType::Accept).await;
     }
 
-    /// After a publish to a `drop-head` queue: dead-letters the oldest beyond `x-max-length`.
+    /// After a publish to a `drop-head` queue: dead-letters the oldest beyond `x-max-length`
+    /// or `x-max-length-bytes`.
     pub async fn enforce_max_length(&self, queue: &Arc<QueueRuntime>) {
+        let _one_at_a_time = queue.dropping.lock().await;
         queue.refresh(&self.broker).await;
-        while queue.over_max_length() {
+        while queue.over_max_length() || queue.over_max_length_bytes() {
             let got = queue.acquire(&self.broker, 1).await;
             let Some((acquired, message)) = got.into_iter().next() else {
                 return;

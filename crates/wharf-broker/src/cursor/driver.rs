@@ -140,6 +140,18 @@ impl Cursors {
         state.as_ref().map_or(0, |c| c.held_by(consumer))
     }
 
+    /// The available offsets in the window of `key` (not settled, not acquired; those in
+    /// their retry backoff too), lowest first.
+    pub async fn available_offsets(&self, key: &CursorKey) -> Vec<i64> {
+        let Some(slot) = lock(&self.slots).get(key).cloned() else {
+            return Vec::new();
+        };
+        let state = slot.state.lock().await;
+        state
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.available(i64::MAX, usize::MAX))
+    }
+
     /// The state of `key` as of its last persisted change, without waiting for a call in
     /// progress.
     pub fn snapshot(&self, key: &CursorKey) -> Option<CursorView> {
