@@ -141,6 +141,7 @@ pub struct QueueRuntime {
     /// For `x-max-length-bytes`: the available offsets in the cursor window as last seen,
     /// and the body sizes of the records read so far (from the cursor start).
     available: Mutex<Vec<i64>>,
+    window_start: AtomicI64,
     sizes: Mutex<BodySizes>,
     /// Held while dropping the head beyond a length limit (one at a time, or two could
     /// both drop for the same excess).
@@ -207,6 +208,7 @@ impl QueueRuntime {
             window_free: AtomicU64::new(0),
             acquired: AtomicU64::new(0),
             available: Mutex::new(Vec::new()),
+            window_start: AtomicI64::new(start),
             sizes: Mutex::new(BodySizes {
                 read_to: start,
                 sizes: BTreeMap::new(),
@@ -239,6 +241,7 @@ impl QueueRuntime {
             if self.args.max_length_bytes.is_some() {
                 let available = broker.cursors().available_offsets(&self.key).await;
                 *lock(&self.available) = available;
+                self.window_start.store(view.start, Ordering::Release);
             }
         }
     }
@@ -250,7 +253,8 @@ impl QueueRuntime {
         let next = self.next.load(Ordering::Acquire);
         let available = lock(&self.available).clone();
         let mut sizes = lock(&self.sizes);
-        let start = available.first().copied().unwrap_or(next).min(next);
+        // Offsets below the cursor start are settled; acquired ones above it may come back.
+        let start = self.window_start.load(Ordering::Acquire).min(next);
         sizes.sizes = sizes.sizes.split_off(&start);
         sizes.read_to = sizes.read_to.max(start).max(log.log_start_offset());
         let end = log.high_watermark();

@@ -155,6 +155,23 @@ try:
 except pika.exceptions.NackError:
     out["after_get"] = "rejected"
 out["reject_left"] = drain(ch, "bytes.reject")
+
+# A requeued message counts again: 4 requeued + 1 + 4 + 1 = 10 bytes refuse "z".
+ch.queue_declare("bytes.requeue",
+                 arguments={"x-max-length-bytes": 10, "x-overflow": "reject-publish"})
+ch.basic_publish("", "bytes.requeue", "aaaa")
+ch.basic_publish("", "bytes.requeue", "bbbb")
+ma, _, _ = ch.basic_get("bytes.requeue")
+mb, _, _ = ch.basic_get("bytes.requeue")
+ch.basic_publish("", "bytes.requeue", "x")
+ch.basic_nack(ma.delivery_tag, requeue=True)
+nacked = []
+for body in ["cccc", "y", "z"]:
+    try:
+        ch.basic_publish("", "bytes.requeue", body)
+    except pika.exceptions.NackError:
+        nacked.append(body)
+out["requeue_rejected"] = nacked
 conn.close()
 print(json.dumps(out))
 "#;
@@ -197,5 +214,10 @@ fn max_length_and_max_length_bytes_drop_the_head_or_refuse_the_publish() {
         out["reject_left"],
         serde_json::json!(["abcdef", "xy"]),
         "{out}"
+    );
+    assert_eq!(
+        out["requeue_rejected"],
+        serde_json::json!(["z"]),
+        "a requeued message's bytes count again: {out}"
     );
 }
