@@ -361,20 +361,17 @@ impl QueueRuntime {
         if self.args.overflow != Overflow::RejectPublish {
             return false;
         }
-        self.args
-            .max_length
-            .is_some_and(|max| self.ready() + self.unacked() >= max)
+        self.args.max_length.is_some_and(|max| self.ready() >= max)
             || self
                 .args
                 .max_length_bytes
                 .is_some_and(|max| self.ready_bytes() >= max)
     }
 
-    /// Whether the queue holds more than `x-max-length` (drop-head).
+    /// Whether the queue holds more than `x-max-length` ready messages (drop-head; unacked
+    /// ones do not count, as in RabbitMQ).
     pub fn over_max_length(&self) -> bool {
-        self.args
-            .max_length
-            .is_some_and(|max| self.ready() + self.unacked() > max)
+        self.args.max_length.is_some_and(|max| self.ready() > max)
     }
 
     /// The message's expiry time: publish time plus the smaller of the queue's and its own

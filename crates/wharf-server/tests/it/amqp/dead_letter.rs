@@ -172,6 +172,19 @@ for body in ["cccc", "y", "z"]:
     except pika.exceptions.NackError:
         nacked.append(body)
 out["requeue_rejected"] = nacked
+
+# x-max-length counts ready messages only: one taken (unacked) makes room.
+ch.queue_declare("count.reject", arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
+ch.basic_publish("", "count.reject", "k0")
+ch.basic_publish("", "count.reject", "k1")
+m, _, _ = ch.basic_get("count.reject")
+nacked = []
+for body in ["k2", "k3"]:
+    try:
+        ch.basic_publish("", "count.reject", body)
+    except pika.exceptions.NackError:
+        nacked.append(body)
+out["count_rejected"] = nacked
 conn.close()
 print(json.dumps(out))
 "#;
@@ -219,5 +232,10 @@ fn max_length_and_max_length_bytes_drop_the_head_or_refuse_the_publish() {
         out["requeue_rejected"],
         serde_json::json!(["z"]),
         "a requeued message's bytes count again: {out}"
+    );
+    assert_eq!(
+        out["count_rejected"],
+        serde_json::json!(["k3"]),
+        "an unacked message does not count toward x-max-length: {out}"
     );
 }
