@@ -191,6 +191,17 @@ async fn read_loop(
     }
 }
 
+/// Once a publish to a `drop-head` queue with a length limit is stored: dead-letters the
+/// oldest messages beyond the limit (the append must be visible to count it).
+fn drop_head(registry: &Arc<Registry>, queue: &Arc<QueueRuntime>) {
+    if (queue.args.max_length.is_some() || queue.args.max_length_bytes.is_some())
+        && queue.args.overflow == Overflow::DropHead
+    {
+        let (registry, queue) = (registry.clone(), queue.clone());
+        tokio::spawn(async move { registry.enforce_max_length(&queue).await });
+    }
+}
+
 fn spawn_completions(
     out: mpsc::UnboundedSender<Vec<u8>>,
     registry: Arc<Registry>,
@@ -215,6 +226,7 @@ fn spawn_completions(
                     }
                     for q in &queues {
                         q.wake();
+                        drop_head(&registry, q);
                     }
                     if let Some(delivery_tag) = tag {
                         let method = if stored && !refused {
@@ -687,12 +699,6 @@ impl Connection {
         if !published.routed && p.mandatory {
             self.send_return(id, &message);
         }
-        for q in &published.queues {
-            if q.args.max_length.is_some() && q.args.overflow == Overflow::DropHead {
-                let (registry, queue) = (self.registry.clone(), q.clone());
-                tokio::spawn(async move { registry.enforce_max_length(&queue).await });
-            }
-        }
         let _ = self.completions.send(Completion::Publish {
             channel: id,
             tag,
@@ -742,6 +748,7 @@ impl Connection {
         }
         for q in &queues {
             q.wake();
+            drop_head(&self.registry, q);
         }
         for (taken, how) in tx.settles {
             match how {
@@ -877,6 +884,8 @@ impl Connection {
                 ))
             }
             AMQPClass::Queue(q::AMQPMethod::Declare(d)) => {
+                // Counts include this connection's earlier publishes and acks.
+                self.barrier().await;
                 let (name, messages, consumers) = registry.declare_queue(
                     d.queue.as_str(),
                     d.passive,
@@ -923,6 +932,8 @@ impl Connection {
                 );
             }
             AMQPClass::Queue(q::AMQPMethod::Purge(p)) => {
+                // Earlier publishes are purged, earlier acks settled first.
+                self.barrier().await;
                 let queue = registry.queue(p.queue.as_str())?;
                 let purged = registry.purge(&queue).await?;
                 if !p.nowait {
@@ -935,6 +946,7 @@ impl Connection {
                 }
             }
             AMQPClass::Queue(q::AMQPMethod::Delete(d)) => {
+                self.barrier().await;
                 let count = registry.delete_queue(d.queue.as_str(), d.if_unused, d.if_empty)?;
                 if !d.nowait {
                     self.send_method(

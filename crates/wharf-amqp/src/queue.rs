@@ -14,6 +14,7 @@
 //! Every AMQP delivery is locked to the one cursor consumer [`CURSOR_CONSUMER`]: delivery
 //! tags already tie an ack to its channel.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -31,8 +32,9 @@ use crate::message::{now_ms, Message};
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 /// The cursor consumer every AMQP delivery is locked to.
 pub const CURSOR_CONSUMER: &str = "amqp";
-/// RabbitMQ's `consumer_timeout`: a delivery unacked this long goes back to the queue.
-const LOCK_MS: i64 = 1_800_000;
+/// A delivery stays locked to its channel until ack, nack/reject or the channel's close
+/// (RabbitMQ has no lock timeout): the cursor lock never expires.
+pub const LOCK_MS: i64 = i64::MAX;
 /// Deliveries acquired at once for one consumer.
 const MAX_BATCH: usize = 64;
 
@@ -51,6 +53,9 @@ pub struct QueueArgs {
     pub dead_letter_routing_key: Option<String>,
     pub message_ttl: Option<i64>,
     pub max_length: Option<u64>,
+    /// `x-max-length-bytes`: the most body bytes of ready messages.
+    #[serde(default)]
+    pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
     pub delivery_limit: Option<u32>,
     /// `x-queue-type=kafka`: the queue is this Kafka topic; publishes routed to it land
@@ -103,6 +108,12 @@ pub struct Acquired {
     pub delivery_count: u16,
 }
 
+struct BodySizes {
+    /// The first offset not read yet.
+    read_to: i64,
+    sizes: BTreeMap<i64, u64>,
+}
+
 struct Inner {
     consumers: Vec<Arc<ConsumerSlot>>,
     next_consumer: usize,
@@ -122,11 +133,19 @@ pub struct QueueRuntime {
     pub counters: QueueCounters,
     pub key: CursorKey,
     pub cursor_config: CursorConfig,
-    /// The cursor as last seen: its next offset, offsets in its window not acquired
-    /// (ready again, or settled behind an unsettled one), offsets acquired.
+    /// The cursor as last seen: its next offset, offsets in its window available again
+    /// (released or requeued; settled ones are not counted), offsets acquired.
     next: AtomicI64,
     window_free: AtomicU64,
     acquired: AtomicU64,
+    /// For `x-max-length-bytes`: the available offsets in the cursor window as last seen,
+    /// and the body sizes of the records read so far (from the cursor start).
+    available: Mutex<Vec<i64>>,
+    window_start: AtomicI64,
+    sizes: Mutex<BodySizes>,
+    /// Held while dropping the head beyond a length limit (one at a time, or two could
+    /// both drop for the same excess).
+    pub dropping: tokio::sync::Mutex<()>,
     inner: Mutex<Inner>,
     wake: Notify,
 }
@@ -188,6 +207,13 @@ impl QueueRuntime {
             next: AtomicI64::new(start),
             window_free: AtomicU64::new(0),
             acquired: AtomicU64::new(0),
+            available: Mutex::new(Vec::new()),
+            window_start: AtomicI64::new(start),
+            sizes: Mutex::new(BodySizes {
+                read_to: start,
+                sizes: BTreeMap::new(),
+            }),
+            dropping: tokio::sync::Mutex::new(()),
             inner: Mutex::new(Inner {
                 consumers: Vec::new(),
                 next_consumer: 0,
@@ -209,15 +235,69 @@ impl QueueRuntime {
     pub async fn refresh(&self, broker: &Broker) {
         if let Some(view) = broker.cursors().view(&self.key).await {
             self.next.store(view.next, Ordering::Release);
-            self.window_free.store(
-                view.in_flight.saturating_sub(view.acquired) as u64,
-                Ordering::Release,
-            );
+            self.window_free
+                .store(view.available as u64, Ordering::Release);
             self.acquired.store(view.acquired as u64, Ordering::Release);
+            if self.args.max_length_bytes.is_some() {
+                let available = broker.cursors().available_offsets(&self.key).await;
+                *lock(&self.available) = available;
+                self.window_start.store(view.start, Ordering::Release);
+            }
         }
     }
 
-    /// Ready messages (approximate while settled offsets sit behind an unsettled one).
+    /// Body bytes of the ready messages (`x-max-length-bytes`): reads the records not read
+    /// yet once, then sums the sizes of those never delivered and those available again.
+    pub fn ready_bytes(&self) -> u64 {
+        let Some(log) = &self.log else { return 0 };
+        let next = self.next.load(Ordering::Acquire);
+        let available = lock(&self.available).clone();
+        let mut sizes = lock(&self.sizes);
+        // Offsets below the cursor start are settled; acquired ones above it may come back.
+        let start = self.window_start.load(Ordering::Acquire).min(next);
+        sizes.sizes = sizes.sizes.split_off(&start);
+        sizes.read_to = sizes.read_to.max(start).max(log.log_start_offset());
+        let end = log.high_watermark();
+        while sizes.read_to < end {
+            let Ok(read) = log.read(sizes.read_to, 1 << 20) else {
+                break;
+            };
+            let before = sizes.read_to;
+            let mut at = 0usize;
+            while let Some(batch) = read
+                .records
+                .get(at..)
+                .and_then(|b| BatchHeader::parse(b).ok())
+            {
+                at += batch.len();
+                if let Ok(records) = RecordIter::new(&batch) {
+                    for record in records.flatten() {
+                        if record.offset >= sizes.read_to {
+                            let len = record.value.map_or(0, <[u8]>::len) as u64;
+                            sizes.sizes.insert(record.offset, len);
+                        }
+                    }
+                }
+                sizes.read_to = sizes.read_to.max(batch.last_offset() + 1);
+            }
+            if sizes.read_to == before {
+                break;
+            }
+        }
+        let fresh: u64 = sizes.sizes.range(next..).map(|(_, n)| *n).sum();
+        let again: u64 = available.iter().filter_map(|o| sizes.sizes.get(o)).sum();
+        fresh + again
+    }
+
+    /// Whether the ready messages hold more than `x-max-length-bytes` (drop-head).
+    pub fn over_max_length_bytes(&self) -> bool {
+        self.args
+            .max_length_bytes
+            .is_some_and(|max| self.ready_bytes() > max)
+    }
+
+    /// Ready messages: those never delivered (from the cursor's next offset to the high
+    /// watermark) and those requeued in its window.
     pub fn ready(&self) -> u64 {
         let end = self.log.as_ref().map_or(0, Log::high_watermark);
         let fresh = (end - self.next.load(Ordering::Acquire)).max(0) as u64;
@@ -278,17 +358,20 @@ impl QueueRuntime {
 
     /// Whether a publish to this queue is refused (`x-overflow=reject-publish`, full).
     pub fn refuses_publish(&self) -> bool {
-        match (self.args.max_length, self.args.overflow) {
-            (Some(max), Overflow::RejectPublish) => self.ready() + self.unacked() >= max,
-            _ => false,
+        if self.args.overflow != Overflow::RejectPublish {
+            return false;
         }
+        self.args.max_length.is_some_and(|max| self.ready() >= max)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|max| self.ready_bytes() >= max)
     }
 
-    /// Whether the queue holds more than `x-max-length` (drop-head).
+    /// Whether the queue holds more than `x-max-length` ready messages (drop-head; unacked
+    /// ones do not count, as in RabbitMQ).
     pub fn over_max_length(&self) -> bool {
-        self.args
-            .max_length
-            .is_some_and(|max| self.ready() + self.unacked() > max)
+        self.args.max_length.is_some_and(|max| self.ready() > max)
     }
 
     /// The message's expiry time: publish time plus the smaller of the queue's and its own
@@ -360,7 +443,7 @@ impl QueueRuntime {
             Ok(results) => {
                 for (result, offset) in results.iter().zip(offsets) {
                     if let Err(error) = result {
-                        // A purge forgets in-flight offsets; their later acks land here.
+                        // An offset no longer in flight (its queue was redeclared or reset).
                         tracing::debug!(queue = %self.name, offset, %error, "ack of an offset not in flight");
                     }
                 }
@@ -467,4 +550,39 @@ pub fn spawn_dispatcher(queue: &Arc<QueueRuntime>, registry: Weak<crate::Registr
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_broker::cursor::{BatchKind, Cursor, SlotState};
+
+    use super::*;
+
+    #[test]
+    fn a_delivery_stays_with_its_channel_however_long_it_is_unacked() {
+        let q = QueueRuntime::new(
+            "q".into(),
+            "amqp.queue.1".into(),
+            false,
+            false,
+            None,
+            QueueArgs::default(),
+            None,
+        );
+        let config = &q.cursor_config;
+        let mut cursor = Cursor::new(0);
+        cursor.acquire_new(0, 0, BatchKind::Data, CURSOR_CONSUMER, 0, config);
+        // A day, then the far future: the lock holds (RabbitMQ has no lock timeout).
+        for now in [86_400_000, i64::MAX - 1] {
+            assert!(cursor.expire(now, config).is_empty());
+            assert_eq!(cursor.acquired_count(), 1, "lock expired at {now}");
+            assert_eq!(cursor.available(now, 10), Vec::<i64>::new());
+        }
+        let held = cursor.slots().next().map(|(_, s)| s.state.clone());
+        assert!(matches!(held, Some(SlotState::Acquired { .. })), "{held:?}");
+        cursor
+            .ack(CURSOR_CONSUMER, 0, 0, AckType::Accept, i64::MAX - 1, config)
+            .unwrap();
+        assert_eq!(cursor.start(), 1);
+    }
 }

@@ -149,6 +149,7 @@ pub fn queue_args(arguments: &FieldTable) -> Result<QueueArgs, AmqpError> {
         dead_letter_routing_key: text("x-dead-letter-routing-key"),
         message_ttl: number("x-message-ttl")?,
         max_length: number("x-max-length")?.map(|n| n as u64),
+        max_length_bytes: number("x-max-length-bytes")?.map(|n| n as u64),
         overflow,
         delivery_limit: number("x-delivery-limit")?.map(|n| n.min(i64::from(u32::MAX)) as u32),
         kafka_topic,
@@ -868,10 +869,12 @@ impl Registry {
         queue.settle(&self.broker, &[offset], AckType::Accept).await;
     }
 
-    /// After a publish to a `drop-head` queue: dead-letters the oldest beyond `x-max-length`.
+    /// After a publish to a `drop-head` queue: dead-letters the oldest beyond `x-max-length`
+    /// or `x-max-length-bytes`.
     pub async fn enforce_max_length(&self, queue: &Arc<QueueRuntime>) {
+        let _one_at_a_time = queue.dropping.lock().await;
         queue.refresh(&self.broker).await;
-        while queue.over_max_length() {
+        while queue.over_max_length() || queue.over_max_length_bytes() {
             let got = queue.acquire(&self.broker, 1).await;
             let Some((acquired, message)) = got.into_iter().next() else {
                 return;
@@ -880,17 +883,19 @@ impl Registry {
         }
     }
 
-    /// queue.purge: forgets every ready message; returns how many.
+    /// queue.purge: forgets every ready message, keeping unacked deliveries with their
+    /// channels; returns how many it forgot.
     pub async fn purge(&self, queue: &QueueRuntime) -> Result<u64, AmqpError> {
-        let end = queue
+        let (start, end) = queue
             .log
             .as_ref()
-            .map_or(0, wharf_broker::Log::high_watermark);
+            .map_or((0, 0), |log| (log.log_start_offset(), log.high_watermark()));
+        let purged = self
+            .broker
+            .cursor_purge_available(&queue.key, start, end)
+            .await?;
         queue.refresh(&self.broker).await;
-        let ready = queue.ready();
-        self.broker.cursor_reset(&queue.key, end).await?;
-        queue.refresh(&self.broker).await;
-        Ok(ready)
+        Ok(purged)
     }
 
     /// Views for the CLI and admin JSON.

@@ -237,6 +237,15 @@ impl Cursor {
             .count()
     }
 
+    /// Offsets in the window available to acquire (now or after their retry backoff): not
+    /// settled, not acquired. Records from `next` on are not counted.
+    pub fn available_count(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| matches!(s.state, SlotState::Available { .. }))
+            .count()
+    }
+
     /// Offsets locked to `consumer`.
     pub fn held_by(&self, consumer: &str) -> usize {
         self.slots
@@ -258,6 +267,40 @@ impl Cursor {
         self.slots.clear();
         self.start = offset;
         self.next = offset;
+    }
+
+    /// Settles every available offset and every offset from `next` to `end` (never
+    /// acquired) as done, keeping acquired ones with their consumers (RabbitMQ's
+    /// queue.purge); returns how many records it settled.
+    pub fn purge_available(&mut self, end: i64) -> u64 {
+        let mut purged = 0u64;
+        for slot in self.slots.values_mut() {
+            if matches!(slot.state, SlotState::Available { .. }) {
+                slot.state = SlotState::Gap;
+                purged += 1;
+            }
+        }
+        if end > self.next {
+            purged += u64::try_from(end - self.next).unwrap_or(0);
+            if self
+                .slots
+                .values()
+                .any(|s| matches!(s.state, SlotState::Acquired { .. }))
+            {
+                for offset in self.next..end {
+                    self.slots.insert(
+                        offset,
+                        Slot {
+                            state: SlotState::Gap,
+                            delivery_count: 0,
+                        },
+                    );
+                }
+            }
+            self.next = end;
+        }
+        self.advance();
+        purged
     }
 
     /// Follows the log start: offsets deleted by retention are done.

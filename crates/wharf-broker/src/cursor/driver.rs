@@ -56,6 +56,7 @@ fn view_of(c: &Cursor) -> CursorView {
         next: c.next(),
         in_flight: c.in_flight(),
         acquired: c.acquired_count(),
+        available: c.available_count(),
         dead_letter_pending: c.dead_pending().count(),
         totals: c.totals(),
     }
@@ -137,6 +138,18 @@ impl Cursors {
         };
         let state = slot.state.lock().await;
         state.as_ref().map_or(0, |c| c.held_by(consumer))
+    }
+
+    /// The available offsets in the window of `key` (not settled, not acquired; those in
+    /// their retry backoff too), lowest first.
+    pub async fn available_offsets(&self, key: &CursorKey) -> Vec<i64> {
+        let Some(slot) = lock(&self.slots).get(key).cloned() else {
+            return Vec::new();
+        };
+        let state = slot.state.lock().await;
+        state
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.available(i64::MAX, usize::MAX))
     }
 
     /// The state of `key` as of its last persisted change, without waiting for a call in
@@ -826,6 +839,26 @@ impl Broker {
         let cursor = state.get_or_insert_with(|| Cursor::new(offset));
         cursor.reset(offset);
         cursors.persist(key, Some(cursor)).await
+    }
+
+    /// Settles the records of `key` not acquired, up to `end` (creating the cursor at
+    /// `start` when missing), keeping acquired ones; returns how many it settled
+    /// (queue.purge).
+    pub async fn cursor_purge_available(
+        self: &Arc<Self>,
+        key: &CursorKey,
+        start: i64,
+        end: i64,
+    ) -> Result<u64, BrokerError> {
+        self.ensure_cursor_log().await?;
+        let cursors = self.cursors();
+        let slot = cursors.slot(key);
+        let mut state = slot.state.lock().await;
+        let cursor = state.get_or_insert_with(|| Cursor::new(start.min(end)));
+        cursor.follow_log_start(start);
+        let purged = cursor.purge_available(end);
+        cursors.persist(key, Some(cursor)).await?;
+        Ok(purged)
     }
 
     /// Deletes the cursor `key` (a tombstone); archived records still waiting for the

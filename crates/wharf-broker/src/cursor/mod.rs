@@ -81,6 +81,9 @@ pub struct CursorView {
     pub next: i64,
     pub in_flight: usize,
     pub acquired: usize,
+    /// Offsets in the window available to acquire (not settled, not acquired); with the
+    /// records from `next` to the high watermark, the exact backlog.
+    pub available: usize,
     pub dead_letter_pending: usize,
     pub totals: CursorTotals,
 }

@@ -148,6 +148,51 @@ fn a_consumer_that_leaves_gives_its_locks_back() {
 }
 
 #[test]
+fn available_count_excludes_settled_offsets_behind_an_unsettled_one() {
+    let cfg = config();
+    let mut c = Cursor::new(0);
+    c.acquire_new(0, 4, BatchKind::Data, "a", 0, &cfg);
+    // 0 stays acquired; 1 and 2 are acknowledged behind it; 3 is released; 4 stays acquired.
+    c.ack("a", 1, 2, AckType::Accept, 0, &cfg).unwrap();
+    c.ack("a", 3, 3, AckType::Release, 0, &cfg).unwrap();
+    assert_eq!((c.start(), c.next()), (0, 5));
+    assert_eq!(
+        c.in_flight() - c.acquired_count(),
+        3,
+        "the window holds 3 not acquired"
+    );
+    assert_eq!(
+        c.available_count(),
+        1,
+        "only the released offset 3 is available"
+    );
+    c.acquire_available(&c.available(100, 10), "b", 100, &cfg);
+    assert_eq!(c.available_count(), 0);
+}
+
+#[test]
+fn purge_settles_what_is_not_acquired_and_keeps_locks() {
+    let cfg = config();
+    let mut c = Cursor::new(0);
+    c.acquire_new(0, 2, BatchKind::Data, "a", 0, &cfg);
+    c.ack("a", 1, 1, AckType::Release, 0, &cfg).unwrap();
+    // 0 and 2 acquired, 1 available, 3..10 never acquired.
+    assert_eq!(c.purge_available(10), 8);
+    assert_eq!((c.start(), c.next(), c.acquired_count()), (0, 10, 2));
+    assert_eq!(c.available_count(), 0);
+    assert_eq!(c.available(1_000, 10), Vec::<i64>::new());
+    c.ack("a", 0, 0, AckType::Accept, 0, &cfg).unwrap();
+    c.ack("a", 2, 2, AckType::Release, 0, &cfg).unwrap();
+    assert_eq!(c.available(1_000, 10), vec![2]);
+    c.acquire_available(&[2], "a", 1_000, &cfg);
+    c.ack("a", 2, 2, AckType::Accept, 1_000, &cfg).unwrap();
+    assert_eq!((c.start(), c.next(), c.in_flight()), (10, 10, 0));
+    // Nothing acquired: the cursor just moves.
+    assert_eq!(c.purge_available(15), 5);
+    assert_eq!((c.start(), c.next(), c.in_flight()), (15, 15, 0));
+}
+
+#[test]
 fn stored_cursors_round_trip_and_locks_become_available() {
     let cfg = config();
     let mut c = Cursor::new(10);

@@ -161,3 +161,89 @@ fn tx_publishes_and_acks_take_effect_at_commit_only() {
     assert_eq!(out["got"], "c", "{out}");
     assert_eq!(out["after_ack_commit"], serde_json::Value::Null, "{out}");
 }
+
+const READY_COUNT: &str = r#"
+conn = connect()
+ch = conn.channel()
+ch.queue_declare("countq")
+for i in range(3):
+    ch.basic_publish("", "countq", f"c{i}")
+count = lambda: ch.queue_declare("countq", passive=True).method.message_count
+got = [ch.basic_get("countq") for _ in range(3)]
+out = {"bodies": [b.decode() for (m, p, b) in got], "all_unacked": count()}
+ch.basic_ack(got[1][0].delivery_tag)
+ch.basic_ack(got[2][0].delivery_tag)
+out["head_unacked_rest_acked"] = count()
+ch.basic_publish("", "countq", "c3")
+out["one_more"] = count()
+ch.basic_nack(got[0][0].delivery_tag, requeue=True)
+out["head_requeued"] = count()
+conn.close()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn message_count_excludes_acked_messages_behind_an_unacked_one() {
+    let (_dir, broker) = start_broker(&[]);
+    let out = pika(&broker.amqp_addr().unwrap(), READY_COUNT, &[]);
+    assert_eq!(
+        sorted(&out["bodies"]),
+        strings(&["c0", "c1", "c2"]),
+        "{out}"
+    );
+    assert_eq!(out["all_unacked"], 0, "{out}");
+    assert_eq!(
+        out["head_unacked_rest_acked"], 0,
+        "acked messages behind the unacked head are not ready: {out}"
+    );
+    assert_eq!(out["one_more"], 1, "{out}");
+    assert_eq!(out["head_requeued"], 2, "{out}");
+}
+
+const PURGE_KEEPS_UNACKED: &str = r#"
+conn = connect()
+ch = conn.channel()
+ch.queue_declare("purgeq")
+for i in range(4):
+    ch.basic_publish("", "purgeq", f"p{i}")
+m0, _, b0 = ch.basic_get("purgeq")
+m1, _, b1 = ch.basic_get("purgeq")
+out = {"held": [b0.decode(), b1.decode()]}
+out["purged"] = ch.queue_purge("purgeq").method.message_count
+out["after_purge"] = ch.queue_declare("purgeq", passive=True).method.message_count
+ch.basic_ack(m0.delivery_tag)
+ch.basic_nack(m1.delivery_tag, requeue=True)
+ch.basic_publish("", "purgeq", "p4")
+got = []
+while True:
+    m, _, b = ch.basic_get("purgeq")
+    if m is None:
+        break
+    got.append([b.decode(), m.redelivered])
+    ch.basic_ack(m.delivery_tag)
+out["got"] = got
+out["open"] = ch.is_open
+conn.close()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn queue_purge_keeps_unacked_deliveries_which_can_still_be_acked_or_requeued() {
+    let (_dir, broker) = start_broker(&[]);
+    let out = pika(&broker.amqp_addr().unwrap(), PURGE_KEEPS_UNACKED, &[]);
+    assert_eq!(out["held"], serde_json::json!(["p0", "p1"]), "{out}");
+    assert_eq!(
+        out["purged"], 2,
+        "only the two ready messages are purged: {out}"
+    );
+    assert_eq!(out["after_purge"], 0, "{out}");
+    assert_eq!(
+        out["got"],
+        serde_json::json!([["p1", true], ["p4", false]]),
+        "the acked p0 is gone, the requeued p1 comes back, purged p2/p3 never: {out}"
+    );
+    assert_eq!(
+        out["open"], true,
+        "acking a delivery held across the purge works: {out}"
+    );
+}

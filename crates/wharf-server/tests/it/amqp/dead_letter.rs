@@ -106,3 +106,136 @@ fn nack_delivery_limit_and_ttl_dead_letter_with_x_death_and_a_full_queue_nacks()
     assert_eq!(out["rejected"], serde_json::json!(["b2"]), "{out}");
     assert_eq!(out["bounded_left"], 2, "{out}");
 }
+
+const OVERFLOW: &str = r#"
+conn = connect()
+ch = conn.channel()
+ch.confirm_delivery()
+ch.queue_declare("over.dl")
+dl = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "over.dl"}
+ch.queue_declare("by.count", arguments={"x-max-length": 2, **dl})
+ch.queue_declare("by.bytes", arguments={"x-max-length-bytes": 10, **dl})
+ch.queue_declare("bytes.reject",
+                 arguments={"x-max-length-bytes": 10, "x-overflow": "reject-publish"})
+for i in range(5):
+    ch.basic_publish("", "by.count", f"count{i}")
+for body in ["aaaa", "bbbb", "cccc"]:
+    ch.basic_publish("", "by.bytes", body)
+def settle(queue, n):
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if ch.queue_declare(queue, passive=True).method.message_count == n:
+            return
+        time.sleep(0.1)
+settle("by.count", 2)
+settle("by.bytes", 2)
+out = {"count_left": drain(ch, "by.count"), "bytes_left": drain(ch, "by.bytes")}
+dead = []
+deadline = time.time() + 10
+while len(dead) < 4 and time.time() < deadline:
+    m, p, b = ch.basic_get("over.dl", auto_ack=True)
+    if m is None:
+        time.sleep(0.1)
+        continue
+    death = p.headers["x-death"][0]
+    dead.append([b.decode(), death["reason"], death["queue"]])
+out["dead"] = sorted(dead)
+nacked = []
+for body in ["123456", "abcdef", "xy"]:
+    try:
+        ch.basic_publish("", "bytes.reject", body)
+    except pika.exceptions.NackError:
+        nacked.append(body)
+out["rejected"] = nacked
+m, p, b = ch.basic_get("bytes.reject", auto_ack=True)
+out["got"] = b.decode()
+try:
+    ch.basic_publish("", "bytes.reject", "xy")
+    out["after_get"] = "accepted"
+except pika.exceptions.NackError:
+    out["after_get"] = "rejected"
+out["reject_left"] = drain(ch, "bytes.reject")
+
+# A requeued message counts again: 4 requeued + 1 + 4 + 1 = 10 bytes refuse "z".
+ch.queue_declare("bytes.requeue",
+                 arguments={"x-max-length-bytes": 10, "x-overflow": "reject-publish"})
+ch.basic_publish("", "bytes.requeue", "aaaa")
+ch.basic_publish("", "bytes.requeue", "bbbb")
+ma, _, _ = ch.basic_get("bytes.requeue")
+mb, _, _ = ch.basic_get("bytes.requeue")
+ch.basic_publish("", "bytes.requeue", "x")
+ch.basic_nack(ma.delivery_tag, requeue=True)
+nacked = []
+for body in ["cccc", "y", "z"]:
+    try:
+        ch.basic_publish("", "bytes.requeue", body)
+    except pika.exceptions.NackError:
+        nacked.append(body)
+out["requeue_rejected"] = nacked
+
+# x-max-length counts ready messages only: one taken (unacked) makes room.
+ch.queue_declare("count.reject", arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
+ch.basic_publish("", "count.reject", "k0")
+ch.basic_publish("", "count.reject", "k1")
+m, _, _ = ch.basic_get("count.reject")
+nacked = []
+for body in ["k2", "k3"]:
+    try:
+        ch.basic_publish("", "count.reject", body)
+    except pika.exceptions.NackError:
+        nacked.append(body)
+out["count_rejected"] = nacked
+conn.close()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn max_length_and_max_length_bytes_drop_the_head_or_refuse_the_publish() {
+    let (_dir, broker) = start_broker(&[]);
+    let out = pika(&broker.amqp_addr().unwrap(), OVERFLOW, &[]);
+    assert_eq!(
+        out["count_left"],
+        serde_json::json!(["count3", "count4"]),
+        "the oldest beyond x-max-length 2 go, one at a time: {out}"
+    );
+    assert_eq!(
+        out["bytes_left"],
+        serde_json::json!(["bbbb", "cccc"]),
+        "12 body bytes > 10: the head goes: {out}"
+    );
+    assert_eq!(
+        out["dead"],
+        serde_json::json!([
+            ["aaaa", "maxlen", "by.bytes"],
+            ["count0", "maxlen", "by.count"],
+            ["count1", "maxlen", "by.count"],
+            ["count2", "maxlen", "by.count"]
+        ]),
+        "{out}"
+    );
+    assert_eq!(
+        out["rejected"],
+        serde_json::json!(["xy"]),
+        "12 ready body bytes >= 10 refuse the next publish: {out}"
+    );
+    assert_eq!(out["got"], "123456", "{out}");
+    assert_eq!(
+        out["after_get"], "accepted",
+        "6 bytes ready: room again: {out}"
+    );
+    assert_eq!(
+        out["reject_left"],
+        serde_json::json!(["abcdef", "xy"]),
+        "{out}"
+    );
+    assert_eq!(
+        out["requeue_rejected"],
+        serde_json::json!(["z"]),
+        "a requeued message's bytes count again: {out}"
+    );
+    assert_eq!(
+        out["count_rejected"],
+        serde_json::json!(["k3"]),
+        "an unacked message does not count toward x-max-length: {out}"
+    );
+}

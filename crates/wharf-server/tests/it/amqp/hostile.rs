@@ -57,6 +57,18 @@ fn handshake(s: &mut TcpStream) {
 /// `heartbeat`; 0 keeps the server's channel_max) and open of `vhost`, stopping early if the
 /// server closes; the answer to open (or to the refused login) is left to read.
 fn login(s: &mut TcpStream, response: &str, vhost: &str, channel_max: u16, heartbeat: u16) {
+    login_with(s, "PLAIN", response, vhost, channel_max, heartbeat);
+}
+
+/// [`login`] with another SASL `mechanism`.
+fn login_with(
+    s: &mut TcpStream,
+    mechanism: &str,
+    response: &str,
+    vhost: &str,
+    channel_max: u16,
+    heartbeat: u16,
+) {
     s.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
     assert!(matches!(
         recv(s),
@@ -68,7 +80,7 @@ fn login(s: &mut TcpStream, response: &str, vhost: &str, channel_max: u16, heart
             0,
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
                 client_properties: amq_protocol::types::FieldTable::default(),
-                mechanism: "PLAIN".into(),
+                mechanism: mechanism.into(),
                 response: response.into(),
                 locale: "en_US".into(),
             })),
@@ -277,4 +289,56 @@ fn hostile_frames_close_only_their_connection() {
         &[],
     );
     assert_eq!(fresh["ok"], true);
+}
+
+/// An AMQPLAIN response: a field table without its length prefix, LOGIN and PASSWORD as
+/// long strings.
+fn amqplain(user: &str, password: &str) -> String {
+    let mut out = String::new();
+    for (name, value) in [("LOGIN", user), ("PASSWORD", password)] {
+        out.push(char::from(u8::try_from(name.len()).unwrap()));
+        out.push_str(name);
+        out.push('S');
+        for b in u32::try_from(value.len()).unwrap().to_be_bytes() {
+            out.push(char::from(b));
+        }
+        out.push_str(value);
+    }
+    out
+}
+
+#[test]
+fn amqplain_logs_in_and_refuses_a_wrong_password() {
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.amqp_addr().unwrap();
+    let mut s = connect(&addr);
+    login_with(&mut s, "AMQPLAIN", &amqplain("guest", "guest"), "/", 0, 0);
+    let answer = recv(&mut s);
+    assert!(
+        matches!(
+            answer,
+            AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
+        ),
+        "{answer:?}"
+    );
+    let mut s = connect(&addr);
+    s.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+    let _start = recv(&mut s);
+    send(
+        &mut s,
+        &AMQPFrame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: amq_protocol::types::FieldTable::default(),
+                mechanism: "AMQPLAIN".into(),
+                response: amqplain("guest", "wrong").as_str().into(),
+                locale: "en_US".into(),
+            })),
+        ),
+    );
+    assert_eq!(
+        close_code(&read_to_close(&mut s)),
+        Some(403),
+        "a wrong AMQPLAIN password is ACCESS_REFUSED"
+    );
 }
