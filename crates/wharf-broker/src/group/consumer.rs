@@ -97,6 +97,13 @@ pub struct ConsumerGroup {
     empty_since: Option<i64>,
 }
 
+/// An assignment as the API and the records carry it: (topic, partitions).
+fn flat(a: &Assignment) -> Vec<(String, Vec<i32>)> {
+    a.iter()
+        .map(|(t, ps)| (t.clone(), ps.iter().copied().collect()))
+        .collect()
+}
+
 fn count(a: &Assignment) -> usize {
     a.values().map(BTreeSet::len).sum()
 }
@@ -297,13 +304,8 @@ impl ConsumerGroup {
             }
         }
         let mut changed = false;
-        let member =
-            self.members
-                .get_mut(&req.member_id)
-                .ok_or_else(|| GroupError::UnknownMemberId {
-                    group: self.id.clone(),
-                    member: req.member_id.clone(),
-                })?;
+        let unknown = self.unknown(&req.member_id);
+        let member = self.members.get_mut(&req.member_id).ok_or(unknown)?;
         member.session_deadline = now + i64::from(config.session_timeout_ms);
         if let Some(names) = &req.subscribed_topic_names {
             let mut names = names.clone();
@@ -345,22 +347,13 @@ impl ConsumerGroup {
         }
         let full = req.member_epoch == 0 || owned.is_some();
         self.reconcile(&req.member_id, owned.as_ref(), now);
-        let member =
-            self.members
-                .get_mut(&req.member_id)
-                .ok_or_else(|| GroupError::UnknownMemberId {
-                    group: self.id.clone(),
-                    member: req.member_id.clone(),
-                })?;
+        let unknown = self.unknown(&req.member_id);
+        let member = self.members.get_mut(&req.member_id).ok_or(unknown)?;
         let send = full && owned.as_ref() != Some(&member.assigned)
             || member.last_sent.as_ref() != Some(&member.assigned);
         let assignment = send.then(|| {
             member.last_sent = Some(member.assigned.clone());
-            member
-                .assigned
-                .iter()
-                .map(|(t, ps)| (t.clone(), ps.iter().copied().collect()))
-                .collect()
+            flat(&member.assigned)
         });
         Ok(ConsumerHeartbeatResponse {
             error: None,
@@ -603,11 +596,6 @@ impl ConsumerGroup {
     }
 
     pub fn describe(&self) -> ConsumerGroupDescription {
-        let flat = |a: &Assignment| -> Vec<(String, Vec<i32>)> {
-            a.iter()
-                .map(|(t, ps)| (t.clone(), ps.iter().copied().collect()))
-                .collect()
-        };
         ConsumerGroupDescription {
             group_id: self.id.clone(),
             state: self.state(),
@@ -663,11 +651,6 @@ impl ConsumerGroup {
     }
 
     pub fn to_record(&self) -> ConsumerGroupValue {
-        let flat = |a: &Assignment| -> Vec<(String, Vec<i32>)> {
-            a.iter()
-                .map(|(t, ps)| (t.clone(), ps.iter().copied().collect()))
-                .collect()
-        };
         ConsumerGroupValue {
             group_epoch: self.group_epoch,
             assignment_epoch: self.assignment_epoch,
