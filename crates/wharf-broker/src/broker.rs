@@ -80,6 +80,12 @@ pub enum ConfigOp {
     Subtract(String, String),
 }
 
+/// Builds the shard log of every shard (index = shard id) once storage is open: the local
+/// shards by default ([`Broker::local_shard_logs`]); `wharf-server` hands replicated ones for a
+/// cluster (ADR 0012), so the broker depends on neither raft nor a network.
+pub type ShardLogFactory =
+    Box<dyn FnOnce(&Storage) -> Result<Vec<Arc<dyn ShardLog>>, BrokerError> + Send>;
+
 pub struct Broker {
     config: BrokerConfig,
     /// Fixed at creation; kept outside `meta` so readers never wait behind a topic change.
@@ -134,10 +140,29 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Broker {
-    /// Opens storage (recovering it) and the topic registry.
+    /// Opens storage (recovering it) and the topic registry; partitions append through the
+    /// local shards.
     pub fn open(
         config: BrokerConfig,
         storage_config: StorageConfig,
+    ) -> Result<Arc<Self>, BrokerError> {
+        Self::open_with_shard_logs(config, storage_config, Box::new(Self::local_shard_logs))
+    }
+
+    /// Each shard of `storage` as its own local shard log (the single-node default).
+    pub fn local_shard_logs(storage: &Storage) -> Result<Vec<Arc<dyn ShardLog>>, BrokerError> {
+        Ok((0..storage.config().shards)
+            .filter_map(|shard| storage.shard_log(shard))
+            .map(|shard| Arc::new(shard) as Arc<dyn ShardLog>)
+            .collect())
+    }
+
+    /// [`Broker::open`] with the shard logs `shard_logs` builds over the opened storage: one
+    /// per shard, by shard id (a count that differs from the shard count is refused).
+    pub fn open_with_shard_logs(
+        config: BrokerConfig,
+        storage_config: StorageConfig,
+        shard_logs: ShardLogFactory,
     ) -> Result<Arc<Self>, BrokerError> {
         let fs = storage_config.fs.clone();
         wharf_storage::durable::ensure_dir(&*fs, &storage_config.data_dir).map_err(|e| {
@@ -173,10 +198,14 @@ impl Broker {
         let groups = GroupCoordinator::new(config.groups.clone(), system_clock());
         let transactions = TxnCoordinator::new(config.transactions.clone());
         let quotas = crate::quota::QuotaState::new(&meta.quotas);
-        let shard_logs = (0..storage.config().shards)
-            .filter_map(|shard| storage.shard_log(shard))
-            .map(|shard| Arc::new(shard) as Arc<dyn ShardLog>)
-            .collect();
+        let shard_logs = shard_logs(&storage)?;
+        if shard_logs.len() != storage.config().shards {
+            return Err(BrokerError::Metadata(format!(
+                "{} shard logs for {} shards",
+                shard_logs.len(),
+                storage.config().shards
+            )));
+        }
         let broker = Arc::new(Self {
             quotas,
             config,

@@ -34,7 +34,7 @@ mod topic_config;
 pub mod txn;
 pub mod work;
 
-pub use broker::{Broker, BrokerConfig, ConfigOp, TopicSpec};
+pub use broker::{Broker, BrokerConfig, ConfigOp, ShardLogFactory, TopicSpec};
 pub use error::BrokerError;
 pub use fetch::{FetchBudget, FetchError, FetchSpec, FetchTarget, PartitionRead};
 pub use produce::{Acks, PendingProduce, ProduceOutcome};
