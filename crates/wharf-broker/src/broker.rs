@@ -107,6 +107,10 @@ pub struct Broker {
     pub(crate) share: crate::share::ShareCoordinator,
 }
 
+/// Log ids from here on belong to whoever builds the shard logs (a replicated shard's raft
+/// control log): the broker never allocates them and never drops them as a deleted topic's.
+pub const FIRST_RESERVED_LOG_ID: u64 = 1 << 40;
+
 const MAX_TOPIC_NAME: usize = 249;
 const MAX_PARTITIONS: i32 = 100_000;
 
@@ -179,7 +183,7 @@ impl Broker {
             topics.insert(record.name.clone(), Arc::new(topic));
         }
         for id in storage.log_ids() {
-            if !known.contains(&id) {
+            if !known.contains(&id) && id < FIRST_RESERVED_LOG_ID {
                 tracing::info!(log_id = id, "dropping log of a deleted topic");
                 storage.delete_log(id)?;
             }
