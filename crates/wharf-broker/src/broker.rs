@@ -80,6 +80,12 @@ pub enum ConfigOp {
     Subtract(String, String),
 }
 
+/// Builds the shard log of every shard (index = shard id) once storage is open: the local
+/// shards by default ([`Broker::local_shard_logs`]); `wharf-server` hands replicated ones for a
+/// cluster (ADR 0012), so the broker depends on neither raft nor a network.
+pub type ShardLogFactory =
+    Box<dyn FnOnce(&Storage) -> Result<Vec<Arc<dyn ShardLog>>, BrokerError> + Send>;
+
 pub struct Broker {
     config: BrokerConfig,
     /// Fixed at creation; kept outside `meta` so readers never wait behind a topic change.
@@ -100,6 +106,10 @@ pub struct Broker {
     pub(crate) cursors: crate::cursor::Cursors,
     pub(crate) share: crate::share::ShareCoordinator,
 }
+
+/// Log ids from here on belong to whoever builds the shard logs (a replicated shard's raft
+/// control log): the broker never allocates them and never drops them as a deleted topic's.
+pub const FIRST_RESERVED_LOG_ID: u64 = 1 << 40;
 
 const MAX_TOPIC_NAME: usize = 249;
 const MAX_PARTITIONS: i32 = 100_000;
@@ -134,10 +144,29 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Broker {
-    /// Opens storage (recovering it) and the topic registry.
+    /// Opens storage (recovering it) and the topic registry; partitions append through the
+    /// local shards.
     pub fn open(
         config: BrokerConfig,
         storage_config: StorageConfig,
+    ) -> Result<Arc<Self>, BrokerError> {
+        Self::open_with_shard_logs(config, storage_config, Box::new(Self::local_shard_logs))
+    }
+
+    /// Each shard of `storage` as its own local shard log (the single-node default).
+    pub fn local_shard_logs(storage: &Storage) -> Result<Vec<Arc<dyn ShardLog>>, BrokerError> {
+        Ok((0..storage.config().shards)
+            .filter_map(|shard| storage.shard_log(shard))
+            .map(|shard| Arc::new(shard) as Arc<dyn ShardLog>)
+            .collect())
+    }
+
+    /// [`Broker::open`] with the shard logs `shard_logs` builds over the opened storage: one
+    /// per shard, by shard id (a count that differs from the shard count is refused).
+    pub fn open_with_shard_logs(
+        config: BrokerConfig,
+        storage_config: StorageConfig,
+        shard_logs: ShardLogFactory,
     ) -> Result<Arc<Self>, BrokerError> {
         let fs = storage_config.fs.clone();
         wharf_storage::durable::ensure_dir(&*fs, &storage_config.data_dir).map_err(|e| {
@@ -154,7 +183,7 @@ impl Broker {
             topics.insert(record.name.clone(), Arc::new(topic));
         }
         for id in storage.log_ids() {
-            if !known.contains(&id) {
+            if !known.contains(&id) && id < FIRST_RESERVED_LOG_ID {
                 tracing::info!(log_id = id, "dropping log of a deleted topic");
                 storage.delete_log(id)?;
             }
@@ -173,10 +202,14 @@ impl Broker {
         let groups = GroupCoordinator::new(config.groups.clone(), system_clock());
         let transactions = TxnCoordinator::new(config.transactions.clone());
         let quotas = crate::quota::QuotaState::new(&meta.quotas);
-        let shard_logs = (0..storage.config().shards)
-            .filter_map(|shard| storage.shard_log(shard))
-            .map(|shard| Arc::new(shard) as Arc<dyn ShardLog>)
-            .collect();
+        let shard_logs = shard_logs(&storage)?;
+        if shard_logs.len() != storage.config().shards {
+            return Err(BrokerError::Metadata(format!(
+                "{} shard logs for {} shards",
+                shard_logs.len(),
+                storage.config().shards
+            )));
+        }
         let broker = Arc::new(Self {
             quotas,
             config,

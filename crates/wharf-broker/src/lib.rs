@@ -34,7 +34,9 @@ mod topic_config;
 pub mod txn;
 pub mod work;
 
-pub use broker::{Broker, BrokerConfig, ConfigOp, TopicSpec};
+pub use broker::{
+    Broker, BrokerConfig, ConfigOp, ShardLogFactory, TopicSpec, FIRST_RESERVED_LOG_ID,
+};
 pub use error::BrokerError;
 pub use fetch::{FetchBudget, FetchError, FetchSpec, FetchTarget, PartitionRead};
 pub use produce::{Acks, PendingProduce, ProduceOutcome};

@@ -17,6 +17,7 @@
 
 pub mod admin_http;
 pub mod amqp_cmd;
+pub mod cluster;
 pub mod group_cmd;
 pub mod lag;
 pub mod metrics;

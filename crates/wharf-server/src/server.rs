@@ -50,9 +50,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let broker_config = settings.broker_config(bound.port());
     let storage_config = settings.storage_config();
     let data_dir = storage_config.data_dir.clone();
-    let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config, storage_config))
-        .await?
-        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let cluster = crate::cluster::Cluster::start(
+        settings.node_id,
+        &settings.cluster_listen,
+        &settings.cluster_peers,
+    )
+    .await?;
+    let shard_logs = match &cluster {
+        Some(cluster) => {
+            tracing::info!(cluster_listen = %cluster.local_addr(), "cluster listener started");
+            cluster.shard_log_factory(tokio::runtime::Handle::current())
+        }
+        None => Box::new(Broker::local_shard_logs),
+    };
+    let broker = tokio::task::spawn_blocking(move || {
+        Broker::open_with_shard_logs(broker_config, storage_config, shard_logs)
+    })
+    .await?
+    .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let amqp_serving = match amqp_listener {
         Some(amqp_listener) => {
             let b = broker.clone();
@@ -89,6 +104,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     if let Some(admin_serving) = admin_serving {
         let _ = admin_serving.await;
+    }
+    if let Some(cluster) = &cluster {
+        cluster.shutdown().await;
     }
     broker.shutdown().await;
     tracing::info!("shutdown complete");

@@ -79,6 +79,11 @@ pub struct Settings {
     pub amqp_channel_max: u16,
     /// Heartbeat interval the server proposes, seconds (0: none).
     pub amqp_heartbeat: u16,
+    /// Node-to-node listener of a cluster (ADR 0012); required when `cluster_peers` is set.
+    pub cluster_listen: String,
+    /// Every node's cluster listener, itself included: `ID@HOST:PORT,...` (KRaft's
+    /// `controller.quorum.voters` format). Empty: the single node of today.
+    pub cluster_peers: String,
 }
 
 impl Default for Settings {
@@ -125,6 +130,8 @@ impl Default for Settings {
             amqp_frame_max: amqp.frame_max,
             amqp_channel_max: amqp.channel_max,
             amqp_heartbeat: amqp.heartbeat,
+            cluster_listen: String::new(),
+            cluster_peers: String::new(),
         }
     }
 }

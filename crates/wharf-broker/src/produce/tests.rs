@@ -107,3 +107,97 @@ async fn the_second_of_two_batches_is_checked_too() {
     )
     .await;
 }
+
+/// A local shard log that counts appends and reports a high watermark one short of the log's:
+/// shows that produce appends through, and consumers' high watermark comes from, the shard
+/// logs handed to `open_with_shard_logs`.
+struct Counting {
+    inner: wharf_storage::LocalShardLog,
+    appends: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl wharf_storage::ShardLog for Counting {
+    fn append(
+        &self,
+        log: &wharf_storage::Log,
+        batches: Bytes,
+        durability: wharf_storage::Durability,
+    ) -> Result<wharf_storage::PendingAppend, wharf_storage::StorageError> {
+        self.appends
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.append(log, batches, durability)
+    }
+    fn committed(&self) -> tokio::sync::watch::Receiver<wharf_storage::Position> {
+        self.inner.committed()
+    }
+    fn high_watermark(&self, log: &wharf_storage::Log) -> i64 {
+        self.inner.high_watermark(log) - 1
+    }
+    fn read(
+        &self,
+        from: wharf_storage::Position,
+        max_bytes: usize,
+    ) -> Result<Vec<wharf_storage::ShardEntry>, wharf_storage::StorageError> {
+        self.inner.read(from, max_bytes)
+    }
+    fn truncate(&self, at: wharf_storage::Position) -> wharf_storage::Truncating {
+        self.inner.truncate(at)
+    }
+}
+
+#[tokio::test]
+async fn produce_appends_through_the_shard_logs_handed_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = StorageConfig::new(dir.path());
+    sc.shards = 2;
+    let appends = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = appends.clone();
+    let b = Broker::open_with_shard_logs(
+        BrokerConfig::default(),
+        sc,
+        Box::new(move |storage| {
+            Ok((0..storage.config().shards)
+                .map(|shard| {
+                    Arc::new(Counting {
+                        inner: storage.shard_log(shard).unwrap(),
+                        appends: counted.clone(),
+                    }) as Arc<dyn wharf_storage::ShardLog>
+                })
+                .collect())
+        }),
+    )
+    .unwrap();
+    let spec = TopicSpec {
+        name: "t".into(),
+        partitions: 2,
+        replication_factor: 1,
+        configs: BTreeMap::new(),
+    };
+    b.create_topic(&spec, false).unwrap();
+    let before = appends.load(std::sync::atomic::Ordering::SeqCst);
+    for partition in 0..2 {
+        b.produce("t", partition, Bytes::from(batch(3)), Acks::All)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        appends.load(std::sync::atomic::Ordering::SeqCst),
+        before + 2
+    );
+    let t = b.topic("t").unwrap();
+    assert_eq!(b.high_watermark(&t.partitions[0].log), 2);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_factory_with_the_wrong_shard_count_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = StorageConfig::new(dir.path());
+    sc.shards = 2;
+    let result = Broker::open_with_shard_logs(
+        BrokerConfig::default(),
+        sc,
+        Box::new(|storage| Ok(vec![Arc::new(storage.shard_log(0).unwrap()) as _])),
+    );
+    assert!(matches!(result, Err(BrokerError::Metadata(_))));
+}

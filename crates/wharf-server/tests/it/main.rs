@@ -6,6 +6,7 @@ mod admin;
 mod admin_http;
 mod amqp;
 mod cli;
+mod cluster;
 mod compaction;
 mod consumer_protocol;
 mod crash_loop;
