@@ -1,6 +1,6 @@
 //! Three `wharf` processes form a cluster from `cluster_listen` / `cluster_peers` (ADR 0012):
-//! the broker appends through replicated shard logs, so exactly one node (the shard group's
-//! leader) acknowledges an acks=all produce, and every node then serves the same records.
+//! the broker appends through replicated shard logs, so only the shard group's leader
+//! acknowledges an acks=all produce, and every node then serves the same records.
 
 use std::time::Duration;
 
@@ -41,8 +41,9 @@ fn start_cluster(dir: &TempDir) -> Vec<BrokerProcess> {
         .collect()
 }
 
-/// Every value of partition 0 of `topic` on the node at `addr`, in offset order.
-fn values(addr: &str, topic: &str, expected: usize) -> Vec<String> {
+/// Every value of partition 0 of `topic` on the node at `addr`, in offset order: at least
+/// `at_least` of them, then whatever else arrives before the partition is quiet for a second.
+fn values(addr: &str, topic: &str, at_least: usize) -> Vec<String> {
     let consumer = wharf_testkit::base_consumer(addr, &[]).unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
@@ -50,17 +51,17 @@ fn values(addr: &str, topic: &str, expected: usize) -> Vec<String> {
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while out.len() < expected && std::time::Instant::now() < deadline {
+    let mut quiet_since = std::time::Instant::now();
+    while std::time::Instant::now() < deadline {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m.unwrap();
             assert_eq!(m.offset(), out.len() as i64, "offsets are dense on {addr}");
             out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+            quiet_since = std::time::Instant::now();
+        } else if out.len() >= at_least && quiet_since.elapsed() > Duration::from_secs(1) {
+            break;
         }
     }
-    assert!(
-        consumer.poll(Duration::from_millis(500)).is_none(),
-        "more records than produced on {addr}"
-    );
     out
 }
 
@@ -102,18 +103,33 @@ async fn only_the_leader_acknowledges_and_every_node_serves_what_it_acknowledged
             }
         }
     }
-    assert_eq!(
-        acked.len(),
-        20,
-        "exactly one node (the leader) acknowledges"
+    // Elections are timed, so under load leadership may move during the test: what is
+    // checked is the safety claim, not who led. Followers refuse (a node whose shard log is
+    // local would acknowledge all 60), every node holds the same records at the same dense
+    // offsets, and every acknowledged record is among them, in order. A refused produce may
+    // still have been committed by a leader that lost its leadership (Kafka's unknown
+    // outcome), so a node may hold more than was acknowledged.
+    assert!(!acked.is_empty(), "the leader acknowledges");
+    assert!(
+        refused > 0 && acked.len() < 60,
+        "followers refuse produces (acked {}, refused {refused})",
+        acked.len()
     );
-    assert_eq!(refused, 40, "the two followers refuse every produce");
-    for node in &nodes {
+    let first = values(&nodes[0].addr(), "t", acked.len());
+    let mut rest = first.iter();
+    for value in &acked {
+        assert!(
+            rest.any(|v| v == value),
+            "acknowledged {value} missing or out of order: {first:?}"
+        );
+    }
+    for node in &nodes[1..] {
         assert_eq!(
-            values(&node.addr(), "t", acked.len()),
-            acked,
-            "{}",
-            node.addr()
+            values(&node.addr(), "t", first.len()),
+            first,
+            "{} serves other records than {}",
+            node.addr(),
+            nodes[0].addr()
         );
     }
 }
