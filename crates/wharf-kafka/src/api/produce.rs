@@ -104,9 +104,12 @@ pub async fn finish(in_flight: InFlight) -> (Option<ProduceResponse>, bool) {
 }
 
 fn log_failure(topic: &str, partition: i32, error: &BrokerError) {
-    if let BrokerError::Storage(_) = error {
-        tracing::error!(topic, partition, %error, "produce failed");
-    } else {
-        tracing::info!(topic, partition, %error, "produce rejected");
+    match error {
+        // A follower's answer, routine in a cluster: the client re-routes.
+        BrokerError::Storage(wharf_broker::StorageError::NotLeader { .. }) => {
+            tracing::debug!(topic, partition, %error, "produce refused: not the leader");
+        }
+        BrokerError::Storage(_) => tracing::error!(topic, partition, %error, "produce failed"),
+        _ => tracing::info!(topic, partition, %error, "produce rejected"),
     }
 }
