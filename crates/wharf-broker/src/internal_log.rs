@@ -62,6 +62,27 @@ impl Broker {
         }
     }
 
+    /// Creates `name` with one partition if it does not exist (off the async workers).
+    pub(crate) async fn ensure_topic(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
+        if self.topic(name).is_some() {
+            return Ok(());
+        }
+        let broker = self.clone();
+        let spec = TopicSpec {
+            name: name.to_string(),
+            partitions: 1,
+            replication_factor: -1,
+            configs: std::collections::BTreeMap::new(),
+        };
+        let created = tokio::task::spawn_blocking(move || broker.create_topic(&spec, false))
+            .await
+            .map_err(|e| BrokerError::Metadata(format!("creating {name}: {e}")))?;
+        match created {
+            Ok(_) | Err(BrokerError::TopicAlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The log of the one-partition, compacted internal topic `name` (keyed state: replay
     /// keeps the latest record per key), created if missing.
     pub(crate) fn internal_log(&self, name: &str) -> Result<Log, BrokerError> {

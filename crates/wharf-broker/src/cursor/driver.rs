@@ -26,7 +26,7 @@ use super::records::{decode_key, decode_value, encode_key, encode_value};
 use super::{Acquisition, ArchivedRecord, CursorKey, CursorView, DeadLetterStep, StoredRecord};
 use crate::group::Clock;
 use crate::internal_log::replay_keyed;
-use crate::{Acks, Broker, BrokerError, FetchBudget, Partition, TopicSpec};
+use crate::{Acks, Broker, BrokerError, FetchBudget, Partition};
 
 /// The internal topic holding cursor state.
 pub const CURSOR_TOPIC: &str = "__wharf_cursors";
@@ -493,7 +493,10 @@ impl Broker {
             cursor.end_dead_letter(&offsets, false);
             return cursors.persist(key, Some(cursor)).await;
         }
-        self.ensure_dead_letter_topic(&topic).await?;
+        if self.topic(&topic).is_none() {
+            self.ensure_topic(&topic).await?;
+            tracing::info!(topic, "dead-letter topic created");
+        }
         let target = self
             .topic(&topic)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
@@ -567,29 +570,6 @@ impl Broker {
             .await?;
         cursor.end_dead_letter(&rest_offsets, true);
         cursors.persist(key, Some(cursor)).await
-    }
-
-    async fn ensure_dead_letter_topic(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
-        if self.topic(name).is_some() {
-            return Ok(());
-        }
-        let broker = self.clone();
-        let spec = TopicSpec {
-            name: name.to_string(),
-            partitions: 1,
-            replication_factor: -1,
-            configs: BTreeMap::new(),
-        };
-        let created = tokio::task::spawn_blocking(move || broker.create_topic(&spec, false))
-            .await
-            .map_err(|e| BrokerError::Metadata(format!("creating {name}: {e}")))?;
-        match created {
-            Ok(_) | Err(BrokerError::TopicAlreadyExists { .. }) => {
-                tracing::info!(topic = name, "dead-letter topic created");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// Locks up to `max_records` records (whole batches of new records may exceed it) and

@@ -22,7 +22,7 @@ use super::headers;
 use super::records::{decode_key, decode_value, encode_key, encode_value};
 use crate::internal_log::replay_keyed;
 use crate::producer::{now_ms, BatchIdentity, Placement};
-use crate::{Broker, BrokerError, Partition, TopicSpec};
+use crate::{Broker, BrokerError, Partition};
 
 /// The internal topic holding waiting records.
 pub const SCHEDULED_TOPIC: &str = "__wharf_scheduled";
@@ -460,27 +460,6 @@ impl Broker {
             .wait()
             .await?;
         Ok(())
-    }
-
-    /// Creates `name` with one partition if it does not exist (off the async workers).
-    async fn ensure_topic(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
-        if self.topic(name).is_some() {
-            return Ok(());
-        }
-        let broker = self.clone();
-        let spec = TopicSpec {
-            name: name.to_string(),
-            partitions: 1,
-            replication_factor: -1,
-            configs: BTreeMap::new(),
-        };
-        let created = tokio::task::spawn_blocking(move || broker.create_topic(&spec, false))
-            .await
-            .map_err(|e| BrokerError::Metadata(format!("creating {name}: {e}")))?;
-        match created {
-            Ok(_) | Err(BrokerError::TopicAlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
 
