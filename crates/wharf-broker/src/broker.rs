@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use wharf_storage::{Log, ShardLog, Storage, StorageConfig, StorageError, TimestampMatch};
 
+use crate::cluster::{ClusterView, NodeAddress, ShardRole, SingleNode};
 use crate::group::{system_clock, CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{MetadataStore, TopicRecord};
 use crate::producer::{ProducerError, Producers};
@@ -105,6 +106,8 @@ pub struct Broker {
     quotas: crate::quota::QuotaState,
     pub(crate) cursors: crate::cursor::Cursors,
     pub(crate) share: crate::share::ShareCoordinator,
+    /// The nodes and each shard's leader (a single node until the server sets a cluster).
+    cluster: RwLock<Arc<dyn ClusterView>>,
 }
 
 /// Log ids from here on belong to whoever builds the shard logs (a replicated shard's raft
@@ -210,7 +213,13 @@ impl Broker {
                 storage.config().shards
             )));
         }
+        let single = SingleNode(NodeAddress {
+            id: config.node_id,
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+        });
         let broker = Arc::new(Self {
+            cluster: RwLock::new(Arc::new(single)),
             quotas,
             config,
             cluster_id: meta.cluster_id.clone(),
@@ -285,6 +294,64 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Replaces the single-node view with the cluster's (ADR 0012): Metadata, FindCoordinator
+    /// and DescribeCluster answer from it.
+    pub fn set_cluster_view(&self, view: Arc<dyn ClusterView>) {
+        *write(&self.cluster) = view;
+    }
+
+    /// The cluster as this node sees it now.
+    pub fn cluster(&self) -> Arc<dyn ClusterView> {
+        read(&self.cluster).clone()
+    }
+
+    /// The replication state of `partition`: its shard's.
+    pub fn partition_role(&self, partition: &Partition) -> ShardRole {
+        self.cluster().shard(partition.log.shard_id())
+    }
+
+    /// `NotLeader` unless this node leads `partition`'s shard: what a follower answers to a
+    /// client that should re-route (NOT_LEADER_OR_FOLLOWER).
+    pub fn check_leader(&self, partition: &Partition) -> Result<(), BrokerError> {
+        let cluster = self.cluster();
+        let shard_id = partition.log.shard_id();
+        let leader = cluster.shard_leader(shard_id);
+        if leader == Some(cluster.node_id()) {
+            return Ok(());
+        }
+        Err(BrokerError::Storage(StorageError::NotLeader {
+            shard_id,
+            leader: leader.and_then(|l| u64::try_from(l).ok()),
+        }))
+    }
+
+    /// The node that coordinates `key` (a group id or a transactional id): the leader of the
+    /// shard holding its partition of `__consumer_offsets` or `__transaction_state`, with its
+    /// address when known.
+    pub fn coordinator_node(&self, key: &str, transactional: bool) -> Option<NodeAddress> {
+        let (topic, partitions) = if transactional {
+            (
+                TRANSACTION_STATE_TOPIC,
+                crate::txn::TRANSACTION_STATE_PARTITIONS,
+            )
+        } else {
+            (
+                crate::group::OFFSETS_TOPIC,
+                crate::group::OFFSETS_PARTITIONS,
+            )
+        };
+        let index = crate::group::partition_for(key, partitions as usize);
+        let cluster = self.cluster();
+        let leader = match self.topic(topic) {
+            Some(t) => t
+                .partitions
+                .get(index)
+                .and_then(|p| cluster.shard_leader(p.log.shard_id()))?,
+            None => cluster.node_id(),
+        };
+        cluster.nodes().into_iter().find(|n| n.id == leader)
     }
 
     /// The shard log holding `log`'s batches.
@@ -580,6 +647,7 @@ impl Broker {
         timestamp: i64,
     ) -> Result<TimestampMatch, BrokerError> {
         let p = self.partition(topic, partition)?;
+        self.check_leader(&p)?;
         Ok(match timestamp {
             -2 => TimestampMatch {
                 offset: p.log.log_start_offset(),

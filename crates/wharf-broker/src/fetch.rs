@@ -97,6 +97,15 @@ impl Broker {
         budget: &mut FetchBudget,
         read_committed: bool,
     ) -> Result<PartitionRead, FetchError> {
+        // Only the shard's leader serves fetches (Kafka's routing; clients re-route).
+        if let Err(error) = self.check_leader(partition) {
+            return Err(FetchError {
+                error,
+                high_watermark: -1,
+                last_stable: -1,
+                log_start: -1,
+            });
+        }
         // The LSO first: the high watermark read after it is never below it.
         let last_stable = self.last_stable_offset(partition);
         let (high_watermark, log_start) = (

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - `broker`: [`Broker`], the entry point: open (recover), topic lifecycle, produce, offsets.
+//! - `cluster`: [`cluster::ClusterView`], the nodes and each shard's leader, replicas, ISR.
 //! - `topic_config`: Kafka topic configs Wharf honours, their defaults and validation.
 //! - `metadata`: the persisted topic registry (`meta.json`).
 //! - `topic`: a topic and its partitions in memory.
@@ -18,6 +19,7 @@
 //! - `error`: [`BrokerError`], one variant per distinct client-visible failure.
 
 mod broker;
+pub mod cluster;
 pub mod cursor;
 mod error;
 mod fetch;

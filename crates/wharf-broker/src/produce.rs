@@ -114,6 +114,8 @@ impl Broker {
                 partition,
             })?
             .clone();
+        // A follower refuses before touching producer state: the client re-routes.
+        self.check_leader(&p)?;
         let ranges = validate_batches(&records).map_err(|source| BrokerError::CorruptMessage {
             topic: topic.to_string(),
             partition,
@@ -134,7 +136,12 @@ impl Broker {
                 reason,
             })?;
         }
-        if acks == Acks::All && t.config.min_insync_replicas > 1 {
+        // Kafka's min.insync.replicas: acks=all needs that many in-sync replicas (a single
+        // node has one; a 3-node shard group the voters caught up with its leader).
+        if acks == Acks::All
+            && t.config.min_insync_replicas > 1
+            && (self.partition_role(&p).isr.len() as i64) < i64::from(t.config.min_insync_replicas)
+        {
             return Err(BrokerError::NotEnoughReplicas {
                 topic: topic.to_string(),
                 required: t.config.min_insync_replicas,

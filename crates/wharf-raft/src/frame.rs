@@ -27,6 +27,8 @@ pub(crate) enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Who are you: the receiving node answers with its card (any group id).
+    Hello,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,6 +38,17 @@ pub(crate) enum Reply {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     /// The receiving node has no such group (or is shutting it down).
     UnknownGroup(u64),
+    /// The answer to `Hello`; `None` before the node has set its card.
+    Hello(Option<NodeCard>),
+}
+
+/// What a node tells its peers about itself: its id and its Kafka listener as clients should
+/// be told it (Metadata names every node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCard {
+    pub node_id: NodeId,
+    pub kafka_host: String,
+    pub kafka_port: i32,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -39,7 +39,8 @@ mod state_machine;
 mod types;
 
 pub use error::RaftError;
-pub use network::{Cuts, NetworkFactory};
+pub use frame::NodeCard;
+pub use network::{hello, Cuts, NetworkFactory};
 pub use replicated::{GroupConfig, ReplicatedShardLog, ShardGroup};
 pub use server::ClusterServer;
 pub use types::{NodeId, Request, Response, TypeConfig};

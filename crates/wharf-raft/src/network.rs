@@ -2,9 +2,9 @@
 //! flight on it, reopened after any failure. `Cuts` is the test seam that drops a node's
 //! cluster traffic (both directions) to simulate a network partition.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -18,7 +18,7 @@ use openraft::BasicNode;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use crate::frame::{read_frame, write_frame, FrameError, Reply, RequestFrame, Rpc};
+use crate::frame::{read_frame, write_frame, FrameError, NodeCard, Reply, RequestFrame, Rpc};
 use crate::types::{NodeId, TypeConfig};
 
 /// Peers this node neither sends to nor accepts requests from. Empty in production.
@@ -53,6 +53,12 @@ pub struct NetworkFactory {
     node_id: NodeId,
     cuts: Cuts,
     max_frame_bytes: usize,
+    /// Where this node dials each peer, overriding the address in the raft membership (which
+    /// whichever node initialized the group wrote): this node's own `cluster_peers`.
+    addresses: Arc<BTreeMap<NodeId, String>>,
+    /// When each peer last answered an RPC of this group (Kafka's ISR is the replicas heard
+    /// from lately).
+    answered: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl NetworkFactory {
@@ -62,8 +68,56 @@ impl NetworkFactory {
             node_id,
             cuts,
             max_frame_bytes: crate::frame::DEFAULT_MAX_FRAME_BYTES,
+            addresses: Arc::default(),
+            answered: Arc::default(),
         }
     }
+
+    /// When each peer last answered an RPC of this group from this node.
+    pub fn last_answers(&self) -> HashMap<NodeId, Instant> {
+        self.answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Dials the peers at these addresses rather than at the membership's.
+    #[must_use]
+    pub fn with_addresses(mut self, addresses: BTreeMap<NodeId, String>) -> Self {
+        self.addresses = Arc::new(addresses);
+        self
+    }
+}
+
+/// Asks the node listening at `addr` for its card (`None`: it has not set one yet).
+pub async fn hello(addr: &str, from: NodeId, ttl: Duration) -> Result<Option<NodeCard>, String> {
+    let exchange = async {
+        let mut stream = BufReader::new(
+            TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?,
+        );
+        let frame = RequestFrame {
+            group: 0,
+            from,
+            rpc: Rpc::Hello,
+        };
+        let max = crate::frame::DEFAULT_MAX_FRAME_BYTES;
+        write_frame(&mut stream, &frame, max)
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = read_frame(&mut stream, max)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("peer closed the connection")?;
+        match serde_json::from_slice(&body).map_err(|e| e.to_string())? {
+            Reply::Hello(card) => Ok(card),
+            _ => Err("reply does not match the request".to_string()),
+        }
+    };
+    tokio::time::timeout(ttl, exchange)
+        .await
+        .map_err(|_| format!("timed out after {ttl:?}"))?
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -73,7 +127,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         Connection {
             factory: self.clone(),
             target,
-            addr: node.addr.clone(),
+            addr: self
+                .addresses
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
             stream: None,
         }
     }
@@ -115,6 +173,12 @@ impl Connection {
         };
         if result.is_err() {
             self.stream = None;
+        } else {
+            self.factory
+                .answered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(self.target, Instant::now());
         }
         result
     }

@@ -12,16 +12,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::frame::{read_frame, write_frame, Reply, RequestFrame, Rpc, DEFAULT_MAX_FRAME_BYTES};
+use crate::frame::{
+    read_frame, write_frame, NodeCard, Reply, RequestFrame, Rpc, DEFAULT_MAX_FRAME_BYTES,
+};
 use crate::network::Cuts;
 use crate::types::TypeConfig;
 use crate::RaftError;
 
 type Groups = Arc<RwLock<HashMap<u64, Raft<TypeConfig>>>>;
+type Card = Arc<RwLock<Option<NodeCard>>>;
 
 pub struct ClusterServer {
     addr: SocketAddr,
     groups: Groups,
+    card: Card,
     stop: watch::Sender<bool>,
 }
 
@@ -35,10 +39,30 @@ impl ClusterServer {
             .local_addr()
             .map_err(|source| RaftError::Listen { addr, source })?;
         let groups: Groups = Arc::default();
+        let card: Card = Arc::default();
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept(listener, groups.clone(), cuts, stopped));
+        tokio::spawn(accept(
+            listener,
+            groups.clone(),
+            card.clone(),
+            cuts,
+            stopped,
+        ));
         tracing::info!(%addr, "cluster listener started");
-        Ok(Self { addr, groups, stop })
+        Ok(Self {
+            addr,
+            groups,
+            card,
+            stop,
+        })
+    }
+
+    /// What this node answers to a peer's `Hello`.
+    pub fn set_card(&self, card: NodeCard) {
+        *self
+            .card
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(card);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -84,6 +108,7 @@ fn group(groups: &Groups, id: u64) -> Option<Raft<TypeConfig>> {
 async fn accept(
     listener: TcpListener,
     groups: Groups,
+    card: Card,
     cuts: Cuts,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -97,7 +122,15 @@ async fn accept(
                 let span = tracing::info_span!("cluster_connection", %peer);
                 let stop = stopped.clone();
                 tokio::spawn(
-                    serve(stream, peer, groups.clone(), cuts.clone(), stop).instrument(span),
+                    serve(
+                        stream,
+                        peer,
+                        groups.clone(),
+                        card.clone(),
+                        cuts.clone(),
+                        stop,
+                    )
+                    .instrument(span),
                 );
             }
             Err(error) => {
@@ -112,6 +145,7 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     groups: Groups,
+    card: Card,
     cuts: Cuts,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -141,6 +175,18 @@ async fn serve(
             // Simulated partition: the request is dropped, as a cut network would.
             return;
         }
+        if matches!(request.rpc, Rpc::Hello) {
+            let reply = Reply::Hello(
+                card.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            );
+            if let Err(error) = write_frame(&mut stream, &reply, DEFAULT_MAX_FRAME_BYTES).await {
+                tracing::warn!(%peer, %error, "cannot answer a hello; closing the connection");
+                return;
+            }
+            continue;
+        }
         let Some(raft) = group(&groups, request.group) else {
             tracing::warn!(%peer, group = request.group, "cluster request for an unknown group; closing the connection");
             let _ = write_frame(
@@ -155,6 +201,7 @@ async fn serve(
             Rpc::Append(rpc) => Reply::Append(raft.append_entries(rpc).await),
             Rpc::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
             Rpc::Snapshot(rpc) => Reply::Snapshot(raft.install_snapshot(rpc).await),
+            Rpc::Hello => continue,
         };
         if let Err(error) = write_frame(&mut stream, &reply, DEFAULT_MAX_FRAME_BYTES).await {
             tracing::warn!(%peer, %error, "cannot answer a cluster request; closing the connection");

@@ -10,11 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use openraft::BasicNode;
+use wharf_broker::cluster::{ClusterView, NodeAddress, ShardRole};
 use wharf_broker::{BrokerError, ShardLogFactory, FIRST_RESERVED_LOG_ID};
-use wharf_raft::{ClusterServer, Cuts, GroupConfig, NetworkFactory, ShardGroup};
+use wharf_raft::{ClusterServer, Cuts, GroupConfig, NetworkFactory, NodeCard, ShardGroup};
 use wharf_storage::ShardLog;
 
 /// One entry of `cluster_peers`: a node id and its cluster listener.
@@ -54,13 +56,18 @@ pub fn parse_peers(value: &str) -> anyhow::Result<Vec<Peer>> {
     Ok(peers)
 }
 
-/// The raft timing of shard groups: a dead leader is replaced within about a second.
-fn raft_config() -> openraft::Config {
+/// The raft timing of shard groups: a dead leader is replaced within about a second. The
+/// shard's preferred node (`preferred`) waits less before standing, so at start leaders spread
+/// over the nodes (openraft 0.9 has no leader transfer, so after a failover a shard stays
+/// where it moved until its leader fails again).
+fn raft_config(preferred: bool) -> openraft::Config {
+    let (election_timeout_min, election_timeout_max) =
+        if preferred { (300, 500) } else { (700, 1200) };
     openraft::Config {
         cluster_name: "wharf".into(),
         heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        election_timeout_min,
+        election_timeout_max,
         // The snapshot is the retained shard log; building one on a schedule is not needed
         // while raft never purges the shard (retention is local: ADR 0012).
         snapshot_policy: openraft::SnapshotPolicy::Never,
@@ -74,12 +81,115 @@ pub fn control_log(shard: usize, shards: usize) -> u64 {
     FIRST_RESERVED_LOG_ID.next_multiple_of(shards as u64) + shard as u64
 }
 
+/// The node that should lead `shard` when all are up: the nodes take shards in turn.
+fn preferred_leader(shard: usize, members: &BTreeMap<u64, BasicNode>) -> Option<u64> {
+    let ids: Vec<u64> = members.keys().copied().collect();
+    ids.get(shard % ids.len().max(1)).copied()
+}
+
+/// How long a replica may go unheard by its leader and still count as in sync (Kafka's
+/// `replica.lag.time.max.ms`, shorter: heartbeats go every 100 ms).
+const ISR_LAG: Duration = Duration::from_secs(5);
+
+/// One shard group as the view reads it.
+struct GroupHandle {
+    raft: openraft::Raft<wharf_raft::TypeConfig>,
+    network: NetworkFactory,
+}
+
+/// The cluster as this node sees it, for the broker (Metadata, FindCoordinator, routing):
+/// every node's Kafka listener (learned from the peers' `Hello`) and each shard group's raft
+/// metrics.
+pub struct ClusterState {
+    node_id: u64,
+    cards: Mutex<BTreeMap<u64, NodeCard>>,
+    groups: Mutex<Vec<GroupHandle>>,
+}
+
+fn to_i32(id: u64) -> i32 {
+    i32::try_from(id).unwrap_or(i32::MAX)
+}
+
+impl ClusterState {
+    fn group_metrics(
+        &self,
+        shard: usize,
+    ) -> Option<(openraft::RaftMetrics<u64, BasicNode>, NetworkFactory)> {
+        let groups = lock(&self.groups);
+        let group = groups.get(shard)?;
+        let metrics = group.raft.metrics().borrow().clone();
+        Some((metrics, group.network.clone()))
+    }
+}
+
+impl ClusterView for ClusterState {
+    fn node_id(&self) -> i32 {
+        to_i32(self.node_id)
+    }
+
+    fn nodes(&self) -> Vec<NodeAddress> {
+        lock(&self.cards)
+            .values()
+            .map(|c| NodeAddress {
+                id: to_i32(c.node_id),
+                host: c.kafka_host.clone(),
+                port: c.kafka_port,
+            })
+            .collect()
+    }
+
+    fn shard(&self, shard: usize) -> ShardRole {
+        let Some((metrics, network)) = self.group_metrics(shard) else {
+            return ShardRole {
+                leader: None,
+                leader_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+            };
+        };
+        let replicas: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let isr = if metrics.current_leader == Some(self.node_id) {
+            // The leader knows: itself and the replicas that answered it lately.
+            let answers = network.last_answers();
+            replicas
+                .iter()
+                .copied()
+                .filter(|id| {
+                    *id == self.node_id || answers.get(id).is_some_and(|t| t.elapsed() < ISR_LAG)
+                })
+                .collect()
+        } else {
+            // A follower does not track the others; it reports the replicas (Kafka's
+            // brokers report what the controller last told them).
+            replicas.clone()
+        };
+        ShardRole {
+            leader: metrics.current_leader.map(to_i32),
+            leader_epoch: i32::try_from(metrics.current_term).unwrap_or(i32::MAX),
+            replicas: replicas.into_iter().map(to_i32).collect(),
+            isr: isr.into_iter().map(to_i32).collect(),
+        }
+    }
+
+    fn shard_leader(&self, shard: usize) -> Option<i32> {
+        let groups = lock(&self.groups);
+        let leader = groups.get(shard)?.raft.metrics().borrow().current_leader;
+        leader.map(to_i32)
+    }
+
+    fn controller(&self) -> Option<i32> {
+        // No controller group yet (ADR 0012): every node takes topic changes itself.
+        Some(to_i32(self.node_id))
+    }
+}
+
 /// This node's cluster listener and shard groups.
 pub struct Cluster {
     node_id: u64,
     server: Arc<ClusterServer>,
     members: BTreeMap<u64, BasicNode>,
     groups: Arc<Mutex<Vec<ShardGroup>>>,
+    state: Arc<ClusterState>,
 }
 
 impl Cluster {
@@ -118,7 +228,68 @@ impl Cluster {
             server: Arc::new(server),
             members,
             groups: Arc::default(),
+            state: Arc::new(ClusterState {
+                node_id,
+                cards: Mutex::default(),
+                groups: Mutex::default(),
+            }),
         }))
+    }
+
+    /// The cluster as the broker should see it ([`wharf_broker::Broker::set_cluster_view`]).
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.state.clone()
+    }
+
+    /// Tells peers this node's Kafka listener and learns theirs: asks every peer whose card is
+    /// unknown twice a second, known ones every few seconds (a restarted node may move).
+    pub fn advertise(&self, kafka_host: &str, kafka_port: i32) {
+        let card = NodeCard {
+            node_id: self.node_id,
+            kafka_host: kafka_host.to_string(),
+            kafka_port,
+        };
+        self.server.set_card(card.clone());
+        lock(&self.state.cards).insert(self.node_id, card);
+        let state = self.state.clone();
+        let peers: Vec<(u64, String)> = self
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let from = self.node_id;
+        tokio::spawn(async move {
+            let mut round = 0u64;
+            loop {
+                for (id, addr) in &peers {
+                    let known = lock(&state.cards).contains_key(id);
+                    if known && round % 10 != 0 {
+                        continue;
+                    }
+                    match wharf_raft::hello(addr, from, Duration::from_secs(2)).await {
+                        Ok(Some(card)) if card.node_id == *id => {
+                            if !known {
+                                tracing::info!(node_id = id, host = %card.kafka_host, port = card.kafka_port, "peer's Kafka listener learned");
+                            }
+                            lock(&state.cards).insert(*id, card);
+                        }
+                        Ok(Some(card)) => tracing::warn!(
+                            expected = id,
+                            answered = card.node_id,
+                            %addr,
+                            "a peer answered with another node id; check cluster_peers"
+                        ),
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::debug!(node_id = id, %addr, %error, "peer hello failed");
+                        }
+                    }
+                }
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -133,12 +304,20 @@ impl Cluster {
         let server = self.server.clone();
         let members = self.members.clone();
         let groups = self.groups.clone();
+        let state = self.state.clone();
         Box::new(move |storage| {
             runtime.block_on(async move {
                 let shards = storage.config().shards;
                 let state_dir = storage.config().data_dir.join("raft");
                 let mut logs = Vec::with_capacity(shards);
+                let addresses: BTreeMap<u64, String> = members
+                    .iter()
+                    .map(|(id, node)| (*id, node.addr.clone()))
+                    .collect();
                 for shard in 0..shards {
+                    let network = NetworkFactory::new(shard as u64, node_id, Cuts::default())
+                        .with_addresses(addresses.clone());
+                    let preferred = preferred_leader(shard, &members) == Some(node_id);
                     let group = ShardGroup::open(
                         storage,
                         shard,
@@ -147,9 +326,9 @@ impl Cluster {
                             group: shard as u64,
                             control_log: control_log(shard, shards),
                             state_dir: state_dir.clone(),
-                            raft: raft_config(),
+                            raft: raft_config(preferred),
                         },
-                        NetworkFactory::new(shard as u64, node_id, Cuts::default()),
+                        network.clone(),
                     )
                     .await
                     .map_err(|e| BrokerError::Metadata(format!("shard group {shard}: {e}")))?;
@@ -158,7 +337,18 @@ impl Cluster {
                         .initialize(members.clone())
                         .await
                         .map_err(|e| BrokerError::Metadata(format!("shard group {shard}: {e}")))?;
-                    logs.push(Arc::new(group.shard_log()) as Arc<dyn ShardLog>);
+                    let log = Arc::new(group.shard_log()) as Arc<dyn ShardLog>;
+                    // Every writer of the shard (coordinators too) goes through raft.
+                    if !storage.route_appends(shard, log.clone()) {
+                        return Err(BrokerError::Metadata(format!(
+                            "shard {shard}: appends already routed"
+                        )));
+                    }
+                    logs.push(log);
+                    lock(&state.groups).push(GroupHandle {
+                        raft: group.raft().clone(),
+                        network,
+                    });
                     lock(&groups).push(group);
                 }
                 tracing::info!(

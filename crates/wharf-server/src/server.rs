@@ -68,6 +68,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     })
     .await?
     .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    if let Some(cluster) = &cluster {
+        let cfg = broker.config();
+        cluster.advertise(&cfg.advertised_host, cfg.advertised_port);
+        broker.set_cluster_view(cluster.state());
+    }
     let amqp_serving = match amqp_listener {
         Some(amqp_listener) => {
             let b = broker.clone();

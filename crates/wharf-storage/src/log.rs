@@ -105,8 +105,23 @@ impl Log {
     }
 
     /// Hands batches to the shard writer now; the returned handle completes like `append`.
-    /// Submitting several before waiting lets one group commit cover them all.
+    /// Submitting several before waiting lets one group commit cover them all. On a shard
+    /// routed through a replicated shard log ([`crate::Storage::route_appends`]) the batches
+    /// go through it, so every writer of the shard (partitions, coordinators) is replicated.
     pub fn submit(
+        &self,
+        batches: Bytes,
+        durability: Durability,
+    ) -> Result<PendingAppend, StorageError> {
+        match self.shard.state.route.get() {
+            Some(route) => route.append(self, batches, durability),
+            None => self.submit_local(batches, durability),
+        }
+    }
+
+    /// [`Log::submit`] straight to this node's shard writer, whatever the route: for the shard
+    /// log implementations themselves (a raft log store writing the entries it was handed).
+    pub fn submit_local(
         &self,
         batches: Bytes,
         durability: Durability,

@@ -85,6 +85,9 @@ pub(crate) struct ShardState {
     pub fsyncs: AtomicU64,
     /// The end of the durable (fdatasync-ed) part of the log.
     pub durable: watch::Sender<Position>,
+    /// Where `Log::submit` sends appends when the shard is replicated (set once, before the
+    /// broker writes): the shard log that owns the shard's order. Unset: the writer directly.
+    pub route: std::sync::OnceLock<Arc<dyn crate::ShardLog>>,
 }
 
 impl ShardState {
@@ -111,6 +114,7 @@ impl ShardState {
             group_commits: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             durable: watch::Sender::new(end),
+            route: std::sync::OnceLock::new(),
         }
     }
 

@@ -271,6 +271,16 @@ impl Storage {
     }
 
     /// The shard-log contract of shard `shard_id` (see [`ShardLog`](crate::ShardLog)).
+    /// Sends every later `Log::submit` of shard `shard_id` through `route` (a replicated shard
+    /// log), so no writer of the shard bypasses it. Set once; `false` if already set or no
+    /// such shard.
+    pub fn route_appends(&self, shard_id: usize, route: Arc<dyn crate::ShardLog>) -> bool {
+        self.inner
+            .shards
+            .get(shard_id)
+            .is_some_and(|shard| shard.state.route.set(route).is_ok())
+    }
+
     pub fn shard_log(&self, shard_id: usize) -> Option<crate::LocalShardLog> {
         let shard = self.inner.shards.get(shard_id)?.clone();
         Some(crate::LocalShardLog::new(shard))

@@ -1,4 +1,4 @@
-//! DescribeCluster: this broker, the cluster id, the controller (itself).
+//! DescribeCluster: the cluster's nodes, the cluster id, the controller.
 
 use std::sync::Arc;
 
@@ -13,15 +13,21 @@ pub fn handle(
     _req: DescribeClusterRequest,
     _version: i16,
 ) -> DescribeClusterResponse {
-    let cfg = broker.config();
-    let me = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(cfg.node_id))
-        .with_host(str(&cfg.advertised_host))
-        .with_port(cfg.advertised_port);
+    let cluster = broker.cluster();
+    let brokers = cluster
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(n.id))
+                .with_host(str(&n.host))
+                .with_port(n.port)
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_cluster_id(str(&broker.cluster_id()))
-        .with_controller_id(BrokerId(cfg.node_id))
-        .with_brokers(vec![me])
+        .with_controller_id(BrokerId(cluster.controller().unwrap_or(-1)))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
         .with_endpoint_type(1)
 }

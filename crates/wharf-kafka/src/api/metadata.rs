@@ -1,4 +1,5 @@
-//! Metadata: brokers (this one), topics and partitions; auto-creates requested topics when
+//! Metadata: the cluster's nodes, topics and partitions (each with its shard's leader,
+//! replicas and ISR); auto-creates requested topics when
 //! `auto.create.topics.enable` and the request allow it.
 
 use std::sync::Arc;
@@ -13,17 +14,24 @@ use wharf_broker::{Broker, Topic};
 use crate::codec::str;
 
 fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config().node_id);
+    let ids = |nodes: Vec<i32>| nodes.into_iter().map(BrokerId).collect::<Vec<_>>();
     let partitions = topic
         .partitions
         .iter()
         .map(|p| {
-            MetadataResponsePartition::default()
+            // Every partition of a shard shares the shard's leader, replicas and ISR.
+            let role = broker.partition_role(p);
+            let entry = MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_leader_id(BrokerId(role.leader.unwrap_or(-1)))
+                .with_leader_epoch(role.leader_epoch)
+                .with_replica_nodes(ids(role.replicas))
+                .with_isr_nodes(ids(role.isr));
+            match role.leader {
+                Some(_) => entry,
+                // During an election: clients retry (Kafka's answer too).
+                None => entry.with_error_code(ResponseError::LeaderNotAvailable.code()),
+            }
         })
         .collect();
     MetadataResponseTopic::default()
@@ -47,7 +55,6 @@ fn error_entry(
 }
 
 pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
-    let cfg = broker.config();
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
     let requested = match req.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
@@ -90,14 +97,21 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
             })
             .collect(),
     };
-    let me = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(cfg.node_id))
-        .with_host(str(&cfg.advertised_host))
-        .with_port(cfg.advertised_port);
+    let cluster = broker.cluster();
+    let brokers = cluster
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(n.id))
+                .with_host(str(&n.host))
+                .with_port(n.port)
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![me])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str(&broker.cluster_id())))
-        .with_controller_id(BrokerId(cfg.node_id))
+        .with_controller_id(BrokerId(cluster.controller().unwrap_or(-1)))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN)
 }
