@@ -108,6 +108,8 @@ pub struct Broker {
     pub(crate) share: crate::share::ShareCoordinator,
     /// The nodes and each shard's leader (a single node until the server sets a cluster).
     cluster: RwLock<Arc<dyn ClusterView>>,
+    /// The shards this node serves as leader (all of them alone).
+    leadership: crate::leadership::Leadership,
 }
 
 /// Log ids from here on belong to whoever builds the shard logs (a replicated shard's raft
@@ -219,6 +221,7 @@ impl Broker {
             port: config.advertised_port,
         });
         let broker = Arc::new(Self {
+            leadership: crate::leadership::Leadership::new(storage.config().shards),
             cluster: RwLock::new(Arc::new(single)),
             quotas,
             config,
@@ -247,8 +250,14 @@ impl Broker {
                 })
                 .unwrap_or_default()
         }));
+        let weak = Arc::downgrade(&broker);
+        broker.groups.set_owner(Arc::new(move |index| {
+            weak.upgrade()
+                .is_some_and(|b| b.owns_internal(crate::group::OFFSETS_TOPIC, index))
+        }));
         broker.open_groups()?;
         broker.open_transactions()?;
+        broker.note_internal_shards();
         broker.open_scheduled()?;
         broker.open_dedup()?;
         broker.open_share()?;
@@ -298,8 +307,16 @@ impl Broker {
 
     /// Replaces the single-node view with the cluster's (ADR 0012): Metadata, FindCoordinator
     /// and DescribeCluster answer from it.
+    /// No shard is served until the server reports this node leads it
+    /// ([`Broker::become_leader`]).
     pub fn set_cluster_view(&self, view: Arc<dyn ClusterView>) {
+        self.leadership.serve_none();
+        self.producers.set_cluster_node(view.node_id());
         *write(&self.cluster) = view;
+    }
+
+    pub(crate) fn leadership(&self) -> &crate::leadership::Leadership {
+        &self.leadership
     }
 
     /// The cluster as this node sees it now.
@@ -318,7 +335,7 @@ impl Broker {
         let cluster = self.cluster();
         let shard_id = partition.log.shard_id();
         let leader = cluster.shard_leader(shard_id);
-        if leader == Some(cluster.node_id()) {
+        if leader == Some(cluster.node_id()) && self.leadership.serving(shard_id) {
             return Ok(());
         }
         Err(BrokerError::Storage(StorageError::NotLeader {

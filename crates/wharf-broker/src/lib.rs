@@ -25,6 +25,7 @@ mod error;
 mod fetch;
 pub mod group;
 mod internal_log;
+mod leadership;
 mod metadata;
 mod produce;
 pub mod producer;

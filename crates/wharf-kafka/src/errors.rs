@@ -17,6 +17,7 @@ pub fn group_code(error: Option<&GroupError>) -> i16 {
 pub fn group_error(error: &GroupError) -> ResponseError {
     match error {
         GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        GroupError::NotCoordinator { .. } => ResponseError::NotCoordinator,
         GroupError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
         GroupError::InvalidGroupId { .. } => ResponseError::InvalidGroupId,
         GroupError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,
@@ -103,6 +104,7 @@ pub fn share_error(error: &wharf_broker::share::ShareError) -> ResponseError {
 
 pub fn txn_error(error: &TxnError) -> ResponseError {
     match error {
+        TxnError::NotCoordinator { .. } => ResponseError::NotCoordinator,
         TxnError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
         TxnError::InvalidTimeout { .. } => ResponseError::InvalidTransactionTimeout,
         TxnError::InvalidProducerIdMapping { .. } => ResponseError::InvalidProducerIdMapping,

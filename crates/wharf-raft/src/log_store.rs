@@ -100,7 +100,13 @@ pub(crate) struct Shared {
     /// One state-file write at a time, each of the latest state.
     persist_lock: tokio::sync::Mutex<()>,
     pub committed: watch::Sender<Position>,
+    /// Writers waiting for the leader's own write only (acks=1), by `Request::local_ack`.
+    pub local_acks: Mutex<HashMap<u64, LocalAck>>,
 }
+
+/// Completes an acks=1 write once the leader holds the entry.
+pub(crate) type LocalAck =
+    tokio::sync::oneshot::Sender<Result<wharf_storage::Appended, wharf_storage::StorageError>>;
 
 fn io_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_logs(AnyError::new(&e)).into()
@@ -165,6 +171,7 @@ impl Shared {
             state_path,
             index: Mutex::new(index),
             persist_lock: tokio::sync::Mutex::new(()),
+            local_acks: Mutex::default(),
             committed: watch::channel(applied_end).0,
         })
     }
@@ -244,6 +251,7 @@ impl Shared {
             EntryPayload::Normal(Request {
                 log_id: entry.log_id,
                 batches: entry.batches.to_vec(),
+                local_ack: 0,
             })
         };
         Ok(Entry { log_id, payload })
@@ -288,8 +296,20 @@ impl Shared {
             pending.push((log.id(), appending));
         }
         let mut metas = Vec::with_capacity(pending.len());
-        for (log_id, appending) in pending {
+        for ((log_id, appending), e) in pending.into_iter().zip(&entries) {
             let appended = appending.wait_appended().await.map_err(io_error)?;
+            if let EntryPayload::Normal(Request { local_ack, .. }) = &e.payload {
+                if *local_ack != 0 {
+                    let waiter = self
+                        .local_acks
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(local_ack);
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(Ok(appended));
+                    }
+                }
+            }
             metas.push(EntryMeta {
                 log_id,
                 base_offset: appended.info.base_offset,

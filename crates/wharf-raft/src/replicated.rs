@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use wharf_storage::{
     StorageError, Truncating,
 };
 
-use crate::log_store::{LogStore, Shared};
+use crate::log_store::{LocalAck, LogStore, Shared};
 use crate::network::NetworkFactory;
 use crate::state_file::StatePath;
 use crate::state_machine::StateMachine;
@@ -41,6 +42,7 @@ pub struct ShardGroup {
     shared: Arc<Shared>,
     node_id: NodeId,
     submit: Submit,
+    next_local_ack: Arc<AtomicU64>,
 }
 
 impl ShardGroup {
@@ -90,12 +92,13 @@ impl ShardGroup {
         .await
         .map_err(|source| RaftError::Start { shard_id, source })?;
         let (submit, rx) = mpsc::unbounded_channel();
-        tokio::spawn(forward(raft.clone(), shard_id, rx));
+        tokio::spawn(forward(raft.clone(), shared.clone(), rx));
         Ok(Self {
             raft,
             shared,
             node_id: config.node_id,
             submit,
+            next_local_ack: Arc::default(),
         })
     }
 
@@ -127,6 +130,7 @@ impl ShardGroup {
         ReplicatedShardLog {
             shared: self.shared.clone(),
             submit: self.submit.clone(),
+            next_local_ack: self.next_local_ack.clone(),
         }
     }
 
@@ -145,6 +149,8 @@ impl ShardGroup {
 pub struct ReplicatedShardLog {
     shared: Arc<Shared>,
     submit: Submit,
+    /// The last `Request::local_ack` handed out (shared by the group's handles).
+    next_local_ack: Arc<AtomicU64>,
 }
 
 type Reply = oneshot::Sender<Result<Appended, StorageError>>;
@@ -154,29 +160,60 @@ type Submit = mpsc::UnboundedSender<(Request, Reply)>;
 /// each commit on its own task: appends submitted in order are committed in order.
 async fn forward(
     raft: Raft<TypeConfig>,
-    shard_id: usize,
+    shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<(Request, Reply)>,
 ) {
+    let shard_id = shared.shard_id;
     while let Some((request, reply)) = rx.recv().await {
+        let local_ack = request.local_ack;
+        let shared = shared.clone();
+        // A failed write also fails its acks=1 writer, who waits on the local write instead.
+        let fail = move |error: StorageError, reply: Reply| {
+            if local_ack != 0 {
+                if let Some(waiter) = lock_acks(&shared).remove(&local_ack) {
+                    // The errors a write fails with here: not the leader, or stopped.
+                    let copy = match &error {
+                        StorageError::NotLeader { shard_id, leader } => StorageError::NotLeader {
+                            shard_id: *shard_id,
+                            leader: *leader,
+                        },
+                        _ => StorageError::ShutDown,
+                    };
+                    let _ = waiter.send(Err(copy));
+                }
+            }
+            let _ = reply.send(Err(error));
+        };
         match raft.client_write_ff(request).await {
             Ok(committed) => {
                 tokio::spawn(async move {
-                    let result = match committed.await {
-                        Ok(Ok(written)) => Ok(Appended {
-                            info: written.data.info(),
-                            position: written.data.position(),
-                        }),
-                        Ok(Err(e)) => Err(write_error(shard_id, OpenRaftError::APIError(e))),
-                        Err(_) => Err(StorageError::ShutDown),
-                    };
-                    let _ = reply.send(result);
+                    match committed.await {
+                        Ok(Ok(written)) => {
+                            let _ = reply.send(Ok(Appended {
+                                info: written.data.info(),
+                                position: written.data.position(),
+                            }));
+                        }
+                        Ok(Err(e)) => {
+                            fail(write_error(shard_id, OpenRaftError::APIError(e)), reply);
+                        }
+                        Err(_) => fail(StorageError::ShutDown, reply),
+                    }
                 });
             }
-            Err(fatal) => {
-                let _ = reply.send(Err(write_error(shard_id, OpenRaftError::Fatal(fatal))));
-            }
+            Err(fatal) => fail(write_error(shard_id, OpenRaftError::Fatal(fatal)), reply),
         }
     }
+}
+
+fn lock_acks(
+    shared: &Shared,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, LocalAck>> {
+    // Inserts and removes leave the map whole.
+    shared
+        .local_acks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write_error(
@@ -200,26 +237,41 @@ fn write_error(
 }
 
 impl ShardLog for ReplicatedShardLog {
-    /// `durability` is met by the majority commit for both values (acks=1 waits as acks=all
-    /// does for now: ADR 0012).
+    /// `Synced` (acks=all) completes at the majority commit; `Written` (acks=1) once the
+    /// leader's own log holds the entry, as Kafka's acks=1: such a write may be lost if the
+    /// leader fails before a majority holds it (a later leader truncates it). Either way
+    /// consumers see the entry only once it is committed.
     fn append(
         &self,
         log: &Log,
         batches: Bytes,
-        _durability: Durability,
+        durability: Durability,
     ) -> Result<PendingAppend, StorageError> {
         let shard_id = self.shared.shard_id;
         if log.shard_id() != shard_id || log.id() == self.shared.control_log {
             return Err(StorageError::UnknownLog { log_id: log.id() });
         }
         let (reply, pending) = PendingAppend::channel();
+        let (reply, pending, local_ack) = match durability {
+            Durability::Synced => (reply, pending, 0),
+            Durability::Written => {
+                let local_ack = self.next_local_ack.fetch_add(1, Ordering::Relaxed) + 1;
+                let (waiter, local) = PendingAppend::channel();
+                lock_acks(&self.shared).insert(local_ack, waiter);
+                // The commit's answer goes nowhere: the writer waits on the local write.
+                drop(pending);
+                (reply, local, local_ack)
+            }
+        };
         let request = Request {
             log_id: log.id(),
             batches: batches.to_vec(),
+            local_ack,
         };
-        self.submit
-            .send((request, reply))
-            .map_err(|_| StorageError::ShutDown)?;
+        if self.submit.send((request, reply)).is_err() {
+            lock_acks(&self.shared).remove(&local_ack);
+            return Err(StorageError::ShutDown);
+        }
         Ok(pending)
     }
 

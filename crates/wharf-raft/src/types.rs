@@ -12,6 +12,16 @@ pub type NodeId = u64;
 pub struct Request {
     pub log_id: u64,
     pub batches: Vec<u8>,
+    /// Non-zero for a write acknowledged after the leader's own write (Kafka's acks=1): the
+    /// leader's log store completes the writer registered under it once the entry is on its
+    /// disk. Not stored in the shard log (entries read back have 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub local_ack: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// What applying an entry returns to the writer: its offsets and where it ends in the shard.

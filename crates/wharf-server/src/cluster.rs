@@ -362,6 +362,60 @@ impl Cluster {
         })
     }
 
+    /// Tells the broker, shard by shard, when this node becomes or stops being the leader
+    /// (from each group's raft metrics): it rebuilds what other leaders wrote before it serves
+    /// the shard (`Broker::become_leader`).
+    pub fn follow_leadership(&self, broker: &Arc<wharf_broker::Broker>) {
+        let groups: Vec<openraft::Raft<wharf_raft::TypeConfig>> = lock(&self.state.groups)
+            .iter()
+            .map(|g| g.raft.clone())
+            .collect();
+        for (shard, raft) in groups.into_iter().enumerate() {
+            let broker = Arc::downgrade(broker);
+            let me = self.node_id;
+            tokio::spawn(async move {
+                let mut metrics = raft.metrics();
+                // The term this node last rebuilt the shard for as its leader.
+                let mut served: Option<u64> = None;
+                loop {
+                    let (leader, term) = {
+                        let m = metrics.borrow_and_update();
+                        (
+                            m.current_leader == Some(me)
+                                && m.state == openraft::ServerState::Leader,
+                            m.current_term,
+                        )
+                    };
+                    let Some(b) = broker.upgrade() else { return };
+                    if leader && served != Some(term) {
+                        let runtime = tokio::runtime::Handle::current();
+                        let rebuilt =
+                            tokio::task::spawn_blocking(move || b.become_leader(shard, &runtime))
+                                .await;
+                        match rebuilt {
+                            Ok(Ok(())) => served = Some(term),
+                            Ok(Err(error)) => {
+                                tracing::error!(shard, %error, "cannot serve the shard this node leads; retrying");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                continue;
+                            }
+                            Err(error) => {
+                                tracing::error!(shard, %error, "rebuilding the shard's state failed");
+                                return;
+                            }
+                        }
+                    } else if !leader && served.is_some() {
+                        b.step_down(shard);
+                        served = None;
+                    }
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
     /// Stops serving peers and the groups' raft tasks (before the broker flushes storage).
     pub async fn shutdown(&self) {
         self.server.shutdown();

@@ -72,6 +72,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let cfg = broker.config();
         cluster.advertise(&cfg.advertised_host, cfg.advertised_port);
         broker.set_cluster_view(cluster.state());
+        cluster.follow_leadership(&broker);
     }
     let amqp_serving = match amqp_listener {
         Some(amqp_listener) => {

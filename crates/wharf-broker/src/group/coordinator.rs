@@ -140,7 +140,13 @@ struct Inner {
     logs: OnceLock<Vec<Log>>,
     stopped: AtomicBool,
     topics: OnceLock<TopicSource>,
+    /// Whether this node coordinates the groups of an offsets partition (by index): in a
+    /// cluster, only the leader of the partition's shard does (set once by the broker).
+    owns: OnceLock<OwnsPartition>,
 }
+
+/// Says whether this node coordinates the groups of offsets partition `index`.
+pub type OwnsPartition = Arc<dyn Fn(usize) -> bool + Send + Sync>;
 
 /// Every consumer group of this broker. Cheap to clone.
 #[derive(Clone)]
@@ -173,6 +179,7 @@ impl GroupCoordinator {
                 logs: OnceLock::new(),
                 stopped: AtomicBool::new(false),
                 topics: OnceLock::new(),
+                owns: OnceLock::new(),
             }),
         }
     }
@@ -181,61 +188,9 @@ impl GroupCoordinator {
     /// inside a tokio runtime. Blocking: reads the logs.
     pub fn load(&self, logs: Vec<Log>) -> Result<(), GroupError> {
         let now = (self.inner.clock)();
-        let mut latest: HashMap<RecordKey, Option<RecordValue>> = HashMap::new();
-        let mut records = 0usize;
-        for log in &logs {
-            replay_log(log, &mut |key, value| {
-                records += 1;
-                latest.insert(key, value);
-            })?;
-        }
+        let (groups, records) = replay_groups(&logs, now, &self.inner.config)?;
         let mut state = self.inner.lock();
-        let mut group_values = Vec::new();
-        let mut offset_values = Vec::new();
-        for (key, value) in latest {
-            match (key, value) {
-                (RecordKey::Group { group }, Some(RecordValue::ConsumerGroup(v))) => {
-                    let mut entry = Entry::new(&group, now);
-                    entry.consumer = Some(ConsumerGroup::from_record(
-                        &group,
-                        v,
-                        now,
-                        &self.inner.config.group.consumer,
-                    ));
-                    state.groups.insert(group, entry);
-                }
-                (RecordKey::Group { group }, Some(RecordValue::Group(v))) => {
-                    group_values.push((group, v));
-                }
-                (
-                    RecordKey::Offset {
-                        group,
-                        topic,
-                        partition,
-                    },
-                    Some(RecordValue::Offset(v)),
-                ) => offset_values.push((group, topic, partition, v)),
-                _ => {}
-            }
-        }
-        for (group, v) in group_values {
-            state.groups.insert(
-                group.clone(),
-                Entry {
-                    group: Group::from_record(&group, v, now),
-                    consumer: None,
-                    offsets: Offsets::default(),
-                },
-            );
-        }
-        for (group, topic, partition, v) in offset_values {
-            state
-                .groups
-                .entry(group.clone())
-                .or_insert_with(|| Entry::new(&group, 0))
-                .offsets
-                .commit(&topic, partition, v);
-        }
+        state.groups = groups;
         tracing::info!(
             groups = state.groups.len(),
             records,
@@ -269,6 +224,40 @@ impl GroupCoordinator {
         let _ = self.inner.topics.set(source);
     }
 
+    /// Makes this node coordinate only the offsets partitions `owns` accepts (a cluster: the
+    /// partitions whose shard it leads). Set once.
+    pub fn set_owner(&self, owns: OwnsPartition) {
+        let _ = self.inner.owns.set(owns);
+    }
+
+    /// Replaces the groups of offsets partitions `indices` with what their logs hold now: a
+    /// node that just became their coordinator (the previous one wrote them). Members and
+    /// pending joins of those groups are dropped; their clients rejoin. Blocking.
+    pub fn reload(&self, indices: &[usize]) -> Result<(), GroupError> {
+        let logs = self.inner.logs.get().ok_or_else(not_loaded)?;
+        let partitions = logs.len();
+        let chosen: Vec<Log> = indices
+            .iter()
+            .filter_map(|&i| logs.get(i).cloned())
+            .collect();
+        let now = (self.inner.clock)();
+        let (groups, records) = replay_groups(&chosen, now, &self.inner.config)?;
+        let mut state = self.inner.lock();
+        let moved = |id: &String| indices.contains(&partition_for(id, partitions));
+        state.groups.retain(|id, _| !moved(id));
+        state.joins.retain(|(id, _), _| !moved(id));
+        state.syncs.retain(|(id, _), _| !moved(id));
+        let count = groups.len();
+        state.groups.extend(groups);
+        tracing::info!(
+            partitions = ?indices,
+            groups = count,
+            records,
+            "consumer groups reloaded for the offsets partitions this node now coordinates"
+        );
+        Ok(())
+    }
+
     /// ConsumerGroupHeartbeat (KIP-848): join, stay, reconcile, leave. A change of membership
     /// is persisted without waiting, as for classic groups (losing it costs a rebalance).
     pub fn consumer_heartbeat(&self, req: &ConsumerHeartbeatRequest) -> ConsumerHeartbeatResponse {
@@ -285,8 +274,8 @@ impl GroupCoordinator {
             .map(|source| source())
             .unwrap_or_default();
         let mut state = self.inner.lock();
-        if self.inner.logs.get().is_none() {
-            return error(not_loaded());
+        if let Err(e) = self.inner.ready(&req.group_id) {
+            return error(e);
         }
         if let Err(e) = check_group_id(&req.group_id) {
             return error(e);
@@ -321,9 +310,7 @@ impl GroupCoordinator {
         group_id: &str,
     ) -> Result<Option<ConsumerGroupDescription>, GroupError> {
         let state = self.inner.lock();
-        if self.inner.logs.get().is_none() {
-            return Err(not_loaded());
-        }
+        self.inner.ready(group_id)?;
         Ok(state
             .groups
             .get(group_id)
@@ -345,8 +332,8 @@ impl GroupCoordinator {
     pub async fn join_group(&self, req: JoinRequest) -> JoinResponse {
         let rx = {
             let mut state = self.inner.lock();
-            if self.inner.logs.get().is_none() {
-                return JoinResponse::error(not_loaded(), &req.member_id);
+            if let Err(e) = self.inner.ready(&req.group_id) {
+                return JoinResponse::error(e, &req.member_id);
             }
             if let Err(e) = check_group_id(&req.group_id) {
                 return JoinResponse::error(e, &req.member_id);
@@ -397,8 +384,8 @@ impl GroupCoordinator {
     pub async fn sync_group(&self, req: SyncRequest) -> SyncResponse {
         let rx = {
             let mut state = self.inner.lock();
-            if self.inner.logs.get().is_none() {
-                return SyncResponse::error(not_loaded());
+            if let Err(e) = self.inner.ready(&req.group_id) {
+                return SyncResponse::error(e);
             }
             let now = (self.inner.clock)();
             let Some(entry) = state.groups.get_mut(&req.group_id) else {
@@ -431,9 +418,7 @@ impl GroupCoordinator {
 
     pub fn heartbeat(&self, req: &HeartbeatRequest) -> Result<(), GroupError> {
         let mut state = self.inner.lock();
-        if self.inner.logs.get().is_none() {
-            return Err(not_loaded());
-        }
+        self.inner.ready(&req.group_id)?;
         let now = (self.inner.clock)();
         let unknown = || GroupError::UnknownMemberId {
             group: req.group_id.clone(),
@@ -450,9 +435,7 @@ impl GroupCoordinator {
         members: &[LeaveMember],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let mut state = self.inner.lock();
-        if self.inner.logs.get().is_none() {
-            return Err(not_loaded());
-        }
+        self.inner.ready(group_id)?;
         let now = (self.inner.clock)();
         let Some(entry) = state.groups.get_mut(group_id) else {
             return Ok(members
@@ -506,9 +489,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let (results, pending) = {
             let mut state = self.inner.lock();
-            if self.inner.logs.get().is_none() {
-                return Err(not_loaded());
-            }
+            self.inner.ready(&req.group_id)?;
             check_group_id(&req.group_id)?;
             let now = (self.inner.clock)();
             let entry = state
@@ -599,9 +580,7 @@ impl GroupCoordinator {
         topics: Option<&[(String, Vec<i32>)]>,
     ) -> Result<Vec<FetchedOffset>, GroupError> {
         let state = self.inner.lock();
-        if self.inner.logs.get().is_none() {
-            return Err(not_loaded());
-        }
+        self.inner.ready(group_id)?;
         let offsets = state.groups.get(group_id).map(|e| &e.offsets);
         tracing::debug!(group = group_id, topics = ?topics, "offset fetch");
         let fetched = |topic: &str, partition: i32, v: Option<&OffsetValue>| FetchedOffset {
@@ -629,13 +608,15 @@ impl GroupCoordinator {
     /// ListGroups, optionally only those in `states` (Kafka's names, any case).
     pub fn list_groups(&self, states: &[String]) -> Result<Vec<GroupListing>, GroupError> {
         let state = self.inner.lock();
-        if self.inner.logs.get().is_none() {
+        let Some(logs) = self.inner.logs.get() else {
             return Err(not_loaded());
-        }
+        };
+        // A node lists the groups it coordinates (Kafka's ListGroups is per broker).
         let mut out: Vec<GroupListing> = state
             .groups
-            .values()
-            .map(|e| match &e.consumer {
+            .iter()
+            .filter(|(id, _)| self.inner.owns(partition_for(id, logs.len())))
+            .map(|(_, e)| match &e.consumer {
                 Some(c) if !e.group.has_members() => c.listing(),
                 _ => e.group.listing(),
             })
@@ -655,9 +636,7 @@ impl GroupCoordinator {
         instance: Option<&String>,
     ) -> Result<(), GroupError> {
         let state = self.inner.lock();
-        if self.inner.logs.get().is_none() {
-            return Err(not_loaded());
-        }
+        self.inner.ready(group_id)?;
         match state.groups.get(group_id) {
             Some(entry) => entry
                 .group
@@ -674,9 +653,7 @@ impl GroupCoordinator {
     /// DescribeGroups: `None` for a group that does not exist.
     pub fn describe_group(&self, group_id: &str) -> Result<Option<GroupDescription>, GroupError> {
         let state = self.inner.lock();
-        if self.inner.logs.get().is_none() {
-            return Err(not_loaded());
-        }
+        self.inner.ready(group_id)?;
         Ok(state.groups.get(group_id).map(|e| match &e.consumer {
             Some(c) if !e.group.has_members() => c.describe_classic(),
             _ => e.group.describe(),
@@ -695,6 +672,7 @@ impl GroupCoordinator {
             let now = (self.inner.clock)();
             for id in group_ids {
                 let result = match state.groups.get(id) {
+                    _ if self.inner.ready(id).is_err() => self.inner.ready(id),
                     None => Err(GroupError::GroupIdNotFound { group: id.clone() }),
                     Some(e) if e.has_members() => {
                         Err(GroupError::NonEmptyGroup { group: id.clone() })
@@ -733,9 +711,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let (results, pending) = {
             let mut state = self.inner.lock();
-            if self.inner.logs.get().is_none() {
-                return Err(not_loaded());
-            }
+            self.inner.ready(group_id)?;
             let now = (self.inner.clock)();
             let Some(entry) = state.groups.get_mut(group_id) else {
                 return Err(GroupError::GroupIdNotFound {
@@ -846,6 +822,23 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether this node coordinates offsets partition `index` (always, alone).
+    fn owns(&self, index: usize) -> bool {
+        self.owns.get().is_none_or(|owns| owns(index))
+    }
+
+    /// `Ok` when this node serves `group_id` now: loaded, and its coordinator.
+    fn ready(&self, group_id: &str) -> Result<(), GroupError> {
+        let logs = self.logs.get().ok_or_else(not_loaded)?;
+        if self.owns(partition_for(group_id, logs.len())) {
+            Ok(())
+        } else {
+            Err(GroupError::NotCoordinator {
+                group: group_id.to_string(),
+            })
+        }
+    }
+
     fn log_for(&self, group_id: &str) -> Result<&Log, GroupError> {
         let logs = self.logs.get().ok_or_else(not_loaded)?;
         logs.get(partition_for(group_id, logs.len()))
@@ -929,7 +922,13 @@ impl Inner {
         let mut snapshots = Vec::new();
         {
             let mut state = self.lock();
-            let ids: Vec<String> = state.groups.keys().cloned().collect();
+            // Only the groups this node coordinates age here (a follower's copies are stale).
+            let ids: Vec<String> = state
+                .groups
+                .keys()
+                .filter(|id| self.owns(partition_for(id, logs.len())))
+                .cloned()
+                .collect();
             let topics = self.topics.get().map(|source| source());
             for id in &ids {
                 let outputs = match state.groups.get_mut(id) {
@@ -945,8 +944,11 @@ impl Inner {
             }
             if now - state.last_expiry >= EXPIRY_EVERY_MS {
                 state.last_expiry = now;
-                self.expire(&mut state, now);
+                self.expire(&mut state, now, logs.len());
                 for (index, log) in logs.iter().enumerate() {
+                    if !self.owns(index) {
+                        continue;
+                    }
                     let held = log.high_watermark() - log.log_start_offset();
                     let live = live_records(&state, index, logs.len());
                     // A compacted log is cleaned by storage; the rewrite is for logs
@@ -966,11 +968,14 @@ impl Inner {
     }
 
     /// Expires offsets of empty groups; forgets empty groups with nothing left.
-    fn expire(&self, state: &mut State, now: i64) {
+    fn expire(&self, state: &mut State, now: i64, partitions: usize) {
         let retention = self.config.offsets_retention_ms;
         let mut writes: Vec<(String, Records)> = Vec::new();
         let mut forget = Vec::new();
         for (id, entry) in &mut state.groups {
+            if !self.owns(partition_for(id, partitions)) {
+                continue;
+            }
             let Some(empty_since) = entry.empty_since() else {
                 continue;
             };
@@ -1011,6 +1016,70 @@ impl Inner {
             }
         }
     }
+}
+
+/// The groups and offsets the offsets partitions `logs` hold (latest record per key wins),
+/// and how many records were read. Blocking: reads the logs.
+fn replay_groups(
+    logs: &[Log],
+    now: i64,
+    config: &CoordinatorConfig,
+) -> Result<(HashMap<String, Entry>, usize), GroupError> {
+    let mut latest: HashMap<RecordKey, Option<RecordValue>> = HashMap::new();
+    let mut records = 0usize;
+    for log in logs {
+        replay_log(log, &mut |key, value| {
+            records += 1;
+            latest.insert(key, value);
+        })?;
+    }
+    let mut groups: HashMap<String, Entry> = HashMap::new();
+    let mut group_values = Vec::new();
+    let mut offset_values = Vec::new();
+    for (key, value) in latest {
+        match (key, value) {
+            (RecordKey::Group { group }, Some(RecordValue::ConsumerGroup(v))) => {
+                let mut entry = Entry::new(&group, now);
+                entry.consumer = Some(ConsumerGroup::from_record(
+                    &group,
+                    v,
+                    now,
+                    &config.group.consumer,
+                ));
+                groups.insert(group, entry);
+            }
+            (RecordKey::Group { group }, Some(RecordValue::Group(v))) => {
+                group_values.push((group, v));
+            }
+            (
+                RecordKey::Offset {
+                    group,
+                    topic,
+                    partition,
+                },
+                Some(RecordValue::Offset(v)),
+            ) => offset_values.push((group, topic, partition, v)),
+            _ => {}
+        }
+    }
+    for (group, v) in group_values {
+        groups.insert(
+            group.clone(),
+            Entry {
+                group: Group::from_record(&group, v, now),
+                consumer: None,
+                offsets: Offsets::default(),
+            },
+        );
+    }
+    for (group, topic, partition, v) in offset_values {
+        groups
+            .entry(group.clone())
+            .or_insert_with(|| Entry::new(&group, 0))
+            .offsets
+            .commit(&topic, partition, v);
+    }
+    Ok((groups, records))
 }
 
 /// Submits the live state of every group in offsets partition `index`.

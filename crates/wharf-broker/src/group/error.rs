@@ -7,6 +7,8 @@ use thiserror::Error;
 pub enum GroupError {
     #[error("the coordinator is still loading group state")]
     CoordinatorLoadInProgress,
+    #[error("group {group}: this node is not its coordinator (its partition's leader moved)")]
+    NotCoordinator { group: String },
     #[error("the coordinator is not available: {reason}")]
     CoordinatorNotAvailable { reason: String },
     #[error("invalid group id {group:?}")]

@@ -118,7 +118,12 @@ pub struct Producers {
     ids: Mutex<(i64, i64)>,
     /// Serialises snapshot writes.
     writing: Mutex<()>,
+    /// In a cluster: this node's slot among [`CLUSTER_ID_STRIDE`]; -1 alone.
+    node_slot: std::sync::atomic::AtomicI64,
 }
+
+/// Producer ids in a cluster are `counter * CLUSTER_ID_STRIDE + node_id`.
+const CLUSTER_ID_STRIDE: i64 = 1024;
 
 impl Producers {
     /// Loads the snapshot in `data_dir` and replays each log's tail after it.
@@ -180,7 +185,31 @@ impl Producers {
             logs: Mutex::new(map),
             ids: Mutex::new((0, 0)),
             writing: Mutex::new(()),
+            node_slot: std::sync::atomic::AtomicI64::new(-1),
         })
+    }
+
+    /// Rebuilds the producer state of `logs` from their whole retained logs (a node that just
+    /// became their leader: the previous leader wrote batches this node's state never saw).
+    /// Blocking: reads the logs. Returns how many batches were replayed.
+    pub(crate) fn rebuild(&self, logs: &[Log]) -> Result<usize, BrokerError> {
+        let mut replayed = 0;
+        for log in logs {
+            let (mut state, mut txns) =
+                (PartitionProducers::default(), PartitionTxnIndex::default());
+            let log_start = log.log_start_offset();
+            replayed += replay(log, log_start, log.high_watermark(), &mut state, &mut txns)?;
+            txns.truncate_before(log_start);
+            lock(&self.logs).insert(
+                log.id(),
+                Arc::new(Mutex::new(LogProducers {
+                    state,
+                    txns,
+                    ..LogProducers::default()
+                })),
+            );
+        }
+        Ok(replayed)
     }
 
     fn log_state(&self, id: LogId) -> Arc<Mutex<LogProducers>> {
@@ -203,7 +232,21 @@ impl Producers {
         }
         let id = ids.0;
         ids.0 += 1;
+        // In a cluster each node hands out ids of its own residue class, so two nodes never
+        // give the same id to two producers (node ids are below `CLUSTER_ID_STRIDE`).
+        let node = self.node_slot.load(std::sync::atomic::Ordering::Acquire);
+        if node >= 0 {
+            return Ok(id * CLUSTER_ID_STRIDE + node);
+        }
         Ok(id)
+    }
+
+    /// Makes this node's producer ids unique in a cluster (node `node_id`).
+    pub(crate) fn set_cluster_node(&self, node_id: i32) {
+        self.node_slot.store(
+            i64::from(node_id).rem_euclid(CLUSTER_ID_STRIDE),
+            std::sync::atomic::Ordering::Release,
+        );
     }
 
     /// Checks `batch` against `log`'s producer state and, if it is new, appends it with

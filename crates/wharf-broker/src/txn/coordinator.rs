@@ -499,6 +499,21 @@ impl TxnCoordinatorState {
         }
     }
 
+    /// Removes and returns the transactional ids `pick` selects (those another node
+    /// coordinates, or those about to be reloaded).
+    pub fn take_where(&mut self, pick: impl Fn(&str) -> bool) -> BTreeMap<String, TxnMetadata> {
+        let (taken, kept) = std::mem::take(&mut self.txns)
+            .into_iter()
+            .partition(|(id, _)| pick(id));
+        self.txns = kept;
+        taken
+    }
+
+    /// Puts back what [`TxnCoordinatorState::take_where`] took.
+    pub fn restore(&mut self, taken: BTreeMap<String, TxnMetadata>) {
+        self.txns.extend(taken);
+    }
+
     /// Ongoing transactions open longer than their timeout: each is fenced (epoch + 1, so
     /// the producer's next request fails) and moved to PrepareAbort.
     pub fn expire(&mut self, now: i64) -> Vec<(TxnMetadata, Completion)> {

@@ -196,12 +196,91 @@ impl Broker {
         Ok(())
     }
 
+    /// `Ok` when this node coordinates `transactional_id` now (NOT_COORDINATOR otherwise:
+    /// the client looks its coordinator up again).
+    fn txn_ready(&self, transactional_id: &str) -> Result<(), BrokerError> {
+        let partitions = self
+            .transactions()
+            .logs
+            .get()
+            .ok_or_else(|| unavailable("not loaded"))?
+            .len();
+        let index = crate::group::partition_for(transactional_id, partitions);
+        if self.owns_internal(TRANSACTION_STATE_TOPIC, index) {
+            Ok(())
+        } else {
+            Err(BrokerError::Txn(TxnError::NotCoordinator {
+                transactional_id: transactional_id.to_string(),
+            }))
+        }
+    }
+
+    /// Replaces the transactional ids of `__transaction_state` partitions `indices` with what
+    /// their logs hold now (this node just became their coordinator) and finishes those that
+    /// were completing. Blocking (reads the logs); completions run on `runtime` if given.
+    pub(crate) fn reload_transactions(
+        self: &Arc<Self>,
+        indices: &[usize],
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<(), BrokerError> {
+        let coordinator = self.transactions();
+        let Some(logs) = coordinator.logs.get() else {
+            return Ok(());
+        };
+        let partitions = logs.len();
+        let unfinished =
+            {
+                let mut state = lock(&coordinator.state);
+                drop(state.take_where(|id| {
+                    indices.contains(&crate::group::partition_for(id, partitions))
+                }));
+                let mut fresh = TxnCoordinatorState::new(self.config().transactions.max_timeout_ms);
+                let mut records = 0;
+                for &index in indices {
+                    if let Some(log) = logs.get(index) {
+                        records += replay_log(log, &mut fresh)?;
+                    }
+                }
+                let unfinished = fresh.unfinished();
+                let all = fresh.take_where(|_| true);
+                tracing::info!(
+                    partitions = ?indices,
+                    transactional_ids = all.len(),
+                    records,
+                    "transactions reloaded for the partitions this node now coordinates"
+                );
+                state.restore(all);
+                unfinished
+            };
+        if let Some(runtime) = runtime {
+            for completion in unfinished {
+                let broker = self.clone();
+                runtime.spawn(async move {
+                    if let Err(error) = broker.finish(completion).await {
+                        tracing::warn!(%error, "finishing a transaction after a leader change failed");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Aborts transactions open past their timeout; expires idle transactional ids.
     pub async fn tick_transactions(self: &Arc<Self>) {
         let coordinator = self.transactions();
         let now = now_ms();
+        let Some(partitions) = coordinator.logs.get().map(Vec::len) else {
+            return;
+        };
         let (expired, pending) = {
             let mut state = lock(&coordinator.state);
+            // Only the ids this node coordinates time out here (a follower's are stale).
+            let foreign = state.take_where(|id| {
+                !self.owns_internal(
+                    TRANSACTION_STATE_TOPIC,
+                    crate::group::partition_for(id, partitions),
+                )
+            });
             let expired = state.expire(now);
             let mut pending = Vec::new();
             for (meta, _) in &expired {
@@ -220,6 +299,7 @@ impl Broker {
                     pending.push(coordinator.submit(&id, None));
                 }
             }
+            state.restore(foreign);
             (expired, pending)
         };
         for p in pending {
@@ -290,6 +370,7 @@ impl Broker {
         transactional_id: &str,
         timeout_ms: i32,
     ) -> Result<(i64, i16), BrokerError> {
+        self.txn_ready(transactional_id)?;
         let coordinator = self.transactions();
         let fresh = if coordinator.describe(transactional_id).is_none() {
             Some(self.allocate_producer_id()?)
@@ -361,6 +442,7 @@ impl Broker {
         epoch: i16,
         partitions: &[TxnPartition],
     ) -> Result<(), BrokerError> {
+        self.txn_ready(transactional_id)?;
         for p in partitions {
             self.partition(&p.topic, p.partition)?;
         }
@@ -385,6 +467,7 @@ impl Broker {
         epoch: i16,
         group: &str,
     ) -> Result<(), BrokerError> {
+        self.txn_ready(transactional_id)?;
         let coordinator = self.transactions();
         let pending = {
             let mut state = lock(&coordinator.state);
@@ -436,6 +519,7 @@ impl Broker {
         member: &TxnCommitMember,
         partitions: Vec<CommitPartition>,
     ) -> Result<(), BrokerError> {
+        self.txn_ready(transactional_id)?;
         self.groups().validate_txn_member(
             group,
             member.generation_id,
@@ -480,6 +564,7 @@ impl Broker {
         epoch: i16,
         commit: bool,
     ) -> Result<(), BrokerError> {
+        self.txn_ready(transactional_id)?;
         let coordinator = self.transactions();
         let prepared = {
             let mut state = lock(&coordinator.state);

@@ -3,6 +3,8 @@ use thiserror::Error;
 /// Why the transaction coordinator refuses a request. Each maps to one Kafka error code.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum TxnError {
+    #[error("transactional id {transactional_id:?}: this node is not its coordinator")]
+    NotCoordinator { transactional_id: String },
     #[error("transaction coordinator not available: {reason}")]
     CoordinatorNotAvailable { reason: String },
     #[error("transactional id {transactional_id:?}: transaction.timeout.ms {timeout_ms} is not in 1..={max_ms}")]

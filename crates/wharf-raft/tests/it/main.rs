@@ -8,5 +8,6 @@ mod cluster;
 mod conformance;
 mod failover;
 mod hostile;
+mod local_ack;
 mod power_cut;
 mod snapshot;
