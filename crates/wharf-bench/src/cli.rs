@@ -73,6 +73,10 @@ pub struct Args {
     /// Start a broker on a free loopback port with a temporary data directory.
     #[arg(long)]
     pub spawn: bool,
+    /// With --spawn: start three nodes on loopback as one cluster (`cluster_peers`), bootstrap
+    /// on all three; the broker CPU column counts node 1.
+    #[arg(long, requires = "spawn")]
+    pub cluster: bool,
     /// The broker binary for --spawn.
     #[arg(long, default_value = "target/release/wharf")]
     pub wharf_bin: PathBuf,

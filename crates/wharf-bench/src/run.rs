@@ -36,13 +36,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.clients.clone()
     };
 
+    // With --cluster: nodes 2 and 3 (node 1 is `broker`), kept running until the end.
+    let mut others: Vec<SpawnedBroker> = Vec::new();
     let mut broker = if args.spawn {
         let settings: Vec<String> = SPAWN_SETTINGS
             .iter()
             .map(|s| (*s).to_string())
             .chain(args.broker_set.iter().cloned())
             .collect();
-        let broker = SpawnedBroker::start(&args.wharf_bin, args.data_dir.as_deref(), &settings)?;
+        let broker = if args.cluster {
+            let mut nodes = spawn_cluster(args, &settings)?;
+            others = nodes.split_off(1);
+            nodes.remove(0)
+        } else {
+            SpawnedBroker::start(&args.wharf_bin, args.data_dir.as_deref(), &settings)?
+        };
         eprintln!(
             "spawned {} on {} (data {}, log {})",
             args.wharf_bin.display(),
@@ -55,6 +63,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         None
     };
     let (bootstrap, ceiling_dir, target) = match (&broker, &args.bootstrap) {
+        (Some(broker), _) if args.cluster => (
+            std::iter::once(broker)
+                .chain(&others)
+                .map(SpawnedBroker::bootstrap)
+                .collect::<Vec<_>>()
+                .join(","),
+            broker.data_dir(),
+            "spawn cluster of 3 nodes".to_string(),
+        ),
         (Some(broker), _) => (broker.bootstrap(), broker.data_dir(), "spawn".to_string()),
         (None, Some(bootstrap)) => (
             bootstrap.clone(),
@@ -142,6 +159,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ceilings: serde_json::to_value(ceilings)?,
     };
     print_summary(&info, &ceilings_line, &reports);
+    drop(others);
     report::append_results(&args.results, &info, &reports)
         .with_context(|| format!("writing results to {}", args.results.display()))?;
     eprintln!(
@@ -150,6 +168,44 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.results.display()
     );
     Ok(())
+}
+
+/// Three nodes of one cluster on loopback, node 1 first: each names every node's cluster
+/// listener in `cluster_peers`, and each has its own temporary data directory.
+fn spawn_cluster(args: &Args, settings: &[String]) -> anyhow::Result<Vec<SpawnedBroker>> {
+    let ports = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+        })
+        .collect::<Result<Vec<u16>, _>>()
+        .context("finding free cluster ports")?;
+    let peers = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let mut node_settings = settings.to_vec();
+        node_settings.extend([
+            format!("node_id={}", i + 1),
+            format!("cluster_listen=127.0.0.1:{port}"),
+            format!("cluster_peers={peers}"),
+        ]);
+        let node = SpawnedBroker::start(&args.wharf_bin, args.data_dir.as_deref(), &node_settings)
+            .with_context(|| format!("starting cluster node {}", i + 1))?;
+        eprintln!(
+            "cluster node {} on {} (log {})",
+            i + 1,
+            node.addr(),
+            node.log_path().display()
+        );
+        nodes.push(node);
+    }
+    Ok(nodes)
 }
 
 fn print_summary(info: &RunInfo, ceilings_line: &str, reports: &[ScenarioReport]) {

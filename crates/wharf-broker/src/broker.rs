@@ -90,7 +90,7 @@ pub type ShardLogFactory =
 pub struct Broker {
     config: BrokerConfig,
     /// Fixed at creation; kept outside `meta` so readers never wait behind a topic change.
-    cluster_id: String,
+    cluster_id: RwLock<String>,
     storage: Storage,
     /// The shard-log contract of each shard, by shard id: partitions append through it and
     /// read their high watermark from it (local shards here; a replicated shard log later).
@@ -225,7 +225,7 @@ impl Broker {
             cluster: RwLock::new(Arc::new(single)),
             quotas,
             config,
-            cluster_id: meta.cluster_id.clone(),
+            cluster_id: RwLock::new(meta.cluster_id.clone()),
             storage,
             shard_logs,
             meta: Mutex::new(meta),
@@ -404,7 +404,13 @@ impl Broker {
     }
 
     pub fn cluster_id(&self) -> String {
-        self.cluster_id.clone()
+        read(&self.cluster_id).clone()
+    }
+
+    /// Every node of a cluster answers with the same cluster id (each node's `meta.json`
+    /// holds its own, made when it first started).
+    pub fn set_cluster_id(&self, id: String) {
+        *write(&self.cluster_id) = id;
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -236,6 +236,21 @@ impl Cluster {
         }))
     }
 
+    /// The cluster id every node answers with, derived from the voter ids so nodes agree
+    /// without talking (addresses are left out: a node may reach a peer through another
+    /// address than the others do). Two clusters of the same node ids share it.
+    pub fn cluster_id(&self) -> String {
+        // FNV-1a, 128 bits: stable across builds (std's hashers are not).
+        let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        for id in self.members.keys() {
+            for byte in format!("wharf-node-{id};").bytes() {
+                hash ^= u128::from(byte);
+                hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+            }
+        }
+        format!("{hash:032x}")
+    }
+
     /// The cluster as the broker should see it ([`wharf_broker::Broker::set_cluster_view`]).
     pub fn state(&self) -> Arc<ClusterState> {
         self.state.clone()

@@ -71,6 +71,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(cluster) = &cluster {
         let cfg = broker.config();
         cluster.advertise(&cfg.advertised_host, cfg.advertised_port);
+        broker.set_cluster_id(cluster.cluster_id());
         broker.set_cluster_view(cluster.state());
         cluster.follow_leadership(&broker);
     }

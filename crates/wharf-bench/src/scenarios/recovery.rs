@@ -36,6 +36,13 @@ pub fn recovery(ctx: &mut Context<'_>) -> ScenarioReport {
             "needs --spawn (the tool kills and restarts a broker it started)",
         );
     }
+    if ctx.args.cluster {
+        return ScenarioReport::skipped(
+            "recovery",
+            config,
+            "not measured for a cluster (the other nodes keep serving while one restarts)",
+        );
+    }
     let mut notes = Vec::new();
     let runs = repeat(ctx, |ctx, index| measure(ctx, index, &mut notes));
     match runs {

@@ -299,6 +299,18 @@ async fn clients_reach_each_shard_leader_and_every_node_holds_what_was_acknowled
         .collect();
     brokers.sort_unstable();
     assert_eq!(brokers, vec![1, 2, 3], "Metadata names every node");
+    let ids: Vec<Option<String>> = (1..=3)
+        .map(|id| {
+            wharf_testkit::base_consumer(&nodes.node(id).addr(), &[])
+                .unwrap()
+                .client()
+                .fetch_cluster_id(Duration::from_secs(10))
+        })
+        .collect();
+    assert!(
+        ids[0].is_some() && ids.iter().all(|id| *id == ids[0]),
+        "every node answers with one cluster id: {ids:?}"
+    );
     for p in metadata.topics()[0].partitions() {
         let mut replicas = p.replicas().to_vec();
         replicas.sort_unstable();
@@ -473,22 +485,29 @@ async fn nothing_acknowledged_is_lost_when_each_shard_leader_is_killed_in_turn()
     // Kill -9 the leader of each shard in turn (a partition's leader is its shard's; the
     // partitions 0..3 of a new topic lie in the three shards), then the group's coordinator;
     // let the others elect a new leader and serve, then restart the dead node.
+    // `WHARF_CLUSTER_KILLS=N` (opt-in chaos mode) goes on to N kills, alternating leaders of
+    // every partition and the coordinator.
+    let rounds: usize = std::env::var("WHARF_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+        .max(4);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut killed = Vec::new();
-    for round in 0..4 {
+    for round in 0..rounds {
         let leaders = nodes.leaders("k", 6);
-        let victim = if round < 3 {
-            leaders[&round]
-        } else {
+        let victim = if round % 4 == 3 {
             let addr = nodes.node(leaders[&0]).addr();
             coordinator_of(&addr, "readers").await
+        } else {
+            leaders[&i32::try_from(round % 6).unwrap()]
         };
         nodes.node(victim).kill9().unwrap();
         killed.push(victim);
         nodes.leaders("k", 6);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(if round < 4 { 2 } else { 1 })).await;
         nodes.node(victim).restart().unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(if round < 4 { 3 } else { 2 })).await;
     }
     stop.store(true, Ordering::Release);
     producing.await.unwrap();
@@ -504,7 +523,10 @@ async fn nothing_acknowledged_is_lost_when_each_shard_leader_is_killed_in_turn()
         backwards.is_empty(),
         "committed offsets went backwards: {backwards:?}"
     );
-    eprintln!("killed {killed:?}; {total} acknowledged, {consumed} consumed");
+    eprintln!(
+        "{} kills {killed:?}; {total} acknowledged, {consumed} consumed",
+        killed.len()
+    );
     // An idempotent producer rides over leader changes: nothing fails, nothing doubles.
     assert!(
         lock(&failed).is_empty(),
