@@ -332,12 +332,11 @@ impl Broker {
     /// `NotLeader` unless this node leads `partition`'s shard: what a follower answers to a
     /// client that should re-route (NOT_LEADER_OR_FOLLOWER).
     pub fn check_leader(&self, partition: &Partition) -> Result<(), BrokerError> {
-        let cluster = self.cluster();
         let shard_id = partition.log.shard_id();
-        let leader = cluster.shard_leader(shard_id);
-        if leader == Some(cluster.node_id()) && self.leadership.serving(shard_id) {
+        if self.shard_served(shard_id) {
             return Ok(());
         }
+        let leader = self.cluster().shard_leader(shard_id);
         Err(BrokerError::Storage(StorageError::NotLeader {
             shard_id,
             leader: leader.and_then(|l| u64::try_from(l).ok()),
@@ -741,9 +740,13 @@ impl Broker {
     /// Writes the producer state snapshot of every live partition (and expires idle
     /// producers). Blocking: file writes.
     pub fn snapshot_producers(&self) -> Result<(), BrokerError> {
+        // Only the shards this node serves: a follower's producer state is not kept up to
+        // date (the leader's is; a new leader rebuilds it), so a snapshot of it would claim
+        // to cover batches it never saw. Left out, a log is replayed whole at the next start.
         let logs: Vec<_> = read(&self.topics)
             .values()
             .flat_map(|t| t.partitions.iter().map(|p| p.log.clone()))
+            .filter(|log| self.shard_served(log.shard_id()))
             .collect();
         self.producers.snapshot(&logs)
     }

@@ -40,9 +40,23 @@ pub trait ClusterView: Send + Sync {
     fn shard_leader(&self, shard: usize) -> Option<i32> {
         self.shard(shard).leader
     }
+    /// The leader of shard `shard` and the raft term it leads in.
+    fn shard_leader_term(&self, shard: usize) -> Option<(i32, u64)> {
+        let role = self.shard(shard);
+        Some((role.leader?, u64::try_from(role.leader_epoch).ok()?))
+    }
     /// The node that accepts metadata changes (Kafka's controller), if known.
     fn controller(&self) -> Option<i32>;
+    /// Makes `call` on node `node`'s broker ([`crate::Broker::serve_call`] there).
+    fn call(&self, node: i32, call: crate::forward::NodeCall) -> CallFuture {
+        let _ = call;
+        Box::pin(async move { Err(format!("node {node}: no other nodes")) })
+    }
 }
+
+/// The answer to a [`ClusterView::call`]: served, or why not.
+pub type CallFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// A node of its own: it leads every shard and is the controller.
 pub(crate) struct SingleNode(pub NodeAddress);
@@ -67,6 +81,10 @@ impl ClusterView for SingleNode {
 
     fn shard_leader(&self, _shard: usize) -> Option<i32> {
         Some(self.0.id)
+    }
+
+    fn shard_leader_term(&self, _shard: usize) -> Option<(i32, u64)> {
+        Some((self.0.id, 0))
     }
 
     fn controller(&self) -> Option<i32> {

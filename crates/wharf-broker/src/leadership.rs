@@ -8,12 +8,16 @@
 //! NOT_COORDINATOR, and clients retry.
 //!
 //! ```text
-//!  server: raft metrics say "leader of shard s in term t" ─► Broker::become_leader(s)
-//!     serving[s] = false ─► rebuild producers, groups, transactions of s ─► serving[s] = true
-//!  server: "not leader of s" ─► Broker::step_down(s) ─► serving[s] = false
+//!  server: raft metrics say "leader of shard s in term t" ─► Broker::become_leader(s, t)
+//!     served[s] = none ─► rebuild producers, groups, transactions of s ─► served[s] = t
+//!  server: "not leader of s" ─► Broker::step_down(s) ─► served[s] = none
+//!  a request: serve iff the view says "this node leads s in term t" and served[s] == t
 //! ```
+//!
+//! Serving is bound to the term: a node that lost the shard and won it back in a later term
+//! never serves it on state rebuilt for the earlier term, even before the server noticed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use wharf_storage::Log;
@@ -22,39 +26,51 @@ use crate::group::OFFSETS_TOPIC;
 use crate::txn::TRANSACTION_STATE_TOPIC;
 use crate::{Broker, BrokerError};
 
+/// `served` of a shard this node does not serve.
+const NONE: u64 = u64::MAX;
+
 pub(crate) struct Leadership {
-    /// By shard id: this node serves the shard as its leader now.
-    serving: Vec<AtomicBool>,
+    /// By shard id: the term whose state this node rebuilt as the shard's leader (`NONE`).
+    served: Vec<AtomicU64>,
     /// The shard of each `__consumer_offsets` and `__transaction_state` partition, by index
     /// (fixed once the broker opened them).
     internal: OnceLock<(Vec<usize>, Vec<usize>)>,
+    /// Part of a cluster: other nodes coordinate some transactions.
+    clustered: AtomicBool,
 }
 
 impl Leadership {
-    /// A single node: serves every shard.
+    /// A single node: serves every shard (its view says term 0 for each).
     pub fn new(shards: usize) -> Self {
         Self {
-            serving: (0..shards).map(|_| AtomicBool::new(true)).collect(),
+            served: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             internal: OnceLock::new(),
+            clustered: AtomicBool::new(false),
         }
     }
 
-    pub fn serving(&self, shard: usize) -> bool {
-        self.serving
+    /// Whether this node rebuilt shard `shard` for leading it in `term`.
+    pub fn serving(&self, shard: usize, term: u64) -> bool {
+        self.served
             .get(shard)
-            .is_some_and(|s| s.load(Ordering::Acquire))
+            .is_some_and(|s| s.load(Ordering::Acquire) == term)
     }
 
-    fn set(&self, shard: usize, serving: bool) {
-        if let Some(s) = self.serving.get(shard) {
-            s.store(serving, Ordering::Release);
+    fn set(&self, shard: usize, term: u64) {
+        if let Some(s) = self.served.get(shard) {
+            s.store(term, Ordering::Release);
         }
     }
 
     /// A cluster: no shard is served until its leadership is confirmed.
+    pub fn clustered(&self) -> bool {
+        self.clustered.load(Ordering::Acquire)
+    }
+
     pub fn serve_none(&self) {
-        for s in &self.serving {
-            s.store(false, Ordering::Release);
+        self.clustered.store(true, Ordering::Release);
+        for s in &self.served {
+            s.store(NONE, Ordering::Release);
         }
     }
 }
@@ -90,22 +106,28 @@ impl Broker {
             .is_some_and(|&shard| self.shard_served(shard))
     }
 
-    /// Whether this node leads shard `shard` and serves it.
+    /// Whether this node leads shard `shard` now and rebuilt it for this term.
     pub(crate) fn shard_served(&self, shard: usize) -> bool {
         let cluster = self.cluster();
-        self.leadership().serving(shard) && cluster.shard_leader(shard) == Some(cluster.node_id())
+        match cluster.shard_leader_term(shard) {
+            Some((leader, term)) => {
+                leader == cluster.node_id() && self.leadership().serving(shard, term)
+            }
+            None => false,
+        }
     }
 
-    /// This node just became the leader of shard `shard`: rebuilds what the previous leaders
-    /// wrote (producer state of the shard's partitions, its coordinators' groups and
-    /// transactions), then serves the shard. Blocking (reads the shard's logs); transaction
-    /// completions found unfinished run on `runtime`.
+    /// This node just became the leader of shard `shard` in raft term `term`: rebuilds what
+    /// the previous leaders wrote (producer state of the shard's partitions, its coordinators'
+    /// groups and transactions), then serves the shard for that term. Blocking (reads the
+    /// shard's logs); transaction completions found unfinished run on `runtime`.
     pub fn become_leader(
         self: &Arc<Self>,
         shard: usize,
+        term: u64,
         runtime: &tokio::runtime::Handle,
     ) -> Result<(), BrokerError> {
-        self.leadership().set(shard, false);
+        self.leadership().set(shard, NONE);
         let logs: Vec<Log> = self
             .topics()
             .iter()
@@ -137,9 +159,10 @@ impl Broker {
         if !txns.is_empty() {
             self.reload_transactions(&txns, Some(runtime))?;
         }
-        self.leadership().set(shard, true);
+        self.leadership().set(shard, term);
         tracing::info!(
             shard,
+            term,
             partitions = logs.len(),
             replayed,
             offsets_partitions = ?offsets,
@@ -151,9 +174,7 @@ impl Broker {
 
     /// This node no longer leads shard `shard`.
     pub fn step_down(&self, shard: usize) {
-        if self.leadership().serving(shard) {
-            tracing::info!(shard, "this node no longer leads the shard");
-        }
-        self.leadership().set(shard, false);
+        tracing::info!(shard, "this node no longer leads the shard");
+        self.leadership().set(shard, NONE);
     }
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - `broker`: [`Broker`], the entry point: open (recover), topic lifecycle, produce, offsets.
 //! - `cluster`: [`cluster::ClusterView`], the nodes and each shard's leader, replicas, ISR.
+//! - `forward`: [`forward::NodeCall`], what one node's broker asks of another's.
 //! - `topic_config`: Kafka topic configs Wharf honours, their defaults and validation.
 //! - `metadata`: the persisted topic registry (`meta.json`).
 //! - `topic`: a topic and its partitions in memory.
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod cursor;
 mod error;
 mod fetch;
+pub mod forward;
 pub mod group;
 mod internal_log;
 mod leadership;

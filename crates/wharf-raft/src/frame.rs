@@ -29,6 +29,8 @@ pub(crate) enum Rpc {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// Who are you: the receiving node answers with its card (any group id).
     Hello,
+    /// A call on the receiving node's broker (any group id), opaque to this crate.
+    Call(serde_json::Value),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -40,6 +42,8 @@ pub(crate) enum Reply {
     UnknownGroup(u64),
     /// The answer to `Hello`; `None` before the node has set its card.
     Hello(Option<NodeCard>),
+    /// The answer to `Call`: served, or why not.
+    Call(Result<(), String>),
 }
 
 /// What a node tells its peers about itself: its id and its Kafka listener as clients should

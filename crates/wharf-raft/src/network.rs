@@ -91,6 +91,27 @@ impl NetworkFactory {
 
 /// Asks the node listening at `addr` for its card (`None`: it has not set one yet).
 pub async fn hello(addr: &str, from: NodeId, ttl: Duration) -> Result<Option<NodeCard>, String> {
+    match exchange_once(addr, from, Rpc::Hello, ttl).await? {
+        Reply::Hello(card) => Ok(card),
+        _ => Err("reply does not match the request".to_string()),
+    }
+}
+
+/// Makes a call on the broker of the node listening at `addr`.
+pub async fn call(
+    addr: &str,
+    from: NodeId,
+    call: serde_json::Value,
+    ttl: Duration,
+) -> Result<(), String> {
+    match exchange_once(addr, from, Rpc::Call(call), ttl).await? {
+        Reply::Call(answer) => answer,
+        _ => Err("reply does not match the request".to_string()),
+    }
+}
+
+/// One request and its reply on a fresh connection to `addr`.
+async fn exchange_once(addr: &str, from: NodeId, rpc: Rpc, ttl: Duration) -> Result<Reply, String> {
     let exchange = async {
         let mut stream = BufReader::new(
             TcpStream::connect(addr)
@@ -100,7 +121,7 @@ pub async fn hello(addr: &str, from: NodeId, ttl: Duration) -> Result<Option<Nod
         let frame = RequestFrame {
             group: 0,
             from,
-            rpc: Rpc::Hello,
+            rpc,
         };
         let max = crate::frame::DEFAULT_MAX_FRAME_BYTES;
         write_frame(&mut stream, &frame, max)
@@ -110,10 +131,7 @@ pub async fn hello(addr: &str, from: NodeId, ttl: Duration) -> Result<Option<Nod
             .await
             .map_err(|e| e.to_string())?
             .ok_or("peer closed the connection")?;
-        match serde_json::from_slice(&body).map_err(|e| e.to_string())? {
-            Reply::Hello(card) => Ok(card),
-            _ => Err("reply does not match the request".to_string()),
-        }
+        serde_json::from_slice::<Reply>(&body).map_err(|e| e.to_string())
     };
     tokio::time::timeout(ttl, exchange)
         .await

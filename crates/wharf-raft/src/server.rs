@@ -22,10 +22,22 @@ use crate::RaftError;
 type Groups = Arc<RwLock<HashMap<u64, Raft<TypeConfig>>>>;
 type Card = Arc<RwLock<Option<NodeCard>>>;
 
+/// Serves a peer's `Call` (the server's broker behind it).
+pub type CallHandler = Arc<
+    dyn Fn(
+            serde_json::Value,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+type Calls = Arc<RwLock<Option<CallHandler>>>;
+
 pub struct ClusterServer {
     addr: SocketAddr,
     groups: Groups,
     card: Card,
+    calls: Calls,
     stop: watch::Sender<bool>,
 }
 
@@ -40,12 +52,16 @@ impl ClusterServer {
             .map_err(|source| RaftError::Listen { addr, source })?;
         let groups: Groups = Arc::default();
         let card: Card = Arc::default();
+        let calls: Calls = Arc::default();
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept(
             listener,
-            groups.clone(),
-            card.clone(),
-            cuts,
+            Shared {
+                groups: groups.clone(),
+                card: card.clone(),
+                calls: calls.clone(),
+                cuts,
+            },
             stopped,
         ));
         tracing::info!(%addr, "cluster listener started");
@@ -53,8 +69,17 @@ impl ClusterServer {
             addr,
             groups,
             card,
+            calls,
             stop,
         })
+    }
+
+    /// Who serves the peers' `Call`s (none: they are refused).
+    pub fn set_call_handler(&self, handler: CallHandler) {
+        *self
+            .calls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
     }
 
     /// What this node answers to a peer's `Hello`.
@@ -105,13 +130,16 @@ fn group(groups: &Groups, id: u64) -> Option<Raft<TypeConfig>> {
         .cloned()
 }
 
-async fn accept(
-    listener: TcpListener,
+/// What every connection of the listener shares.
+#[derive(Clone)]
+struct Shared {
     groups: Groups,
     card: Card,
+    calls: Calls,
     cuts: Cuts,
-    mut stopped: watch::Receiver<bool>,
-) {
+}
+
+async fn accept(listener: TcpListener, shared: Shared, mut stopped: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -121,17 +149,7 @@ async fn accept(
             Ok((stream, peer)) => {
                 let span = tracing::info_span!("cluster_connection", %peer);
                 let stop = stopped.clone();
-                tokio::spawn(
-                    serve(
-                        stream,
-                        peer,
-                        groups.clone(),
-                        card.clone(),
-                        cuts.clone(),
-                        stop,
-                    )
-                    .instrument(span),
-                );
+                tokio::spawn(serve(stream, peer, shared.clone(), stop).instrument(span));
             }
             Err(error) => {
                 tracing::warn!(%error, "cluster accept failed");
@@ -144,11 +162,15 @@ async fn accept(
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    groups: Groups,
-    card: Card,
-    cuts: Cuts,
+    shared: Shared,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let Shared {
+        groups,
+        card,
+        calls,
+        cuts,
+    } = shared;
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
     loop {
@@ -187,6 +209,23 @@ async fn serve(
             }
             continue;
         }
+        if let Rpc::Call(call) = request.rpc {
+            let handler = calls
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let answer = match handler {
+                Some(handler) => handler(call).await,
+                None => Err("this node serves no calls".to_string()),
+            };
+            if let Err(error) =
+                write_frame(&mut stream, &Reply::Call(answer), DEFAULT_MAX_FRAME_BYTES).await
+            {
+                tracing::warn!(%peer, %error, "cannot answer a call; closing the connection");
+                return;
+            }
+            continue;
+        }
         let Some(raft) = group(&groups, request.group) else {
             tracing::warn!(%peer, group = request.group, "cluster request for an unknown group; closing the connection");
             let _ = write_frame(
@@ -201,7 +240,7 @@ async fn serve(
             Rpc::Append(rpc) => Reply::Append(raft.append_entries(rpc).await),
             Rpc::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
             Rpc::Snapshot(rpc) => Reply::Snapshot(raft.install_snapshot(rpc).await),
-            Rpc::Hello => continue,
+            Rpc::Hello | Rpc::Call(_) => continue,
         };
         if let Err(error) = write_frame(&mut stream, &reply, DEFAULT_MAX_FRAME_BYTES).await {
             tracing::warn!(%peer, %error, "cannot answer a cluster request; closing the connection");

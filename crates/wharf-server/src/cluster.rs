@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use openraft::BasicNode;
-use wharf_broker::cluster::{ClusterView, NodeAddress, ShardRole};
+use wharf_broker::cluster::{CallFuture, ClusterView, NodeAddress, ShardRole};
+use wharf_broker::forward::NodeCall;
 use wharf_broker::{BrokerError, ShardLogFactory, FIRST_RESERVED_LOG_ID};
 use wharf_raft::{ClusterServer, Cuts, GroupConfig, NetworkFactory, NodeCard, ShardGroup};
 use wharf_storage::ShardLog;
@@ -87,6 +88,9 @@ fn preferred_leader(shard: usize, members: &BTreeMap<u64, BasicNode>) -> Option<
     ids.get(shard % ids.len().max(1)).copied()
 }
 
+/// How long after start only a shard's preferred node may stand for election.
+const PREFERRED_HEAD_START: Duration = Duration::from_secs(3);
+
 /// How long a replica may go unheard by its leader and still count as in sync (Kafka's
 /// `replica.lag.time.max.ms`, shorter: heartbeats go every 100 ms).
 const ISR_LAG: Duration = Duration::from_secs(5);
@@ -102,6 +106,8 @@ struct GroupHandle {
 /// metrics.
 pub struct ClusterState {
     node_id: u64,
+    /// Each peer's cluster listener, as this node's `cluster_peers` names it.
+    addresses: BTreeMap<u64, String>,
     cards: Mutex<BTreeMap<u64, NodeCard>>,
     groups: Mutex<Vec<GroupHandle>>,
 }
@@ -177,11 +183,33 @@ impl ClusterView for ClusterState {
         leader.map(to_i32)
     }
 
+    fn shard_leader_term(&self, shard: usize) -> Option<(i32, u64)> {
+        let groups = lock(&self.groups);
+        let metrics = groups.get(shard)?.raft.metrics();
+        let m = metrics.borrow();
+        Some((to_i32(m.current_leader?), m.current_term))
+    }
+
     fn controller(&self) -> Option<i32> {
         // No controller group yet (ADR 0012): every node takes topic changes itself.
         Some(to_i32(self.node_id))
     }
+
+    fn call(&self, node: i32, call: NodeCall) -> CallFuture {
+        let addr = u64::try_from(node)
+            .ok()
+            .and_then(|id| self.addresses.get(&id).cloned());
+        let from = self.node_id;
+        Box::pin(async move {
+            let addr = addr.ok_or_else(|| format!("node {node} is not in cluster_peers"))?;
+            let call = serde_json::to_value(&call).map_err(|e| e.to_string())?;
+            wharf_raft::call(&addr, from, call, CALL_TIMEOUT).await
+        })
+    }
 }
+
+/// How long a peer may take to serve a broker call (a marker write waits for its commit).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// This node's cluster listener and shard groups.
 pub struct Cluster {
@@ -219,6 +247,8 @@ impl Cluster {
         let server = ClusterServer::bind(addr, Cuts::default())
             .await
             .with_context(|| format!("binding the cluster listener {addr} (cluster_listen)"))?;
+        let addresses: BTreeMap<u64, String> =
+            peers.iter().map(|p| (p.id, p.addr.clone())).collect();
         let members = peers
             .into_iter()
             .map(|p| (p.id, BasicNode::new(p.addr)))
@@ -230,6 +260,7 @@ impl Cluster {
             groups: Arc::default(),
             state: Arc::new(ClusterState {
                 node_id,
+                addresses,
                 cards: Mutex::default(),
                 groups: Mutex::default(),
             }),
@@ -348,6 +379,17 @@ impl Cluster {
                     .await
                     .map_err(|e| BrokerError::Metadata(format!("shard group {shard}: {e}")))?;
                     server.register(shard as u64, group.raft().clone());
+                    if !preferred {
+                        // Leaders spread: for a while after start only the shard's preferred
+                        // node stands for election (the others still vote), so a node that
+                        // starts first does not win every shard. Then anyone may stand.
+                        group.raft().runtime_config().elect(false);
+                        let raft = group.raft().clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(PREFERRED_HEAD_START).await;
+                            raft.runtime_config().elect(true);
+                        });
+                    }
                     group
                         .initialize(members.clone())
                         .await
@@ -377,6 +419,20 @@ impl Cluster {
         })
     }
 
+    /// Serves the peers' broker calls (transaction markers and offsets) with `broker`.
+    pub fn serve_calls(&self, broker: &Arc<wharf_broker::Broker>) {
+        let broker = Arc::downgrade(broker);
+        self.server.set_call_handler(Arc::new(move |value| {
+            let broker = broker.clone();
+            Box::pin(async move {
+                let call: NodeCall = serde_json::from_value(value)
+                    .map_err(|e| format!("call does not decode: {e}"))?;
+                let broker = broker.upgrade().ok_or("the broker is shutting down")?;
+                broker.serve_call(call).await.map_err(|e| e.to_string())
+            })
+        }));
+    }
+
     /// Tells the broker, shard by shard, when this node becomes or stops being the leader
     /// (from each group's raft metrics): it rebuilds what other leaders wrote before it serves
     /// the shard (`Broker::become_leader`).
@@ -404,9 +460,10 @@ impl Cluster {
                     let Some(b) = broker.upgrade() else { return };
                     if leader && served != Some(term) {
                         let runtime = tokio::runtime::Handle::current();
-                        let rebuilt =
-                            tokio::task::spawn_blocking(move || b.become_leader(shard, &runtime))
-                                .await;
+                        let rebuilt = tokio::task::spawn_blocking(move || {
+                            b.become_leader(shard, term, &runtime)
+                        })
+                        .await;
                         match rebuilt {
                             Ok(Ok(())) => served = Some(term),
                             Ok(Err(error)) => {

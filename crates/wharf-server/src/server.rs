@@ -73,6 +73,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         cluster.advertise(&cfg.advertised_host, cfg.advertised_port);
         broker.set_cluster_id(cluster.cluster_id());
         broker.set_cluster_view(cluster.state());
+        cluster.serve_calls(&broker);
         cluster.follow_leadership(&broker);
     }
     let amqp_serving = match amqp_listener {

@@ -283,6 +283,14 @@ impl TxnCoordinatorState {
     /// A transactional produce to `partition` by `producer_id` at `epoch` is allowed only
     /// while that producer's transaction is open and the partition was added to it
     /// (AddPartitionsToTxn), as Kafka checks since KIP-890. Scans the transactional ids.
+    /// The transactional id producer `producer_id` belongs to, if known here.
+    pub fn transactional_id_of(&self, producer_id: i64) -> Option<&str> {
+        self.txns
+            .values()
+            .find(|m| m.producer_id == producer_id)
+            .map(|m| m.transactional_id.as_str())
+    }
+
     pub fn check_produce(
         &self,
         producer_id: i64,

@@ -24,6 +24,7 @@ use super::{
     Completion, InitOutcome, TxnCoordinatorState, TxnError, TxnMetadata, TxnOffset, TxnPartition,
     TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC,
 };
+use crate::forward::{CallOffset, NodeCall};
 use crate::group::api::{CommitPartition, TxnCommitMember};
 use crate::internal_log::replay_keyed;
 use crate::producer::now_ms;
@@ -319,21 +320,25 @@ impl Broker {
 
     /// Writes the markers of `completion`, commits or drops its offsets, and completes it.
     async fn finish(&self, completion: Completion) -> Result<(), BrokerError> {
+        // Each marker goes through its partition's leader, this node or another.
         for marker in &completion.markers {
             let partition = self.partition(&marker.partition.topic, marker.partition.partition)?;
-            self.producers()
-                .write_marker(
-                    &partition.log,
-                    marker.producer_id,
-                    marker.producer_epoch,
-                    marker.commit,
-                )
-                .await?;
+            self.call_shard_leader(
+                partition.log.shard_id(),
+                NodeCall::Marker {
+                    topic: marker.partition.topic.clone(),
+                    partition: marker.partition.partition,
+                    producer_id: marker.producer_id,
+                    producer_epoch: marker.producer_epoch,
+                    commit: marker.commit,
+                },
+            )
+            .await?;
         }
         let coordinator = self.transactions();
-        let mut by_group: BTreeMap<&str, Vec<CommitPartition>> = BTreeMap::new();
+        let mut by_group: BTreeMap<&str, Vec<CallOffset>> = BTreeMap::new();
         for (group, topic, partition, o) in &completion.offsets {
-            by_group.entry(group).or_default().push(CommitPartition {
+            by_group.entry(group).or_default().push(CallOffset {
                 topic: topic.clone(),
                 partition: *partition,
                 offset: o.offset,
@@ -341,10 +346,23 @@ impl Broker {
                 metadata: o.metadata.clone(),
             });
         }
-        for (group, partitions) in by_group {
-            self.groups()
-                .commit_transactional_offsets(group, partitions)
-                .await?;
+        // Offsets go through the group's coordinator, this node or another.
+        for (group, offsets) in by_group {
+            let partitions = crate::group::OFFSETS_PARTITIONS as usize;
+            let shard = self
+                .internal_shard(
+                    crate::group::OFFSETS_TOPIC,
+                    crate::group::partition_for(group, partitions),
+                )
+                .ok_or_else(|| unavailable("no __consumer_offsets partition"))?;
+            self.call_shard_leader(
+                shard,
+                NodeCall::CommitTxnOffsets {
+                    group: group.to_string(),
+                    offsets,
+                },
+            )
+            .await?;
         }
         let pending = {
             let mut state = lock(&coordinator.state);
@@ -492,6 +510,20 @@ impl Broker {
         partition: i32,
     ) -> Result<(), BrokerError> {
         let state = lock(&self.transactions().state);
+        if self.leadership().clustered() {
+            // In a cluster another node may coordinate the producer's transaction: only one
+            // this node coordinates is checked here (Kafka before KIP-890 checked none).
+            let partitions = self.transactions().logs.get().map_or(0, Vec::len);
+            let ours = state.transactional_id_of(producer_id).is_some_and(|id| {
+                self.owns_internal(
+                    TRANSACTION_STATE_TOPIC,
+                    crate::group::partition_for(id, partitions),
+                )
+            });
+            if !ours {
+                return Ok(());
+            }
+        }
         match state.check_produce(producer_id, epoch, &TxnPartition::new(topic, partition)) {
             // A fenced producer's batch gets what the producer state answers an old epoch
             // with on a produce (INVALID_PRODUCER_EPOCH), which clients treat as fatal.
@@ -519,28 +551,52 @@ impl Broker {
         member: &TxnCommitMember,
         partitions: Vec<CommitPartition>,
     ) -> Result<(), BrokerError> {
-        self.txn_ready(transactional_id)?;
+        // Sent to the group's coordinator (this node): the member is checked here, the
+        // offsets are held by the transaction's coordinator (this node or another).
         self.groups().validate_txn_member(
             group,
             member.generation_id,
             &member.member_id,
             member.group_instance_id.as_ref(),
         )?;
-        let coordinator = self.transactions();
         let offsets = partitions
             .into_iter()
-            .map(|p| {
-                (
-                    p.topic,
-                    p.partition,
-                    TxnOffset {
-                        offset: p.offset,
-                        leader_epoch: p.leader_epoch,
-                        metadata: p.metadata,
-                    },
-                )
+            .map(|p| CallOffset {
+                topic: p.topic,
+                partition: p.partition,
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata: p.metadata,
             })
             .collect();
+        let shard = self
+            .txn_shard(transactional_id)
+            .ok_or_else(|| unavailable("no __transaction_state partition"))?;
+        self.call_shard_leader(
+            shard,
+            NodeCall::AddTxnOffsets {
+                transactional_id: transactional_id.to_string(),
+                producer_id,
+                producer_epoch: epoch,
+                group: group.to_string(),
+                offsets,
+            },
+        )
+        .await
+    }
+
+    /// Holds a TxnOffsetCommit's offsets in the transaction's durable record (this node
+    /// coordinates `transactional_id`) until it ends.
+    pub(crate) async fn record_txn_offsets(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+        offsets: Vec<(String, i32, TxnOffset)>,
+    ) -> Result<(), BrokerError> {
+        self.txn_ready(transactional_id)?;
+        let coordinator = self.transactions();
         let pending = {
             let mut state = lock(&coordinator.state);
             let meta = state.offset_commit(

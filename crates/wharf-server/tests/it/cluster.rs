@@ -635,6 +635,112 @@ fn a_transactional_producer_keeps_committing_across_a_leader_change() {
     }
 }
 
+/// A consume-transform-produce transaction over three shards: its markers go through each
+/// output partition's leader and its offsets through the group's coordinator, wherever they
+/// are (leaders spread over the nodes at start).
+#[test]
+fn a_transaction_spans_partitions_and_a_group_led_by_other_nodes() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Nodes::start(&dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(nodes.create_topic("ctp-in", 3));
+    rt.block_on(nodes.create_topic("ctp-out", 6));
+    nodes.leaders("ctp-in", 3);
+    let out_leaders = nodes.leaders("ctp-out", 6);
+    let wait = Duration::from_secs(60);
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", nodes.bootstrap())
+        .set("broker.address.family", "v4")
+        .set("linger.ms", "5");
+    let plain: ThreadedProducer<DefaultProducerContext> = config.create().unwrap();
+    for i in 0..30 {
+        plain
+            .send(
+                BaseRecord::<(), str>::to("ctp-in")
+                    .partition(i % 3)
+                    .payload(&format!("in-{i}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    plain.flush(wait).unwrap();
+    let consumer = wharf_testkit::base_consumer(
+        &nodes.bootstrap(),
+        &[("group.id", "ctp"), ("isolation.level", "read_committed")],
+    )
+    .unwrap();
+    let committed = |c: &BaseConsumer| -> Vec<Offset> {
+        let mut want = TopicPartitionList::new();
+        for p in 0..3 {
+            want.add_partition("ctp-in", p);
+        }
+        let got = c.committed_offsets(want, wait).unwrap();
+        (0..3)
+            .map(|p| got.find_partition("ctp-in", p).unwrap().offset())
+            .collect()
+    };
+    config.set("transactional.id", "spanning");
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().unwrap();
+    producer.init_transactions(wait).unwrap();
+    let mut expected = Vec::new();
+    for (upto, commit) in [(5i64, false), (10, true)] {
+        producer.begin_transaction().unwrap();
+        for i in 0..12 {
+            let value = format!("out-{upto}-{i}");
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("ctp-out")
+                        .partition(i % 6)
+                        .payload(&value),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+            if commit {
+                expected.push(value);
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for p in 0..3 {
+            offsets
+                .add_partition_offset("ctp-in", p, Offset::Offset(upto))
+                .unwrap();
+        }
+        producer
+            .send_offsets_to_transaction(&offsets, &consumer.group_metadata().unwrap(), wait)
+            .unwrap();
+        if commit {
+            producer.commit_transaction(wait).unwrap();
+            assert_eq!(committed(&consumer), vec![Offset::Offset(10); 3]);
+        } else {
+            producer.abort_transaction(wait).unwrap();
+            assert_eq!(
+                committed(&consumer),
+                vec![Offset::Invalid; 3],
+                "an abort moved the offsets"
+            );
+        }
+    }
+    drop(producer);
+    drop(plain);
+    eprintln!("ctp-out leaders: {out_leaders:?}");
+    let held = nodes.read_back_alone_with(&dir, "ctp-out", 6, "read_committed");
+    expected.sort();
+    for (id, partitions) in &held {
+        let mut read: Vec<String> = partitions
+            .values()
+            .flatten()
+            .map(|(_, v)| v.clone())
+            .collect();
+        read.sort();
+        assert_eq!(
+            read, expected,
+            "node {id}: read_committed reads the committed transaction once"
+        );
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap()
 }
