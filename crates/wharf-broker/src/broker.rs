@@ -71,7 +71,7 @@ pub struct TopicSpec {
 }
 
 /// One change of IncrementalAlterConfigs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ConfigOp {
     Set(String, String),
     Delete(String),
@@ -108,6 +108,8 @@ pub struct Broker {
     pub(crate) share: crate::share::ShareCoordinator,
     /// The nodes and each shard's leader (a single node until the server sets a cluster).
     cluster: RwLock<Arc<dyn ClusterView>>,
+    /// In a cluster: where topic changes go (the controller); `None` on a single node.
+    pub(crate) metadata_log: RwLock<Option<Arc<dyn crate::metadata_log::MetadataLog>>>,
 }
 
 /// Log ids from here on belong to whoever builds the shard logs (a replicated shard's raft
@@ -186,7 +188,9 @@ impl Broker {
             topics.insert(record.name.clone(), Arc::new(topic));
         }
         for id in storage.log_ids() {
-            if !known.contains(&id) && id < FIRST_RESERVED_LOG_ID {
+            // A log id at or past `next_log_id` belongs to a topic this node has not applied
+            // yet (in a cluster, its partitions' raft entries may arrive first): kept.
+            if !known.contains(&id) && id < FIRST_RESERVED_LOG_ID && id < meta.next_log_id {
                 tracing::info!(log_id = id, "dropping log of a deleted topic");
                 storage.delete_log(id)?;
             }
@@ -220,6 +224,7 @@ impl Broker {
         });
         let broker = Arc::new(Self {
             cluster: RwLock::new(Arc::new(single)),
+            metadata_log: RwLock::default(),
             quotas,
             config,
             cluster_id: meta.cluster_id.clone(),
@@ -271,7 +276,18 @@ impl Broker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn materialize(storage: &Storage, record: &TopicRecord, config: TopicConfig) -> Topic {
+    /// The topics by name, to change (applying a metadata record).
+    pub(crate) fn topics_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+        write(&self.topics)
+    }
+
+    pub(crate) fn materialize(
+        storage: &Storage,
+        record: &TopicRecord,
+        config: TopicConfig,
+    ) -> Topic {
         let counters = Arc::new(TopicCounters::new(&record.name));
         let partitions = record
             .log_ids
@@ -462,6 +478,20 @@ impl Broker {
                 overrides: record.configs,
             }));
         }
+        if let Some(log) = self.metadata_log() {
+            drop(meta);
+            log.submit(crate::metadata_log::MetadataRequest::CreateTopic {
+                name: spec.name.clone(),
+                partitions,
+                configs: spec.configs.clone(),
+            })?;
+            return self
+                .topic(&spec.name)
+                .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                    topic: spec.name.clone(),
+                    partition: -1,
+                });
+        }
         let mut record = record;
         record.log_ids = meta.allocate_log_ids(partitions as usize);
         meta.put_topic(record.clone())?;
@@ -502,6 +532,11 @@ impl Broker {
             return Err(BrokerError::InvalidRequest(format!(
                 "{name} is internal and cannot be deleted"
             )));
+        }
+        if let Some(log) = self.metadata_log() {
+            return log.submit(crate::metadata_log::MetadataRequest::DeleteTopic {
+                name: name.to_string(),
+            });
         }
         let mut meta = self
             .meta
@@ -554,6 +589,13 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        if let Some(log) = self.metadata_log() {
+            drop(meta);
+            return log.submit(crate::metadata_log::MetadataRequest::CreatePartitions {
+                name: name.to_string(),
+                total,
+            });
+        }
         let mut record = record;
         let new_ids = meta.allocate_log_ids((total - current) as usize);
         record.log_ids.extend(new_ids);
@@ -595,7 +637,38 @@ impl Broker {
                 partition: -1,
             });
         };
-        let mut configs = replace.unwrap_or_else(|| record.configs.clone());
+        let configs = self.altered_configs(&record.configs, replace.clone(), ops)?;
+        let config = TopicConfig::resolve(&self.config.topic_defaults, &configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        if let Some(log) = self.metadata_log() {
+            drop(meta);
+            return log.submit(crate::metadata_log::MetadataRequest::AlterConfigs {
+                name: name.to_string(),
+                replace,
+                ops: ops.to_vec(),
+            });
+        }
+        let mut record = record;
+        record.configs = configs;
+        meta.put_topic(record.clone())?;
+        write(&self.topics).insert(
+            name.to_string(),
+            Arc::new(Self::materialize(&self.storage, &record, config)),
+        );
+        tracing::info!(topic = name, "topic configs altered");
+        Ok(())
+    }
+
+    /// The overrides `current` becomes under `replace` (AlterConfigs) then `ops`.
+    pub(crate) fn altered_configs(
+        &self,
+        current: &BTreeMap<String, String>,
+        replace: Option<BTreeMap<String, String>>,
+        ops: &[ConfigOp],
+    ) -> Result<BTreeMap<String, String>, BrokerError> {
+        let mut configs = replace.unwrap_or_else(|| current.clone());
         for op in ops {
             match op {
                 ConfigOp::Set(k, v) => {
@@ -624,19 +697,7 @@ impl Broker {
                 }
             }
         }
-        let config = TopicConfig::resolve(&self.config.topic_defaults, &configs)?;
-        if validate_only {
-            return Ok(());
-        }
-        let mut record = record;
-        record.configs = configs;
-        meta.put_topic(record.clone())?;
-        write(&self.topics).insert(
-            name.to_string(),
-            Arc::new(Self::materialize(&self.storage, &record, config)),
-        );
-        tracing::info!(topic = name, "topic configs altered");
-        Ok(())
+        Ok(configs)
     }
 
     /// ListOffsets: -2 earliest, -1 latest, otherwise the first record at or after the time.

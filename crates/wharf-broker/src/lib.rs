@@ -6,6 +6,8 @@
 //! - `cluster`: [`cluster::ClusterView`], the nodes and each shard's leader, replicas, ISR.
 //! - `topic_config`: Kafka topic configs Wharf honours, their defaults and validation.
 //! - `metadata`: the persisted topic registry (`meta.json`).
+//! - `metadata_log`: cluster metadata through the controller: requests, committed records,
+//!   applying them ([`metadata_log::MetadataLog`]).
 //! - `topic`: a topic and its partitions in memory.
 //! - `produce`: batch validation and the append path.
 //! - `fetch`: partition reads within a fetch's byte budget (KIP-74), the read_committed cut.
@@ -26,6 +28,7 @@ mod fetch;
 pub mod group;
 mod internal_log;
 mod metadata;
+pub mod metadata_log;
 mod produce;
 pub mod producer;
 pub mod quota;

@@ -31,6 +31,10 @@ pub struct MetadataStore {
     /// Client quotas (AlterClientQuotas), absent in files written before them.
     #[serde(default)]
     pub quotas: Vec<crate::quota::QuotaRecord>,
+    /// In a cluster: the controller's metadata records below this offset are applied here
+    /// (`meta.json` is then this node's cache of them; 0 on a single node).
+    #[serde(default)]
+    pub metadata_offset: i64,
     #[serde(skip)]
     path: PathBuf,
     #[serde(skip, default = "RealFs::shared")]
@@ -59,6 +63,7 @@ impl MetadataStore {
                     next_producer_id: 0,
                     topics: BTreeMap::new(),
                     quotas: Vec::new(),
+                    metadata_offset: 0,
                     path,
                     fs,
                 };

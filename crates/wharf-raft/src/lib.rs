@@ -40,7 +40,7 @@ mod types;
 
 pub use error::RaftError;
 pub use frame::NodeCard;
-pub use network::{hello, Cuts, NetworkFactory};
+pub use network::{forward, hello, Cuts, NetworkFactory};
 pub use replicated::{GroupConfig, ReplicatedShardLog, ShardGroup};
-pub use server::ClusterServer;
+pub use server::{ClusterServer, ForwardHandler};
 pub use types::{NodeId, Request, Response, TypeConfig};

@@ -91,6 +91,28 @@ impl NetworkFactory {
 
 /// Asks the node listening at `addr` for its card (`None`: it has not set one yet).
 pub async fn hello(addr: &str, from: NodeId, ttl: Duration) -> Result<Option<NodeCard>, String> {
+    match one_call(addr, from, Rpc::Hello, ttl).await? {
+        Reply::Hello(card) => Ok(card),
+        _ => Err("reply does not match the request".to_string()),
+    }
+}
+
+/// Hands `body` to the forward handler of the node listening at `addr` and returns its
+/// answer (an error when the node cannot be reached in `ttl` or has no handler).
+pub async fn forward(
+    addr: &str,
+    from: NodeId,
+    body: String,
+    ttl: Duration,
+) -> Result<String, String> {
+    match one_call(addr, from, Rpc::Forward(body), ttl).await? {
+        Reply::Forward(answer) => answer,
+        _ => Err("reply does not match the request".to_string()),
+    }
+}
+
+/// One request on a connection of its own, bounded by `ttl`.
+async fn one_call(addr: &str, from: NodeId, rpc: Rpc, ttl: Duration) -> Result<Reply, String> {
     let exchange = async {
         let mut stream = BufReader::new(
             TcpStream::connect(addr)
@@ -100,7 +122,7 @@ pub async fn hello(addr: &str, from: NodeId, ttl: Duration) -> Result<Option<Nod
         let frame = RequestFrame {
             group: 0,
             from,
-            rpc: Rpc::Hello,
+            rpc,
         };
         let max = crate::frame::DEFAULT_MAX_FRAME_BYTES;
         write_frame(&mut stream, &frame, max)
@@ -110,10 +132,7 @@ pub async fn hello(addr: &str, from: NodeId, ttl: Duration) -> Result<Option<Nod
             .await
             .map_err(|e| e.to_string())?
             .ok_or("peer closed the connection")?;
-        match serde_json::from_slice(&body).map_err(|e| e.to_string())? {
-            Reply::Hello(card) => Ok(card),
-            _ => Err("reply does not match the request".to_string()),
-        }
+        serde_json::from_slice::<Reply>(&body).map_err(|e| e.to_string())
     };
     tokio::time::timeout(ttl, exchange)
         .await

@@ -16,16 +16,26 @@ use crate::frame::{
     read_frame, write_frame, NodeCard, Reply, RequestFrame, Rpc, DEFAULT_MAX_FRAME_BYTES,
 };
 use crate::network::Cuts;
-use crate::types::TypeConfig;
+use crate::types::{NodeId, TypeConfig};
 use crate::RaftError;
 
 type Groups = Arc<RwLock<HashMap<u64, Raft<TypeConfig>>>>;
 type Card = Arc<RwLock<Option<NodeCard>>>;
 
+/// What serves `Forward` requests: called with the sending node's id and the request body,
+/// resolves to the reply body.
+pub type ForwardHandler = Arc<
+    dyn Fn(NodeId, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>
+        + Send
+        + Sync,
+>;
+type Forward = Arc<RwLock<Option<ForwardHandler>>>;
+
 pub struct ClusterServer {
     addr: SocketAddr,
     groups: Groups,
     card: Card,
+    forward: Forward,
     stop: watch::Sender<bool>,
 }
 
@@ -40,12 +50,16 @@ impl ClusterServer {
             .map_err(|source| RaftError::Listen { addr, source })?;
         let groups: Groups = Arc::default();
         let card: Card = Arc::default();
+        let forward: Forward = Arc::default();
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept(
             listener,
-            groups.clone(),
-            card.clone(),
-            cuts,
+            Served {
+                groups: groups.clone(),
+                card: card.clone(),
+                forward: forward.clone(),
+                cuts,
+            },
             stopped,
         ));
         tracing::info!(%addr, "cluster listener started");
@@ -53,6 +67,7 @@ impl ClusterServer {
             addr,
             groups,
             card,
+            forward,
             stop,
         })
     }
@@ -63,6 +78,14 @@ impl ClusterServer {
             .card
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(card);
+    }
+
+    /// What serves peers' `Forward` requests (until set, they are answered with an error).
+    pub fn set_forward(&self, handler: ForwardHandler) {
+        *self
+            .forward
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -105,13 +128,16 @@ fn group(groups: &Groups, id: u64) -> Option<Raft<TypeConfig>> {
         .cloned()
 }
 
-async fn accept(
-    listener: TcpListener,
+/// What a connection serves: the groups, this node's card, the forward handler.
+#[derive(Clone)]
+struct Served {
     groups: Groups,
     card: Card,
+    forward: Forward,
     cuts: Cuts,
-    mut stopped: watch::Receiver<bool>,
-) {
+}
+
+async fn accept(listener: TcpListener, served: Served, mut stopped: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -121,17 +147,7 @@ async fn accept(
             Ok((stream, peer)) => {
                 let span = tracing::info_span!("cluster_connection", %peer);
                 let stop = stopped.clone();
-                tokio::spawn(
-                    serve(
-                        stream,
-                        peer,
-                        groups.clone(),
-                        card.clone(),
-                        cuts.clone(),
-                        stop,
-                    )
-                    .instrument(span),
-                );
+                tokio::spawn(serve(stream, peer, served.clone(), stop).instrument(span));
             }
             Err(error) => {
                 tracing::warn!(%error, "cluster accept failed");
@@ -144,11 +160,15 @@ async fn accept(
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    groups: Groups,
-    card: Card,
-    cuts: Cuts,
+    served: Served,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let Served {
+        groups,
+        card,
+        forward,
+        cuts,
+    } = served;
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
     loop {
@@ -187,6 +207,21 @@ async fn serve(
             }
             continue;
         }
+        if let Rpc::Forward(body) = request.rpc {
+            let handler = forward
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let reply = match handler {
+                Some(handler) => Reply::Forward(Ok(handler(request.from, body).await)),
+                None => Reply::Forward(Err("this node serves no forwarded requests yet".into())),
+            };
+            if let Err(error) = write_frame(&mut stream, &reply, DEFAULT_MAX_FRAME_BYTES).await {
+                tracing::warn!(%peer, %error, "cannot answer a forwarded request; closing the connection");
+                return;
+            }
+            continue;
+        }
         let Some(raft) = group(&groups, request.group) else {
             tracing::warn!(%peer, group = request.group, "cluster request for an unknown group; closing the connection");
             let _ = write_frame(
@@ -201,7 +236,7 @@ async fn serve(
             Rpc::Append(rpc) => Reply::Append(raft.append_entries(rpc).await),
             Rpc::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
             Rpc::Snapshot(rpc) => Reply::Snapshot(raft.install_snapshot(rpc).await),
-            Rpc::Hello => continue,
+            Rpc::Hello | Rpc::Forward(_) => continue,
         };
         if let Err(error) = write_frame(&mut stream, &reply, DEFAULT_MAX_FRAME_BYTES).await {
             tracing::warn!(%peer, %error, "cannot answer a cluster request; closing the connection");

@@ -104,6 +104,8 @@ pub struct ClusterState {
     node_id: u64,
     cards: Mutex<BTreeMap<u64, NodeCard>>,
     groups: Mutex<Vec<GroupHandle>>,
+    /// The controller group (`crate::controller`), once started.
+    controller: std::sync::OnceLock<openraft::Raft<wharf_raft::TypeConfig>>,
 }
 
 fn to_i32(id: u64) -> i32 {
@@ -111,6 +113,11 @@ fn to_i32(id: u64) -> i32 {
 }
 
 impl ClusterState {
+    /// Names the controller group, whose leader is the controller.
+    pub(crate) fn set_controller(&self, raft: openraft::Raft<wharf_raft::TypeConfig>) {
+        let _ = self.controller.set(raft);
+    }
+
     fn group_metrics(
         &self,
         shard: usize,
@@ -178,8 +185,10 @@ impl ClusterView for ClusterState {
     }
 
     fn controller(&self) -> Option<i32> {
-        // No controller group yet (ADR 0012): every node takes topic changes itself.
-        Some(to_i32(self.node_id))
+        // The controller group's leader (`crate::controller`); none before it starts.
+        let raft = self.controller.get()?;
+        let leader = raft.metrics().borrow().current_leader;
+        leader.map(to_i32)
     }
 }
 
@@ -232,6 +241,7 @@ impl Cluster {
                 node_id,
                 cards: Mutex::default(),
                 groups: Mutex::default(),
+                controller: std::sync::OnceLock::new(),
             }),
         }))
     }
@@ -294,6 +304,23 @@ impl Cluster {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// What the controller group needs of this node's cluster (`crate::controller`).
+    pub(crate) fn controller_parts(
+        &self,
+    ) -> (
+        u64,
+        Arc<ClusterServer>,
+        BTreeMap<u64, BasicNode>,
+        Arc<ClusterState>,
+    ) {
+        (
+            self.node_id,
+            self.server.clone(),
+            self.members.clone(),
+            self.state.clone(),
+        )
     }
 
     /// Opens every shard of the broker's storage as a shard group on this node's listener

@@ -1,0 +1,391 @@
+//! Cluster metadata through the controller (ADR 0012). On a single node the broker writes
+//! `meta.json` itself. In a cluster the server hands the broker a [`MetadataLog`]: a topic
+//! change becomes a [`MetadataRequest`] that the controller (the leader of the controller's
+//! raft group) checks against the metadata it applied, turns into a [`MetadataRecord`]
+//! (allocating log ids and the topic id) and commits; every node, the controller included,
+//! applies committed records in log order through [`Broker::apply_metadata`]. Applying is
+//! idempotent: `meta.json` remembers the offset of the next record to apply, so a replay after
+//! a restart skips what this node already applied, and a node that was down catches up.
+//!
+//! ```text
+//!  create_topic (any node) ─► MetadataLog::submit ─► controller: prepare_metadata ─► raft
+//!    every node: committed record ─► apply_metadata ─► meta.json + topics in memory
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::TopicRecord;
+use crate::quota::{QuotaEntity, QuotaRecord};
+use crate::scheduled::SCHEDULED_TOPIC;
+use crate::topic_config::TopicConfig;
+use crate::txn::TRANSACTION_STATE_TOPIC;
+use crate::{Broker, BrokerError, ConfigOp, TopicSpec};
+
+/// A metadata change as a node asks the controller for it (what is forwarded).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetadataRequest {
+    /// `partitions` is already resolved (`num.partitions` of the asking node for -1).
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total: i32,
+    },
+    /// AlterConfigs (`replace`) or IncrementalAlterConfigs (`ops`).
+    AlterConfigs {
+        name: String,
+        replace: Option<BTreeMap<String, String>>,
+        ops: Vec<ConfigOp>,
+    },
+    AlterClientQuota {
+        entity: QuotaEntity,
+        ops: Vec<(String, Option<f64>)>,
+    },
+}
+
+/// A committed metadata change, applied by every node in log order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// The whole topic: its id and the log id of each partition (allocated by the controller).
+    TopicCreated(TopicRecord),
+    TopicDeleted {
+        name: String,
+        id: uuid::Uuid,
+    },
+    /// The log id of every partition, old ones first.
+    PartitionsAdded {
+        name: String,
+        id: uuid::Uuid,
+        log_ids: Vec<u64>,
+    },
+    /// Every override of the topic after the change.
+    ConfigsChanged {
+        name: String,
+        id: uuid::Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// Every client quota after the change.
+    QuotasSet {
+        quotas: Vec<QuotaRecord>,
+    },
+}
+
+/// Where the broker sends metadata changes when it runs in a cluster.
+pub trait MetadataLog: Send + Sync {
+    /// Hands `request` to the controller and returns once this node has applied the record it
+    /// became (or the controller's refusal). Blocking: call it off the async workers.
+    fn submit(&self, request: MetadataRequest) -> Result<(), BrokerError>;
+}
+
+/// Why the controller refused a request, as it crosses the cluster port (a [`BrokerError`]
+/// the asking node rebuilds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetadataRefusal {
+    UnknownTopic {
+        topic: String,
+    },
+    TopicAlreadyExists {
+        topic: String,
+    },
+    InvalidTopic {
+        topic: String,
+        reason: String,
+    },
+    InvalidPartitions {
+        topic: String,
+        reason: String,
+    },
+    InvalidConfig {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    InvalidRequest(String),
+    NotController(String),
+    Other(String),
+}
+
+impl From<&BrokerError> for MetadataRefusal {
+    fn from(e: &BrokerError) -> Self {
+        match e {
+            BrokerError::UnknownTopicOrPartition { topic, .. } => Self::UnknownTopic {
+                topic: topic.clone(),
+            },
+            BrokerError::TopicAlreadyExists { topic } => Self::TopicAlreadyExists {
+                topic: topic.clone(),
+            },
+            BrokerError::InvalidTopic { topic, reason } => Self::InvalidTopic {
+                topic: topic.clone(),
+                reason: reason.clone(),
+            },
+            BrokerError::InvalidPartitions { topic, reason } => Self::InvalidPartitions {
+                topic: topic.clone(),
+                reason: reason.clone(),
+            },
+            BrokerError::InvalidConfig { key, value, reason } => Self::InvalidConfig {
+                key: key.clone(),
+                value: value.clone(),
+                reason: reason.clone(),
+            },
+            BrokerError::InvalidRequest(r) => Self::InvalidRequest(r.clone()),
+            BrokerError::NotController(r) => Self::NotController(r.clone()),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<MetadataRefusal> for BrokerError {
+    fn from(r: MetadataRefusal) -> Self {
+        match r {
+            MetadataRefusal::UnknownTopic { topic } => BrokerError::UnknownTopicOrPartition {
+                topic,
+                partition: -1,
+            },
+            MetadataRefusal::TopicAlreadyExists { topic } => {
+                BrokerError::TopicAlreadyExists { topic }
+            }
+            MetadataRefusal::InvalidTopic { topic, reason } => {
+                BrokerError::InvalidTopic { topic, reason }
+            }
+            MetadataRefusal::InvalidPartitions { topic, reason } => {
+                BrokerError::InvalidPartitions { topic, reason }
+            }
+            MetadataRefusal::InvalidConfig { key, value, reason } => {
+                BrokerError::InvalidConfig { key, value, reason }
+            }
+            MetadataRefusal::InvalidRequest(r) => BrokerError::InvalidRequest(r),
+            MetadataRefusal::NotController(r) => BrokerError::NotController(r),
+            MetadataRefusal::Other(r) => BrokerError::Metadata(format!("controller: {r}")),
+        }
+    }
+}
+
+fn unknown(name: &str) -> BrokerError {
+    BrokerError::UnknownTopicOrPartition {
+        topic: name.to_string(),
+        partition: -1,
+    }
+}
+
+impl Broker {
+    /// Hands metadata changes to the controller from now on (`wharf-server` in a cluster).
+    pub fn set_metadata_log(&self, log: Arc<dyn MetadataLog>) {
+        *self
+            .metadata_log
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(log);
+    }
+
+    /// The controller's metadata log, when this node runs in a cluster.
+    pub(crate) fn metadata_log(&self) -> Option<Arc<dyn MetadataLog>> {
+        self.metadata_log
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The offset of the next metadata record this node will apply (the ones below are in
+    /// `meta.json`).
+    pub fn metadata_offset(&self) -> i64 {
+        self.meta_lock().metadata_offset
+    }
+
+    /// The controller's side: checks `request` against the metadata applied here and turns it
+    /// into the record to commit (log ids allocated after every applied one). The caller
+    /// makes sure everything committed is applied first and prepares one request at a time.
+    pub fn prepare_metadata(
+        &self,
+        request: &MetadataRequest,
+    ) -> Result<MetadataRecord, BrokerError> {
+        match request {
+            MetadataRequest::CreateTopic {
+                name,
+                partitions,
+                configs,
+            } => {
+                let spec = TopicSpec {
+                    name: name.clone(),
+                    partitions: *partitions,
+                    replication_factor: -1,
+                    configs: configs.clone(),
+                };
+                self.create_topic(&spec, true)?;
+                let meta = self.meta_lock();
+                let first = meta.next_log_id;
+                let count = u64::try_from(*partitions).unwrap_or(0);
+                Ok(MetadataRecord::TopicCreated(TopicRecord {
+                    name: name.clone(),
+                    id: uuid::Uuid::new_v4(),
+                    log_ids: (first..first + count).collect(),
+                    configs: configs.clone(),
+                }))
+            }
+            MetadataRequest::DeleteTopic { name } => {
+                if name == crate::group::OFFSETS_TOPIC
+                    || name == TRANSACTION_STATE_TOPIC
+                    || name == SCHEDULED_TOPIC
+                {
+                    return Err(BrokerError::InvalidRequest(format!(
+                        "{name} is internal and cannot be deleted"
+                    )));
+                }
+                let meta = self.meta_lock();
+                let record = meta.topics.get(name).ok_or_else(|| unknown(name))?;
+                Ok(MetadataRecord::TopicDeleted {
+                    name: name.clone(),
+                    id: record.id,
+                })
+            }
+            MetadataRequest::CreatePartitions { name, total } => {
+                self.create_partitions(name, *total, true)?;
+                let meta = self.meta_lock();
+                let record = meta.topics.get(name).ok_or_else(|| unknown(name))?;
+                let mut log_ids = record.log_ids.clone();
+                let first = meta.next_log_id;
+                let count = usize::try_from(*total).unwrap_or(0) - log_ids.len();
+                log_ids.extend(first..first + count as u64);
+                Ok(MetadataRecord::PartitionsAdded {
+                    name: name.clone(),
+                    id: record.id,
+                    log_ids,
+                })
+            }
+            MetadataRequest::AlterConfigs { name, replace, ops } => {
+                let meta = self.meta_lock();
+                let record = meta.topics.get(name).ok_or_else(|| unknown(name))?;
+                let configs = self.altered_configs(&record.configs, replace.clone(), ops)?;
+                TopicConfig::resolve(&self.config().topic_defaults, &configs)?;
+                Ok(MetadataRecord::ConfigsChanged {
+                    name: name.clone(),
+                    id: record.id,
+                    configs,
+                })
+            }
+            MetadataRequest::AlterClientQuota { entity, ops } => {
+                let _meta = self.meta_lock();
+                Ok(MetadataRecord::QuotasSet {
+                    quotas: self.planned_quotas(entity, ops)?,
+                })
+            }
+        }
+    }
+
+    /// Applies the committed metadata record at `offset` of the controller's log: saves it in
+    /// `meta.json` with the offset, then materializes or drops topics in memory and storage.
+    /// A record below the offset already applied is a no-op (`Ok(false)`), as is one whose
+    /// topic is gone or was replaced by another with the same name.
+    pub fn apply_metadata(&self, offset: i64, record: MetadataRecord) -> Result<bool, BrokerError> {
+        let mut meta = self.meta_lock();
+        if offset < meta.metadata_offset {
+            return Ok(false);
+        }
+        let before = meta.clone();
+        let mut materialize = None;
+        let mut dropped = Vec::new();
+        let mut removed = false;
+        let mut quotas = None;
+        match &record {
+            MetadataRecord::TopicCreated(topic) => {
+                if let Some(old) = meta.topics.get(&topic.name) {
+                    if old.id != topic.id {
+                        tracing::warn!(topic = %topic.name, "a topic created outside the controller is replaced by the controller's");
+                        dropped.extend(
+                            old.log_ids
+                                .iter()
+                                .filter(|id| !topic.log_ids.contains(id))
+                                .copied(),
+                        );
+                    }
+                }
+                meta.topics.insert(topic.name.clone(), topic.clone());
+                materialize = Some(topic.clone());
+            }
+            MetadataRecord::TopicDeleted { name, id } => {
+                if meta.topics.get(name).is_some_and(|t| t.id == *id) {
+                    if let Some(old) = meta.topics.remove(name) {
+                        dropped = old.log_ids;
+                        removed = true;
+                    }
+                }
+            }
+            MetadataRecord::PartitionsAdded { name, id, log_ids } => {
+                if let Some(t) = meta.topics.get_mut(name) {
+                    if t.id == *id && log_ids.len() > t.log_ids.len() {
+                        t.log_ids.clone_from(log_ids);
+                        materialize = Some(t.clone());
+                    }
+                }
+            }
+            MetadataRecord::ConfigsChanged { name, id, configs } => {
+                if let Some(t) = meta.topics.get_mut(name) {
+                    if t.id == *id {
+                        t.configs.clone_from(configs);
+                        materialize = Some(t.clone());
+                    }
+                }
+            }
+            MetadataRecord::QuotasSet { quotas: q } => {
+                meta.quotas.clone_from(q);
+                quotas = Some(q.clone());
+            }
+        }
+        if let Some(topic) = &materialize {
+            let next = topic.log_ids.iter().max().map_or(0, |m| m + 1);
+            meta.next_log_id = meta.next_log_id.max(next);
+        }
+        meta.metadata_offset = offset + 1;
+        if let Err(e) = meta.save() {
+            *meta = before;
+            return Err(e);
+        }
+        let name = match &record {
+            MetadataRecord::TopicCreated(t) => Some(t.name.clone()),
+            MetadataRecord::TopicDeleted { name, .. }
+            | MetadataRecord::PartitionsAdded { name, .. }
+            | MetadataRecord::ConfigsChanged { name, .. } => Some(name.clone()),
+            MetadataRecord::QuotasSet { .. } => None,
+        };
+        if let Some(topic) = materialize {
+            let defaults = &self.config().topic_defaults;
+            let config = TopicConfig::resolve(defaults, &topic.configs).unwrap_or_else(|error| {
+                tracing::error!(topic = %topic.name, %error, "committed topic configs do not resolve here; using the defaults");
+                defaults.clone()
+            });
+            let materialized = Self::materialize(self.storage(), &topic, config);
+            self.topics_mut()
+                .insert(topic.name.clone(), Arc::new(materialized));
+        } else if removed {
+            if let Some(name) = &name {
+                self.topics_mut().remove(name);
+            }
+        }
+        drop(meta);
+        for id in dropped {
+            self.storage().delete_log(id)?;
+        }
+        if let Some(q) = quotas {
+            self.set_quota_records(&q);
+        }
+        tracing::info!(offset, topic = ?name, record = record_kind(&record), "metadata record applied");
+        Ok(true)
+    }
+}
+
+fn record_kind(record: &MetadataRecord) -> &'static str {
+    match record {
+        MetadataRecord::TopicCreated(_) => "topic created",
+        MetadataRecord::TopicDeleted { .. } => "topic deleted",
+        MetadataRecord::PartitionsAdded { .. } => "partitions added",
+        MetadataRecord::ConfigsChanged { .. } => "topic configs changed",
+        MetadataRecord::QuotasSet { .. } => "client quotas set",
+    }
+}
