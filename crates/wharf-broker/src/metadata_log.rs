@@ -389,3 +389,110 @@ fn record_kind(record: &MetadataRecord) -> &'static str {
         MetadataRecord::QuotasSet { .. } => "client quotas set",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BrokerConfig, StorageConfig};
+
+    fn open(dir: &std::path::Path) -> Arc<Broker> {
+        let mut sc = StorageConfig::new(dir);
+        sc.shards = 2;
+        Broker::open(BrokerConfig::default(), sc).unwrap()
+    }
+
+    fn create(name: &str, partitions: i32) -> MetadataRequest {
+        MetadataRequest::CreateTopic {
+            name: name.into(),
+            partitions,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_apply_in_order_once_and_a_replay_after_restart_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path());
+        // What a controller commits: a, then a deleted, then a new a, grown, configured.
+        let first = b.prepare_metadata(&create("a", 2)).unwrap();
+        assert!(b.apply_metadata(0, first.clone()).unwrap());
+        assert!(matches!(
+            b.prepare_metadata(&create("a", 1)),
+            Err(BrokerError::TopicAlreadyExists { .. })
+        ));
+        let deleted = b
+            .prepare_metadata(&MetadataRequest::DeleteTopic { name: "a".into() })
+            .unwrap();
+        assert!(b.apply_metadata(1, deleted.clone()).unwrap());
+        assert!(b.topic("a").is_none());
+        let second = b.prepare_metadata(&create("a", 3)).unwrap();
+        assert!(b.apply_metadata(2, second.clone()).unwrap());
+        let grown = b
+            .prepare_metadata(&MetadataRequest::CreatePartitions {
+                name: "a".into(),
+                total: 4,
+            })
+            .unwrap();
+        assert!(b.apply_metadata(3, grown.clone()).unwrap());
+        let configured = b
+            .prepare_metadata(&MetadataRequest::AlterConfigs {
+                name: "a".into(),
+                replace: None,
+                ops: vec![ConfigOp::Set("retention.ms".into(), "5000".into())],
+            })
+            .unwrap();
+        assert!(b.apply_metadata(4, configured.clone()).unwrap());
+        let a = b.topic("a").unwrap();
+        assert_eq!(a.config.retention_ms, 5000);
+        let MetadataRecord::TopicCreated(first_record) = &first else {
+            panic!("{first:?}")
+        };
+        assert_ne!(a.id, first_record.id, "a new topic id");
+        let logs: Vec<u64> = a.partitions.iter().map(|p| p.log.id()).collect();
+        assert_eq!(logs.len(), 4);
+        assert!(
+            logs.iter().all(|id| !first_record.log_ids.contains(id)),
+            "log ids are never reused: {logs:?} vs {:?}",
+            first_record.log_ids
+        );
+        let id = a.id;
+        let mut batch = wharf_record::BatchBuilder::new(0);
+        batch.push(None, Some(b"kept"), &[], 0);
+        a.partitions[0]
+            .log
+            .submit(batch.build().into(), crate::Durability::Synced)
+            .unwrap()
+            .wait_appended()
+            .await
+            .unwrap();
+        b.shutdown().await;
+        drop(b);
+
+        // After a restart the whole log is replayed: every record is already applied, so
+        // the old a's creation does not replace (and drop the logs of) the new a.
+        let b = open(dir.path());
+        assert_eq!(b.metadata_offset(), 5);
+        let replayed: Vec<bool> = [first, deleted, second, grown, configured]
+            .into_iter()
+            .enumerate()
+            .map(|(offset, record)| b.apply_metadata(offset as i64, record).unwrap())
+            .collect();
+        let a = b.topic("a").unwrap();
+        assert_eq!(a.id, id);
+        assert_eq!(
+            a.partitions.iter().map(|p| p.log.id()).collect::<Vec<_>>(),
+            logs
+        );
+        for id in &logs {
+            assert!(b.storage().log(*id).is_some(), "log {id} kept");
+        }
+        assert_eq!(a.partitions[0].log.high_watermark(), 1, "its record kept");
+        assert_eq!(replayed, vec![false; 5], "a replay applies nothing");
+        // The next allocation comes after every applied log id.
+        let MetadataRecord::TopicCreated(next) = b.prepare_metadata(&create("b", 1)).unwrap()
+        else {
+            panic!("not a creation")
+        };
+        assert!(next.log_ids[0] > *logs.iter().max().unwrap());
+    }
+}

@@ -185,10 +185,17 @@ impl ClusterView for ClusterState {
     }
 
     fn controller(&self) -> Option<i32> {
-        // The controller group's leader (`crate::controller`); none before it starts.
-        let raft = self.controller.get()?;
-        let leader = raft.metrics().borrow().current_leader;
-        leader.map(to_i32)
+        // The controller group's leader (`crate::controller`). Until one is elected and its
+        // Kafka listener is known, this node: it forwards metadata changes to the leader once
+        // there is one (KRaft brokers, which forward too, name any broker: KIP-590).
+        let leader = self
+            .controller
+            .get()
+            .and_then(|raft| raft.metrics().borrow().current_leader);
+        match leader {
+            Some(leader) if lock(&self.cards).contains_key(&leader) => Some(to_i32(leader)),
+            _ => Some(to_i32(self.node_id)),
+        }
     }
 }
 

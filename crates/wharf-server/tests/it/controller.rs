@@ -270,6 +270,12 @@ async fn a_node_that_was_down_catches_up_and_a_new_controller_takes_over() {
 
     // Node 3 is down while a topic is created through node 1; it learns it on restart.
     assert!(nodes[2].terminate().unwrap(), "node 3 stops cleanly");
+    // librdkafka's admin client sends CreateTopics to the controller Metadata names: wait
+    // until the two live nodes name one of them (node 3 may have been the controller).
+    until("a live controller", &all[..2], |v| {
+        (1..=2).contains(&v[0].controller) && v[1].controller == v[0].controller
+    })
+    .await;
     wharf_testkit::create_topic(&nodes[0].addr(), "while-down", 2, &[])
         .await
         .unwrap();
