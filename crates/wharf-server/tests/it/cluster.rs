@@ -69,12 +69,10 @@ fn values(addr: &str, topic: &str, at_least: usize) -> Vec<String> {
 async fn only_the_leader_acknowledges_and_every_node_serves_what_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_cluster(&dir);
-    // No controller group yet: each node learns the topic from its own CreateTopics.
-    for node in &nodes {
-        wharf_testkit::create_topic(&node.addr(), "t", 1, &[])
-            .await
-            .unwrap();
-    }
+    // Created once: the controller group commits it for every node.
+    wharf_testkit::create_topic(&nodes[0].addr(), "t", 1, &[])
+        .await
+        .unwrap();
     // A node's Metadata names itself the leader (no cluster metadata yet), so a producer
     // bootstrapped on a node writes to that node: only the shard group's leader may ack.
     let mut acked = Vec::new();
