@@ -283,7 +283,11 @@ impl Broker {
     /// `meta.json` with the offset, then materializes or drops topics in memory and storage.
     /// A record below the offset already applied is a no-op (`Ok(false)`), as is one whose
     /// topic is gone or was replaced by another with the same name.
-    pub fn apply_metadata(&self, offset: i64, record: MetadataRecord) -> Result<bool, BrokerError> {
+    pub fn apply_metadata(
+        &self,
+        offset: i64,
+        record: &MetadataRecord,
+    ) -> Result<bool, BrokerError> {
         let mut meta = self.meta_lock();
         if offset < meta.metadata_offset {
             return Ok(false);
@@ -293,7 +297,7 @@ impl Broker {
         let mut dropped = Vec::new();
         let mut removed = false;
         let mut quotas = None;
-        match &record {
+        match record {
             MetadataRecord::TopicCreated(topic) => {
                 if let Some(old) = meta.topics.get(&topic.name) {
                     if old.id != topic.id {
@@ -347,7 +351,7 @@ impl Broker {
             *meta = before;
             return Err(e);
         }
-        let name = match &record {
+        let name = match record {
             MetadataRecord::TopicCreated(t) => Some(t.name.clone()),
             MetadataRecord::TopicDeleted { name, .. }
             | MetadataRecord::PartitionsAdded { name, .. }
@@ -375,7 +379,7 @@ impl Broker {
         if let Some(q) = quotas {
             self.set_quota_records(&q);
         }
-        tracing::info!(offset, topic = ?name, record = record_kind(&record), "metadata record applied");
+        tracing::info!(offset, topic = ?name, record = record_kind(record), "metadata record applied");
         Ok(true)
     }
 }
@@ -415,7 +419,7 @@ mod tests {
         let b = open(dir.path());
         // What a controller commits: a, then a deleted, then a new a, grown, configured.
         let first = b.prepare_metadata(&create("a", 2)).unwrap();
-        assert!(b.apply_metadata(0, first.clone()).unwrap());
+        assert!(b.apply_metadata(0, &first).unwrap());
         assert!(matches!(
             b.prepare_metadata(&create("a", 1)),
             Err(BrokerError::TopicAlreadyExists { .. })
@@ -423,17 +427,17 @@ mod tests {
         let deleted = b
             .prepare_metadata(&MetadataRequest::DeleteTopic { name: "a".into() })
             .unwrap();
-        assert!(b.apply_metadata(1, deleted.clone()).unwrap());
+        assert!(b.apply_metadata(1, &deleted).unwrap());
         assert!(b.topic("a").is_none());
         let second = b.prepare_metadata(&create("a", 3)).unwrap();
-        assert!(b.apply_metadata(2, second.clone()).unwrap());
+        assert!(b.apply_metadata(2, &second).unwrap());
         let grown = b
             .prepare_metadata(&MetadataRequest::CreatePartitions {
                 name: "a".into(),
                 total: 4,
             })
             .unwrap();
-        assert!(b.apply_metadata(3, grown.clone()).unwrap());
+        assert!(b.apply_metadata(3, &grown).unwrap());
         let configured = b
             .prepare_metadata(&MetadataRequest::AlterConfigs {
                 name: "a".into(),
@@ -441,7 +445,7 @@ mod tests {
                 ops: vec![ConfigOp::Set("retention.ms".into(), "5000".into())],
             })
             .unwrap();
-        assert!(b.apply_metadata(4, configured.clone()).unwrap());
+        assert!(b.apply_metadata(4, &configured).unwrap());
         let a = b.topic("a").unwrap();
         assert_eq!(a.config.retention_ms, 5000);
         let MetadataRecord::TopicCreated(first_record) = &first else {
@@ -475,7 +479,7 @@ mod tests {
         let replayed: Vec<bool> = [first, deleted, second, grown, configured]
             .into_iter()
             .enumerate()
-            .map(|(offset, record)| b.apply_metadata(offset as i64, record).unwrap())
+            .map(|(offset, record)| b.apply_metadata(offset as i64, &record).unwrap())
             .collect();
         let a = b.topic("a").unwrap();
         assert_eq!(a.id, id);

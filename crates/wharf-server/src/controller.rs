@@ -386,7 +386,7 @@ async fn apply_one(inner: &Arc<Inner>, offset: i64, record: MetadataRecord) {
     loop {
         let broker = inner.broker.clone();
         let r = record.clone();
-        match tokio::task::spawn_blocking(move || broker.apply_metadata(offset, r)).await {
+        match tokio::task::spawn_blocking(move || broker.apply_metadata(offset, &r)).await {
             Ok(Ok(_)) => return,
             Ok(Err(error)) => {
                 tracing::error!(offset, %error, "applying a metadata record failed; retrying");

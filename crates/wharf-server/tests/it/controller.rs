@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::AdminOptions;
 use rdkafka::producer::FutureRecord;
 use tempfile::TempDir;
+use wharf_kafka::admin::quota::{EntityComponent, QuotaOp};
 use wharf_kafka::admin::topic::NewTopic;
 use wharf_kafka::admin::Admin;
 use wharf_testkit::{free_port, BrokerProcess};
@@ -244,6 +245,40 @@ async fn topic_changes_through_any_node_reach_every_node() {
         crate::eventually("retention.ms of orders on every node", || {
             config_on(&admin_addr, "orders", "retention.ms").as_deref() == Some("123456")
         });
+    }
+    // A client quota set through a follower is enforced by every node.
+    let alice = [EntityComponent {
+        entity_type: "client-id".into(),
+        name: Some("alice".into()),
+    }];
+    node_admin(&all[follower])
+        .await
+        .alter_client_quotas(
+            &alice,
+            &[QuotaOp::Set {
+                key: "producer_byte_rate".into(),
+                value: 4096.0,
+            }],
+        )
+        .await
+        .unwrap();
+    for addr in &all {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let quotas = node_admin(addr)
+                .await
+                .describe_client_quotas(&alice)
+                .await
+                .unwrap();
+            if quotas
+                .iter()
+                .any(|q| q.values == [("producer_byte_rate".to_string(), 4096.0)])
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "quota not on {addr}: {quotas:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     // librdkafka's admin client (it sends to the controller) for the delete.
     let admin = wharf_testkit::admin(&all[follower]).unwrap();
