@@ -767,13 +767,13 @@ impl Broker {
             }
             .into());
         }
-        let producer_id = self.producers.allocate_id(&self.meta)?;
+        let producer_id = self.producers.allocate_id(|| self.reserve_producer_ids())?;
         tracing::debug!(producer_id, "producer id allocated");
         Ok((producer_id, 0))
     }
 
     pub(crate) fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
-        self.producers.allocate_id(&self.meta)
+        self.producers.allocate_id(|| self.reserve_producer_ids())
     }
 
     /// Writes the producer state snapshot of every live partition (and expires idle

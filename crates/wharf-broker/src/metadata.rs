@@ -35,6 +35,10 @@ pub struct MetadataStore {
     /// (`meta.json` is then this node's cache of them; 0 on a single node).
     #[serde(default)]
     pub metadata_offset: i64,
+    /// In a cluster: the start of the producer-id block the controller last reserved for this
+    /// node (taken by the reservation that asked for it).
+    #[serde(skip)]
+    pub granted_producer_ids: Option<i64>,
     #[serde(skip)]
     path: PathBuf,
     #[serde(skip, default = "RealFs::shared")]
@@ -64,6 +68,7 @@ impl MetadataStore {
                     topics: BTreeMap::new(),
                     quotas: Vec::new(),
                     metadata_offset: 0,
+                    granted_producer_ids: None,
                     path,
                     fs,
                 };

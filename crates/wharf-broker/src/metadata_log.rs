@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::metadata::TopicRecord;
+use crate::producer::ID_BLOCK;
 use crate::quota::{QuotaEntity, QuotaRecord};
 use crate::scheduled::SCHEDULED_TOPIC;
 use crate::topic_config::TopicConfig;
@@ -50,6 +51,10 @@ pub enum MetadataRequest {
         entity: QuotaEntity,
         ops: Vec<(String, Option<f64>)>,
     },
+    /// A block of producer ids for node `node` (KIP-730's AllocateProducerIds).
+    ReserveProducerIds {
+        node: i32,
+    },
 }
 
 /// A committed metadata change, applied by every node in log order.
@@ -76,6 +81,11 @@ pub enum MetadataRecord {
     /// Every client quota after the change.
     QuotasSet {
         quotas: Vec<QuotaRecord>,
+    },
+    /// Producer ids `start..start + ID_BLOCK` belong to node `node`.
+    ProducerIdsReserved {
+        node: i32,
+        start: i64,
     },
 }
 
@@ -193,6 +203,30 @@ impl Broker {
             .clone()
     }
 
+    /// Reserves the next block of producer ids and returns its start: in `meta.json` on a
+    /// single node, through the controller in a cluster (so no two nodes hand out the same id).
+    pub(crate) fn reserve_producer_ids(&self) -> Result<i64, BrokerError> {
+        if let Some(log) = self.metadata_log() {
+            self.meta_lock().granted_producer_ids = None;
+            log.submit(MetadataRequest::ReserveProducerIds {
+                node: self.config().node_id,
+            })?;
+            return self.meta_lock().granted_producer_ids.take().ok_or_else(|| {
+                BrokerError::Metadata(
+                    "the controller reserved no producer ids for this node".into(),
+                )
+            });
+        }
+        let mut meta = self.meta_lock();
+        let start = meta.next_producer_id;
+        meta.next_producer_id = start + ID_BLOCK;
+        if let Err(e) = meta.save() {
+            meta.next_producer_id = start;
+            return Err(e);
+        }
+        Ok(start)
+    }
+
     /// The offset of the next metadata record this node will apply (the ones below are in
     /// `meta.json`).
     pub fn metadata_offset(&self) -> i64 {
@@ -270,6 +304,12 @@ impl Broker {
                     configs,
                 })
             }
+            MetadataRequest::ReserveProducerIds { node } => {
+                Ok(MetadataRecord::ProducerIdsReserved {
+                    node: *node,
+                    start: self.meta_lock().next_producer_id,
+                })
+            }
             MetadataRequest::AlterClientQuota { entity, ops } => {
                 let _meta = self.meta_lock();
                 Ok(MetadataRecord::QuotasSet {
@@ -341,6 +381,12 @@ impl Broker {
                 meta.quotas.clone_from(q);
                 quotas = Some(q.clone());
             }
+            MetadataRecord::ProducerIdsReserved { node, start } => {
+                meta.next_producer_id = meta.next_producer_id.max(start + ID_BLOCK);
+                if *node == self.config().node_id {
+                    meta.granted_producer_ids = Some(*start);
+                }
+            }
         }
         if let Some(topic) = &materialize {
             let next = topic.log_ids.iter().max().map_or(0, |m| m + 1);
@@ -356,7 +402,7 @@ impl Broker {
             MetadataRecord::TopicDeleted { name, .. }
             | MetadataRecord::PartitionsAdded { name, .. }
             | MetadataRecord::ConfigsChanged { name, .. } => Some(name.clone()),
-            MetadataRecord::QuotasSet { .. } => None,
+            MetadataRecord::QuotasSet { .. } | MetadataRecord::ProducerIdsReserved { .. } => None,
         };
         if let Some(topic) = materialize {
             let defaults = &self.config().topic_defaults;
@@ -391,6 +437,7 @@ fn record_kind(record: &MetadataRecord) -> &'static str {
         MetadataRecord::PartitionsAdded { .. } => "partitions added",
         MetadataRecord::ConfigsChanged { .. } => "topic configs changed",
         MetadataRecord::QuotasSet { .. } => "client quotas set",
+        MetadataRecord::ProducerIdsReserved { .. } => "producer ids reserved",
     }
 }
 

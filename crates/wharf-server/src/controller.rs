@@ -312,8 +312,18 @@ impl MetadataLog for Submitter {
         self.0.runtime.spawn(async move {
             let _ = tx.send(inner.submit(request).await);
         });
-        rx.recv_timeout(SUBMIT_TIMEOUT + FORWARD_TIMEOUT)
-            .unwrap_or_else(|_| Err(not_controller("the controller did not answer in time")))
+        let wait = || {
+            rx.recv_timeout(SUBMIT_TIMEOUT + FORWARD_TIMEOUT)
+                .unwrap_or_else(|_| Err(not_controller("the controller did not answer in time")))
+        };
+        // Some callers run on an async worker (InitProducerId reserving a block): the worker
+        // is handed over while it waits, so the change itself can run.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 }
 

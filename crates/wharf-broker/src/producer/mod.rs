@@ -35,14 +35,13 @@ pub use error::ProducerError;
 pub use state::{BatchIdentity, Check, PartitionProducers, Placement};
 use store::{LogSnapshot, SnapshotFile};
 
-use crate::metadata::MetadataStore;
 use crate::txn::{AbortedTxn, PartitionTxnIndex};
 use crate::BrokerError;
 
 /// How often producer state is snapshotted and idle producers expire.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 /// Producer ids reserved in `meta.json` at a time.
-const ID_BLOCK: i64 = 1_000;
+pub(crate) const ID_BLOCK: i64 = 1_000;
 /// Bytes read at a time when replaying a log.
 const REPLAY_CHUNK: usize = 4 << 20;
 
@@ -187,18 +186,16 @@ impl Producers {
         lock(&self.logs).entry(id).or_default().clone()
     }
 
-    /// A new producer id, never handed out before (ids are reserved in blocks in
-    /// `meta.json` before use).
-    pub(crate) fn allocate_id(&self, meta: &Mutex<MetadataStore>) -> Result<i64, BrokerError> {
+    /// A new producer id, never handed out before: ids come in blocks of `ID_BLOCK` that
+    /// `reserve` reserves durably before use and returns the start of (`meta.json` on a
+    /// single node, the controller in a cluster: `Broker::reserve_producer_ids`).
+    pub(crate) fn allocate_id(
+        &self,
+        reserve: impl FnOnce() -> Result<i64, BrokerError>,
+    ) -> Result<i64, BrokerError> {
         let mut ids = lock(&self.ids);
         if ids.0 >= ids.1 {
-            let mut meta = lock(meta);
-            let start = meta.next_producer_id;
-            meta.next_producer_id = start + ID_BLOCK;
-            if let Err(e) = meta.save() {
-                meta.next_producer_id = start;
-                return Err(e);
-            }
+            let start = reserve()?;
             *ids = (start, start + ID_BLOCK);
         }
         let id = ids.0;

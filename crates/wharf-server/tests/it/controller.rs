@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, TopicName};
+use kafka_protocol::messages::{InitProducerIdRequest, MetadataRequest, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::AdminOptions;
 use rdkafka::producer::FutureRecord;
@@ -223,6 +223,30 @@ async fn topic_changes_through_any_node_reach_every_node() {
         views[0].topics["orders"].0, orders_id,
         "the id never changes"
     );
+
+    // Producer ids come in blocks the controller reserves per node: no two nodes hand out
+    // the same one (a shared id would make a partition leader take one producer's batches
+    // for another's duplicates).
+    let mut producer_ids = Vec::new();
+    for addr in &all {
+        let mut client = wharf_kafka::Client::connect(addr).await.unwrap();
+        for _ in 0..2 {
+            let response = client
+                .send(
+                    InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_transaction_timeout_ms(60_000)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.error_code, 0, "InitProducerId on {addr}");
+            producer_ids.push(response.producer_id.0);
+        }
+    }
+    let distinct: std::collections::BTreeSet<i64> = producer_ids.iter().copied().collect();
+    assert_eq!(distinct.len(), producer_ids.len(), "{producer_ids:?}");
 
     // Partitions added, configs changed and a topic deleted, each through a follower: each
     // reaches every node.
