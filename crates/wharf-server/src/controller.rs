@@ -239,10 +239,10 @@ impl Inner {
             )));
         }
         let _one = self.one_at_a_time.lock().await;
-        self.group
-            .raft()
-            .ensure_linearizable()
+        // A leader cut off from the others cannot confirm its leadership: bounded.
+        tokio::time::timeout(FORWARD_TIMEOUT, self.group.raft().ensure_linearizable())
             .await
+            .map_err(|_| not_controller("the controller cannot confirm its leadership"))?
             .map_err(not_controller)?;
         // Everything committed before this change is applied here before it is checked.
         let committed = *self.log.committed().borrow();
@@ -262,15 +262,22 @@ impl Inner {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let mut batch = BatchBuilder::new(now);
         batch.push(None, Some(&value), &[], now);
-        let appended = self
+        let appending = self
             .log
             .append(
                 &self.metadata,
                 bytes::Bytes::from(batch.build()),
                 Durability::Synced,
             )?
-            .wait_appended()
+            .wait_appended();
+        // Not committed in time (a cut-off leader): the outcome is unknown, as in Kafka.
+        let appended = tokio::time::timeout(SUBMIT_TIMEOUT, appending)
             .await
+            .map_err(|_| {
+                BrokerError::Metadata(
+                    "the metadata change was not committed in time; it may still be".into(),
+                )
+            })?
             .map_err(|e| match e {
                 StorageError::NotLeader { .. } => {
                     not_controller("the controller lost its leadership")
