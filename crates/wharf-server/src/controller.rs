@@ -188,6 +188,14 @@ impl Inner {
                     tracing::debug!(%reason, "metadata change waits for a controller");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                Err(BrokerError::TopicAlreadyExists { topic }) => {
+                    // The controller has it; this node may not have applied it yet. A short
+                    // wait lets the caller (Metadata auto-creation) find it here.
+                    let mut applied = self.applied.subscribe();
+                    let known = applied.wait_for(|_| self.broker.topic(&topic).is_some());
+                    let _ = tokio::time::timeout(Duration::from_secs(5), known).await;
+                    return Err(BrokerError::TopicAlreadyExists { topic });
+                }
                 Err(e) => return Err(e),
             }
         }
