@@ -90,7 +90,8 @@ pub type ShardLogFactory =
 pub struct Broker {
     config: BrokerConfig,
     /// Fixed at creation; kept outside `meta` so readers never wait behind a topic change.
-    cluster_id: String,
+    /// In a cluster the controller's (one id for every node) replaces it once.
+    pub(crate) cluster_id: RwLock<String>,
     storage: Storage,
     /// The shard-log contract of each shard, by shard id: partitions append through it and
     /// read their high watermark from it (local shards here; a replicated shard log later).
@@ -227,7 +228,7 @@ impl Broker {
             metadata_log: RwLock::default(),
             quotas,
             config,
-            cluster_id: meta.cluster_id.clone(),
+            cluster_id: RwLock::new(meta.cluster_id.clone()),
             storage,
             shard_logs,
             meta: Mutex::new(meta),
@@ -403,7 +404,7 @@ impl Broker {
     }
 
     pub fn cluster_id(&self) -> String {
-        self.cluster_id.clone()
+        read(&self.cluster_id).clone()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

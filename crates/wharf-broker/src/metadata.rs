@@ -35,6 +35,9 @@ pub struct MetadataStore {
     /// (`meta.json` is then this node's cache of them; 0 on a single node).
     #[serde(default)]
     pub metadata_offset: i64,
+    /// In a cluster: `cluster_id` is the controller's, the same on every node.
+    #[serde(default)]
+    pub cluster_id_committed: bool,
     /// In a cluster: the start of the producer-id block the controller last reserved for this
     /// node (taken by the reservation that asked for it).
     #[serde(skip)]
@@ -68,6 +71,7 @@ impl MetadataStore {
                     topics: BTreeMap::new(),
                     quotas: Vec::new(),
                     metadata_offset: 0,
+                    cluster_id_committed: false,
                     granted_producer_ids: None,
                     path,
                     fs,

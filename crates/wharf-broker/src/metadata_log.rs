@@ -55,6 +55,8 @@ pub enum MetadataRequest {
     ReserveProducerIds {
         node: i32,
     },
+    /// Makes the asking controller's cluster id every node's (once per cluster).
+    SetClusterId,
 }
 
 /// A committed metadata change, applied by every node in log order.
@@ -86,6 +88,10 @@ pub enum MetadataRecord {
     ProducerIdsReserved {
         node: i32,
         start: i64,
+    },
+    /// The cluster's id (Metadata, DescribeCluster) on every node.
+    ClusterIdSet {
+        cluster_id: String,
     },
 }
 
@@ -227,6 +233,11 @@ impl Broker {
         Ok(start)
     }
 
+    /// Whether this node's cluster id is the controller's (a cluster's nodes share it).
+    pub fn cluster_id_committed(&self) -> bool {
+        self.meta_lock().cluster_id_committed
+    }
+
     /// The offset of the next metadata record this node will apply (the ones below are in
     /// `meta.json`).
     pub fn metadata_offset(&self) -> i64 {
@@ -302,6 +313,18 @@ impl Broker {
                     name: name.clone(),
                     id: record.id,
                     configs,
+                })
+            }
+            MetadataRequest::SetClusterId => {
+                let meta = self.meta_lock();
+                if meta.cluster_id_committed {
+                    return Err(BrokerError::InvalidRequest(format!(
+                        "the cluster id is already {}",
+                        meta.cluster_id
+                    )));
+                }
+                Ok(MetadataRecord::ClusterIdSet {
+                    cluster_id: meta.cluster_id.clone(),
                 })
             }
             MetadataRequest::ReserveProducerIds { node } => {
@@ -381,6 +404,12 @@ impl Broker {
                 meta.quotas.clone_from(q);
                 quotas = Some(q.clone());
             }
+            MetadataRecord::ClusterIdSet { cluster_id } => {
+                if !meta.cluster_id_committed {
+                    meta.cluster_id.clone_from(cluster_id);
+                    meta.cluster_id_committed = true;
+                }
+            }
             MetadataRecord::ProducerIdsReserved { node, start } => {
                 meta.next_producer_id = meta.next_producer_id.max(start + ID_BLOCK);
                 if *node == self.config().node_id {
@@ -402,7 +431,9 @@ impl Broker {
             MetadataRecord::TopicDeleted { name, .. }
             | MetadataRecord::PartitionsAdded { name, .. }
             | MetadataRecord::ConfigsChanged { name, .. } => Some(name.clone()),
-            MetadataRecord::QuotasSet { .. } | MetadataRecord::ProducerIdsReserved { .. } => None,
+            MetadataRecord::QuotasSet { .. }
+            | MetadataRecord::ProducerIdsReserved { .. }
+            | MetadataRecord::ClusterIdSet { .. } => None,
         };
         if let Some(topic) = materialize {
             let defaults = &self.config().topic_defaults;
@@ -418,6 +449,10 @@ impl Broker {
                 self.topics_mut().remove(name);
             }
         }
+        self.cluster_id
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_from(&meta.cluster_id);
         drop(meta);
         for id in dropped {
             self.storage().delete_log(id)?;
@@ -438,6 +473,7 @@ fn record_kind(record: &MetadataRecord) -> &'static str {
         MetadataRecord::ConfigsChanged { .. } => "topic configs changed",
         MetadataRecord::QuotasSet { .. } => "client quotas set",
         MetadataRecord::ProducerIdsReserved { .. } => "producer ids reserved",
+        MetadataRecord::ClusterIdSet { .. } => "cluster id set",
     }
 }
 

@@ -147,6 +147,7 @@ impl Controller {
             Box::pin(async move { inner.serve_forward(from, &body).await })
         }));
         tokio::spawn(apply_committed(inner.clone()));
+        tokio::spawn(commit_cluster_id(inner.clone()));
         broker.set_metadata_log(Arc::new(Submitter(inner.clone())));
         tracing::info!(node_id, "controller group started");
         Ok(Self { inner })
@@ -402,6 +403,30 @@ async fn apply_committed(inner: Arc<Inner>) {
             at = entry.end;
             inner.applied.send_modify(|a| a.1 = at);
         }
+    }
+}
+
+/// Makes the first controller's cluster id every node's: each node's `meta.json` starts with
+/// an id of its own, and clients warn when nodes of one cluster report different ids.
+async fn commit_cluster_id(inner: Arc<Inner>) {
+    while !inner.stopped.load(Ordering::Acquire) {
+        let broker = inner.broker.clone();
+        let committed = tokio::task::spawn_blocking(move || broker.cluster_id_committed())
+            .await
+            .unwrap_or(false);
+        if committed {
+            return;
+        }
+        if inner.leader() == Some(inner.node_id) {
+            match inner.lead(MetadataRequest::SetClusterId).await {
+                Ok(_) => tracing::info!(
+                    cluster_id = %inner.broker.cluster_id(),
+                    "cluster id committed for every node"
+                ),
+                Err(error) => tracing::debug!(%error, "cluster id not committed yet"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

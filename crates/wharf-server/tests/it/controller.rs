@@ -52,6 +52,7 @@ fn start_cluster(dir: &TempDir) -> Vec<BrokerProcess> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct View {
     controller: i32,
+    cluster_id: Option<String>,
     topics: BTreeMap<String, (String, usize)>,
 }
 
@@ -66,6 +67,7 @@ async fn view(addr: &str) -> anyhow::Result<View> {
         .await?;
     Ok(View {
         controller: response.controller_id.0,
+        cluster_id: response.cluster_id.as_ref().map(ToString::to_string),
         topics: response
             .topics
             .iter()
@@ -143,6 +145,12 @@ async fn topic_changes_through_any_node_reach_every_node() {
     let all = addrs(&nodes);
     let views = until("a controller every node names", &all, |v| {
         v[0].controller > 0 && v.iter().all(|x| x.controller == v[0].controller)
+    })
+    .await;
+    // Every node started with a cluster id of its own in its meta.json; the controller's
+    // becomes every node's (clients warn about nodes of one cluster with different ids).
+    until("one cluster id", &all, |v| {
+        v[0].cluster_id.is_some() && v.iter().all(|x| x.cluster_id == v[0].cluster_id)
     })
     .await;
     // Created once, through a node that is not the controller (it forwards the change).
