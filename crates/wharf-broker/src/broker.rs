@@ -71,7 +71,7 @@ pub struct TopicSpec {
 }
 
 /// One change of IncrementalAlterConfigs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ConfigOp {
     Set(String, String),
     Delete(String),
@@ -90,7 +90,8 @@ pub type ShardLogFactory =
 pub struct Broker {
     config: BrokerConfig,
     /// Fixed at creation; kept outside `meta` so readers never wait behind a topic change.
-    cluster_id: RwLock<String>,
+    /// In a cluster the controller's (one id for every node) replaces it once.
+    pub(crate) cluster_id: RwLock<String>,
     storage: Storage,
     /// The shard-log contract of each shard, by shard id: partitions append through it and
     /// read their high watermark from it (local shards here; a replicated shard log later).
@@ -110,6 +111,8 @@ pub struct Broker {
     cluster: RwLock<Arc<dyn ClusterView>>,
     /// The shards this node serves as leader (all of them alone).
     leadership: crate::leadership::Leadership,
+    /// In a cluster: where topic changes go (the controller); `None` on a single node.
+    pub(crate) metadata_log: RwLock<Option<Arc<dyn crate::metadata_log::MetadataLog>>>,
 }
 
 /// Log ids from here on belong to whoever builds the shard logs (a replicated shard's raft
@@ -188,7 +191,9 @@ impl Broker {
             topics.insert(record.name.clone(), Arc::new(topic));
         }
         for id in storage.log_ids() {
-            if !known.contains(&id) && id < FIRST_RESERVED_LOG_ID {
+            // A log id at or past `next_log_id` belongs to a topic this node has not applied
+            // yet (in a cluster, its partitions' raft entries may arrive first): kept.
+            if !known.contains(&id) && id < FIRST_RESERVED_LOG_ID && id < meta.next_log_id {
                 tracing::info!(log_id = id, "dropping log of a deleted topic");
                 storage.delete_log(id)?;
             }
@@ -223,6 +228,7 @@ impl Broker {
         let broker = Arc::new(Self {
             leadership: crate::leadership::Leadership::new(storage.config().shards),
             cluster: RwLock::new(Arc::new(single)),
+            metadata_log: RwLock::default(),
             quotas,
             config,
             cluster_id: RwLock::new(meta.cluster_id.clone()),
@@ -280,7 +286,18 @@ impl Broker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn materialize(storage: &Storage, record: &TopicRecord, config: TopicConfig) -> Topic {
+    /// The topics by name, to change (applying a metadata record).
+    pub(crate) fn topics_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+        write(&self.topics)
+    }
+
+    pub(crate) fn materialize(
+        storage: &Storage,
+        record: &TopicRecord,
+        config: TopicConfig,
+    ) -> Topic {
         let counters = Arc::new(TopicCounters::new(&record.name));
         let partitions = record
             .log_ids
@@ -311,7 +328,6 @@ impl Broker {
     /// ([`Broker::become_leader`]).
     pub fn set_cluster_view(&self, view: Arc<dyn ClusterView>) {
         self.leadership.serve_none();
-        self.producers.set_cluster_node(view.node_id());
         *write(&self.cluster) = view;
     }
 
@@ -406,12 +422,6 @@ impl Broker {
         read(&self.cluster_id).clone()
     }
 
-    /// Every node of a cluster answers with the same cluster id (each node's `meta.json`
-    /// holds its own, made when it first started).
-    pub fn set_cluster_id(&self, id: String) {
-        *write(&self.cluster_id) = id;
-    }
-
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         read(&self.topics).get(name).cloned()
     }
@@ -484,6 +494,20 @@ impl Broker {
                 overrides: record.configs,
             }));
         }
+        if let Some(log) = self.metadata_log() {
+            drop(meta);
+            log.submit(crate::metadata_log::MetadataRequest::CreateTopic {
+                name: spec.name.clone(),
+                partitions,
+                configs: spec.configs.clone(),
+            })?;
+            return self
+                .topic(&spec.name)
+                .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                    topic: spec.name.clone(),
+                    partition: -1,
+                });
+        }
         let mut record = record;
         record.log_ids = meta.allocate_log_ids(partitions as usize);
         meta.put_topic(record.clone())?;
@@ -524,6 +548,11 @@ impl Broker {
             return Err(BrokerError::InvalidRequest(format!(
                 "{name} is internal and cannot be deleted"
             )));
+        }
+        if let Some(log) = self.metadata_log() {
+            return log.submit(crate::metadata_log::MetadataRequest::DeleteTopic {
+                name: name.to_string(),
+            });
         }
         let mut meta = self
             .meta
@@ -576,6 +605,13 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        if let Some(log) = self.metadata_log() {
+            drop(meta);
+            return log.submit(crate::metadata_log::MetadataRequest::CreatePartitions {
+                name: name.to_string(),
+                total,
+            });
+        }
         let mut record = record;
         let new_ids = meta.allocate_log_ids((total - current) as usize);
         record.log_ids.extend(new_ids);
@@ -617,7 +653,38 @@ impl Broker {
                 partition: -1,
             });
         };
-        let mut configs = replace.unwrap_or_else(|| record.configs.clone());
+        let configs = self.altered_configs(&record.configs, replace.clone(), ops)?;
+        let config = TopicConfig::resolve(&self.config.topic_defaults, &configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        if let Some(log) = self.metadata_log() {
+            drop(meta);
+            return log.submit(crate::metadata_log::MetadataRequest::AlterConfigs {
+                name: name.to_string(),
+                replace,
+                ops: ops.to_vec(),
+            });
+        }
+        let mut record = record;
+        record.configs = configs;
+        meta.put_topic(record.clone())?;
+        write(&self.topics).insert(
+            name.to_string(),
+            Arc::new(Self::materialize(&self.storage, &record, config)),
+        );
+        tracing::info!(topic = name, "topic configs altered");
+        Ok(())
+    }
+
+    /// The overrides `current` becomes under `replace` (AlterConfigs) then `ops`.
+    pub(crate) fn altered_configs(
+        &self,
+        current: &BTreeMap<String, String>,
+        replace: Option<BTreeMap<String, String>>,
+        ops: &[ConfigOp],
+    ) -> Result<BTreeMap<String, String>, BrokerError> {
+        let mut configs = replace.unwrap_or_else(|| current.clone());
         for op in ops {
             match op {
                 ConfigOp::Set(k, v) => {
@@ -646,19 +713,7 @@ impl Broker {
                 }
             }
         }
-        let config = TopicConfig::resolve(&self.config.topic_defaults, &configs)?;
-        if validate_only {
-            return Ok(());
-        }
-        let mut record = record;
-        record.configs = configs;
-        meta.put_topic(record.clone())?;
-        write(&self.topics).insert(
-            name.to_string(),
-            Arc::new(Self::materialize(&self.storage, &record, config)),
-        );
-        tracing::info!(topic = name, "topic configs altered");
-        Ok(())
+        Ok(configs)
     }
 
     /// ListOffsets: -2 earliest, -1 latest, otherwise the first record at or after the time.
@@ -728,13 +783,13 @@ impl Broker {
             }
             .into());
         }
-        let producer_id = self.producers.allocate_id(&self.meta)?;
+        let producer_id = self.producers.allocate_id(|| self.reserve_producer_ids())?;
         tracing::debug!(producer_id, "producer id allocated");
         Ok((producer_id, 0))
     }
 
     pub(crate) fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
-        self.producers.allocate_id(&self.meta)
+        self.producers.allocate_id(|| self.reserve_producer_ids())
     }
 
     /// Writes the producer state snapshot of every live partition (and expires idle

@@ -57,6 +57,10 @@ pub enum BrokerError {
     Storage(#[from] StorageError),
     #[error("metadata store error: {0}")]
     Metadata(String),
+    /// In a cluster: no controller could take the metadata change now (Kafka's
+    /// NOT_CONTROLLER; clients retry).
+    #[error("no controller: {0}")]
+    NotController(String),
     #[error(transparent)]
     Group(#[from] crate::group::GroupError),
     #[error(transparent)]

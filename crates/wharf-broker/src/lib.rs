@@ -7,6 +7,8 @@
 //! - `forward`: [`forward::NodeCall`], what one node's broker asks of another's.
 //! - `topic_config`: Kafka topic configs Wharf honours, their defaults and validation.
 //! - `metadata`: the persisted topic registry (`meta.json`).
+//! - `metadata_log`: cluster metadata through the controller: requests, committed records,
+//!   applying them ([`metadata_log::MetadataLog`]).
 //! - `topic`: a topic and its partitions in memory.
 //! - `produce`: batch validation and the append path.
 //! - `fetch`: partition reads within a fetch's byte budget (KIP-74), the read_committed cut.
@@ -29,6 +31,7 @@ pub mod group;
 mod internal_log;
 mod leadership;
 mod metadata;
+pub mod metadata_log;
 mod produce;
 pub mod producer;
 pub mod quota;

@@ -31,6 +31,17 @@ pub struct MetadataStore {
     /// Client quotas (AlterClientQuotas), absent in files written before them.
     #[serde(default)]
     pub quotas: Vec<crate::quota::QuotaRecord>,
+    /// In a cluster: the controller's metadata records below this offset are applied here
+    /// (`meta.json` is then this node's cache of them; 0 on a single node).
+    #[serde(default)]
+    pub metadata_offset: i64,
+    /// In a cluster: `cluster_id` is the controller's, the same on every node.
+    #[serde(default)]
+    pub cluster_id_committed: bool,
+    /// In a cluster: the start of the producer-id block the controller last reserved for this
+    /// node (taken by the reservation that asked for it).
+    #[serde(skip)]
+    pub granted_producer_ids: Option<i64>,
     #[serde(skip)]
     path: PathBuf,
     #[serde(skip, default = "RealFs::shared")]
@@ -59,6 +70,9 @@ impl MetadataStore {
                     next_producer_id: 0,
                     topics: BTreeMap::new(),
                     quotas: Vec::new(),
+                    metadata_offset: 0,
+                    cluster_id_committed: false,
+                    granted_producer_ids: None,
                     path,
                     fs,
                 };

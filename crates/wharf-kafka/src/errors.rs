@@ -57,6 +57,7 @@ pub fn kafka_error(error: &BrokerError) -> ResponseError {
         BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         BrokerError::Metadata(_) => ResponseError::UnknownServerError,
+        BrokerError::NotController(_) => ResponseError::NotController,
         BrokerError::Group(g) => group_error(g),
         BrokerError::Producer(p) => producer_error(p),
         BrokerError::Txn(t) => txn_error(t),

@@ -29,6 +29,9 @@ pub(crate) enum Rpc {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// Who are you: the receiving node answers with its card (any group id).
     Hello,
+    /// A request for the receiving node's forward handler (any group id): a JSON body the
+    /// server's caller defines (the controller's metadata changes, KIP-590's forwarding).
+    Forward(String),
     /// A call on the receiving node's broker (any group id), opaque to this crate.
     Call(serde_json::Value),
 }
@@ -42,6 +45,8 @@ pub(crate) enum Reply {
     UnknownGroup(u64),
     /// The answer to `Hello`; `None` before the node has set its card.
     Hello(Option<NodeCard>),
+    /// The forward handler's answer, or why there is none (no handler set yet).
+    Forward(Result<String, String>),
     /// The answer to `Call`: served, or why not.
     Call(Result<(), String>),
 }

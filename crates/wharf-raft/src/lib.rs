@@ -40,7 +40,7 @@ mod types;
 
 pub use error::RaftError;
 pub use frame::NodeCard;
-pub use network::{call, hello, Cuts, NetworkFactory};
+pub use network::{call, forward, hello, Cuts, NetworkFactory};
 pub use replicated::{GroupConfig, ReplicatedShardLog, ShardGroup};
-pub use server::{CallHandler, ClusterServer};
+pub use server::{CallHandler, ClusterServer, ForwardHandler};
 pub use types::{NodeId, Request, Response, TypeConfig};

@@ -91,8 +91,22 @@ impl NetworkFactory {
 
 /// Asks the node listening at `addr` for its card (`None`: it has not set one yet).
 pub async fn hello(addr: &str, from: NodeId, ttl: Duration) -> Result<Option<NodeCard>, String> {
-    match exchange_once(addr, from, Rpc::Hello, ttl).await? {
+    match one_call(addr, from, Rpc::Hello, ttl).await? {
         Reply::Hello(card) => Ok(card),
+        _ => Err("reply does not match the request".to_string()),
+    }
+}
+
+/// Hands `body` to the forward handler of the node listening at `addr` and returns its
+/// answer (an error when the node cannot be reached in `ttl` or has no handler).
+pub async fn forward(
+    addr: &str,
+    from: NodeId,
+    body: String,
+    ttl: Duration,
+) -> Result<String, String> {
+    match one_call(addr, from, Rpc::Forward(body), ttl).await? {
+        Reply::Forward(answer) => answer,
         _ => Err("reply does not match the request".to_string()),
     }
 }
@@ -104,14 +118,14 @@ pub async fn call(
     call: serde_json::Value,
     ttl: Duration,
 ) -> Result<(), String> {
-    match exchange_once(addr, from, Rpc::Call(call), ttl).await? {
+    match one_call(addr, from, Rpc::Call(call), ttl).await? {
         Reply::Call(answer) => answer,
         _ => Err("reply does not match the request".to_string()),
     }
 }
 
-/// One request and its reply on a fresh connection to `addr`.
-async fn exchange_once(addr: &str, from: NodeId, rpc: Rpc, ttl: Duration) -> Result<Reply, String> {
+/// One request on a connection of its own, bounded by `ttl`.
+async fn one_call(addr: &str, from: NodeId, rpc: Rpc, ttl: Duration) -> Result<Reply, String> {
     let exchange = async {
         let mut stream = BufReader::new(
             TcpStream::connect(addr)

@@ -16,11 +16,20 @@ use crate::frame::{
     read_frame, write_frame, NodeCard, Reply, RequestFrame, Rpc, DEFAULT_MAX_FRAME_BYTES,
 };
 use crate::network::Cuts;
-use crate::types::TypeConfig;
+use crate::types::{NodeId, TypeConfig};
 use crate::RaftError;
 
 type Groups = Arc<RwLock<HashMap<u64, Raft<TypeConfig>>>>;
 type Card = Arc<RwLock<Option<NodeCard>>>;
+
+/// What serves `Forward` requests: called with the sending node's id and the request body,
+/// resolves to the reply body.
+pub type ForwardHandler = Arc<
+    dyn Fn(NodeId, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>
+        + Send
+        + Sync,
+>;
+type Forward = Arc<RwLock<Option<ForwardHandler>>>;
 
 /// Serves a peer's `Call` (the server's broker behind it).
 pub type CallHandler = Arc<
@@ -37,6 +46,7 @@ pub struct ClusterServer {
     addr: SocketAddr,
     groups: Groups,
     card: Card,
+    forward: Forward,
     calls: Calls,
     stop: watch::Sender<bool>,
 }
@@ -52,13 +62,15 @@ impl ClusterServer {
             .map_err(|source| RaftError::Listen { addr, source })?;
         let groups: Groups = Arc::default();
         let card: Card = Arc::default();
+        let forward: Forward = Arc::default();
         let calls: Calls = Arc::default();
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept(
             listener,
-            Shared {
+            Served {
                 groups: groups.clone(),
                 card: card.clone(),
+                forward: forward.clone(),
                 calls: calls.clone(),
                 cuts,
             },
@@ -69,17 +81,10 @@ impl ClusterServer {
             addr,
             groups,
             card,
+            forward,
             calls,
             stop,
         })
-    }
-
-    /// Who serves the peers' `Call`s (none: they are refused).
-    pub fn set_call_handler(&self, handler: CallHandler) {
-        *self
-            .calls
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
     }
 
     /// What this node answers to a peer's `Hello`.
@@ -88,6 +93,22 @@ impl ClusterServer {
             .card
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(card);
+    }
+
+    /// What serves peers' `Forward` requests (until set, they are answered with an error).
+    pub fn set_forward(&self, handler: ForwardHandler) {
+        *self
+            .forward
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+    }
+
+    /// Who serves the peers' `Call`s (none: they are refused).
+    pub fn set_call_handler(&self, handler: CallHandler) {
+        *self
+            .calls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -130,16 +151,17 @@ fn group(groups: &Groups, id: u64) -> Option<Raft<TypeConfig>> {
         .cloned()
 }
 
-/// What every connection of the listener shares.
+/// What a connection serves: the groups, this node's card, the forward handler.
 #[derive(Clone)]
-struct Shared {
+struct Served {
     groups: Groups,
     card: Card,
+    forward: Forward,
     calls: Calls,
     cuts: Cuts,
 }
 
-async fn accept(listener: TcpListener, shared: Shared, mut stopped: watch::Receiver<bool>) {
+async fn accept(listener: TcpListener, served: Served, mut stopped: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -149,7 +171,7 @@ async fn accept(listener: TcpListener, shared: Shared, mut stopped: watch::Recei
             Ok((stream, peer)) => {
                 let span = tracing::info_span!("cluster_connection", %peer);
                 let stop = stopped.clone();
-                tokio::spawn(serve(stream, peer, shared.clone(), stop).instrument(span));
+                tokio::spawn(serve(stream, peer, served.clone(), stop).instrument(span));
             }
             Err(error) => {
                 tracing::warn!(%error, "cluster accept failed");
@@ -162,15 +184,16 @@ async fn accept(listener: TcpListener, shared: Shared, mut stopped: watch::Recei
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    shared: Shared,
+    served: Served,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let Shared {
+    let Served {
         groups,
         card,
+        forward,
         calls,
         cuts,
-    } = shared;
+    } = served;
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
     loop {
@@ -209,6 +232,21 @@ async fn serve(
             }
             continue;
         }
+        if let Rpc::Forward(body) = request.rpc {
+            let handler = forward
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let reply = match handler {
+                Some(handler) => Reply::Forward(Ok(handler(request.from, body).await)),
+                None => Reply::Forward(Err("this node serves no forwarded requests yet".into())),
+            };
+            if let Err(error) = write_frame(&mut stream, &reply, DEFAULT_MAX_FRAME_BYTES).await {
+                tracing::warn!(%peer, %error, "cannot answer a forwarded request; closing the connection");
+                return;
+            }
+            continue;
+        }
         if let Rpc::Call(call) = request.rpc {
             let handler = calls
                 .read()
@@ -240,7 +278,7 @@ async fn serve(
             Rpc::Append(rpc) => Reply::Append(raft.append_entries(rpc).await),
             Rpc::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
             Rpc::Snapshot(rpc) => Reply::Snapshot(raft.install_snapshot(rpc).await),
-            Rpc::Hello | Rpc::Call(_) => continue,
+            Rpc::Hello | Rpc::Forward(_) | Rpc::Call(_) => continue,
         };
         if let Err(error) = write_frame(&mut stream, &reply, DEFAULT_MAX_FRAME_BYTES).await {
             tracing::warn!(%peer, %error, "cannot answer a cluster request; closing the connection");

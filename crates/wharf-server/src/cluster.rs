@@ -110,6 +110,8 @@ pub struct ClusterState {
     addresses: BTreeMap<u64, String>,
     cards: Mutex<BTreeMap<u64, NodeCard>>,
     groups: Mutex<Vec<GroupHandle>>,
+    /// The controller group (`crate::controller`), once started.
+    controller: std::sync::OnceLock<openraft::Raft<wharf_raft::TypeConfig>>,
 }
 
 fn to_i32(id: u64) -> i32 {
@@ -117,6 +119,11 @@ fn to_i32(id: u64) -> i32 {
 }
 
 impl ClusterState {
+    /// Names the controller group, whose leader is the controller.
+    pub(crate) fn set_controller(&self, raft: openraft::Raft<wharf_raft::TypeConfig>) {
+        let _ = self.controller.set(raft);
+    }
+
     fn group_metrics(
         &self,
         shard: usize,
@@ -191,8 +198,17 @@ impl ClusterView for ClusterState {
     }
 
     fn controller(&self) -> Option<i32> {
-        // No controller group yet (ADR 0012): every node takes topic changes itself.
-        Some(to_i32(self.node_id))
+        // The controller group's leader (`crate::controller`). Until one is elected and its
+        // Kafka listener is known, this node: it forwards metadata changes to the leader once
+        // there is one (KRaft brokers, which forward too, name any broker: KIP-590).
+        let leader = self
+            .controller
+            .get()
+            .and_then(|raft| raft.metrics().borrow().current_leader);
+        match leader {
+            Some(leader) if lock(&self.cards).contains_key(&leader) => Some(to_i32(leader)),
+            _ => Some(to_i32(self.node_id)),
+        }
     }
 
     fn call(&self, node: i32, call: NodeCall) -> CallFuture {
@@ -263,23 +279,9 @@ impl Cluster {
                 addresses,
                 cards: Mutex::default(),
                 groups: Mutex::default(),
+                controller: std::sync::OnceLock::new(),
             }),
         }))
-    }
-
-    /// The cluster id every node answers with, derived from the voter ids so nodes agree
-    /// without talking (addresses are left out: a node may reach a peer through another
-    /// address than the others do). Two clusters of the same node ids share it.
-    pub fn cluster_id(&self) -> String {
-        // FNV-1a, 128 bits: stable across builds (std's hashers are not).
-        let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-        for id in self.members.keys() {
-            for byte in format!("wharf-node-{id};").bytes() {
-                hash ^= u128::from(byte);
-                hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
-            }
-        }
-        format!("{hash:032x}")
     }
 
     /// The cluster as the broker should see it ([`wharf_broker::Broker::set_cluster_view`]).
@@ -340,6 +342,23 @@ impl Cluster {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// What the controller group needs of this node's cluster (`crate::controller`).
+    pub(crate) fn controller_parts(
+        &self,
+    ) -> (
+        u64,
+        Arc<ClusterServer>,
+        BTreeMap<u64, BasicNode>,
+        Arc<ClusterState>,
+    ) {
+        (
+            self.node_id,
+            self.server.clone(),
+            self.members.clone(),
+            self.state.clone(),
+        )
     }
 
     /// Opens every shard of the broker's storage as a shard group on this node's listener

@@ -14,10 +14,13 @@
 //! - `quota_cmd`: `wharf quota set|remove|describe`.
 //! - `amqp_cmd`: `wharf amqp list exchanges|queues|bindings|consumers` and `/v1/amqp/` JSON.
 //! - `storage_cmd`: `wharf storage verify`.
+//! - `cluster`, `controller`: a node of a cluster (ADR 0012): shard groups, the cluster view,
+//!   and the controller group that commits topic metadata.
 
 pub mod admin_http;
 pub mod amqp_cmd;
 pub mod cluster;
+pub mod controller;
 pub mod group_cmd;
 pub mod lag;
 pub mod metrics;

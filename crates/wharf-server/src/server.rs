@@ -71,11 +71,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(cluster) = &cluster {
         let cfg = broker.config();
         cluster.advertise(&cfg.advertised_host, cfg.advertised_port);
-        broker.set_cluster_id(cluster.cluster_id());
         broker.set_cluster_view(cluster.state());
         cluster.serve_calls(&broker);
         cluster.follow_leadership(&broker);
     }
+    let controller = match &cluster {
+        Some(cluster) => Some(
+            crate::controller::Controller::start(cluster, broker.clone())
+                .await
+                .context("starting the controller group")?,
+        ),
+        None => None,
+    };
     let amqp_serving = match amqp_listener {
         Some(amqp_listener) => {
             let b = broker.clone();
@@ -112,6 +119,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     if let Some(admin_serving) = admin_serving {
         let _ = admin_serving.await;
+    }
+    if let Some(controller) = &controller {
+        controller.shutdown().await;
     }
     if let Some(cluster) = &cluster {
         cluster.shutdown().await;

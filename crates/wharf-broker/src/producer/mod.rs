@@ -35,14 +35,13 @@ pub use error::ProducerError;
 pub use state::{BatchIdentity, Check, PartitionProducers, Placement};
 use store::{LogSnapshot, SnapshotFile};
 
-use crate::metadata::MetadataStore;
 use crate::txn::{AbortedTxn, PartitionTxnIndex};
 use crate::BrokerError;
 
 /// How often producer state is snapshotted and idle producers expire.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 /// Producer ids reserved in `meta.json` at a time.
-const ID_BLOCK: i64 = 1_000;
+pub(crate) const ID_BLOCK: i64 = 1_000;
 /// Bytes read at a time when replaying a log.
 const REPLAY_CHUNK: usize = 4 << 20;
 
@@ -118,12 +117,7 @@ pub struct Producers {
     ids: Mutex<(i64, i64)>,
     /// Serialises snapshot writes.
     writing: Mutex<()>,
-    /// In a cluster: this node's slot among [`CLUSTER_ID_STRIDE`]; -1 alone.
-    node_slot: std::sync::atomic::AtomicI64,
 }
-
-/// Producer ids in a cluster are `counter * CLUSTER_ID_STRIDE + node_id`.
-const CLUSTER_ID_STRIDE: i64 = 1024;
 
 impl Producers {
     /// Loads the snapshot in `data_dir` and replays each log's tail after it.
@@ -185,7 +179,6 @@ impl Producers {
             logs: Mutex::new(map),
             ids: Mutex::new((0, 0)),
             writing: Mutex::new(()),
-            node_slot: std::sync::atomic::AtomicI64::new(-1),
         })
     }
 
@@ -216,37 +209,21 @@ impl Producers {
         lock(&self.logs).entry(id).or_default().clone()
     }
 
-    /// A new producer id, never handed out before (ids are reserved in blocks in
-    /// `meta.json` before use).
-    pub(crate) fn allocate_id(&self, meta: &Mutex<MetadataStore>) -> Result<i64, BrokerError> {
+    /// A new producer id, never handed out before: ids come in blocks of `ID_BLOCK` that
+    /// `reserve` reserves durably before use and returns the start of (`meta.json` on a
+    /// single node, the controller in a cluster: `Broker::reserve_producer_ids`).
+    pub(crate) fn allocate_id(
+        &self,
+        reserve: impl FnOnce() -> Result<i64, BrokerError>,
+    ) -> Result<i64, BrokerError> {
         let mut ids = lock(&self.ids);
         if ids.0 >= ids.1 {
-            let mut meta = lock(meta);
-            let start = meta.next_producer_id;
-            meta.next_producer_id = start + ID_BLOCK;
-            if let Err(e) = meta.save() {
-                meta.next_producer_id = start;
-                return Err(e);
-            }
+            let start = reserve()?;
             *ids = (start, start + ID_BLOCK);
         }
         let id = ids.0;
         ids.0 += 1;
-        // In a cluster each node hands out ids of its own residue class, so two nodes never
-        // give the same id to two producers (node ids are below `CLUSTER_ID_STRIDE`).
-        let node = self.node_slot.load(std::sync::atomic::Ordering::Acquire);
-        if node >= 0 {
-            return Ok(id * CLUSTER_ID_STRIDE + node);
-        }
         Ok(id)
-    }
-
-    /// Makes this node's producer ids unique in a cluster (node `node_id`).
-    pub(crate) fn set_cluster_node(&self, node_id: i32) {
-        self.node_slot.store(
-            i64::from(node_id).rem_euclid(CLUSTER_ID_STRIDE),
-            std::sync::atomic::Ordering::Release,
-        );
     }
 
     /// Checks `batch` against `log`'s producer state and, if it is new, appends it with

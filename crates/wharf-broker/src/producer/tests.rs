@@ -116,20 +116,3 @@ async fn retries_are_recognised_after_a_crash_and_after_a_clean_shutdown() {
     assert_eq!(produce(&b, batch(pid, 0, 9, 1)).await.unwrap(), 9);
     assert_eq!(b.partition("t", 0).unwrap().log.high_watermark(), 10);
 }
-
-/// Two nodes of a cluster never hand out the same producer id (each counts from its own
-/// `meta.json`); alone, ids stay dense.
-#[test]
-fn cluster_nodes_hand_out_disjoint_producer_ids() {
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (open(d1.path()), open(d2.path()));
-    let alone: Vec<i64> = (0..3).map(|_| a.allocate_producer_id().unwrap()).collect();
-    assert_eq!(alone, vec![0, 1, 2]);
-    a.producers().set_cluster_node(1);
-    b.producers().set_cluster_node(2);
-    let mut ids = std::collections::HashSet::new();
-    for _ in 0..100 {
-        assert!(ids.insert(a.allocate_producer_id().unwrap()));
-        assert!(ids.insert(b.allocate_producer_id().unwrap()));
-    }
-}

@@ -43,6 +43,13 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        if let Some(log) = self.metadata_log() {
+            drop(meta);
+            return log.submit(crate::metadata_log::MetadataRequest::AlterClientQuota {
+                entity: entity.clone(),
+                ops: ops.to_vec(),
+            });
+        }
         meta.set_quotas(next.records())?;
         *state
             .configs
@@ -50,6 +57,32 @@ impl Broker {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         tracing::info!(?entity, ?ops, "client quota altered");
         Ok(())
+    }
+
+    /// Every quota after `ops` on `entity` (the controller's plan of an AlterClientQuotas).
+    pub(crate) fn planned_quotas(
+        &self,
+        entity: &QuotaEntity,
+        ops: &[(String, Option<f64>)],
+    ) -> Result<Vec<QuotaRecord>, BrokerError> {
+        let mut next = self
+            .quota_state()
+            .configs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        next.alter(entity, ops)?;
+        Ok(next.records())
+    }
+
+    /// Enforces `records` from now on (a committed metadata record; `meta.json` has them).
+    pub(crate) fn set_quota_records(&self, records: &[QuotaRecord]) {
+        *self
+            .quota_state()
+            .configs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            QuotaConfigs::from_records(records);
     }
 
     /// DescribeClientQuotas: entities matching `filter` and their values.

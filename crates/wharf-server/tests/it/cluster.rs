@@ -77,14 +77,12 @@ impl Nodes {
         &mut self.nodes[usize::try_from(id - 1).unwrap()]
     }
 
-    /// Creates `topic` on every node, in the same order on each, so log ids agree (no
-    /// controller group yet: ADR 0012).
+    /// Creates `topic` through node 1: the controller group commits it for every node
+    /// (`leaders` then waits until every node's Metadata agrees).
     async fn create_topic(&self, topic: &str, partitions: i32) {
-        for node in &self.nodes {
-            wharf_testkit::create_topic(&node.addr(), topic, partitions, &[])
-                .await
-                .unwrap();
-        }
+        wharf_testkit::create_topic(&self.nodes[0].addr(), topic, partitions, &[])
+            .await
+            .unwrap();
     }
 
     /// Waits until every partition of `topic` has a leader all live nodes agree on; returns

@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod compaction;
 mod consumer_protocol;
+mod controller;
 mod crash_loop;
 mod dedup;
 mod delay;
