@@ -7,6 +7,7 @@ mod admin_http;
 mod amqp;
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod compaction;
 mod consumer_protocol;
 mod crash_loop;
