@@ -14,10 +14,13 @@
 //! - `quota_cmd`: `wharf quota set|remove|describe`.
 //! - `amqp_cmd`: `wharf amqp list exchanges|queues|bindings|consumers` and `/v1/amqp/` JSON.
 //! - `storage_cmd`: `wharf storage verify`.
+//! - `cluster`: a node of a cluster (shard groups over the cluster listener).
+//! - `cluster_cmd`: `wharf cluster status` and the `/v1/cluster` status JSON.
 
 pub mod admin_http;
 pub mod amqp_cmd;
 pub mod cluster;
+pub mod cluster_cmd;
 pub mod group_cmd;
 pub mod lag;
 pub mod metrics;

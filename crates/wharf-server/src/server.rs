@@ -72,6 +72,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let cfg = broker.config();
         cluster.advertise(&cfg.advertised_host, cfg.advertised_port);
         broker.set_cluster_view(cluster.state());
+        cluster.state().count_leader_changes();
+        admin.set_cluster(cluster.state());
     }
     let amqp_serving = match amqp_listener {
         Some(amqp_listener) => {
