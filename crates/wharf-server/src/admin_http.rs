@@ -7,7 +7,7 @@
 //! | `GET /health` | 200 while the process runs |
 //! | `GET /ready` | 200 once storage is recovered and the Kafka listener accepts and no shard is poisoned, else 503 |
 //! | `GET /metrics` | Prometheus text format |
-//! | `GET /v1/cluster`, `/v1/broker` | cluster id, brokers; this broker's settings |
+//! | `GET /v1/cluster`, `/v1/broker` | cluster id, brokers (in a cluster: nodes, shard groups with leader, term, lag per follower); this broker's settings |
 //! | `GET /v1/topics`, `/v1/topics/{topic}` | partitions: log start, high watermark, bytes |
 //! | `GET /v1/topics/{topic}/configs` | every topic config with its source |
 //! | | a delay or transaction topic adds `scheduled`: records waiting, next due time (epoch ms) |
@@ -31,10 +31,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use wharf_broker::cluster::ClusterView;
 use wharf_broker::group::api::GroupListing;
 use wharf_broker::{Broker, ConfigSource, MessageType, Topic};
 use wharf_kafka::admin::group::decode_assignment;
 
+use crate::cluster::ClusterState;
 use crate::{lag, metrics};
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -50,6 +52,8 @@ pub struct AdminState {
     kafka_listener: OnceLock<String>,
     /// The AMQP door, unless `amqp_listen` is off.
     amqp: OnceLock<Arc<wharf_amqp::Registry>>,
+    /// The shard groups, when this node runs in a cluster.
+    cluster: OnceLock<Arc<ClusterState>>,
     started: Instant,
 }
 
@@ -61,6 +65,7 @@ impl AdminState {
             ready: AtomicBool::new(false),
             kafka_listener: OnceLock::new(),
             amqp: OnceLock::new(),
+            cluster: OnceLock::new(),
             started: Instant::now(),
         })
     }
@@ -72,6 +77,10 @@ impl AdminState {
 
     pub fn set_amqp(&self, registry: Arc<wharf_amqp::Registry>) {
         let _ = self.amqp.set(registry);
+    }
+
+    pub fn set_cluster(&self, cluster: Arc<ClusterState>) {
+        let _ = self.cluster.set(cluster);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -173,6 +182,9 @@ fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
             if let Some(registry) = state.amqp.get() {
                 text.push_str(&metrics::render_amqp(registry));
             }
+            if let (Some(cluster), Some(broker)) = (state.cluster.get(), state.broker.get()) {
+                text.push_str(&metrics::render_cluster(broker, cluster));
+            }
             return respond(StatusCode::OK, PROMETHEUS_TEXT, text);
         }
         _ => {}
@@ -192,7 +204,7 @@ fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
             Some(registry) => crate::amqp_cmd::view(registry, what),
             None => return error(StatusCode::NOT_FOUND, "the AMQP listener is off"),
         },
-        ["cluster"] => Some(cluster(broker)),
+        ["cluster"] => Some(cluster(broker, state.cluster.get())),
         ["broker"] => Some(broker_info(state, broker)),
         ["topics"] => Some(Value::Array(
             broker.topics().iter().map(|t| topic_json(t)).collect(),
@@ -231,17 +243,31 @@ fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
-fn cluster(broker: &Broker) -> Value {
+/// The cluster id and brokers; in a cluster also `node_id`, `nodes` and `shards`
+/// ([`crate::cluster_cmd::ClusterStatus`]: leader, term, lag per follower of each shard).
+fn cluster(broker: &Broker, state: Option<&Arc<ClusterState>>) -> Value {
     let config = broker.config();
-    json!({
-        "cluster_id": broker.cluster_id(),
-        "controller_id": config.node_id,
-        "brokers": [{
-            "node_id": config.node_id,
-            "host": config.advertised_host,
-            "port": config.advertised_port,
-        }],
-    })
+    let Some(state) = state else {
+        return json!({
+            "cluster_id": broker.cluster_id(),
+            "controller_id": config.node_id,
+            "brokers": [{
+                "node_id": config.node_id,
+                "host": config.advertised_host,
+                "port": config.advertised_port,
+            }],
+        });
+    };
+    let brokers: Vec<Value> = state
+        .nodes()
+        .into_iter()
+        .map(|n| json!({ "node_id": n.id, "host": n.host, "port": n.port }))
+        .collect();
+    let mut value = serde_json::to_value(state.status()).unwrap_or_else(|_| json!({}));
+    value["cluster_id"] = json!(broker.cluster_id());
+    value["controller_id"] = json!(state.controller());
+    value["brokers"] = Value::Array(brokers);
+    value
 }
 
 fn broker_info(state: &AdminState, broker: &Broker) -> Value {

@@ -129,7 +129,7 @@ pub fn table(what: &str, value: &Value) -> (&'static [&'static str], Vec<Vec<Str
 }
 
 /// GET `path` from the admin listener at `admin`; the JSON body.
-async fn get(admin: &str, path: &str) -> anyhow::Result<Value> {
+pub(crate) async fn get(admin: &str, path: &str) -> anyhow::Result<Value> {
     let mut stream = tokio::net::TcpStream::connect(admin)
         .await
         .with_context(|| format!("connecting to the admin listener {admin}"))?;

@@ -226,6 +226,94 @@ impl ClusterView for ClusterState {
 
 /// How long a peer may take to serve a broker call (a marker write waits for its commit).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read-only views for `/v1/cluster`, `wharf cluster status` and the cluster metrics.
+impl ClusterState {
+    /// Every node and each shard group as this node sees it; followers' progress only for
+    /// the groups this node leads.
+    pub fn status(&self) -> crate::cluster_cmd::ClusterStatus {
+        use crate::cluster_cmd::{ClusterStatus, FollowerStatus, NodeStatus, ShardStatus};
+        let count = lock(&self.groups).len();
+        let mut node_ids: BTreeSet<u64> = lock(&self.cards).keys().copied().collect();
+        let mut shards = Vec::with_capacity(count);
+        for shard in 0..count {
+            let Some((metrics, _)) = self.group_metrics(shard) else {
+                continue;
+            };
+            let role = self.shard(shard);
+            let replicas: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            node_ids.extend(&replicas);
+            let last = metrics.last_log_index.unwrap_or(0);
+            let followers = metrics
+                .replication
+                .iter()
+                .flatten()
+                .filter(|(id, _)| **id != self.node_id)
+                .map(|(id, matched)| {
+                    let matched_index = matched.map(|m| m.index);
+                    FollowerStatus {
+                        node_id: *id,
+                        matched_index,
+                        lag_entries: last.saturating_sub(matched_index.unwrap_or(0)),
+                    }
+                })
+                .collect();
+            shards.push(ShardStatus {
+                shard,
+                role: format!("{:?}", metrics.state),
+                leader: metrics.current_leader,
+                term: metrics.current_term,
+                last_log_index: metrics.last_log_index,
+                applied_index: metrics.last_applied.map(|l| l.index),
+                replicas,
+                isr: role
+                    .isr
+                    .iter()
+                    .filter_map(|id| u64::try_from(*id).ok())
+                    .collect(),
+                followers,
+            });
+        }
+        let cards = lock(&self.cards);
+        ClusterStatus {
+            node_id: self.node_id,
+            nodes: node_ids
+                .into_iter()
+                .map(|id| NodeStatus {
+                    node_id: id,
+                    kafka: cards
+                        .get(&id)
+                        .map(|c| format!("{}:{}", c.kafka_host, c.kafka_port)),
+                })
+                .collect(),
+            shards,
+        }
+    }
+
+    /// Counts `wharf_cluster_leader_changes_total{shard}`: each time this node learns that a
+    /// shard group has a leader other than the last one it knew (the first election counts).
+    pub fn count_leader_changes(&self) {
+        for (shard, group) in lock(&self.groups).iter().enumerate() {
+            let mut watch = group.raft.metrics();
+            tokio::spawn(async move {
+                let mut last = None;
+                loop {
+                    let leader = watch.borrow_and_update().current_leader;
+                    if leader.is_some() && leader != last {
+                        metrics::counter!(
+                            "wharf_cluster_leader_changes_total",
+                            "shard" => shard.to_string()
+                        )
+                        .increment(1);
+                        last = leader;
+                    }
+                    if watch.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
 
 /// This node's cluster listener and shard groups.
 pub struct Cluster {

@@ -16,10 +16,12 @@
 //! - `storage_cmd`: `wharf storage verify`.
 //! - `cluster`, `controller`: a node of a cluster (ADR 0012): shard groups, the cluster view,
 //!   and the controller group that commits topic metadata.
+//! - `cluster_cmd`: `wharf cluster status` and the `/v1/cluster` status JSON.
 
 pub mod admin_http;
 pub mod amqp_cmd;
 pub mod cluster;
+pub mod cluster_cmd;
 pub mod controller;
 pub mod group_cmd;
 pub mod lag;

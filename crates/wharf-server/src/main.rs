@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wharf_server::amqp_cmd::AmqpCommand;
+use wharf_server::cluster_cmd::ClusterCommand;
 use wharf_server::group_cmd::GroupCommand;
 use wharf_server::quota_cmd::QuotaCommand;
 use wharf_server::settings::Settings;
@@ -93,6 +94,19 @@ enum Command {
         #[command(subcommand)]
         command: AmqpCommand,
     },
+    /// The cluster: nodes, shard groups, leaders, replication lag (read from admin listeners).
+    Cluster {
+        /// Admin listeners to ask, comma-separated (each knows the lag of the shards it leads).
+        #[arg(
+            long = "admin",
+            default_value = "127.0.0.1:9644",
+            env = "WHARF_ADMIN",
+            global = true
+        )]
+        admin: String,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
 }
 
 /// The broker a client command talks to; accepted anywhere after the command.
@@ -170,6 +184,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Amqp { admin, command } => {
             runtime.block_on(wharf_server::amqp_cmd::run(&admin, command))
+        }
+        Command::Cluster { admin, command } => {
+            runtime.block_on(wharf_server::cluster_cmd::run(&admin, command))
         }
     }
 }

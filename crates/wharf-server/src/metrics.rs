@@ -182,6 +182,12 @@ fn describe_recorded() {
         "wharf_storage_compaction_bytes_reclaimed_total",
         "Segment bytes the cleaner freed (cleanup.policy=compact)."
     );
+    describe_counter!(
+        "wharf_cluster_leader_changes_total",
+        Unit::Count,
+        "Times this node saw a shard group's leader become another node, per shard (the first \
+         election counts)."
+    );
     describe_scheduled();
 }
 
@@ -412,6 +418,57 @@ pub fn render_amqp(registry: &wharf_amqp::Registry) -> String {
                     .absolute(value.load(Ordering::Relaxed));
             }
         }
+    });
+    recorder.handle().render()
+}
+
+/// Cluster gauges read from the shard groups at scrape time: replication lag per follower of
+/// each shard this node leads, and partitions under-replicated on this node as their leader.
+pub fn render_cluster(broker: &Broker, cluster: &crate::cluster::ClusterState) -> String {
+    use wharf_broker::cluster::ClusterView;
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::describe_gauge!(
+            "wharf_cluster_replication_lag_entries",
+            Unit::Count,
+            "Raft entries of this leader's shard log a follower does not hold yet, per shard \
+             and follower (only on the shard's leader)."
+        );
+        metrics::describe_gauge!(
+            "wharf_under_replicated_partitions",
+            Unit::Count,
+            "Partitions this node leads whose shard has a replica out of the ISR (not heard by \
+             the leader lately)."
+        );
+        let status = cluster.status();
+        let mut under_replicated_shards = Vec::new();
+        for shard in &status.shards {
+            if !shard.is_leader() {
+                continue;
+            }
+            for follower in &shard.followers {
+                metrics::gauge!(
+                    "wharf_cluster_replication_lag_entries",
+                    "shard" => shard.shard.to_string(),
+                    "follower" => follower.node_id.to_string()
+                )
+                .set(sample(
+                    i64::try_from(follower.lag_entries).unwrap_or(i64::MAX),
+                ));
+            }
+            let role = cluster.shard(shard.shard);
+            if role.isr.len() < role.replicas.len() {
+                under_replicated_shards.push(shard.shard);
+            }
+        }
+        let under: usize = broker
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| under_replicated_shards.contains(&p.log.shard_id()))
+            .count();
+        metrics::gauge!("wharf_under_replicated_partitions")
+            .set(sample(i64::try_from(under).unwrap_or(i64::MAX)));
     });
     recorder.handle().render()
 }

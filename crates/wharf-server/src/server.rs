@@ -74,6 +74,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker.set_cluster_view(cluster.state());
         cluster.serve_calls(&broker);
         cluster.follow_leadership(&broker);
+        cluster.state().count_leader_changes();
+        admin.set_cluster(cluster.state());
     }
     let controller = match &cluster {
         Some(cluster) => Some(

@@ -4,11 +4,15 @@
 //! # Layout
 //! - `BrokerProcess`: spawn, wait until the port accepts, kill -9, SIGTERM, restart.
 //! - `clients`: rdkafka producer/consumer/admin builders with test-friendly settings.
+//! - `cluster`: `TestCluster` (nodes 1..=n as child processes) and `FaultProxy` (a TCP proxy
+//!   on every node-to-node path that a test cuts and heals).
 
 #![allow(clippy::missing_errors_doc)]
 
 mod clients;
+mod cluster;
 mod process;
 
 pub use clients::{admin, base_consumer, create_topic, group_consumer, producer, watermarks};
+pub use cluster::{metadata, FaultProxy, TestCluster};
 pub use process::{free_port, BrokerProcess};

@@ -7,6 +7,8 @@ mod admin_http;
 mod amqp;
 mod cli;
 mod cluster;
+mod cluster_faults;
+mod cluster_status;
 mod compaction;
 mod consumer_protocol;
 mod controller;
