@@ -72,4 +72,6 @@ pub type LogId = u64;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+mod paging_tests;
+#[cfg(test)]
 mod tests;
