@@ -37,6 +37,9 @@ pub struct Segment {
     /// Highest offset each log has in this segment: a segment is deletable once every log's
     /// start offset has passed its entry here.
     pub last_offsets: Mutex<HashMap<LogId, i64>>,
+    /// Set by the cleaner before it replaces this segment's files: its index file may then
+    /// describe the replacement, so a load for this (old) segment scans its own file instead.
+    pub retired: AtomicBool,
 }
 
 pub fn log_path(dir: &Path, id: u64) -> PathBuf {
@@ -81,6 +84,7 @@ impl Segment {
             created_ms: AtomicI64::new(clock::now_ms()),
             sealed: AtomicBool::new(false),
             last_offsets: Mutex::new(HashMap::new()),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -144,33 +148,63 @@ pub fn write_index(
 
 /// Reads a sealed segment's index file; `None` when absent or damaged (the caller rescans).
 pub fn read_index(fs: &dyn FileSystem, dir: &Path, id: u64) -> Option<Vec<SegmentEntry>> {
-    let buf = fs.read(&index_path(dir, id)).ok()?;
-    if buf.len() < 20 || &buf[0..4] != INDEX_MAGIC {
-        return None;
-    }
-    let (body, crc) = buf.split_at(buf.len() - 4);
-    if crc32c::crc32c(body).to_le_bytes() != crc {
-        return None;
-    }
-    let version = u32::from_le_bytes(body[4..8].try_into().ok()?);
-    let count = u64::from_le_bytes(body[8..16].try_into().ok()?) as usize;
-    if version != INDEX_VERSION || body.len() != 16 + count * INDEX_ENTRY_LEN {
-        return None;
-    }
-    let u64_at = |at: usize| body[at..at + 8].try_into().ok().map(u64::from_le_bytes);
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let at = 16 + i * INDEX_ENTRY_LEN;
-        out.push(SegmentEntry {
-            log_id: u64_at(at)?,
-            base_offset: u64_at(at + 8)? as i64,
-            last_offset: u64_at(at + 16)? as i64,
-            max_timestamp: u64_at(at + 24)? as i64,
-            position: u64_at(at + 32)?,
-            len: u32::from_le_bytes(body[at + 40..at + 44].try_into().ok()?),
-        });
-    }
+    let mut out = Vec::new();
+    for_each_index_entry(fs, dir, id, |e| out.push(e))?;
     Some(out)
+}
+
+/// Index file bytes read per positional read when streaming.
+const INDEX_CHUNK: usize = INDEX_ENTRY_LEN * 16_384;
+
+/// Streams a sealed segment's index file entry by entry, without holding the file in memory.
+/// `None` when it is absent or damaged: entries already passed to `each` must then be
+/// discarded, since the CRC is checked only at the end.
+pub fn for_each_index_entry(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+    mut each: impl FnMut(SegmentEntry),
+) -> Option<()> {
+    let file = fs.open(&index_path(dir, id), false).ok()?;
+    let size = file.size().ok()?;
+    if size < 20 {
+        return None;
+    }
+    let mut head = [0u8; 16];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let version = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let count = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    if &head[0..4] != INDEX_MAGIC
+        || version != INDEX_VERSION
+        || Some(size) != count.checked_mul(INDEX_ENTRY_LEN as u64)?.checked_add(20)
+    {
+        return None;
+    }
+    let mut crc = crc32c::crc32c(&head);
+    let body_end = size - 4;
+    let mut at = 16u64;
+    let mut buf = vec![0u8; INDEX_CHUNK];
+    while at < body_end {
+        let n = usize::try_from((body_end - at).min(INDEX_CHUNK as u64)).ok()?;
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, at).ok()?;
+        crc = crc32c::crc32c_append(crc, chunk);
+        for e in chunk.chunks_exact(INDEX_ENTRY_LEN) {
+            let u64_at = |i: usize| e[i..i + 8].try_into().ok().map(u64::from_le_bytes);
+            each(SegmentEntry {
+                log_id: u64_at(0)?,
+                base_offset: u64_at(8)? as i64,
+                last_offset: u64_at(16)? as i64,
+                max_timestamp: u64_at(24)? as i64,
+                position: u64_at(32)?,
+                len: u32::from_le_bytes(e[40..44].try_into().ok()?),
+            });
+        }
+        at += n as u64;
+    }
+    let mut tail = [0u8; 4];
+    file.read_exact_at(&mut tail, body_end).ok()?;
+    (crc.to_le_bytes() == tail).then_some(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,284 @@
+//! Sealed-segment indexes on demand (ADR 0018). A log keeps only a small summary per sealed
+//! segment in memory; the batches' places are read back from the segment's index file when a
+//! read, a timestamp or size search, pruning or the cleaner needs them, and kept in a cache
+//! bounded by a byte budget (least recently used goes first).
+//!
+//! A load streams the whole index file (its CRC covers all of it) and groups its entries by
+//! log, so readers of other logs of the same segment hit the cache. When that is larger than
+//! the budget only the asked log's batches are kept. A missing or damaged index file is never
+//! trusted: the segment itself is scanned (every entry's CRC checked) and a damaged segment
+//! is refused, as at recovery. Index files are written only by the roll, the cleaner and
+//! recovery; a load never writes one (it could race the cleaner's swap).
+//!
+//! Cache entries hold their segment, so an entry can never describe another segment that
+//! reused its address. Every invalidation (truncation, cleaner swap, deletion) bumps an epoch;
+//! a load that started before one is returned to its caller but not cached, so a load racing
+//! an invalidation never leaves a stale entry behind.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::fs::FileSystem;
+use crate::scan::scan_from;
+use crate::segment::{self, Segment, SegmentEntry};
+use crate::{LogId, StorageError};
+
+/// One batch of a log, in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// Largest `max_timestamp` of this slot and the slots before it in its run.
+    pub max_timestamp_so_far: i64,
+    /// Batch bytes of this slot and the slots before it in its run.
+    pub bytes_through: u64,
+    /// Byte position of the batch in its segment.
+    pub position: u64,
+    pub len: u32,
+}
+
+impl Slot {
+    /// The slot of `e` following `prev` in the same run.
+    pub fn after(prev: Option<&Slot>, e: &SegmentEntry) -> Self {
+        let (so_far, through) =
+            prev.map_or((i64::MIN, 0), |p| (p.max_timestamp_so_far, p.bytes_through));
+        Self {
+            base_offset: e.base_offset,
+            last_offset: e.last_offset,
+            max_timestamp: e.max_timestamp,
+            max_timestamp_so_far: so_far.max(e.max_timestamp),
+            bytes_through: through + u64::from(e.len),
+            position: e.position,
+            len: e.len,
+        }
+    }
+}
+
+/// The batches of one sealed segment, by log: every log's, or one log's (over budget).
+#[derive(Debug, Default)]
+pub(crate) struct LoadedIndex {
+    logs: HashMap<LogId, Vec<Slot>>,
+}
+
+impl LoadedIndex {
+    fn push(&mut self, e: &SegmentEntry) {
+        let slots = self.logs.entry(e.log_id).or_default();
+        let slot = Slot::after(slots.last(), e);
+        slots.push(slot);
+    }
+
+    /// The log's batches in the segment, in offset order (also any below its start).
+    pub fn slots(&self, log_id: LogId) -> &[Slot] {
+        self.logs.get(&log_id).map_or(&[], Vec::as_slice)
+    }
+
+    fn bytes(&self) -> u64 {
+        let slots: usize = self.logs.values().map(Vec::capacity).sum();
+        (slots * size_of::<Slot>() + self.logs.capacity() * 48) as u64
+    }
+
+    fn only(mut self, log_id: LogId) -> Self {
+        let mut logs = HashMap::new();
+        if let Some(mut slots) = self.logs.remove(&log_id) {
+            slots.shrink_to_fit();
+            logs.insert(log_id, slots);
+        }
+        Self { logs }
+    }
+}
+
+/// A cache key: the segment's address, and `None` for every log or the one log kept.
+type Key = (usize, Option<LogId>);
+
+struct Cached {
+    /// Keeps the segment (and so its address) alive while cached.
+    _segment: Arc<Segment>,
+    index: Arc<LoadedIndex>,
+    bytes: u64,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<Key, Cached>,
+    bytes: u64,
+    tick: u64,
+}
+
+/// Loaded sealed-segment indexes of one storage, under a byte budget.
+pub(crate) struct Pager {
+    fs: Arc<dyn FileSystem>,
+    budget: u64,
+    epoch: AtomicU64,
+    cache: Mutex<Cache>,
+}
+
+fn key_of(segment: &Segment) -> usize {
+    std::ptr::from_ref(segment) as usize
+}
+
+impl Pager {
+    pub fn new(fs: Arc<dyn FileSystem>, budget: u64) -> Self {
+        Self {
+            fs,
+            budget,
+            epoch: AtomicU64::new(0),
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Read before looking up the run that a load is for (see the module comment).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Bytes of loaded indexes held now.
+    #[cfg(test)]
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache().bytes
+    }
+
+    /// The batches of sealed `segment` for `log_id` (with every other log's when they fit the
+    /// budget), from the cache or loaded. `epoch` is [`Pager::epoch`] read before the caller
+    /// found the segment in a log's index.
+    pub fn load(
+        &self,
+        segment: &Arc<Segment>,
+        log_id: LogId,
+        epoch: u64,
+    ) -> Result<Arc<LoadedIndex>, StorageError> {
+        let ptr = key_of(segment);
+        {
+            let mut cache = self.cache();
+            cache.tick += 1;
+            let tick = cache.tick;
+            for key in [(ptr, None), (ptr, Some(log_id))] {
+                if let Some(hit) = cache.entries.get_mut(&key) {
+                    hit.used = tick;
+                    metrics::counter!("wharf_storage_sealed_index_hits_total").increment(1);
+                    return Ok(hit.index.clone());
+                }
+            }
+        }
+        let mut loaded = self.read(segment)?;
+        metrics::counter!("wharf_storage_sealed_index_loads_total").increment(1);
+        let mut key = (ptr, None);
+        if loaded.bytes() > self.budget {
+            loaded = loaded.only(log_id);
+            key = (ptr, Some(log_id));
+        }
+        let index = Arc::new(loaded);
+        let bytes = index.bytes();
+        let mut cache = self.cache();
+        // Not cached: over budget, invalidated meanwhile, or no longer sealed (truncated).
+        if bytes > self.budget
+            || self.epoch.load(Ordering::Acquire) != epoch
+            || !segment.sealed.load(Ordering::Acquire)
+        {
+            return Ok(index);
+        }
+        while cache.bytes + bytes > self.budget {
+            let Some(oldest) = cache
+                .entries
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(gone) = cache.entries.remove(&oldest) {
+                cache.bytes -= gone.bytes;
+            }
+        }
+        cache.tick += 1;
+        let used = cache.tick;
+        cache.bytes += bytes;
+        if let Some(old) = cache.entries.insert(
+            key,
+            Cached {
+                _segment: segment.clone(),
+                index: index.clone(),
+                bytes,
+                used,
+            },
+        ) {
+            cache.bytes -= old.bytes;
+        }
+        Self::report(&cache);
+        Ok(index)
+    }
+
+    fn report(cache: &Cache) {
+        #[allow(clippy::cast_precision_loss)] // bytes ≪ 2^52
+        metrics::gauge!("wharf_storage_sealed_index_cache_bytes").set(cache.bytes as f64);
+    }
+
+    /// Forgets what is cached for `segment` (truncated, replaced or deleted).
+    pub fn evict(&self, segment: &Segment) {
+        let ptr = key_of(segment);
+        let mut cache = self.cache();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let keys: Vec<Key> = cache
+            .entries
+            .keys()
+            .filter(|k| k.0 == ptr)
+            .copied()
+            .collect();
+        for k in keys {
+            if let Some(gone) = cache.entries.remove(&k) {
+                cache.bytes -= gone.bytes;
+            }
+        }
+        Self::report(&cache);
+    }
+
+    /// Forgets everything cached (tests).
+    #[cfg(test)]
+    pub fn clear(&self) {
+        let mut cache = self.cache();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        cache.entries.clear();
+        cache.bytes = 0;
+    }
+
+    /// The index file's entries, or the segment's own when the file is missing, damaged, does
+    /// not fit the segment, or may describe a replacement (retired).
+    fn read(&self, segment: &Segment) -> Result<LoadedIndex, StorageError> {
+        let dir = segment.path.parent().unwrap_or(std::path::Path::new("."));
+        let size = segment.size();
+        if !segment.retired.load(Ordering::Acquire) {
+            let mut loaded = LoadedIndex::default();
+            let mut fits = true;
+            let whole = segment::for_each_index_entry(&*self.fs, dir, segment.id, |e| {
+                fits &= e.position + u64::from(e.len) <= size;
+                loaded.push(&e);
+            });
+            // Retired after the read started: the file may be the replacement's.
+            if whole.is_some() && fits && !segment.retired.load(Ordering::Acquire) {
+                return Ok(loaded);
+            }
+            tracing::warn!(segment = %segment.path.display(), "sealed segment index file missing or damaged; scanning the segment");
+        }
+        let scanned = scan_from(&*segment.file, &segment.path, size, 0)?;
+        if let Some(damage) = scanned.damage {
+            tracing::error!(segment = %segment.path.display(), start = damage.position, end = damage.end, reason = damage.reason, "damaged sealed segment: its batches are not served");
+            return Err(StorageError::Corrupt {
+                path: segment.path.clone(),
+                position: damage.position,
+            });
+        }
+        let mut loaded = LoadedIndex::default();
+        for e in &scanned.entries {
+            loaded.push(e);
+        }
+        Ok(loaded)
+    }
+}
