@@ -449,7 +449,9 @@ fn rewrite_segment(
     step: &dyn Fn(SwapStep),
 ) -> Result<Option<(u64, u64, u64)>, StorageError> {
     let fs = &*state.fs;
-    let entries = if let Some(entries) = segment::read_index(fs, &state.dir, seg.id) {
+    let entries = if let Some(mut entries) = segment::read_index(fs, &state.dir, seg.id) {
+        // The index file keeps entries by log; the segment is rewritten in its own order.
+        entries.sort_unstable_by_key(|e| e.position);
         entries
     } else {
         let scanned = crate::scan::scan_from(&*seg.file, &seg.path, seg.size(), 0)?;

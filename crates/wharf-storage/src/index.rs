@@ -63,6 +63,10 @@ pub(crate) struct Run {
     pub bytes: u64,
     /// The slots, or `None` when paged out (sealed segment: read from its index file).
     pub slots: Option<VecDeque<Slot>>,
+    /// CRC of the log's block in the segment's index file (every batch of the log there,
+    /// pruned ones too: `segment::block_crc`), to check a block read alone; `None` when
+    /// unknown (after a truncation), and the whole file is read and checked instead.
+    pub block_crc: Option<u32>,
 }
 
 impl Run {
@@ -74,6 +78,7 @@ impl Run {
             max_timestamp: i64::MIN,
             bytes: 0,
             slots: Some(VecDeque::new()),
+            block_crc: Some(0),
         }
     }
 
@@ -222,6 +227,7 @@ struct PagedRun {
     base_offset: i64,
     last_offset: i64,
     bytes: u64,
+    block_crc: Option<u32>,
 }
 
 impl PagedRun {
@@ -231,6 +237,7 @@ impl PagedRun {
             base_offset: run.base_offset,
             last_offset: run.last_offset,
             bytes: run.bytes,
+            block_crc: run.block_crc,
         }
     }
 
@@ -306,6 +313,9 @@ impl LogShared {
             slots.push_back(slot);
             run.last_offset = e.last_offset;
             run.max_timestamp = run.max_timestamp.max(e.max_timestamp);
+            run.block_crc = run
+                .block_crc
+                .map(|crc| crate::segment::block_crc_append(crc, e));
             added += u64::from(e.len);
         }
         run.bytes += added;
@@ -329,6 +339,7 @@ impl LogShared {
                 .unwrap_or(i64::MIN),
             bytes,
             slots: None,
+            block_crc: Some(crate::segment::block_crc(entries)),
         };
         write_lock(&self.index).push_back(run);
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
@@ -364,7 +375,9 @@ impl LogShared {
         run: &PagedRun,
         epoch: u64,
     ) -> Result<(Arc<LoadedIndex>, usize), StorageError> {
-        let loaded = self.pager.load(&run.segment, self.id, epoch)?;
+        let loaded = self
+            .pager
+            .load(&run.segment, self.id, run.block_crc, epoch)?;
         let slots = loaded.slots(self.id);
         let first = slots.partition_point(|s| s.base_offset < run.base_offset);
         let fits = slots
@@ -503,13 +516,26 @@ impl LogShared {
                 let paged = PagedRun::of(back);
                 match self.paged_slots(&paged, self.pager.epoch()) {
                     Ok((loaded, first)) => {
-                        back.slots = Some(rechain(loaded.slots(self.id)[first..].iter().copied()));
+                        let all = loaded.slots(self.id);
+                        back.slots = Some(rechain(all[first..].iter().copied()));
+                        // The block the next roll writes: every batch before the cut.
+                        back.block_crc = Some(
+                            all.iter()
+                                .filter(|s| s.position < cut.offset)
+                                .fold(0, |crc, s| {
+                                    crate::segment::block_crc_append(crc, &self.entry_of(s))
+                                }),
+                        );
                     }
                     Err(error) => {
                         tracing::error!(log_id = self.id, %error, "cannot load the truncated segment's index; its batches of this log are forgotten");
                         back.slots = Some(VecDeque::new());
+                        back.block_crc = None;
                     }
                 }
+            } else {
+                // Batches pruned from the front are not held: the block's CRC is unknown.
+                back.block_crc = None;
             }
             let Some(slots) = back.slots.as_mut() else {
                 break;
@@ -536,6 +562,17 @@ impl LogShared {
         if let Some(base) = first_dropped {
             self.next_offset.fetch_min(base, Ordering::AcqRel);
             self.log_start.fetch_min(base, Ordering::AcqRel);
+        }
+    }
+
+    fn entry_of(&self, s: &Slot) -> SegmentEntry {
+        SegmentEntry {
+            log_id: self.id,
+            base_offset: s.base_offset,
+            last_offset: s.last_offset,
+            max_timestamp: s.max_timestamp,
+            position: s.position,
+            len: s.len,
         }
     }
 
@@ -689,8 +726,12 @@ impl LogShared {
     ) {
         let mut index = write_lock(&self.index);
         let mut freed = 0u64;
+        let mut block: Vec<&SegmentEntry> = positions.values().flatten().collect();
+        block.sort_unstable_by_key(|e| e.base_offset);
+        let block_crc = crate::segment::block_crc(block.iter().copied());
         for run in index.iter_mut().filter(|r| Arc::ptr_eq(&r.segment, old)) {
             run.segment = new.clone();
+            run.block_crc = Some(block_crc);
             let before = run.bytes;
             match run.slots.take() {
                 Some(slots) => {

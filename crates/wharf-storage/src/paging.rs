@@ -153,6 +153,7 @@ impl Pager {
         &self,
         segment: &Arc<Segment>,
         log_id: LogId,
+        block_crc: Option<u32>,
         epoch: u64,
     ) -> Result<Arc<LoadedIndex>, StorageError> {
         let ptr = key_of(segment);
@@ -168,13 +169,18 @@ impl Pager {
                 }
             }
         }
-        let mut loaded = self.read(segment)?;
         metrics::counter!("wharf_storage_sealed_index_loads_total").increment(1);
-        let mut key = (ptr, None);
-        if loaded.bytes() > self.budget {
-            loaded = loaded.only(log_id);
-            key = (ptr, Some(log_id));
-        }
+        let (loaded, key) = match self.read_block(segment, log_id, block_crc) {
+            Some(block) => (block, (ptr, Some(log_id))),
+            None => {
+                let loaded = self.read(segment)?;
+                if loaded.bytes() > self.budget {
+                    (loaded.only(log_id), (ptr, Some(log_id)))
+                } else {
+                    (loaded, (ptr, None))
+                }
+            }
+        };
         let index = Arc::new(loaded);
         let bytes = index.bytes();
         let mut cache = self.cache();
@@ -247,6 +253,36 @@ impl Pager {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         cache.entries.clear();
         cache.bytes = 0;
+    }
+
+    /// The log's block of the index file alone (binary search), when it matches the CRC the
+    /// log kept for it; `None` sends the caller to the whole file.
+    fn read_block(
+        &self,
+        segment: &Segment,
+        log_id: LogId,
+        block_crc: Option<u32>,
+    ) -> Option<LoadedIndex> {
+        let expected = block_crc?;
+        if segment.retired.load(Ordering::Acquire) {
+            return None;
+        }
+        let dir = segment.path.parent().unwrap_or(std::path::Path::new("."));
+        let block = segment::read_log_block(&*self.fs, dir, segment.id, log_id)?;
+        let size = segment.size();
+        let fits = block.iter().all(|e| e.position + u64::from(e.len) <= size);
+        if !fits
+            || segment::block_crc(&block) != expected
+            || segment.retired.load(Ordering::Acquire)
+        {
+            tracing::warn!(segment = %segment.path.display(), log_id, "index file block does not match the log; reading the whole index file");
+            return None;
+        }
+        let mut loaded = LoadedIndex::default();
+        for e in &block {
+            loaded.push(e);
+        }
+        Some(loaded)
     }
 
     /// The index file's entries, or the segment's own when the file is missing, damaged, does

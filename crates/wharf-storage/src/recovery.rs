@@ -73,14 +73,20 @@ pub(crate) fn recover_shard(
         let indexed = if is_active {
             None
         } else {
-            segment::read_index(fs, dir, id)
+            segment::read_index_versioned(fs, dir, id)
         };
         let entries = match indexed {
-            Some(entries)
+            Some((version, entries))
                 if entries
                     .iter()
                     .all(|e| e.position + u64::from(e.len) <= seg.size()) =>
             {
+                if !segment::is_current(version) {
+                    // Upgraded so one log's entries can be read alone (ADR 0018).
+                    if let Err(error) = segment::write_index(fs, dir, id, &entries) {
+                        tracing::warn!(shard = shard_id, segment = %seg.path.display(), %error, "cannot upgrade an index file; its index is read whole when loaded");
+                    }
+                }
                 entries
             }
             _ => {
@@ -96,7 +102,8 @@ pub(crate) fn recover_shard(
         for e in &entries {
             seg.note_offset(e.log_id, e.last_offset);
         }
-        if let Some(first) = entries.first() {
+        // Index files keep entries by log: the segment's first batch is the lowest position.
+        if let Some(first) = entries.iter().min_by_key(|e| e.position) {
             seg.created_ms.store(first.max_timestamp, Ordering::Release);
         }
         seg.sealed.store(!is_active, Ordering::Release);

@@ -10,7 +10,10 @@ use crate::fs::{FileSystem, StorageFile};
 use crate::{clock, durable, LogId, StorageError};
 
 const INDEX_MAGIC: &[u8; 4] = b"WIDX";
-const INDEX_VERSION: u32 = 1;
+/// Version 2 sorts entries by log, then offset (version 1, still read, kept segment order),
+/// so one log's entries are found by a binary search and read alone (ADR 0018).
+const INDEX_VERSION: u32 = 2;
+const INDEX_VERSION_1: u32 = 1;
 const INDEX_ENTRY_LEN: usize = 44;
 
 /// Where one batch lives: written to a sealed segment's index file as 44 bytes.
@@ -120,25 +123,57 @@ impl Segment {
     }
 }
 
-/// Writes the index file of a sealed segment: magic, version, count, entries, CRC-32C of all
-/// before it. Replaced durably, so a reader sees all of it or none.
+/// The 44 bytes of an index entry.
+fn encode_entry(e: &SegmentEntry, out: &mut Vec<u8>) {
+    out.extend_from_slice(&e.log_id.to_le_bytes());
+    out.extend_from_slice(&e.base_offset.to_le_bytes());
+    out.extend_from_slice(&e.last_offset.to_le_bytes());
+    out.extend_from_slice(&e.max_timestamp.to_le_bytes());
+    out.extend_from_slice(&e.position.to_le_bytes());
+    out.extend_from_slice(&e.len.to_le_bytes());
+}
+
+fn decode_entry(e: &[u8]) -> Option<SegmentEntry> {
+    let u64_at = |i: usize| e.get(i..i + 8)?.try_into().ok().map(u64::from_le_bytes);
+    Some(SegmentEntry {
+        log_id: u64_at(0)?,
+        base_offset: u64_at(8)? as i64,
+        last_offset: u64_at(16)? as i64,
+        max_timestamp: u64_at(24)? as i64,
+        position: u64_at(32)?,
+        len: u32::from_le_bytes(e.get(40..44)?.try_into().ok()?),
+    })
+}
+
+/// CRC-32C of one log's block of a version-2 index file: its entries (in offset order) as
+/// they are written there. A log keeps it per sealed segment to check a block read alone.
+pub fn block_crc<'a>(entries: impl IntoIterator<Item = &'a SegmentEntry>) -> u32 {
+    entries.into_iter().fold(0, block_crc_append)
+}
+
+/// [`block_crc`] of a block grown by one entry.
+pub fn block_crc_append(crc: u32, e: &SegmentEntry) -> u32 {
+    let mut buf = Vec::with_capacity(INDEX_ENTRY_LEN);
+    encode_entry(e, &mut buf);
+    crc32c::crc32c_append(crc, &buf)
+}
+
+/// Writes the index file of a sealed segment: magic, version, count, entries sorted by log
+/// then offset, CRC-32C of all before it. Replaced durably, so a reader sees all of it or none.
 pub fn write_index(
     fs: &dyn FileSystem,
     dir: &Path,
     id: u64,
     entries: &[SegmentEntry],
 ) -> Result<(), StorageError> {
+    let mut sorted: Vec<&SegmentEntry> = entries.iter().collect();
+    sorted.sort_by_key(|e| (e.log_id, e.base_offset));
     let mut buf = Vec::with_capacity(16 + entries.len() * INDEX_ENTRY_LEN);
     buf.extend_from_slice(INDEX_MAGIC);
     buf.extend_from_slice(&INDEX_VERSION.to_le_bytes());
     buf.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for e in entries {
-        buf.extend_from_slice(&e.log_id.to_le_bytes());
-        buf.extend_from_slice(&e.base_offset.to_le_bytes());
-        buf.extend_from_slice(&e.last_offset.to_le_bytes());
-        buf.extend_from_slice(&e.max_timestamp.to_le_bytes());
-        buf.extend_from_slice(&e.position.to_le_bytes());
-        buf.extend_from_slice(&e.len.to_le_bytes());
+    for e in sorted {
+        encode_entry(e, &mut buf);
     }
     let crc = crc32c::crc32c(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
@@ -146,25 +181,95 @@ pub fn write_index(
     durable::replace(fs, &path, &buf).map_err(|e| StorageError::io(&path, e))
 }
 
+/// One log's entries in a version-2 index file, found by a binary search and read alone
+/// (not checked against the file's CRC: the caller checks them against [`block_crc`]).
+/// `None` when the file is missing, not version 2, or unreadable.
+pub fn read_log_block(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+    log_id: LogId,
+) -> Option<Vec<SegmentEntry>> {
+    let file = fs.open(&index_path(dir, id), false).ok()?;
+    let size = file.size().ok()?;
+    let mut head = [0u8; 16];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let version = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let count = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    if &head[0..4] != INDEX_MAGIC
+        || version != INDEX_VERSION
+        || Some(size) != count.checked_mul(INDEX_ENTRY_LEN as u64)?.checked_add(20)
+    {
+        return None;
+    }
+    let at = |i: u64| 16 + i * INDEX_ENTRY_LEN as u64;
+    let mut entry = [0u8; INDEX_ENTRY_LEN];
+    let (mut lo, mut hi) = (0u64, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        file.read_exact_at(&mut entry[..8], at(mid)).ok()?;
+        if u64::from_le_bytes(entry[..8].try_into().ok()?) < log_id {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; INDEX_ENTRY_LEN * 256];
+    let mut i = lo;
+    while i < count {
+        let n = (count - i).min(256);
+        let chunk = &mut buf[..usize::try_from(n).ok()? * INDEX_ENTRY_LEN];
+        file.read_exact_at(chunk, at(i)).ok()?;
+        for raw in chunk.chunks_exact(INDEX_ENTRY_LEN) {
+            let e = decode_entry(raw)?;
+            if e.log_id != log_id {
+                return Some(out);
+            }
+            out.push(e);
+        }
+        i += n;
+        // Larger reads as the block proves long.
+        if buf.len() < INDEX_CHUNK {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+    Some(out)
+}
+
 /// Reads a sealed segment's index file; `None` when absent or damaged (the caller rescans).
 pub fn read_index(fs: &dyn FileSystem, dir: &Path, id: u64) -> Option<Vec<SegmentEntry>> {
+    read_index_versioned(fs, dir, id).map(|(_, entries)| entries)
+}
+
+/// [`read_index`] and the file's version.
+pub fn read_index_versioned(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+) -> Option<(u32, Vec<SegmentEntry>)> {
     let mut out = Vec::new();
-    for_each_index_entry(fs, dir, id, |e| out.push(e))?;
-    Some(out)
+    let version = for_each_index_entry(fs, dir, id, |e| out.push(e))?;
+    Some((version, out))
+}
+
+/// Whether an index file of this version keeps each log's entries together.
+pub fn is_current(version: u32) -> bool {
+    version == INDEX_VERSION
 }
 
 /// Index file bytes read per positional read when streaming.
 const INDEX_CHUNK: usize = INDEX_ENTRY_LEN * 16_384;
 
-/// Streams a sealed segment's index file entry by entry, without holding the file in memory.
-/// `None` when it is absent or damaged: entries already passed to `each` must then be
-/// discarded, since the CRC is checked only at the end.
+/// Streams a sealed segment's index file entry by entry, without holding the file in memory;
+/// returns its version. `None` when it is absent or damaged: entries already passed to `each`
+/// must then be discarded, since the CRC is checked only at the end.
 pub fn for_each_index_entry(
     fs: &dyn FileSystem,
     dir: &Path,
     id: u64,
     mut each: impl FnMut(SegmentEntry),
-) -> Option<()> {
+) -> Option<u32> {
     let file = fs.open(&index_path(dir, id), false).ok()?;
     let size = file.size().ok()?;
     if size < 20 {
@@ -175,7 +280,7 @@ pub fn for_each_index_entry(
     let version = u32::from_le_bytes(head[4..8].try_into().ok()?);
     let count = u64::from_le_bytes(head[8..16].try_into().ok()?);
     if &head[0..4] != INDEX_MAGIC
-        || version != INDEX_VERSION
+        || (version != INDEX_VERSION && version != INDEX_VERSION_1)
         || Some(size) != count.checked_mul(INDEX_ENTRY_LEN as u64)?.checked_add(20)
     {
         return None;
@@ -190,21 +295,13 @@ pub fn for_each_index_entry(
         file.read_exact_at(chunk, at).ok()?;
         crc = crc32c::crc32c_append(crc, chunk);
         for e in chunk.chunks_exact(INDEX_ENTRY_LEN) {
-            let u64_at = |i: usize| e[i..i + 8].try_into().ok().map(u64::from_le_bytes);
-            each(SegmentEntry {
-                log_id: u64_at(0)?,
-                base_offset: u64_at(8)? as i64,
-                last_offset: u64_at(16)? as i64,
-                max_timestamp: u64_at(24)? as i64,
-                position: u64_at(32)?,
-                len: u32::from_le_bytes(e[40..44].try_into().ok()?),
-            });
+            each(decode_entry(e)?);
         }
         at += n as u64;
     }
     let mut tail = [0u8; 4];
     file.read_exact_at(&mut tail, body_end).ok()?;
-    (crc.to_le_bytes() == tail).then_some(())
+    (crc.to_le_bytes() == tail).then_some(version)
 }
 
 #[cfg(test)]

@@ -316,6 +316,20 @@ impl Storage {
     }
 
     #[cfg(test)]
+    pub(crate) fn pager(&self) -> &Pager {
+        &self.inner.pager
+    }
+
+    /// A log's runs, and how many hold their slots in memory.
+    #[cfg(test)]
+    pub(crate) fn run_counts(&self, id: LogId) -> (usize, usize) {
+        self.inner
+            .registry
+            .get(id)
+            .map_or((0, 0), |l| l.run_counts())
+    }
+
+    #[cfg(test)]
     pub(crate) fn segment_ids(&self, shard: usize) -> Vec<u64> {
         self.inner.shards[shard]
             .state
