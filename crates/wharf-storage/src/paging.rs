@@ -15,7 +15,7 @@
 //! a load that started before one is returned to its caller but not cached, so a load racing
 //! an invalidation never leaves a stale entry behind.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -79,6 +79,13 @@ impl LoadedIndex {
         (slots * size_of::<Slot>() + self.logs.capacity() * 48) as u64
     }
 
+    fn shrink(&mut self) {
+        for slots in self.logs.values_mut() {
+            slots.shrink_to_fit();
+        }
+        self.logs.shrink_to_fit();
+    }
+
     fn only(mut self, log_id: LogId) -> Self {
         let mut logs = HashMap::new();
         if let Some(mut slots) = self.logs.remove(&log_id) {
@@ -103,8 +110,19 @@ struct Cached {
 #[derive(Default)]
 struct Cache {
     entries: HashMap<Key, Cached>,
+    /// Last use → key: the least recently used first.
+    order: BTreeMap<u64, Key>,
     bytes: u64,
     tick: u64,
+}
+
+impl Cache {
+    fn remove(&mut self, key: &Key) {
+        if let Some(gone) = self.entries.remove(key) {
+            self.order.remove(&gone.used);
+            self.bytes -= gone.bytes;
+        }
+    }
 }
 
 /// Loaded sealed-segment indexes of one storage, under a byte budget.
@@ -163,9 +181,12 @@ impl Pager {
             let tick = cache.tick;
             for key in [(ptr, None), (ptr, Some(log_id))] {
                 if let Some(hit) = cache.entries.get_mut(&key) {
-                    hit.used = tick;
+                    let before = std::mem::replace(&mut hit.used, tick);
+                    let index = hit.index.clone();
+                    cache.order.remove(&before);
+                    cache.order.insert(tick, key);
                     metrics::counter!("wharf_storage_sealed_index_hits_total").increment(1);
-                    return Ok(hit.index.clone());
+                    return Ok(index);
                 }
             }
         }
@@ -191,23 +212,18 @@ impl Pager {
         {
             return Ok(index);
         }
+        cache.remove(&key);
         while cache.bytes + bytes > self.budget {
-            let Some(oldest) = cache
-                .entries
-                .iter()
-                .min_by_key(|(_, c)| c.used)
-                .map(|(k, _)| *k)
-            else {
+            let Some((_, oldest)) = cache.order.first_key_value().map(|(t, k)| (*t, *k)) else {
                 break;
             };
-            if let Some(gone) = cache.entries.remove(&oldest) {
-                cache.bytes -= gone.bytes;
-            }
+            cache.remove(&oldest);
         }
         cache.tick += 1;
         let used = cache.tick;
         cache.bytes += bytes;
-        if let Some(old) = cache.entries.insert(
+        cache.order.insert(used, key);
+        cache.entries.insert(
             key,
             Cached {
                 _segment: segment.clone(),
@@ -215,9 +231,7 @@ impl Pager {
                 bytes,
                 used,
             },
-        ) {
-            cache.bytes -= old.bytes;
-        }
+        );
         Self::report(&cache);
         Ok(index)
     }
@@ -239,9 +253,7 @@ impl Pager {
             .copied()
             .collect();
         for k in keys {
-            if let Some(gone) = cache.entries.remove(&k) {
-                cache.bytes -= gone.bytes;
-            }
+            cache.remove(&k);
         }
         Self::report(&cache);
     }
@@ -252,6 +264,7 @@ impl Pager {
         let mut cache = self.cache();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         cache.entries.clear();
+        cache.order.clear();
         cache.bytes = 0;
     }
 
@@ -282,6 +295,7 @@ impl Pager {
         for e in &block {
             loaded.push(e);
         }
+        loaded.shrink();
         Some(loaded)
     }
 
