@@ -61,6 +61,9 @@ pub(crate) struct Run {
     pub max_timestamp: i64,
     /// Batch bytes held.
     pub bytes: u64,
+    /// `max_timestamp` of the first batch held: retention by time needs no load when it is
+    /// already recent enough.
+    pub first_max_timestamp: i64,
     /// The slots, or `None` when paged out (sealed segment: read from its index file).
     pub slots: Option<VecDeque<Slot>>,
     /// CRC of the log's block in the segment's index file (every batch of the log there,
@@ -77,6 +80,7 @@ impl Run {
             last_offset: -1,
             max_timestamp: i64::MIN,
             bytes: 0,
+            first_max_timestamp: i64::MIN,
             slots: Some(VecDeque::new()),
             block_crc: Some(0),
         }
@@ -86,6 +90,7 @@ impl Run {
     fn resummarize(&mut self) {
         let Some(slots) = &self.slots else { return };
         self.base_offset = slots.front().map_or(0, |s| s.base_offset);
+        self.first_max_timestamp = slots.front().map_or(i64::MIN, |s| s.max_timestamp);
         self.last_offset = slots.back().map_or(-1, |s| s.last_offset);
         self.max_timestamp = slots
             .iter()
@@ -308,6 +313,7 @@ impl LogShared {
         for e in entries {
             if slots.is_empty() {
                 run.base_offset = e.base_offset;
+                run.first_max_timestamp = e.max_timestamp;
             }
             let slot = Slot::after(slots.back(), e);
             slots.push_back(slot);
@@ -338,6 +344,7 @@ impl LogShared {
                 .max()
                 .unwrap_or(i64::MIN),
             bytes,
+            first_max_timestamp: first.max_timestamp,
             slots: None,
             block_crc: Some(crate::segment::block_crc(entries)),
         };
@@ -460,6 +467,7 @@ impl LogShared {
                         self.bytes.fetch_sub(freed, Ordering::AcqRel);
                         if let Some(front) = slots.front() {
                             run.base_offset = front.base_offset;
+                            run.first_max_timestamp = front.max_timestamp;
                         }
                         if dropped < PRUNE_SLICE {
                             return;
@@ -483,6 +491,7 @@ impl LogShared {
             if let (Some(run), Some(kept)) = (index.front_mut(), slots.get(keep)) {
                 if paged.same(run) {
                     run.base_offset = kept.base_offset;
+                    run.first_max_timestamp = kept.max_timestamp;
                     run.bytes -= freed;
                     self.bytes.fetch_sub(freed, Ordering::AcqRel);
                 }
@@ -760,6 +769,7 @@ impl LogShared {
                     match (survivors.first(), survivors.last()) {
                         (Some(first), Some(last)) => {
                             run.base_offset = first.base_offset;
+                            run.first_max_timestamp = first.max_timestamp;
                             run.last_offset = last.last_offset;
                             run.max_timestamp = survivors
                                 .iter()
@@ -791,8 +801,17 @@ impl LogShared {
         }
         let high_watermark = self.next_offset.load(Ordering::Acquire);
         let mut new_start = start;
-        if cfg.retention_ms >= 0 {
-            match self.first_at_or_after(now.saturating_sub(cfg.retention_ms), start) {
+        let horizon = now.saturating_sub(cfg.retention_ms);
+        // The first batch held is recent enough: it is the answer, found without a load.
+        let first_recent = read_lock(&self.index)
+            .iter()
+            .find(|r| r.last_offset >= start)
+            .filter(|r| r.base_offset >= start && r.first_max_timestamp >= horizon)
+            .map(|r| r.base_offset);
+        if let (true, Some(base)) = (cfg.retention_ms >= 0, first_recent) {
+            new_start = base;
+        } else if cfg.retention_ms >= 0 {
+            match self.first_at_or_after(horizon, start) {
                 Ok(found) => {
                     new_start = found.map_or(high_watermark, |e| e.base_offset.max(start));
                 }

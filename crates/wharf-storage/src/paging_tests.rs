@@ -290,6 +290,8 @@ fn measure_config(dir: &std::path::Path) -> StorageConfig {
     let mut c = StorageConfig::new(dir);
     c.shards = 2;
     c.retention_check_interval = Duration::from_secs(3600);
+    c.segment_bytes = env_or("WHARF_INDEX_RSS_SEGMENT_BYTES", c.segment_bytes);
+    c.sealed_index_cache_bytes = env_or("WHARF_INDEX_RSS_CACHE_BYTES", c.sealed_index_cache_bytes);
     c
 }
 
@@ -304,9 +306,11 @@ fn keep_forever() -> LogConfig {
 /// second one's RSS is not the first one's freed heap:
 /// - `WHARF_INDEX_RSS=write WHARF_INDEX_RSS_DIR=D`: `WHARF_INDEX_RSS_LOGS` logs (10,000)
 ///   receive `WHARF_INDEX_RSS_GB` GB (10) of one-record batches of `WHARF_INDEX_RSS_VALUE`
-///   bytes (1,000), round-robin, through 2 shards with 1 GiB segments;
+///   bytes (1,000), round-robin, through 2 shards with 1 GiB segments
+///   (`WHARF_INDEX_RSS_SEGMENT_BYTES`);
 /// - `WHARF_INDEX_RSS=open WHARF_INDEX_RSS_DIR=D`: recovery, then one read of each log's
-///   first offset (old data, in a sealed segment) twice: cold (index not loaded) and warm.
+///   first offset (old data, in a sealed segment) twice: cold (index not loaded) and warm,
+///   with `WHARF_INDEX_RSS_CACHE_BYTES` (64 MiB) for loaded sealed indexes.
 ///
 /// Prints RSS (VmRSS, VmHWM) after each step; asserts only that reads return the data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
