@@ -664,16 +664,12 @@ impl LogShared {
                     if run.max_timestamp < timestamp {
                         continue;
                     }
-                    match &run.slots {
-                        Some(slots) => {
-                            if let Some(s) = search_timestamp(slots, timestamp, start) {
-                                return Ok(Some(IndexEntry::new(&run.segment, &s)));
-                            }
-                        }
-                        None => {
-                            paged = Some(PagedRun::of(run));
-                            break;
-                        }
+                    let Some(slots) = &run.slots else {
+                        paged = Some(PagedRun::of(run));
+                        break;
+                    };
+                    if let Some(s) = search_timestamp(slots, timestamp, start) {
+                        return Ok(Some(IndexEntry::new(&run.segment, &s)));
                     }
                 }
                 paged
@@ -690,11 +686,11 @@ impl LogShared {
     /// Every batch held, with its segment, in offset order (the cleaner's view); paged runs
     /// are loaded outside the lock.
     pub fn materialize(&self) -> Result<Vec<IndexEntry>, StorageError> {
-        let epoch = self.pager.epoch();
         enum Part {
             Resident(Vec<IndexEntry>),
             Paged(PagedRun),
         }
+        let epoch = self.pager.epoch();
         let parts: Vec<Part> = read_lock(&self.index)
             .iter()
             .map(|run| match &run.slots {
@@ -742,47 +738,40 @@ impl LogShared {
             run.segment = new.clone();
             run.block_crc = Some(block_crc);
             let before = run.bytes;
-            match run.slots.take() {
-                Some(slots) => {
-                    let kept =
-                        slots
-                            .into_iter()
-                            .filter_map(|mut s| match positions.get(&s.position) {
-                                Some(Some(moved)) => {
-                                    s.position = moved.position;
-                                    s.len = moved.len;
-                                    Some(s)
-                                }
-                                Some(None) => None,
-                                None => Some(s),
-                            });
-                    run.slots = Some(rechain(kept));
-                    run.resummarize();
-                }
-                None => {
-                    let mut survivors: Vec<&SegmentEntry> = positions
-                        .values()
-                        .flatten()
-                        .filter(|e| e.base_offset >= run.base_offset)
-                        .collect();
-                    survivors.sort_unstable_by_key(|e| e.base_offset);
-                    match (survivors.first(), survivors.last()) {
-                        (Some(first), Some(last)) => {
-                            run.base_offset = first.base_offset;
-                            run.first_max_timestamp = first.max_timestamp;
-                            run.last_offset = last.last_offset;
-                            run.max_timestamp = survivors
-                                .iter()
-                                .map(|e| e.max_timestamp)
-                                .max()
-                                .unwrap_or(i64::MIN);
-                            run.bytes = survivors.iter().map(|e| u64::from(e.len)).sum();
+            if let Some(slots) = run.slots.take() {
+                let kept = slots
+                    .into_iter()
+                    .filter_map(|mut s| match positions.get(&s.position) {
+                        Some(Some(moved)) => {
+                            s.position = moved.position;
+                            s.len = moved.len;
+                            Some(s)
                         }
-                        _ => {
-                            run.last_offset = run.base_offset - 1;
-                            run.bytes = 0;
-                        }
-                    }
+                        Some(None) => None,
+                        None => Some(s),
+                    });
+                run.slots = Some(rechain(kept));
+                run.resummarize();
+            } else {
+                let mut survivors: Vec<&SegmentEntry> = positions
+                    .values()
+                    .flatten()
+                    .filter(|e| e.base_offset >= run.base_offset)
+                    .collect();
+                survivors.sort_unstable_by_key(|e| e.base_offset);
+                if let (Some(first), Some(last)) = (survivors.first(), survivors.last()) {
+                    run.base_offset = first.base_offset;
+                    run.first_max_timestamp = first.max_timestamp;
+                    run.last_offset = last.last_offset;
+                    run.max_timestamp = survivors
+                        .iter()
+                        .map(|e| e.max_timestamp)
+                        .max()
+                        .unwrap_or(i64::MIN);
+                    run.bytes = survivors.iter().map(|e| u64::from(e.len)).sum();
+                } else {
+                    run.last_offset = run.base_offset - 1;
+                    run.bytes = 0;
                 }
             }
             freed += before.saturating_sub(run.bytes);

@@ -191,15 +191,14 @@ impl Pager {
             }
         }
         metrics::counter!("wharf_storage_sealed_index_loads_total").increment(1);
-        let (loaded, key) = match self.read_block(segment, log_id, block_crc) {
-            Some(block) => (block, (ptr, Some(log_id))),
-            None => {
-                let loaded = self.read(segment)?;
-                if loaded.bytes() > self.budget {
-                    (loaded.only(log_id), (ptr, Some(log_id)))
-                } else {
-                    (loaded, (ptr, None))
-                }
+        let (loaded, key) = if let Some(block) = self.read_block(segment, log_id, block_crc) {
+            (block, (ptr, Some(log_id)))
+        } else {
+            let loaded = self.read(segment)?;
+            if loaded.bytes() > self.budget {
+                (loaded.only(log_id), (ptr, Some(log_id)))
+            } else {
+                (loaded, (ptr, None))
             }
         };
         let index = Arc::new(loaded);

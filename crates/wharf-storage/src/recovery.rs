@@ -17,6 +17,9 @@ use crate::scan::{next_valid_entry, scan_from, Damage};
 use crate::segment::{self, Segment, SegmentEntry};
 use crate::{durable, StorageError};
 
+/// Called with each recovered segment, its entries, and whether it is sealed.
+pub(crate) type EachSegment<'a> = dyn FnMut(&Arc<Segment>, &[SegmentEntry], bool) + 'a;
+
 pub(crate) struct RecoveredShard {
     pub segments: BTreeMap<u64, Arc<Segment>>,
     /// Entries of the active (last) segment.
@@ -34,7 +37,7 @@ pub(crate) fn recover_shard(
     dir: &Path,
     shard_id: usize,
     truncate_damaged: bool,
-    each: &mut dyn FnMut(&Arc<Segment>, &[SegmentEntry], bool),
+    each: &mut EachSegment<'_>,
 ) -> Result<RecoveredShard, StorageError> {
     durable::ensure_dir(fs, dir).map_err(|e| StorageError::io(dir, e))?;
     let mut ids = Vec::new();
