@@ -312,6 +312,7 @@ impl Pager {
             });
             // Retired after the read started: the file may be the replacement's.
             if whole.is_some() && fits && !segment.retired.load(Ordering::Acquire) {
+                loaded.shrink();
                 return Ok(loaded);
             }
             tracing::warn!(segment = %segment.path.display(), "sealed segment index file missing or damaged; scanning the segment");
@@ -328,6 +329,7 @@ impl Pager {
         for e in &scanned.entries {
             loaded.push(e);
         }
+        loaded.shrink();
         Ok(loaded)
     }
 }
