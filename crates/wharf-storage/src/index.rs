@@ -70,6 +70,14 @@ pub(crate) struct Run {
     /// pruned ones too: `segment::block_crc`), to check a block read alone; `None` when
     /// unknown (after a truncation), and the whole file is read and checked instead.
     pub block_crc: Option<u32>,
+    /// Where the log's block starts in the index file (entry number; `u64::MAX` unknown),
+    /// learnt at the first load so later ones skip the binary search. A stale value costs
+    /// only the search: it is checked before use.
+    pub block_at: Arc<AtomicU64>,
+}
+
+fn unknown_block() -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(u64::MAX))
 }
 
 impl Run {
@@ -83,6 +91,7 @@ impl Run {
             first_max_timestamp: i64::MIN,
             slots: Some(VecDeque::new()),
             block_crc: Some(0),
+            block_at: unknown_block(),
         }
     }
 
@@ -233,6 +242,7 @@ struct PagedRun {
     last_offset: i64,
     bytes: u64,
     block_crc: Option<u32>,
+    block_at: Arc<AtomicU64>,
 }
 
 impl PagedRun {
@@ -243,6 +253,7 @@ impl PagedRun {
             last_offset: run.last_offset,
             bytes: run.bytes,
             block_crc: run.block_crc,
+            block_at: run.block_at.clone(),
         }
     }
 
@@ -347,6 +358,7 @@ impl LogShared {
             first_max_timestamp: first.max_timestamp,
             slots: None,
             block_crc: Some(crate::segment::block_crc(entries)),
+            block_at: unknown_block(),
         };
         write_lock(&self.index).push_back(run);
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
@@ -382,9 +394,13 @@ impl LogShared {
         run: &PagedRun,
         epoch: u64,
     ) -> Result<(Arc<LoadedIndex>, usize), StorageError> {
+        let hint = Some(run.block_at.load(Ordering::Relaxed)).filter(|&at| at != u64::MAX);
         let loaded = self
             .pager
-            .load(&run.segment, self.id, run.block_crc, epoch)?;
+            .load(&run.segment, self.id, run.block_crc, hint, epoch)?;
+        if let Some(at) = loaded.block_at {
+            run.block_at.store(at, Ordering::Relaxed);
+        }
         let slots = loaded.slots(self.id);
         let first = slots.partition_point(|s| s.base_offset < run.base_offset);
         let fits = slots
@@ -520,6 +536,7 @@ impl LogShared {
             }
             // Never paged out again: it will be the active segment.
             back.segment.sealed.store(false, Ordering::Release);
+            back.block_at = unknown_block();
             target = Some(back.segment.clone());
             if back.slots.is_none() {
                 let paged = PagedRun::of(back);
@@ -737,6 +754,7 @@ impl LogShared {
         for run in index.iter_mut().filter(|r| Arc::ptr_eq(&r.segment, old)) {
             run.segment = new.clone();
             run.block_crc = Some(block_crc);
+            run.block_at = unknown_block();
             let before = run.bytes;
             if let Some(slots) = run.slots.take() {
                 let kept = slots

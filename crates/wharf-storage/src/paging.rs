@@ -60,6 +60,8 @@ impl Slot {
 #[derive(Debug, Default)]
 pub(crate) struct LoadedIndex {
     logs: HashMap<LogId, Vec<Slot>>,
+    /// For one log's block read alone: the entry number it starts at in the index file.
+    pub block_at: Option<u64>,
 }
 
 impl LoadedIndex {
@@ -92,7 +94,10 @@ impl LoadedIndex {
             slots.shrink_to_fit();
             logs.insert(log_id, slots);
         }
-        Self { logs }
+        Self {
+            logs,
+            block_at: None,
+        }
     }
 }
 
@@ -172,6 +177,7 @@ impl Pager {
         segment: &Arc<Segment>,
         log_id: LogId,
         block_crc: Option<u32>,
+        block_at: Option<u64>,
         epoch: u64,
     ) -> Result<Arc<LoadedIndex>, StorageError> {
         let ptr = key_of(segment);
@@ -191,16 +197,17 @@ impl Pager {
             }
         }
         metrics::counter!("wharf_storage_sealed_index_loads_total").increment(1);
-        let (loaded, key) = if let Some(block) = self.read_block(segment, log_id, block_crc) {
-            (block, (ptr, Some(log_id)))
-        } else {
-            let loaded = self.read(segment)?;
-            if loaded.bytes() > self.budget {
-                (loaded.only(log_id), (ptr, Some(log_id)))
+        let (loaded, key) =
+            if let Some(block) = self.read_block(segment, log_id, block_crc, block_at) {
+                (block, (ptr, Some(log_id)))
             } else {
-                (loaded, (ptr, None))
-            }
-        };
+                let loaded = self.read(segment)?;
+                if loaded.bytes() > self.budget {
+                    (loaded.only(log_id), (ptr, Some(log_id)))
+                } else {
+                    (loaded, (ptr, None))
+                }
+            };
         let index = Arc::new(loaded);
         let bytes = index.bytes();
         let mut cache = self.cache();
@@ -274,13 +281,14 @@ impl Pager {
         segment: &Segment,
         log_id: LogId,
         block_crc: Option<u32>,
+        hint: Option<u64>,
     ) -> Option<LoadedIndex> {
         let expected = block_crc?;
         if segment.retired.load(Ordering::Acquire) {
             return None;
         }
         let dir = segment.path.parent().unwrap_or(std::path::Path::new("."));
-        let block = segment::read_log_block(&*self.fs, dir, segment.id, log_id)?;
+        let (start, block) = segment::read_log_block(&*self.fs, dir, segment.id, log_id, hint)?;
         let size = segment.size();
         let fits = block.iter().all(|e| e.position + u64::from(e.len) <= size);
         if !fits
@@ -295,6 +303,7 @@ impl Pager {
             loaded.push(e);
         }
         loaded.shrink();
+        loaded.block_at = Some(start);
         Some(loaded)
     }
 

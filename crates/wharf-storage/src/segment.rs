@@ -186,15 +186,18 @@ pub fn write_index(
     durable::replace(fs, &path, &buf).map_err(|e| StorageError::io(&path, e))
 }
 
-/// One log's entries in a version-2 index file, found by a binary search and read alone
-/// (not checked against the file's CRC: the caller checks them against [`block_crc`]).
-/// `None` when the file is missing, not version 2, or unreadable.
+/// One log's entries in a version-2 index file, found by a binary search (or at `hint`, the
+/// entry number where an earlier read found them, when it is still their start) and read
+/// alone, with the entry number they start at. Not checked against the file's CRC: the caller
+/// checks them against [`block_crc`]. `None` when the file is missing, not version 2, or
+/// unreadable.
 pub fn read_log_block(
     fs: &dyn FileSystem,
     dir: &Path,
     id: u64,
     log_id: LogId,
-) -> Option<Vec<SegmentEntry>> {
+    hint: Option<u64>,
+) -> Option<(u64, Vec<SegmentEntry>)> {
     let file = fs.open(&index_path(dir, id), false).ok()?;
     let size = file.size().ok()?;
     let mut head = [0u8; 16];
@@ -209,16 +212,25 @@ pub fn read_log_block(
     }
     let at = |i: u64| 16 + i * INDEX_ENTRY_LEN as u64;
     let mut entry = [0u8; INDEX_ENTRY_LEN];
-    let (mut lo, mut hi) = (0u64, count);
+    let mut log_at = |i: u64| -> Option<LogId> {
+        file.read_exact_at(&mut entry[..8], at(i)).ok()?;
+        Some(u64::from_le_bytes(entry[..8].try_into().ok()?))
+    };
+    let hinted = hint.filter(|&h| {
+        h < count
+            && log_at(h) == Some(log_id)
+            && (h == 0 || log_at(h - 1).is_some_and(|prev| prev < log_id))
+    });
+    let (mut lo, mut hi) = hinted.map_or((0u64, count), |h| (h, h));
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        file.read_exact_at(&mut entry[..8], at(mid)).ok()?;
-        if u64::from_le_bytes(entry[..8].try_into().ok()?) < log_id {
+        if log_at(mid)? < log_id {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
+    let start = lo;
     let mut out = Vec::new();
     let mut buf = vec![0u8; INDEX_ENTRY_LEN * 256];
     let mut i = lo;
@@ -229,7 +241,7 @@ pub fn read_log_block(
         for raw in chunk.chunks_exact(INDEX_ENTRY_LEN) {
             let e = decode_entry(raw)?;
             if e.log_id != log_id {
-                return Some(out);
+                return Some((start, out));
             }
             out.push(e);
         }
@@ -239,7 +251,7 @@ pub fn read_log_block(
             buf.resize(buf.len() * 2, 0);
         }
     }
-    Some(out)
+    Some((start, out))
 }
 
 /// Reads a sealed segment's index file; `None` when absent or damaged (the caller rescans).
@@ -329,13 +341,19 @@ mod tests {
         let fs = crate::fs::RealFs;
         write_index(&fs, dir.path(), 7, &entries).unwrap();
         for log_id in 1..=3 {
-            let block = read_log_block(&fs, dir.path(), 7, log_id).unwrap();
+            let (start, block) = read_log_block(&fs, dir.path(), 7, log_id, None).unwrap();
             let expected: Vec<_> = entries
                 .iter()
                 .filter(|e| e.log_id == log_id)
                 .copied()
                 .collect();
             assert_eq!(block, expected);
+            assert_eq!(start, (log_id - 1) * 10);
+            // A right hint finds the same block; a wrong one falls back to the search.
+            for hint in [Some(start), Some(start + 1), Some(0), Some(999)] {
+                let found = read_log_block(&fs, dir.path(), 7, log_id, hint).unwrap();
+                assert_eq!(found, (start, expected.clone()), "hint {hint:?}");
+            }
             // The kept CRC is the CRC of the block's bytes as the file holds them.
             let mut bytes = Vec::new();
             for e in &expected {
@@ -343,7 +361,10 @@ mod tests {
             }
             assert_eq!(block_crc(&block), crc32c::crc32c(&bytes));
         }
-        assert!(read_log_block(&fs, dir.path(), 7, 9).unwrap().is_empty());
+        assert!(read_log_block(&fs, dir.path(), 7, 9, None)
+            .unwrap()
+            .1
+            .is_empty());
     }
 
     #[test]
