@@ -188,6 +188,19 @@ fn describe_recorded() {
         "Times this node saw a shard group's leader become another node, per shard (the first \
          election counts)."
     );
+    describe_counter!(
+        "wharf_storage_sealed_index_loads_total",
+        "Sealed segment indexes read from their index files (not found in the cache)."
+    );
+    describe_counter!(
+        "wharf_storage_sealed_index_hits_total",
+        "Sealed segment index lookups answered from the cache."
+    );
+    describe_gauge!(
+        "wharf_storage_sealed_index_cache_bytes",
+        Unit::Bytes,
+        "Bytes of sealed segment indexes held in the cache (sealed_index_cache_bytes)."
+    );
     describe_scheduled();
 }
 

@@ -84,6 +84,8 @@ pub struct Settings {
     /// Every node's cluster listener, itself included: `ID@HOST:PORT,...` (KRaft's
     /// `controller.quorum.voters` format). Empty: the single node of today.
     pub cluster_peers: String,
+    /// Byte budget of sealed segments' indexes loaded from their index files (ADR 0018).
+    pub sealed_index_cache_bytes: u64,
 }
 
 impl Default for Settings {
@@ -132,6 +134,7 @@ impl Default for Settings {
             amqp_heartbeat: amqp.heartbeat,
             cluster_listen: String::new(),
             cluster_peers: String::new(),
+            sealed_index_cache_bytes: 64 << 20,
         }
     }
 }
@@ -237,6 +240,7 @@ impl Settings {
         c.retention_check_interval =
             Duration::from_millis(self.log_retention_check_interval_ms.max(10));
         c.cleaner_abort_at = wharf_storage::SwapStep::parse(&self.log_cleaner_abort_at);
+        c.sealed_index_cache_bytes = self.sealed_index_cache_bytes;
         c
     }
 

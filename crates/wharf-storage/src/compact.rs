@@ -33,6 +33,7 @@ use wharf_record::{record_ranges, BatchHeader, RecordIter};
 
 use crate::envelope::{self, ENVELOPE_LEN};
 use crate::index::{read_lock, write_lock, IndexEntry, LogShared};
+use crate::paging::Pager;
 use crate::registry::Registry;
 use crate::segment::{self, Segment, SegmentEntry};
 use crate::shard::{Position, ShardHandle, ShardState};
@@ -198,6 +199,7 @@ impl Cleaner {
         &self,
         registry: &Registry,
         shards: &[ShardHandle],
+        pager: &Pager,
         now: i64,
         step: &dyn Fn(SwapStep),
     ) -> Result<CompactionStats, StorageError> {
@@ -213,7 +215,13 @@ impl Cleaner {
             }
             let shard = &shards[log.shard % shards.len()].state;
             let durable = *shard.durable.borrow();
-            let entries: Vec<IndexEntry> = read_lock(&log.index).iter().cloned().collect();
+            let entries: Vec<IndexEntry> = match log.materialize() {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(log_id = log.id, %error, "log not compacted: a sealed index cannot be read");
+                    continue;
+                }
+            };
             let lag_horizon = now.saturating_sub(cfg.min_compaction_lag_ms);
             // The log's last batch stays: it carries the high watermark across a restart.
             let cleanable = entries
@@ -308,6 +316,7 @@ impl Cleaner {
                 let rewritten = rewrite_segment(
                     &shard.state,
                     registry,
+                    pager,
                     &seg,
                     &plans,
                     &mut next_progress,
@@ -433,13 +442,16 @@ fn filter_batch(
 fn rewrite_segment(
     state: &ShardState,
     registry: &Registry,
+    pager: &Pager,
     seg: &Arc<Segment>,
     plans: &HashMap<LogId, Plan>,
     progress: &mut HashMap<LogId, Progress>,
     step: &dyn Fn(SwapStep),
 ) -> Result<Option<(u64, u64, u64)>, StorageError> {
     let fs = &*state.fs;
-    let entries = if let Some(entries) = segment::read_index(fs, &state.dir, seg.id) {
+    let entries = if let Some(mut entries) = segment::read_index(fs, &state.dir, seg.id) {
+        // The index file keeps entries by log; the segment is rewritten in its own order.
+        entries.sort_unstable_by_key(|e| e.position);
         entries
     } else {
         let scanned = crate::scan::scan_from(&*seg.file, &seg.path, seg.size(), 0)?;
@@ -506,6 +518,7 @@ fn rewrite_segment(
         return Ok(None);
     }
     if kept.is_empty() {
+        retire(seg, pager);
         remove_segment(state, registry, seg, &moved)?;
         return Ok(Some((before, 0, removed)));
     }
@@ -521,6 +534,7 @@ fn rewrite_segment(
     file.sync_data().map_err(io(&tmp))?;
     drop(file);
     step(SwapStep::Written);
+    retire(seg, pager);
     let index = segment::index_path(&state.dir, seg.id);
     match fs.remove_file(&index) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -548,6 +562,13 @@ fn rewrite_segment(
         }
     }
     Ok(Some((before, out.len() as u64, removed)))
+}
+
+/// From here the segment's index file may describe its replacement: loads of its index scan
+/// its own (still open) file instead, and what was cached for it goes.
+fn retire(seg: &Segment, pager: &Pager) {
+    seg.retired.store(true, Ordering::Release);
+    pager.evict(seg);
 }
 
 /// Deletes a segment nothing in which survives: its index file first, so a crash between the
@@ -578,49 +599,14 @@ fn remove_segment(
     Ok(())
 }
 
-/// Points a log's index entries of `old` at their place in `new`, drops those that went, and
-/// recomputes the running totals after them.
+/// Points a log's index entries of `old` at their place in `new` and drops those that went.
 fn repoint(
     log: &LogShared,
     old: &Arc<Segment>,
     new: &Arc<Segment>,
     positions: &HashMap<u64, Option<SegmentEntry>>,
 ) {
-    let mut index = write_lock(&log.index);
-    let Some(first) = index.iter().position(|e| Arc::ptr_eq(&e.segment, old)) else {
-        return;
-    };
-    let mut freed = 0u64;
-    let mut rebuilt: Vec<IndexEntry> = Vec::with_capacity(index.len() - first);
-    for mut e in index.drain(first..) {
-        if Arc::ptr_eq(&e.segment, old) {
-            match positions.get(&e.position) {
-                Some(Some(moved)) => {
-                    freed += u64::from(e.len) - u64::from(moved.len);
-                    e.segment = new.clone();
-                    e.position = moved.position;
-                    e.len = moved.len;
-                }
-                Some(None) => {
-                    freed += u64::from(e.len);
-                    continue;
-                }
-                None => {}
-            }
-        }
-        rebuilt.push(e);
-    }
-    let (mut so_far, mut through) = index
-        .back()
-        .map_or((i64::MIN, 0), |b| (b.max_timestamp_so_far, b.bytes_through));
-    for mut e in rebuilt {
-        so_far = so_far.max(e.max_timestamp);
-        through += u64::from(e.len);
-        e.max_timestamp_so_far = so_far;
-        e.bytes_through = through;
-        index.push_back(e);
-    }
-    log.bytes.fetch_sub(freed, Ordering::AcqRel);
+    log.repoint(old, new, positions);
 }
 
 #[cfg(test)]

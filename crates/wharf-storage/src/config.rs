@@ -23,6 +23,9 @@ pub struct StorageConfig {
     /// Recovery cuts a segment at damage that is not a torn tail (valid entries follow it,
     /// or it is in a sealed segment) instead of refusing to start. Loses what follows.
     pub truncate_damaged: bool,
+    /// Byte budget of sealed-segment indexes loaded from their index files (ADR 0018); the
+    /// least recently used go first. Only the active segments' indexes are always in memory.
+    pub sealed_index_cache_bytes: u64,
     /// Where files live: the operating system's, or a simulated disk in tests.
     pub fs: Arc<dyn FileSystem>,
     /// Test hook: the cleaner aborts the process right after this step of a segment swap
@@ -41,6 +44,7 @@ impl StorageConfig {
             retention_check_interval: Duration::from_secs(30),
             max_group_bytes: 16 << 20,
             truncate_damaged: false,
+            sealed_index_cache_bytes: 64 << 20,
             fs: RealFs::shared(),
             cleaner_abort_at: None,
         }

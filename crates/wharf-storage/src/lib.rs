@@ -12,7 +12,10 @@
 //! - `clock`, `envelope`: wall-clock time; the entry framing (length, CRC-32C, log id).
 //! - `segment`: one segment file and its sealed index file.
 //! - `scan`: entry-by-entry reading with checksum checks (recovery, verify).
-//! - `index`: one partition log's in-memory index, offsets and fetch waiters.
+//! - `paging`: sealed segments' indexes loaded on demand from their index files, cached
+//!   under a byte budget (ADR 0018).
+//! - `index`: one partition log's index (a run per segment: the active one's batches in
+//!   memory, sealed ones summarised and paged), offsets and fetch waiters.
 //! - `checkpoint`, `registry`: every log by id; the persisted log start offsets.
 //! - `shard`: the single writer thread of a shard: group commit (one fdatasync for every
 //!   pending durable append), offset assignment, segment roll, truncation.
@@ -41,6 +44,7 @@ mod error;
 mod fs;
 mod index;
 mod log;
+mod paging;
 mod recovery;
 mod registry;
 mod retention;
@@ -71,5 +75,7 @@ pub type LogId = u64;
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod paging_tests;
 #[cfg(test)]
 mod tests;

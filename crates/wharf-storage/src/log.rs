@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 use wharf_record::{BatchHeader, RecordIter};
 
-use crate::index::{read_lock, write_lock, LogShared};
+use crate::index::{write_lock, LogShared};
 use crate::registry::Registry;
 use crate::segment::Segment;
 use crate::shard::{AppendInfo, AppendRequest, Appended, Durability, ShardHandle};
@@ -175,32 +175,9 @@ impl Log {
                 high_watermark,
             });
         }
-        let mut picked: Vec<(Arc<Segment>, u64, u32)> = Vec::new();
-        {
-            let index = read_lock(&self.shared.index);
-            let first = index.partition_point(|e| e.last_offset < offset);
-            let mut total = 0usize;
-            for e in index.range(first..) {
-                if e.base_offset >= high_watermark
-                    || (total > 0 && total + e.len as usize > max_bytes)
-                {
-                    break;
-                }
-                total += e.len as usize;
-                // Adjacent batches of one segment are read with one pread.
-                match picked.last_mut() {
-                    Some((seg, pos, len))
-                        if Arc::ptr_eq(seg, &e.segment) && *pos + u64::from(*len) == e.position =>
-                    {
-                        *len += e.len;
-                    }
-                    _ => picked.push((e.segment.clone(), e.position, e.len)),
-                }
-                if total >= max_bytes {
-                    break;
-                }
-            }
-        }
+        let picked = self
+            .shared
+            .pick_for_read(offset, high_watermark, max_bytes)?;
         let mut out = Vec::with_capacity(picked.iter().map(|p| p.2 as usize).sum());
         for (segment, position, len) in picked {
             let start = out.len();
@@ -221,7 +198,7 @@ impl Log {
         timestamp: i64,
     ) -> Result<Option<TimestampMatch>, StorageError> {
         let start = self.log_start_offset();
-        let Some(found) = self.shared.first_at_or_after(timestamp, start) else {
+        let Some(found) = self.shared.first_at_or_after(timestamp, start)? else {
             return Ok(None);
         };
         let (segment, position, len, max_timestamp) = (

@@ -17,19 +17,27 @@ use crate::scan::{next_valid_entry, scan_from, Damage};
 use crate::segment::{self, Segment, SegmentEntry};
 use crate::{durable, StorageError};
 
+/// Called with each recovered segment, its entries, and whether it is sealed.
+pub(crate) type EachSegment<'a> = dyn FnMut(&Arc<Segment>, &[SegmentEntry], bool) + 'a;
+
 pub(crate) struct RecoveredShard {
     pub segments: BTreeMap<u64, Arc<Segment>>,
-    /// Every entry, in segment order, with its segment.
-    pub entries: Vec<(SegmentEntry, Arc<Segment>)>,
     /// Entries of the active (last) segment.
     pub active_entries: Vec<SegmentEntry>,
+    /// Entries recovered, over all segments.
+    pub batches: usize,
 }
 
+/// Recovers a shard's segments; `each` gets every segment's entries in segment order, one
+/// segment at a time (so only one segment's entries are ever held), and whether it is sealed.
+/// A sealed segment rescanned because its index file was missing or damaged gets the file
+/// rewritten (best effort), so later loads of its index (ADR 0018) need no rescan.
 pub(crate) fn recover_shard(
     fs: &dyn FileSystem,
     dir: &Path,
     shard_id: usize,
     truncate_damaged: bool,
+    each: &mut EachSegment<'_>,
 ) -> Result<RecoveredShard, StorageError> {
     durable::ensure_dir(fs, dir).map_err(|e| StorageError::io(dir, e))?;
     let mut ids = Vec::new();
@@ -53,8 +61,8 @@ pub(crate) fn recover_shard(
     ids.sort_unstable();
     let mut out = RecoveredShard {
         segments: BTreeMap::new(),
-        entries: Vec::new(),
         active_entries: Vec::new(),
+        batches: 0,
     };
     if ids.is_empty() {
         out.segments
@@ -68,30 +76,45 @@ pub(crate) fn recover_shard(
         let indexed = if is_active {
             None
         } else {
-            segment::read_index(fs, dir, id)
+            segment::read_index_versioned(fs, dir, id)
         };
         let entries = match indexed {
-            Some(entries)
+            Some((version, entries))
                 if entries
                     .iter()
                     .all(|e| e.position + u64::from(e.len) <= seg.size()) =>
             {
+                if !segment::is_current(version) {
+                    // Upgraded so one log's entries can be read alone (ADR 0018).
+                    if let Err(error) = segment::write_index(fs, dir, id, &entries) {
+                        tracing::warn!(shard = shard_id, segment = %seg.path.display(), %error, "cannot upgrade an index file; its index is read whole when loaded");
+                    }
+                }
                 entries
             }
-            _ => scan(&seg, shard_id, is_active, truncate_damaged)?,
+            _ => {
+                let entries = scan(&seg, shard_id, is_active, truncate_damaged)?;
+                if !is_active {
+                    if let Err(error) = segment::write_index(fs, dir, id, &entries) {
+                        tracing::warn!(shard = shard_id, segment = %seg.path.display(), %error, "cannot rewrite the index file of a rescanned sealed segment; its index is rescanned when loaded");
+                    }
+                }
+                entries
+            }
         };
         for e in &entries {
             seg.note_offset(e.log_id, e.last_offset);
         }
-        if let Some(first) = entries.first() {
+        // Index files keep entries by log: the segment's first batch is the lowest position.
+        if let Some(first) = entries.iter().min_by_key(|e| e.position) {
             seg.created_ms.store(first.max_timestamp, Ordering::Release);
         }
         seg.sealed.store(!is_active, Ordering::Release);
+        each(&seg, &entries, !is_active);
+        out.batches += entries.len();
         if is_active {
-            out.active_entries.clone_from(&entries);
+            out.active_entries = entries;
         }
-        out.entries
-            .extend(entries.into_iter().map(|e| (e, seg.clone())));
         out.segments.insert(id, seg);
     }
     Ok(out)

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::paging::Pager;
 use crate::registry::Registry;
 use crate::segment;
 use crate::shard::ShardHandle;
@@ -15,11 +16,14 @@ use crate::StorageError;
 pub(crate) fn run_once(
     registry: &Registry,
     shards: &[ShardHandle],
+    pager: &Pager,
     now: i64,
     between: &dyn Fn(),
 ) -> Result<(), StorageError> {
     let mut moved = false;
     for log in registry.snapshot() {
+        // Slots of segments sealed since the last pass go; their index files hold them.
+        log.page_out();
         let new_start = log.retained_start(now);
         let old = log.log_start.fetch_max(new_start, Ordering::AcqRel);
         if new_start > old {
@@ -56,6 +60,7 @@ pub(crate) fn run_once(
                 continue;
             }
             crate::index::write_lock(&state.segments).remove(&seg.id);
+            pager.evict(&seg);
             let fs = &*state.fs;
             let _ = fs.remove_file(&segment::index_path(&state.dir, seg.id));
             match fs.remove_file(&seg.path) {

@@ -10,7 +10,10 @@ use crate::fs::{FileSystem, StorageFile};
 use crate::{clock, durable, LogId, StorageError};
 
 const INDEX_MAGIC: &[u8; 4] = b"WIDX";
-const INDEX_VERSION: u32 = 1;
+/// Version 2 sorts entries by log, then offset (version 1, still read, kept segment order),
+/// so one log's entries are found by a binary search and read alone (ADR 0018).
+const INDEX_VERSION: u32 = 2;
+const INDEX_VERSION_1: u32 = 1;
 const INDEX_ENTRY_LEN: usize = 44;
 
 /// Where one batch lives: written to a sealed segment's index file as 44 bytes.
@@ -37,6 +40,9 @@ pub struct Segment {
     /// Highest offset each log has in this segment: a segment is deletable once every log's
     /// start offset has passed its entry here.
     pub last_offsets: Mutex<HashMap<LogId, i64>>,
+    /// Set by the cleaner before it replaces this segment's files: its index file may then
+    /// describe the replacement, so a load for this (old) segment scans its own file instead.
+    pub retired: AtomicBool,
 }
 
 pub fn log_path(dir: &Path, id: u64) -> PathBuf {
@@ -81,6 +87,7 @@ impl Segment {
             created_ms: AtomicI64::new(clock::now_ms()),
             sealed: AtomicBool::new(false),
             last_offsets: Mutex::new(HashMap::new()),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -116,25 +123,62 @@ impl Segment {
     }
 }
 
-/// Writes the index file of a sealed segment: magic, version, count, entries, CRC-32C of all
-/// before it. Replaced durably, so a reader sees all of it or none.
+/// The 44 bytes of an index entry.
+fn encode_entry(e: &SegmentEntry, out: &mut Vec<u8>) {
+    out.extend_from_slice(&e.log_id.to_le_bytes());
+    out.extend_from_slice(&e.base_offset.to_le_bytes());
+    out.extend_from_slice(&e.last_offset.to_le_bytes());
+    out.extend_from_slice(&e.max_timestamp.to_le_bytes());
+    out.extend_from_slice(&e.position.to_le_bytes());
+    out.extend_from_slice(&e.len.to_le_bytes());
+}
+
+fn decode_entry(e: &[u8]) -> Option<SegmentEntry> {
+    let u64_at = |i: usize| e.get(i..i + 8)?.try_into().ok().map(u64::from_le_bytes);
+    Some(SegmentEntry {
+        log_id: u64_at(0)?,
+        base_offset: u64_at(8)? as i64,
+        last_offset: u64_at(16)? as i64,
+        max_timestamp: u64_at(24)? as i64,
+        position: u64_at(32)?,
+        len: u32::from_le_bytes(e.get(40..44)?.try_into().ok()?),
+    })
+}
+
+/// CRC-32C of one log's block of a version-2 index file: its entries (in offset order) as
+/// they are written there. A log keeps it per sealed segment to check a block read alone.
+pub fn block_crc<'a>(entries: impl IntoIterator<Item = &'a SegmentEntry>) -> u32 {
+    entries.into_iter().fold(0, block_crc_append)
+}
+
+/// [`block_crc`] of a block grown by one entry.
+pub fn block_crc_append(crc: u32, e: &SegmentEntry) -> u32 {
+    let mut buf = [0u8; INDEX_ENTRY_LEN];
+    buf[0..8].copy_from_slice(&e.log_id.to_le_bytes());
+    buf[8..16].copy_from_slice(&e.base_offset.to_le_bytes());
+    buf[16..24].copy_from_slice(&e.last_offset.to_le_bytes());
+    buf[24..32].copy_from_slice(&e.max_timestamp.to_le_bytes());
+    buf[32..40].copy_from_slice(&e.position.to_le_bytes());
+    buf[40..44].copy_from_slice(&e.len.to_le_bytes());
+    crc32c::crc32c_append(crc, &buf)
+}
+
+/// Writes the index file of a sealed segment: magic, version, count, entries sorted by log
+/// then offset, CRC-32C of all before it. Replaced durably, so a reader sees all of it or none.
 pub fn write_index(
     fs: &dyn FileSystem,
     dir: &Path,
     id: u64,
     entries: &[SegmentEntry],
 ) -> Result<(), StorageError> {
+    let mut sorted: Vec<&SegmentEntry> = entries.iter().collect();
+    sorted.sort_by_key(|e| (e.log_id, e.base_offset));
     let mut buf = Vec::with_capacity(16 + entries.len() * INDEX_ENTRY_LEN);
     buf.extend_from_slice(INDEX_MAGIC);
     buf.extend_from_slice(&INDEX_VERSION.to_le_bytes());
     buf.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for e in entries {
-        buf.extend_from_slice(&e.log_id.to_le_bytes());
-        buf.extend_from_slice(&e.base_offset.to_le_bytes());
-        buf.extend_from_slice(&e.last_offset.to_le_bytes());
-        buf.extend_from_slice(&e.max_timestamp.to_le_bytes());
-        buf.extend_from_slice(&e.position.to_le_bytes());
-        buf.extend_from_slice(&e.len.to_le_bytes());
+    for e in sorted {
+        encode_entry(e, &mut buf);
     }
     let crc = crc32c::crc32c(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
@@ -142,40 +186,186 @@ pub fn write_index(
     durable::replace(fs, &path, &buf).map_err(|e| StorageError::io(&path, e))
 }
 
+/// One log's entries in a version-2 index file, found by a binary search (or at `hint`, the
+/// entry number where an earlier read found them, when it is still their start) and read
+/// alone, with the entry number they start at. Not checked against the file's CRC: the caller
+/// checks them against [`block_crc`]. `None` when the file is missing, not version 2, or
+/// unreadable.
+pub fn read_log_block(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+    log_id: LogId,
+    hint: Option<u64>,
+) -> Option<(u64, Vec<SegmentEntry>)> {
+    let file = fs.open(&index_path(dir, id), false).ok()?;
+    let size = file.size().ok()?;
+    let mut head = [0u8; 16];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let version = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let count = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    if &head[0..4] != INDEX_MAGIC
+        || version != INDEX_VERSION
+        || Some(size) != count.checked_mul(INDEX_ENTRY_LEN as u64)?.checked_add(20)
+    {
+        return None;
+    }
+    let at = |i: u64| 16 + i * INDEX_ENTRY_LEN as u64;
+    let mut entry = [0u8; INDEX_ENTRY_LEN];
+    let mut log_at = |i: u64| -> Option<LogId> {
+        file.read_exact_at(&mut entry[..8], at(i)).ok()?;
+        Some(u64::from_le_bytes(entry[..8].try_into().ok()?))
+    };
+    let hinted = hint.filter(|&h| {
+        h < count
+            && log_at(h) == Some(log_id)
+            && (h == 0 || log_at(h - 1).is_some_and(|prev| prev < log_id))
+    });
+    let (mut lo, mut hi) = hinted.map_or((0u64, count), |h| (h, h));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if log_at(mid)? < log_id {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let start = lo;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; INDEX_ENTRY_LEN * 256];
+    let mut i = lo;
+    while i < count {
+        let n = (count - i).min(256);
+        let chunk = &mut buf[..usize::try_from(n).ok()? * INDEX_ENTRY_LEN];
+        file.read_exact_at(chunk, at(i)).ok()?;
+        for raw in chunk.chunks_exact(INDEX_ENTRY_LEN) {
+            let e = decode_entry(raw)?;
+            if e.log_id != log_id {
+                return Some((start, out));
+            }
+            out.push(e);
+        }
+        i += n;
+        // Larger reads as the block proves long.
+        if buf.len() < INDEX_CHUNK {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+    Some((start, out))
+}
+
 /// Reads a sealed segment's index file; `None` when absent or damaged (the caller rescans).
 pub fn read_index(fs: &dyn FileSystem, dir: &Path, id: u64) -> Option<Vec<SegmentEntry>> {
-    let buf = fs.read(&index_path(dir, id)).ok()?;
-    if buf.len() < 20 || &buf[0..4] != INDEX_MAGIC {
+    read_index_versioned(fs, dir, id).map(|(_, entries)| entries)
+}
+
+/// [`read_index`] and the file's version.
+pub fn read_index_versioned(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+) -> Option<(u32, Vec<SegmentEntry>)> {
+    let mut out = Vec::new();
+    let version = for_each_index_entry(fs, dir, id, |e| out.push(e))?;
+    Some((version, out))
+}
+
+/// Whether an index file of this version keeps each log's entries together.
+pub fn is_current(version: u32) -> bool {
+    version == INDEX_VERSION
+}
+
+/// Index file bytes read per positional read when streaming.
+const INDEX_CHUNK: usize = INDEX_ENTRY_LEN * 16_384;
+
+/// Streams a sealed segment's index file entry by entry, without holding the file in memory;
+/// returns its version. `None` when it is absent or damaged: entries already passed to `each`
+/// must then be discarded, since the CRC is checked only at the end.
+pub fn for_each_index_entry(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+    mut each: impl FnMut(SegmentEntry),
+) -> Option<u32> {
+    let file = fs.open(&index_path(dir, id), false).ok()?;
+    let size = file.size().ok()?;
+    if size < 20 {
         return None;
     }
-    let (body, crc) = buf.split_at(buf.len() - 4);
-    if crc32c::crc32c(body).to_le_bytes() != crc {
+    let mut head = [0u8; 16];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let version = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let count = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    if &head[0..4] != INDEX_MAGIC
+        || (version != INDEX_VERSION && version != INDEX_VERSION_1)
+        || Some(size) != count.checked_mul(INDEX_ENTRY_LEN as u64)?.checked_add(20)
+    {
         return None;
     }
-    let version = u32::from_le_bytes(body[4..8].try_into().ok()?);
-    let count = u64::from_le_bytes(body[8..16].try_into().ok()?) as usize;
-    if version != INDEX_VERSION || body.len() != 16 + count * INDEX_ENTRY_LEN {
-        return None;
+    let mut crc = crc32c::crc32c(&head);
+    let body_end = size - 4;
+    let mut at = 16u64;
+    let mut buf = vec![0u8; INDEX_CHUNK];
+    while at < body_end {
+        let n = usize::try_from((body_end - at).min(INDEX_CHUNK as u64)).ok()?;
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, at).ok()?;
+        crc = crc32c::crc32c_append(crc, chunk);
+        for e in chunk.chunks_exact(INDEX_ENTRY_LEN) {
+            each(decode_entry(e)?);
+        }
+        at += n as u64;
     }
-    let u64_at = |at: usize| body[at..at + 8].try_into().ok().map(u64::from_le_bytes);
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let at = 16 + i * INDEX_ENTRY_LEN;
-        out.push(SegmentEntry {
-            log_id: u64_at(at)?,
-            base_offset: u64_at(at + 8)? as i64,
-            last_offset: u64_at(at + 16)? as i64,
-            max_timestamp: u64_at(at + 24)? as i64,
-            position: u64_at(at + 32)?,
-            len: u32::from_le_bytes(body[at + 40..at + 44].try_into().ok()?),
-        });
-    }
-    Some(out)
+    let mut tail = [0u8; 4];
+    file.read_exact_at(&mut tail, body_end).ok()?;
+    (crc.to_le_bytes() == tail).then_some(version)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log's block read alone matches the CRC kept for it, in a file with other logs.
+    #[test]
+    fn a_log_block_is_found_alone_and_matches_its_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |log_id, base_offset| SegmentEntry {
+            log_id,
+            base_offset,
+            last_offset: base_offset,
+            max_timestamp: 1,
+            position: 16 + 100 * base_offset as u64,
+            len: 90,
+        };
+        let entries: Vec<_> = (0..30).map(|i| entry(i % 3 + 1, i as i64)).collect();
+        let fs = crate::fs::RealFs;
+        write_index(&fs, dir.path(), 7, &entries).unwrap();
+        for log_id in 1..=3 {
+            let (start, block) = read_log_block(&fs, dir.path(), 7, log_id, None).unwrap();
+            let expected: Vec<_> = entries
+                .iter()
+                .filter(|e| e.log_id == log_id)
+                .copied()
+                .collect();
+            assert_eq!(block, expected);
+            assert_eq!(start, (log_id - 1) * 10);
+            // A right hint finds the same block; a wrong one falls back to the search.
+            for hint in [Some(start), Some(start + 1), Some(0), Some(999)] {
+                let found = read_log_block(&fs, dir.path(), 7, log_id, hint).unwrap();
+                assert_eq!(found, (start, expected.clone()), "hint {hint:?}");
+            }
+            // The kept CRC is the CRC of the block's bytes as the file holds them.
+            let mut bytes = Vec::new();
+            for e in &expected {
+                encode_entry(e, &mut bytes);
+            }
+            assert_eq!(block_crc(&block), crc32c::crc32c(&bytes));
+        }
+        assert!(read_log_block(&fs, dir.path(), 7, 9, None)
+            .unwrap()
+            .1
+            .is_empty());
+    }
 
     #[test]
     fn index_round_trips_and_rejects_damage() {

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::compact::{Cleaner, CompactionStats, SwapStep};
-use crate::index::{read_lock, LogShared};
+use crate::index::LogShared;
+use crate::paging::Pager;
 use crate::registry::Registry;
+use crate::segment::{Segment, SegmentEntry};
 use crate::shard::{self, Limits, ShardHandle, ShardState};
 use crate::{
     checkpoint, clock, durable, recovery, retention, Log, LogConfig, LogId, StorageConfig,
@@ -22,6 +24,7 @@ struct StorageInner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     housekeeping_stop: Mutex<Option<Sender<()>>>,
     cleaner: Cleaner,
+    pager: Arc<Pager>,
 }
 
 /// The shard logs of one data directory.
@@ -41,9 +44,13 @@ pub struct RecoveryStats {
 
 impl StorageInner {
     fn run_retention(&self, between: &dyn Fn()) {
-        if let Err(error) =
-            retention::run_once(&self.registry, &self.shards, clock::now_ms(), between)
-        {
+        if let Err(error) = retention::run_once(
+            &self.registry,
+            &self.shards,
+            &self.pager,
+            clock::now_ms(),
+            between,
+        ) {
             tracing::error!(%error, "cannot persist log start offsets; segment deletion skipped");
         }
     }
@@ -58,10 +65,13 @@ impl StorageInner {
             }
             step(at);
         };
-        match self
-            .cleaner
-            .run_once(&self.registry, &self.shards, clock::now_ms(), &step)
-        {
+        match self.cleaner.run_once(
+            &self.registry,
+            &self.shards,
+            &self.pager,
+            clock::now_ms(),
+            &step,
+        ) {
             Ok(stats) => stats,
             Err(error) => {
                 tracing::error!(%error, "compaction pass failed; the old segments stay");
@@ -93,27 +103,47 @@ impl Storage {
             shards: shard_count,
             ..RecoveryStats::default()
         };
+        let pager = Arc::new(Pager::new(fs.clone(), config.sealed_index_cache_bytes));
         for shard_id in 0..shard_count {
             let dir = shards_dir.join(shard_id.to_string());
-            let recovered = recovery::recover_shard(&*fs, &dir, shard_id, config.truncate_damaged)?;
-            stats.segments += recovered.segments.len();
-            stats.batches += recovered.entries.len();
-            for (entry, segment) in recovered.entries {
-                let log = logs.entry(entry.log_id).or_insert_with(|| {
-                    Arc::new(LogShared::new(entry.log_id, shard_id, LogConfig::default()))
-                });
-                if log.shard != shard_id {
-                    tracing::warn!(
-                        log_id = entry.log_id,
-                        shard = shard_id,
-                        "log found in two shards; ignoring the later one"
-                    );
-                    continue;
+            let mut by_log: HashMap<LogId, Vec<SegmentEntry>> = HashMap::new();
+            let mut each = |segment: &Arc<Segment>, entries: &[SegmentEntry], sealed: bool| {
+                by_log.clear();
+                for e in entries {
+                    by_log.entry(e.log_id).or_default().push(*e);
                 }
-                log.next_offset
-                    .store(entry.last_offset + 1, Ordering::Relaxed);
-                log.push(&[entry], &segment);
-            }
+                for (&log_id, entries) in &by_log {
+                    let log = logs.entry(log_id).or_insert_with(|| {
+                        Arc::new(LogShared::new(
+                            log_id,
+                            shard_id,
+                            LogConfig::default(),
+                            pager.clone(),
+                        ))
+                    });
+                    if log.shard != shard_id {
+                        tracing::warn!(
+                            log_id,
+                            shard = shard_id,
+                            "log found in two shards; ignoring the later one"
+                        );
+                        continue;
+                    }
+                    if let Some(last) = entries.last() {
+                        log.next_offset
+                            .store(last.last_offset + 1, Ordering::Relaxed);
+                    }
+                    if sealed {
+                        log.push_paged(entries, segment);
+                    } else {
+                        log.push(entries, segment);
+                    }
+                }
+            };
+            let recovered =
+                recovery::recover_shard(&*fs, &dir, shard_id, config.truncate_damaged, &mut each)?;
+            stats.segments += recovered.segments.len();
+            stats.batches += recovered.batches;
             let state = Arc::new(ShardState::new(
                 shard_id,
                 dir,
@@ -123,7 +153,7 @@ impl Storage {
             states.push((state, recovered.active_entries));
         }
         for log in logs.values() {
-            let first = read_lock(&log.index).front().map_or(0, |e| e.base_offset);
+            let first = log.first_offset();
             let start = starts.get(&log.id).copied().unwrap_or(first).max(first);
             log.log_start.store(start, Ordering::Relaxed);
             log.next_offset.fetch_max(start, Ordering::Relaxed);
@@ -131,8 +161,12 @@ impl Storage {
         }
         for (&id, &start) in &starts {
             logs.entry(id).or_insert_with(|| {
-                let log =
-                    LogShared::new(id, (id % shard_count as u64) as usize, LogConfig::default());
+                let log = LogShared::new(
+                    id,
+                    (id % shard_count as u64) as usize,
+                    LogConfig::default(),
+                    pager.clone(),
+                );
                 log.log_start.store(start, Ordering::Relaxed);
                 log.next_offset.store(start, Ordering::Relaxed);
                 Arc::new(log)
@@ -167,6 +201,7 @@ impl Storage {
             threads: Mutex::new(threads),
             housekeeping_stop: Mutex::new(None),
             cleaner: Cleaner::default(),
+            pager,
         });
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let weak = Arc::downgrade(&inner);
@@ -225,10 +260,9 @@ impl Storage {
     /// Returns the log `id`, creating it empty if needed, with `config` applied.
     pub fn create_log(&self, id: LogId, config: LogConfig) -> Log {
         let shard = (id % self.inner.shards.len() as u64) as usize;
-        let shared = self
-            .inner
-            .registry
-            .get_or_insert(id, || LogShared::new(id, shard, config));
+        let shared = self.inner.registry.get_or_insert(id, || {
+            LogShared::new(id, shard, config, self.inner.pager.clone())
+        });
         let log = self.handle(shared);
         log.set_config(config);
         log
@@ -289,6 +323,20 @@ impl Storage {
     #[cfg(test)]
     pub(crate) fn run_retention_with(&self, between: &dyn Fn()) {
         self.inner.run_retention(between);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pager(&self) -> &Pager {
+        &self.inner.pager
+    }
+
+    /// A log's runs, and how many hold their slots in memory.
+    #[cfg(test)]
+    pub(crate) fn run_counts(&self, id: LogId) -> (usize, usize) {
+        self.inner
+            .registry
+            .get(id)
+            .map_or((0, 0), |l| l.run_counts())
     }
 
     #[cfg(test)]
