@@ -6,12 +6,13 @@
 //! most its `partition_max_bytes`, except the first batch of the first partition that returns
 //! data, which is returned whole whatever its size so a consumer can always make progress.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 use wharf_record::BatchHeader;
+use wharf_storage::stage;
 
 use crate::txn::AbortedTxn;
 use crate::{Broker, BrokerError, Partition};
@@ -155,6 +156,19 @@ impl Broker {
     }
 }
 
+/// Stages of a fetch that delivers records (`wharf_storage::stage`).
+struct FetchStages {
+    /// From the publish that woke a parked fetch to the fetch running again.
+    wake: metrics::Histogram,
+    /// A read that returned records, with its hop to the blocking pool.
+    read: metrics::Histogram,
+}
+
+static FETCH_STAGES: LazyLock<FetchStages> = LazyLock::new(|| FetchStages {
+    wake: stage::fetch_histogram("wake"),
+    read: stage::fetch_histogram("read"),
+});
+
 /// One partition a fetch asks for, in the order the answer lists them.
 pub struct FetchTarget {
     pub topic: String,
@@ -202,16 +216,29 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + spec.max_wait;
         let notify = Arc::new(Notify::new());
         loop {
+            // Taken before registering: the publish that wakes this fetch comes after them.
+            let marks: Vec<_> = if stage::enabled() {
+                targets
+                    .iter()
+                    .filter_map(|t| t.partition.as_ref().map(|p| (p, p.log.publish_mark())))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             for t in targets.iter() {
                 if let Some(p) = &t.partition {
                     p.log.register_waiter(&notify);
                 }
             }
+            let read_started = stage::now();
             let results = self.read_targets(&targets, spec).await;
             let bytes: usize = results
                 .iter()
                 .map(|r| r.as_ref().map_or(0, |r| r.records.len()))
                 .sum();
+            if bytes > 0 {
+                stage::record_since(&FETCH_STAGES.read, read_started);
+            }
             let failed = results.iter().any(Result::is_err);
             if spec.min_bytes == 0
                 || bytes >= spec.min_bytes
@@ -226,6 +253,11 @@ impl Broker {
             {
                 return self.read_targets(&targets, spec).await;
             }
+            let woken_by = marks
+                .iter()
+                .filter_map(|(p, mark)| p.log.first_publish_after(*mark))
+                .min();
+            stage::record_since(&FETCH_STAGES.wake, woken_by);
         }
     }
 

@@ -23,6 +23,7 @@
 //!   the latest record per key and swaps them in crash-safely.
 //! - `storage`: [`Storage`], the entry point: open (recover), create and delete logs, shut down.
 //! - `verify`: offline verification of a data directory.
+//! - `stage`: stage stamps of the produce → fetch path (off unless enabled).
 //!
 //! ```text
 //!  Log::append ──► shard channel ──► writer thread: assign offsets, one write, one fdatasync
@@ -50,6 +51,7 @@ mod shard;
 mod shard_log;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod stage;
 mod storage;
 mod verify;
 

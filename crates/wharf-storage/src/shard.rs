@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use crate::envelope::{self, ENVELOPE_LEN};
 use crate::fs::FileSystem;
 use crate::index::{read_lock, write_lock, LogShared};
 use crate::segment::{self, Segment, SegmentEntry};
+use crate::stage::{self, Publishes};
 use crate::{clock, StorageError};
 
 /// How durable an append must be before it completes.
@@ -62,6 +63,9 @@ pub(crate) struct AppendRequest {
     pub batches: Bytes,
     pub durability: Durability,
     pub reply: oneshot::Sender<Result<Appended, StorageError>>,
+    /// Stage stamps (`stage`): when it entered the queue; when its reply was sent.
+    pub queued: Option<Instant>,
+    pub replied: Option<Arc<OnceLock<Instant>>>,
 }
 
 pub(crate) enum Command {
@@ -85,6 +89,10 @@ pub(crate) struct ShardState {
     pub fsyncs: AtomicU64,
     /// The end of the durable (fdatasync-ed) part of the log.
     pub durable: watch::Sender<Position>,
+    /// The last publishes, for timing the fetches they wake (`stage`).
+    pub publishes: Publishes,
+    /// From the writer's reply to the produce task resuming (`stage` "ack").
+    pub ack_seconds: metrics::Histogram,
 }
 
 impl ShardState {
@@ -111,6 +119,8 @@ impl ShardState {
             group_commits: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             durable: watch::Sender::new(end),
+            publishes: Publishes::new(),
+            ack_seconds: stage::produce_histogram("ack"),
         }
     }
 
@@ -195,6 +205,11 @@ struct WriterMetrics {
     group_commit_appends: metrics::Histogram,
     group_commit_bytes: metrics::Histogram,
     fdatasync_seconds: metrics::Histogram,
+    /// Stages of an append (`stage`), one sample per append.
+    queue_seconds: metrics::Histogram,
+    write_seconds: metrics::Histogram,
+    sync_seconds: metrics::Histogram,
+    publish_seconds: metrics::Histogram,
 }
 
 impl WriterMetrics {
@@ -204,6 +219,10 @@ impl WriterMetrics {
             group_commit_appends: metrics::histogram!("wharf_storage_group_commit_appends", "shard" => label.clone()),
             group_commit_bytes: metrics::histogram!("wharf_storage_group_commit_bytes", "shard" => label.clone()),
             fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => label),
+            queue_seconds: stage::produce_histogram("queue"),
+            write_seconds: stage::produce_histogram("write"),
+            sync_seconds: stage::produce_histogram("fdatasync"),
+            publish_seconds: stage::produce_histogram("publish"),
         }
     }
 }
@@ -378,6 +397,7 @@ impl Writer {
             }
             return;
         }
+        let taken = stage::now();
         let start = self.active.size();
         self.buf.clear();
         let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
@@ -385,6 +405,11 @@ impl Writer {
         let mut next: HashMap<u64, i64> = HashMap::new();
         let mut sync = false;
         for request in group {
+            if let (Some(queued), Some(taken)) = (request.queued, taken) {
+                self.metrics
+                    .queue_seconds
+                    .record(taken.saturating_duration_since(queued).as_secs_f64());
+            }
             if request.log.deleted.load(Ordering::Acquire) {
                 let _ = request.reply.send(Err(StorageError::UnknownLog {
                     log_id: request.log.id,
@@ -477,6 +502,13 @@ impl Writer {
             }
             return;
         }
+        let written = stage::now();
+        if let (Some(taken), Some(written)) = (taken, written) {
+            self.metrics.write_seconds.record_many(
+                written.saturating_duration_since(taken).as_secs_f64(),
+                staged.len(),
+            );
+        }
         let end = start + self.buf.len() as u64;
         self.active.size.store(end, Ordering::Release);
         self.written = Position {
@@ -492,6 +524,13 @@ impl Writer {
                 return;
             }
         }
+        let synced = if sync { stage::now() } else { written };
+        if let (true, Some(written), Some(synced)) = (sync, written, synced) {
+            self.metrics.sync_seconds.record_many(
+                synced.saturating_duration_since(written).as_secs_f64(),
+                staged.len(),
+            );
+        }
         for s in staged {
             self.publish(&s);
             let log = &s.request.log;
@@ -501,6 +540,15 @@ impl Writer {
                 log_start_offset: log.log_start.load(Ordering::Acquire),
             };
             self.active_entries.extend_from_slice(&s.entries);
+            if let Some(synced) = synced {
+                let now = Instant::now();
+                self.metrics
+                    .publish_seconds
+                    .record(now.saturating_duration_since(synced).as_secs_f64());
+                if let Some(replied) = &s.request.replied {
+                    let _ = replied.set(now);
+                }
+            }
             let _ = s.request.reply.send(Ok(Appended {
                 info,
                 position: Position {
@@ -521,6 +569,9 @@ impl Writer {
         self.active.note_offset(log.id, last.last_offset);
         log.next_offset
             .store(last.last_offset + 1, Ordering::Release);
+        if stage::enabled() {
+            self.state.publishes.record(log.id, Instant::now());
+        }
         log.wake();
     }
 
