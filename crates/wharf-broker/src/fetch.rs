@@ -215,6 +215,10 @@ impl Broker {
     ) -> Vec<Result<PartitionRead, FetchError>> {
         let deadline = tokio::time::Instant::now() + spec.max_wait;
         let notify = Arc::new(Notify::new());
+        // The first read may reach cold segments: off the async workers. After a publish woke
+        // this fetch it reads what was just written or just read (page cache): in place,
+        // without a hop to the blocking pool (ADR 0017).
+        let mut in_place = false;
         loop {
             // Taken before registering: the publish that wakes this fetch comes after them.
             let marks: Vec<_> = if stage::enabled() {
@@ -231,7 +235,11 @@ impl Broker {
                 }
             }
             let read_started = stage::now();
-            let results = self.read_targets(&targets, spec).await;
+            let results = if in_place {
+                self.read_targets_now(&targets, spec)
+            } else {
+                self.read_targets(&targets, spec).await
+            };
             let bytes: usize = results
                 .iter()
                 .map(|r| r.as_ref().map_or(0, |r| r.records.len()))
@@ -258,7 +266,43 @@ impl Broker {
                 .filter_map(|(p, mark)| p.log.first_publish_after(*mark))
                 .min();
             stage::record_since(&FETCH_STAGES.wake, woken_by);
+            in_place = true;
         }
+    }
+
+    /// Reads every target on this thread (see `fetch`: only data in the page cache); the
+    /// time is the poll's own, so `work::measure` counts it already.
+    fn read_targets_now(
+        &self,
+        targets: &[FetchTarget],
+        spec: FetchSpec,
+    ) -> Vec<Result<PartitionRead, FetchError>> {
+        self.read_all(targets, spec)
+    }
+
+    fn read_all(
+        &self,
+        targets: &[FetchTarget],
+        spec: FetchSpec,
+    ) -> Vec<Result<PartitionRead, FetchError>> {
+        let mut budget = FetchBudget::new(spec.max_bytes);
+        targets
+            .iter()
+            .map(|t| match &t.partition {
+                Some(p) => {
+                    self.fetch_partition(p, t.offset, t.max_bytes, &mut budget, spec.read_committed)
+                }
+                None => Err(FetchError {
+                    error: BrokerError::UnknownTopicOrPartition {
+                        topic: t.topic.clone(),
+                        partition: t.index,
+                    },
+                    high_watermark: -1,
+                    last_stable: -1,
+                    log_start: -1,
+                }),
+            })
+            .collect()
     }
 
     async fn read_targets(
@@ -270,28 +314,7 @@ impl Broker {
         let batch = targets.clone();
         let read = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let mut budget = FetchBudget::new(spec.max_bytes);
-            let reads: Vec<_> = batch
-                .iter()
-                .map(|t| match &t.partition {
-                    Some(p) => broker.fetch_partition(
-                        p,
-                        t.offset,
-                        t.max_bytes,
-                        &mut budget,
-                        spec.read_committed,
-                    ),
-                    None => Err(FetchError {
-                        error: BrokerError::UnknownTopicOrPartition {
-                            topic: t.topic.clone(),
-                            partition: t.index,
-                        },
-                        high_watermark: -1,
-                        last_stable: -1,
-                        log_start: -1,
-                    }),
-                })
-                .collect();
+            let reads = broker.read_all(&batch, spec);
             (reads, started.elapsed())
         })
         .await

@@ -16,6 +16,7 @@
 //! - `checkpoint`, `registry`: every log by id; the persisted log start offsets.
 //! - `shard`: the single writer thread of a shard: group commit (one fdatasync for every
 //!   pending durable append), offset assignment, segment roll, truncation.
+//! - `syncer`: a shard's fdatasync thread: the writer hands it written groups and goes on.
 //! - `log`: [`Log`], one partition's handle: append, read, offsets, timestamps, DeleteRecords.
 //! - `shard_log`: the shard-log contract ([`ShardLog`]) replication implements a second time.
 //! - `recovery`, `retention`: rebuilding a shard at start; retention and segment deletion.
@@ -53,6 +54,7 @@ mod shard_log;
 pub mod sim;
 pub mod stage;
 mod storage;
+mod syncer;
 mod verify;
 
 pub use compact::{CompactionStats, SwapStep};
