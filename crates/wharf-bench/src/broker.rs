@@ -13,6 +13,8 @@ use anyhow::{bail, Context};
 pub struct SpawnedBroker {
     bin: PathBuf,
     addr: SocketAddr,
+    /// The admin listener, scraped for the broker's stage breakdown.
+    admin: SocketAddr,
     /// Holds `data/` (the broker's data directory) and `broker.log`; removed on drop.
     root: tempfile::TempDir,
     settings: Vec<String>,
@@ -45,6 +47,7 @@ impl SpawnedBroker {
         let mut broker = SpawnedBroker {
             bin: bin.to_path_buf(),
             addr: free_loopback_port()?,
+            admin: free_loopback_port()?,
             root,
             settings: settings.to_vec(),
             child: None,
@@ -69,6 +72,7 @@ impl SpawnedBroker {
                         broker.addr
                     );
                     broker.addr = free_loopback_port()?;
+                    broker.admin = free_loopback_port()?;
                 }
                 Err(e) => return Err(e),
             }
@@ -86,6 +90,10 @@ impl SpawnedBroker {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -117,9 +125,9 @@ impl SpawnedBroker {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(self.data_dir())
-            // The admin port (9644 by default) may be taken; the bench reads no metrics.
+            // The admin port (9644 by default) may be taken: a free one, for /metrics.
             .arg("--set")
-            .arg("admin_listen=off")
+            .arg(format!("admin_listen={}", self.admin))
             // Likewise the AMQP port (5672 by default).
             .arg("--set")
             .arg("amqp_listen=off");

@@ -11,6 +11,7 @@
 //! - `load`, `consume`: the librdkafka produce load and read-back the scenarios are made of;
 //!   `native`: the same with the lean client.
 //! - `scenarios`: the fixed-name scenarios; `report`, `stats`: table, JSON lines, medians.
+//! - `stages`: the spawned broker's stage breakdown of `e2e-latency`, from its /metrics.
 //! - `cpu`: CPU-seconds from `/proc`; `provenance`: the commit measured.
 //! - `table`: the markdown table regenerated from a results file.
 //! - `progress`, `load_average`: the progress bar and `/proc/loadavg`.
@@ -33,6 +34,7 @@ mod provenance;
 mod report;
 mod run;
 mod scenarios;
+mod stages;
 mod stats;
 mod table;
 

@@ -6,12 +6,13 @@
 //! most its `partition_max_bytes`, except the first batch of the first partition that returns
 //! data, which is returned whole whatever its size so a consumer can always make progress.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 use wharf_record::BatchHeader;
+use wharf_storage::stage;
 
 use crate::txn::AbortedTxn;
 use crate::{Broker, BrokerError, Partition};
@@ -164,6 +165,19 @@ impl Broker {
     }
 }
 
+/// Stages of a fetch that delivers records (`wharf_storage::stage`).
+struct FetchStages {
+    /// From the publish that woke a parked fetch to the fetch running again.
+    wake: metrics::Histogram,
+    /// A read that returned records, with its hop to the blocking pool.
+    read: metrics::Histogram,
+}
+
+static FETCH_STAGES: LazyLock<FetchStages> = LazyLock::new(|| FetchStages {
+    wake: stage::fetch_histogram("wake"),
+    read: stage::fetch_histogram("read"),
+});
+
 /// One partition a fetch asks for, in the order the answer lists them.
 pub struct FetchTarget {
     pub topic: String,
@@ -210,17 +224,38 @@ impl Broker {
     ) -> Vec<Result<PartitionRead, FetchError>> {
         let deadline = tokio::time::Instant::now() + spec.max_wait;
         let notify = Arc::new(Notify::new());
+        // The first read may reach cold segments: off the async workers. After a publish woke
+        // this fetch it reads what was just written or just read (page cache): in place,
+        // without a hop to the blocking pool (ADR 0017).
+        let mut in_place = false;
         loop {
+            // Taken before registering: the publish that wakes this fetch comes after them.
+            let marks: Vec<_> = if stage::enabled() {
+                targets
+                    .iter()
+                    .filter_map(|t| t.partition.as_ref().map(|p| (p, p.log.publish_mark())))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             for t in targets.iter() {
                 if let Some(p) = &t.partition {
                     p.log.register_waiter(&notify);
                 }
             }
-            let results = self.read_targets(&targets, spec).await;
+            let read_started = stage::now();
+            let results = if in_place {
+                self.read_targets_now(&targets, spec)
+            } else {
+                self.read_targets(&targets, spec).await
+            };
             let bytes: usize = results
                 .iter()
                 .map(|r| r.as_ref().map_or(0, |r| r.records.len()))
                 .sum();
+            if bytes > 0 {
+                stage::record_since(&FETCH_STAGES.read, read_started);
+            }
             let failed = results.iter().any(Result::is_err);
             if spec.min_bytes == 0
                 || bytes >= spec.min_bytes
@@ -235,7 +270,48 @@ impl Broker {
             {
                 return self.read_targets(&targets, spec).await;
             }
+            let woken_by = marks
+                .iter()
+                .filter_map(|(p, mark)| p.log.first_publish_after(*mark))
+                .min();
+            stage::record_since(&FETCH_STAGES.wake, woken_by);
+            in_place = true;
         }
+    }
+
+    /// Reads every target on this thread (see `fetch`: only data in the page cache); the
+    /// time is the poll's own, so `work::measure` counts it already.
+    fn read_targets_now(
+        &self,
+        targets: &[FetchTarget],
+        spec: FetchSpec,
+    ) -> Vec<Result<PartitionRead, FetchError>> {
+        self.read_all(targets, spec)
+    }
+
+    fn read_all(
+        &self,
+        targets: &[FetchTarget],
+        spec: FetchSpec,
+    ) -> Vec<Result<PartitionRead, FetchError>> {
+        let mut budget = FetchBudget::new(spec.max_bytes);
+        targets
+            .iter()
+            .map(|t| match &t.partition {
+                Some(p) => {
+                    self.fetch_partition(p, t.offset, t.max_bytes, &mut budget, spec.read_committed)
+                }
+                None => Err(FetchError {
+                    error: BrokerError::UnknownTopicOrPartition {
+                        topic: t.topic.clone(),
+                        partition: t.index,
+                    },
+                    high_watermark: -1,
+                    last_stable: -1,
+                    log_start: -1,
+                }),
+            })
+            .collect()
     }
 
     async fn read_targets(
@@ -247,28 +323,7 @@ impl Broker {
         let batch = targets.clone();
         let read = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let mut budget = FetchBudget::new(spec.max_bytes);
-            let reads: Vec<_> = batch
-                .iter()
-                .map(|t| match &t.partition {
-                    Some(p) => broker.fetch_partition(
-                        p,
-                        t.offset,
-                        t.max_bytes,
-                        &mut budget,
-                        spec.read_committed,
-                    ),
-                    None => Err(FetchError {
-                        error: BrokerError::UnknownTopicOrPartition {
-                            topic: t.topic.clone(),
-                            partition: t.index,
-                        },
-                        high_watermark: -1,
-                        last_stable: -1,
-                        log_start: -1,
-                    }),
-                })
-                .collect();
+            let reads = broker.read_all(&batch, spec);
             (reads, started.elapsed())
         })
         .await

@@ -8,7 +8,7 @@
 //! on the connection has completed, and later requests start only after it has completed.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -20,7 +20,7 @@ use tokio::sync::{
     mpsc, oneshot, watch, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, Semaphore,
 };
 use tracing::Instrument;
-use wharf_broker::Broker;
+use wharf_broker::{stage, Broker};
 
 use crate::dispatch::Answer;
 use crate::fetch_session::FetchSessions;
@@ -43,26 +43,31 @@ pub async fn run(
         let (mut reader, mut writer) = stream.into_split();
         let budget = config.max_in_flight_bytes.clamp(1, u32::MAX as usize);
         let in_flight_bytes = Arc::new(Semaphore::new(budget));
-        let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Answer>>(config.max_in_flight);
+        // Each answer comes with the API it answers and when it was ready (`stage`).
+        let (tx, mut rx) =
+            mpsc::channel::<(ApiKey, oneshot::Receiver<(Answer, Option<Instant>)>)>(
+                config.max_in_flight,
+            );
         // Set when the writer gives up (a malformed request, a failed write): the reader stops.
         let closed = Arc::new(Notify::new());
         let writer_closed = closed.clone();
         let writer_rejections = rejections.clone();
         let write_task = tokio::spawn(async move {
-            while let Some(reply) = rx.recv().await {
+            while let Some((api, reply)) = rx.recv().await {
                 match reply.await {
-                    Ok(Answer::Frame(frame)) => {
+                    Ok((Answer::Frame(frame), ready)) => {
                         if let Err(error) = writer.write_all(&frame).await {
                             tracing::debug!(%error, "write failed");
                             break;
                         }
+                        response_written(api, ready);
                     }
-                    Ok(Answer::Nothing) => {}
-                    Ok(Answer::Rejected(error)) => {
+                    Ok((Answer::Nothing, _)) => {}
+                    Ok((Answer::Rejected(error), _)) => {
                         writer_rejections.record(peer.ip(), &error, Instant::now());
                         break;
                     }
-                    Ok(Answer::Close) | Err(_) => break,
+                    Ok((Answer::Close, _)) | Err(_) => break,
                 }
             }
             let _ = writer.shutdown().await;
@@ -83,12 +88,12 @@ pub async fn run(
                 _ = shutdown.changed() => break,
                 () = closed.notified() => break,
             };
-            let frame = match frame {
+            let (frame, received) = match frame {
                 Err(_) => {
                     tracing::info!(timeout_s = config.idle_timeout.as_secs(), "closing idle or stalled connection");
                     break;
                 }
-                Ok(Ok(Some(f))) => f,
+                Ok(Ok(Some(f))) => (f, stage::now()),
                 Ok(Ok(None)) => break,
                 Ok(Err(FrameError::Io(error))) => {
                     tracing::debug!(%error, "read failed");
@@ -100,7 +105,7 @@ pub async fn run(
                 }
             };
             let cost = u32::try_from(frame.len().min(budget)).unwrap_or(u32::MAX);
-            let request = match parse_header(frame, &mute, Some(peer)) {
+            let request = match parse_header(frame, &mute, Some(peer), received) {
                 Ok(r) => r,
                 Err(error) => {
                     rejections.record(peer.ip(), &error, Instant::now());
@@ -108,7 +113,7 @@ pub async fn run(
                 }
             };
             let (reply_tx, reply_rx) = oneshot::channel();
-            if tx.send(reply_rx).await.is_err() {
+            if tx.send((request.api, reply_rx)).await.is_err() {
                 break;
             }
             // Requests hold their bytes of the connection's budget until answered.
@@ -120,7 +125,8 @@ pub async fn run(
             };
             let reply = dispatch::start(&broker, &sessions, request);
             tokio::spawn(async move {
-                let _ = reply_tx.send(reply.await);
+                let answer = reply.await;
+                let _ = reply_tx.send((answer, stage::now()));
                 drop(turn);
                 drop(bytes_permit);
             });
@@ -131,6 +137,23 @@ pub async fn run(
     }
     .instrument(span)
     .await;
+}
+
+/// Response writes of produces and fetches (`stage` "response_write"): from the answer
+/// being ready to its bytes written to the socket, waiting for earlier answers included.
+static RESPONSE_WRITE: LazyLock<[metrics::Histogram; 2]> = LazyLock::new(|| {
+    [
+        stage::produce_histogram("response_write"),
+        stage::fetch_histogram("response_write"),
+    ]
+});
+
+fn response_written(api: ApiKey, ready: Option<Instant>) {
+    match api {
+        ApiKey::Produce => stage::record_since(&RESPONSE_WRITE[0], ready),
+        ApiKey::Fetch => stage::record_since(&RESPONSE_WRITE[1], ready),
+        _ => {}
+    }
 }
 
 /// A request's place in the connection's order, held until the request has completed.
@@ -239,6 +262,8 @@ pub struct Request {
     pub mute: Arc<Mute>,
     /// The client's address (none when served without a socket).
     pub peer: Option<SocketAddr>,
+    /// When its frame was read whole (`stage`; `None` when stamps are off).
+    pub received: Option<Instant>,
 }
 
 /// Parses the header of a frame of at least 8 bytes.
@@ -246,6 +271,7 @@ fn parse_header(
     frame: BytesMut,
     mute: &Arc<Mute>,
     peer: Option<SocketAddr>,
+    received: Option<Instant>,
 ) -> Result<Request, ProtocolError> {
     let mut bytes = frame.freeze();
     let api_key = i16::from_be_bytes([bytes[0], bytes[1]]);
@@ -280,6 +306,7 @@ fn parse_header(
         body: bytes,
         mute: mute.clone(),
         peer,
+        received,
     })
 }
 
@@ -291,7 +318,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Answe
         return Err(format!("frame of {} bytes is too short", frame.len()));
     }
     let request =
-        parse_header(frame, &Arc::new(Mute::default()), None).map_err(|e| e.to_string())?;
+        parse_header(frame, &Arc::new(Mute::default()), None, None).map_err(|e| e.to_string())?;
     let sessions = Arc::new(FetchSessions::new(crate::fetch_session::DEFAULT_CAPACITY));
     Ok(dispatch::start(broker, &sessions, request).await)
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, FetchResponse, ProduceRequest};
 use tracing::Instrument;
-use wharf_broker::Broker;
+use wharf_broker::{stage, Broker};
 
 use crate::api;
 use crate::codec::{decode, frame, CodecError};
@@ -85,6 +85,10 @@ fn api_metrics(api: ApiKey) -> Option<&'static ApiMetrics> {
     ALL.get(&(api as i16))
 }
 
+/// From a Produce frame read whole to its partitions handed to storage (`stage`).
+static RECEIVE: LazyLock<metrics::Histogram> =
+    LazyLock::new(|| stage::produce_histogram("receive"));
+
 /// Whether a Fetch answer carries an error code, at the top or for any partition.
 fn fetch_failed(resp: &FetchResponse) -> bool {
     resp.error_code != 0
@@ -112,6 +116,7 @@ pub fn start(broker: &Arc<Broker>, sessions: &Arc<FetchSessions>, request: Reque
             header,
             mut body,
             mute,
+            received,
             ..
         } = request;
         let correlation_id = header.correlation_id;
@@ -125,7 +130,9 @@ pub fn start(broker: &Arc<Broker>, sessions: &Arc<FetchSessions>, request: Reque
                     .flat_map(|t| t.partition_data.iter())
                     .map(|p| p.records.as_ref().map_or(0, Bytes::len))
                     .sum();
-                (api::produce::submit(broker, req), bytes as u64)
+                let in_flight = api::produce::submit(broker, req);
+                stage::record_since(&RECEIVE, received);
+                (in_flight, bytes as u64)
             }
             Err(error) => {
                 observe(true);
@@ -197,6 +204,7 @@ async fn handle(
         mut body,
         mute,
         peer,
+        ..
     } = request;
     let correlation_id = header.correlation_id;
     let span =

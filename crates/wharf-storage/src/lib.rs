@@ -19,6 +19,7 @@
 //! - `checkpoint`, `registry`: every log by id; the persisted log start offsets.
 //! - `shard`: the single writer thread of a shard: group commit (one fdatasync for every
 //!   pending durable append), offset assignment, segment roll, truncation.
+//! - `syncer`: a shard's fdatasync thread: the writer hands it written groups and goes on.
 //! - `log`: [`Log`], one partition's handle: append, read, offsets, timestamps, DeleteRecords.
 //! - `shard_log`: the shard-log contract ([`ShardLog`]) replication implements a second time.
 //! - `recovery`, `retention`: rebuilding a shard at start; retention and segment deletion.
@@ -26,6 +27,7 @@
 //!   the latest record per key and swaps them in crash-safely.
 //! - `storage`: [`Storage`], the entry point: open (recover), create and delete logs, shut down.
 //! - `verify`: offline verification of a data directory.
+//! - `stage`: stage stamps of the produce → fetch path (off unless enabled).
 //!
 //! ```text
 //!  Log::append ──► shard channel ──► writer thread: assign offsets, one write, one fdatasync
@@ -54,7 +56,9 @@ mod shard;
 mod shard_log;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod stage;
 mod storage;
+mod syncer;
 mod verify;
 
 pub use compact::{CompactionStats, SwapStep};

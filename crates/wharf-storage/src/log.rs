@@ -2,7 +2,8 @@
 //! offsets, timestamps, DeleteRecords. The state behind it is `index::LogShared`.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
@@ -17,6 +18,8 @@ use crate::{LogConfig, LogId, StorageError};
 /// An append handed to the shard writer.
 pub struct PendingAppend {
     rx: oneshot::Receiver<Result<Appended, StorageError>>,
+    /// With stage stamps on: when the writer replied, and where the wake-up is recorded.
+    ack: Option<(Arc<OnceLock<Instant>>, metrics::Histogram)>,
 }
 
 impl PendingAppend {
@@ -24,7 +27,7 @@ impl PendingAppend {
     /// the sender completes the returned handle.
     pub fn channel() -> (oneshot::Sender<Result<Appended, StorageError>>, Self) {
         let (tx, rx) = oneshot::channel();
-        (tx, Self { rx })
+        (tx, Self { rx, ack: None })
     }
 
     pub async fn wait(self) -> Result<AppendInfo, StorageError> {
@@ -33,7 +36,11 @@ impl PendingAppend {
 
     /// The offsets and the entry's end position in the shard log.
     pub async fn wait_appended(self) -> Result<Appended, StorageError> {
-        self.rx.await.map_err(|_| StorageError::ShutDown)?
+        let appended = self.rx.await.map_err(|_| StorageError::ShutDown)?;
+        if let Some((replied, histogram)) = &self.ack {
+            crate::stage::record_since(histogram, replied.get().copied());
+        }
+        appended
     }
 }
 
@@ -127,13 +134,20 @@ impl Log {
         durability: Durability,
     ) -> Result<PendingAppend, StorageError> {
         let (reply, rx) = oneshot::channel();
+        let queued = crate::stage::now();
+        let replied = queued.map(|_| Arc::new(OnceLock::new()));
+        let ack = replied
+            .clone()
+            .map(|r| (r, self.shard.state.ack_seconds.clone()));
         self.shard.send(AppendRequest {
             log: self.shared.clone(),
             batches,
             durability,
             reply,
+            queued,
+            replied,
         })?;
-        Ok(PendingAppend { rx })
+        Ok(PendingAppend { rx, ack })
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -160,6 +174,27 @@ impl Log {
     /// Registers a waiter woken at the next append to this log.
     pub fn register_waiter(&self, notify: &Arc<Notify>) {
         self.shared.register_waiter(notify);
+    }
+
+    /// Where this log's shard's publishes are now (`stage`): taken before parking a fetch.
+    pub fn publish_mark(&self) -> crate::stage::PublishMark {
+        crate::stage::PublishMark {
+            shard: self.shared.shard,
+            count: self.shard.state.publishes.count(),
+        }
+    }
+
+    /// When this log was first published after `mark` (taken on a log of the same shard):
+    /// the publish that woke a fetch parked on it. `None` when unknown (stamps off, or too
+    /// many publishes since).
+    pub fn first_publish_after(&self, mark: crate::stage::PublishMark) -> Option<Instant> {
+        if mark.shard != self.shared.shard {
+            return None;
+        }
+        self.shard
+            .state
+            .publishes
+            .first_after(mark.count, &[self.shared.id])
     }
 
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +24,8 @@ use crate::envelope::{self, ENVELOPE_LEN};
 use crate::fs::FileSystem;
 use crate::index::{read_lock, write_lock, LogShared};
 use crate::segment::{self, Segment, SegmentEntry};
+use crate::stage::{self, Publishes};
+use crate::syncer::{self, DurableAck, SyncCommand, SyncJob, SyncMetrics};
 use crate::{clock, StorageError};
 
 /// How durable an append must be before it completes.
@@ -62,6 +64,9 @@ pub(crate) struct AppendRequest {
     pub batches: Bytes,
     pub durability: Durability,
     pub reply: oneshot::Sender<Result<Appended, StorageError>>,
+    /// Stage stamps (`stage`): when it entered the queue; when its reply was sent.
+    pub queued: Option<Instant>,
+    pub replied: Option<Arc<OnceLock<Instant>>>,
 }
 
 pub(crate) enum Command {
@@ -88,6 +93,10 @@ pub(crate) struct ShardState {
     /// Where `Log::submit` sends appends when the shard is replicated (set once, before the
     /// broker writes): the shard log that owns the shard's order. Unset: the writer directly.
     pub route: std::sync::OnceLock<Arc<dyn crate::ShardLog>>,
+    /// The last publishes, for timing the fetches they wake (`stage`).
+    pub publishes: Publishes,
+    /// From the writer's reply to the produce task resuming (`stage` "ack").
+    pub ack_seconds: metrics::Histogram,
 }
 
 impl ShardState {
@@ -115,6 +124,8 @@ impl ShardState {
             fsyncs: AtomicU64::new(0),
             durable: watch::Sender::new(end),
             route: std::sync::OnceLock::new(),
+            publishes: Publishes::new(),
+            ack_seconds: stage::produce_histogram("ack"),
         }
     }
 
@@ -127,11 +138,23 @@ impl ShardState {
             .collect()
     }
 
+    /// Moves the durable position forward to `upto` (never back: the writer's own
+    /// fdatasync and the syncer's may finish in either order).
+    pub(crate) fn advance_durable(&self, upto: Position) {
+        self.durable.send_if_modified(|durable| {
+            let moved = upto > *durable;
+            if moved {
+                *durable = upto;
+            }
+            moved
+        });
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn poison(&self) {
+    pub(crate) fn poison(&self) {
         self.poisoned.store(true, Ordering::Release);
         metrics::gauge!("wharf_storage_shard_poisoned", "shard" => self.id.to_string()).set(1.0);
     }
@@ -199,6 +222,10 @@ struct WriterMetrics {
     group_commit_appends: metrics::Histogram,
     group_commit_bytes: metrics::Histogram,
     fdatasync_seconds: metrics::Histogram,
+    /// Stages of an append (`stage`), one sample per append.
+    queue_seconds: metrics::Histogram,
+    write_seconds: metrics::Histogram,
+    publish_seconds: metrics::Histogram,
 }
 
 impl WriterMetrics {
@@ -208,6 +235,9 @@ impl WriterMetrics {
             group_commit_appends: metrics::histogram!("wharf_storage_group_commit_appends", "shard" => label.clone()),
             group_commit_bytes: metrics::histogram!("wharf_storage_group_commit_bytes", "shard" => label.clone()),
             fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => label),
+            queue_seconds: stage::produce_histogram("queue"),
+            write_seconds: stage::produce_histogram("write"),
+            publish_seconds: stage::produce_histogram("publish"),
         }
     }
 }
@@ -253,11 +283,14 @@ struct Writer {
     limits: Limits,
     buf: Vec<u8>,
     dirty_since: Option<Instant>,
-    /// The end of the bytes written so far (durable once `dirty_since` is `None`).
+    /// The end of the bytes written so far (durable, or handed to the syncer, once
+    /// `dirty_since` is `None`).
     written: Position,
     roll_bytes: u64,
     roll_ms: i64,
     roll_failed_at: Option<Instant>,
+    /// The syncer thread (`syncer`) durable groups are handed to; `None` once stopped.
+    syncer: Option<(Sender<SyncCommand>, std::thread::JoinHandle<()>)>,
 }
 
 /// Starts the writer thread of a shard whose segments were recovered into `state`.
@@ -278,6 +311,16 @@ pub(crate) fn spawn(
         return Err(StorageError::ShutDown);
     };
     let (tx, rx) = mpsc::channel();
+    let (sync_tx, sync_rx) = mpsc::channel();
+    let sync_metrics = SyncMetrics {
+        fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => state.id.to_string()),
+        stage_seconds: stage::produce_histogram("fdatasync"),
+    };
+    let sync_state = state.clone();
+    let syncer_thread = std::thread::Builder::new()
+        .name(format!("wharf-sync-{}", state.id))
+        .spawn(move || syncer::run(&sync_state, &sync_rx, &sync_metrics))
+        .map_err(|e| StorageError::io(&state.dir, e))?;
     let written = Position {
         segment: active.id,
         offset: active.size(),
@@ -295,6 +338,7 @@ pub(crate) fn spawn(
         buf: Vec::new(),
         dirty_since: None,
         roll_failed_at: None,
+        syncer: Some((sync_tx, syncer_thread)),
     };
     let thread = std::thread::Builder::new()
         .name(format!("wharf-shard-{}", state.id))
@@ -329,6 +373,13 @@ impl Writer {
             }
             if let Some((position, reply)) = drained.truncation.take() {
                 let _ = reply.send(self.truncate(position));
+            }
+            if drained.stop {
+                // Every handed-over ack completes before the last fdatasync and the return.
+                if let Some((tx, thread)) = self.syncer.take() {
+                    drop(tx);
+                    let _ = thread.join();
+                }
             }
             let (stop, flushes) = (drained.stop, &mut drained.flushes);
             let flush_due = self
@@ -382,13 +433,18 @@ impl Writer {
             }
             return;
         }
+        let taken = stage::now();
         let start = self.active.size();
         self.buf.clear();
         let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
         // Offsets handed out in this group but not yet published.
         let mut next: HashMap<u64, i64> = HashMap::new();
-        let mut sync = false;
         for request in group {
+            if let (Some(queued), Some(taken)) = (request.queued, taken) {
+                self.metrics
+                    .queue_seconds
+                    .record(taken.saturating_duration_since(queued).as_secs_f64());
+            }
             if request.log.deleted.load(Ordering::Acquire) {
                 let _ = request.reply.send(Err(StorageError::UnknownLog {
                     log_id: request.log.id,
@@ -444,7 +500,6 @@ impl Writer {
             next.insert(log_id, offset);
             let (header, body) = self.buf[header_at..].split_at_mut(ENVELOPE_LEN);
             envelope::write_header(header, log_id, body);
-            sync |= request.durability == Durability::Synced;
             let cfg = request.log.config();
             self.roll_bytes = self.roll_bytes.min(cfg.segment_bytes.max(1));
             self.roll_ms = self.roll_ms.min(cfg.segment_ms.max(1));
@@ -481,6 +536,13 @@ impl Writer {
             }
             return;
         }
+        let written = stage::now();
+        if let (Some(taken), Some(written)) = (taken, written) {
+            self.metrics.write_seconds.record_many(
+                written.saturating_duration_since(taken).as_secs_f64(),
+                staged.len(),
+            );
+        }
         let end = start + self.buf.len() as u64;
         self.active.size.store(end, Ordering::Release);
         self.written = Position {
@@ -488,14 +550,9 @@ impl Writer {
             offset: end,
         };
         self.dirty_since.get_or_insert_with(Instant::now);
-        if sync {
-            if let Err(error) = self.sync() {
-                for s in staged {
-                    let _ = s.request.reply.send(Err(error.clone_for_waiter()));
-                }
-                return;
-            }
-        }
+        // Visible at write (ADR 0003); durable appends are acked by the syncer once an
+        // fdatasync covers them, so the writer goes on with the next group meanwhile.
+        let mut durable_acks = Vec::new();
         for s in staged {
             self.publish(&s);
             let log = &s.request.log;
@@ -505,13 +562,73 @@ impl Writer {
                 log_start_offset: log.log_start.load(Ordering::Acquire),
             };
             self.active_entries.extend_from_slice(&s.entries);
-            let _ = s.request.reply.send(Ok(Appended {
+            let appended = Appended {
                 info,
                 position: Position {
                     segment: self.active.id,
                     offset: s.end,
                 },
-            }));
+            };
+            let published = written.map(|written| {
+                let now = Instant::now();
+                self.metrics
+                    .publish_seconds
+                    .record(now.saturating_duration_since(written).as_secs_f64());
+                now
+            });
+            if s.request.durability == Durability::Synced {
+                durable_acks.push(DurableAck {
+                    reply: s.request.reply,
+                    appended,
+                    replied: s.request.replied,
+                });
+                continue;
+            }
+            if let (Some(replied), Some(now)) = (&s.request.replied, published) {
+                let _ = replied.set(now);
+            }
+            let _ = s.request.reply.send(Ok(appended));
+        }
+        if durable_acks.is_empty() {
+            return;
+        }
+        let job = SyncJob {
+            segment: self.active.clone(),
+            upto: self.written,
+            acks: durable_acks,
+            handed: stage::now(),
+        };
+        let job = match &self.syncer {
+            Some((tx, _)) => match tx.send(SyncCommand::Sync(job)) {
+                Ok(()) => {
+                    // Everything written is the syncer's to make durable now.
+                    self.dirty_since = None;
+                    return;
+                }
+                Err(returned) => match returned.0 {
+                    SyncCommand::Sync(job) => job,
+                    SyncCommand::Barrier(_) => return,
+                },
+            },
+            None => job,
+        };
+        // No syncer (stopping): fdatasync here.
+        let result = self.sync();
+        for ack in job.acks {
+            let _ = ack.reply.send(match &result {
+                Ok(()) => Ok(ack.appended),
+                Err(error) => Err(error.clone_for_waiter()),
+            });
+        }
+    }
+
+    /// Waits until the syncer has finished every job handed to it.
+    fn wait_for_syncer(&self) {
+        if let Some((tx, _)) = &self.syncer {
+            let (done, wait) = mpsc::channel();
+            if tx.send(SyncCommand::Barrier(done)).is_ok() {
+                let _ = wait.recv();
+            }
         }
     }
 
@@ -525,6 +642,9 @@ impl Writer {
         self.active.note_offset(log.id, last.last_offset);
         log.next_offset
             .store(last.last_offset + 1, Ordering::Release);
+        if stage::enabled() {
+            self.state.publishes.record(log.id, Instant::now());
+        }
         log.wake();
     }
 
@@ -542,7 +662,7 @@ impl Writer {
         match synced {
             Ok(()) => {
                 self.dirty_since = None;
-                self.state.durable.send_replace(self.written);
+                self.state.advance_durable(self.written);
                 Ok(())
             }
             Err(error) => {
@@ -566,6 +686,8 @@ impl Writer {
         if cut >= self.written {
             return Ok(());
         }
+        // No fdatasync of the old tail may finish (and move `durable`) after the cut.
+        self.wait_for_syncer();
         let (target, later): (Arc<Segment>, Vec<Arc<Segment>>) = {
             let segments = read_lock(&self.state.segments);
             let Some(target) = segments.get(&cut.segment).cloned() else {
@@ -661,7 +783,10 @@ impl Writer {
         if size < self.roll_bytes && self.active.age_ms(clock::now_ms()) < self.roll_ms {
             return Ok(());
         }
-        if self.dirty_since.is_some() {
+        // The sealed segment's bytes are durable before its index file is written: what the
+        // syncer was handed, then the rest.
+        self.wait_for_syncer();
+        if self.dirty_since.is_some() || *self.state.durable.borrow() < self.written {
             self.sync()?;
         }
         let fs = &*self.state.fs;

@@ -42,6 +42,9 @@ struct LatencyRun {
     p99_ms: f64,
     p999_ms: f64,
     max_ms: f64,
+    /// The spawned broker's breakdown of the run (`stages`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stages: Vec<crate::stages::StageFigure>,
 }
 
 /// Value layout: sequence number (u64 LE), intended send time in µs since the origin
@@ -62,11 +65,19 @@ pub fn e2e_latency(ctx: &mut Context<'_>) -> ScenarioReport {
     let mut notes = Vec::new();
     let runs = repeat(ctx, |ctx, index| {
         let topics = ctx.create_topics(&format!("e2e-latency-r{index}"), 1, PARTITIONS)?;
-        let run = measure(
+        let admin = ctx.broker.as_ref().map(|b| b.admin_addr());
+        let before = admin.map(crate::stages::scrape).transpose()?;
+        let mut run = measure(
             ctx,
             &topics[0],
             &format!("e2e-latency {}/{}", index + 1, ctx.args.repeat),
         )?;
+        if let (Some(admin), Some(before)) = (admin, before) {
+            run.stages = crate::stages::breakdown(&before, &crate::stages::scrape(admin)?);
+            for line in crate::stages::lines(&run.stages) {
+                eprintln!("{line}");
+            }
+        }
         if run.failed_deliveries > 0 || run.received < run.sent {
             notes.push(format!(
                 "run {}: {} sent, {} received, {} failed deliveries",
@@ -138,6 +149,7 @@ impl LatencyRun {
             p99_ms: ms(histogram.value_at_quantile(0.99)),
             p999_ms: ms(histogram.value_at_quantile(0.999)),
             max_ms: ms(histogram.max()),
+            stages: Vec::new(),
         }
     }
 }

@@ -298,3 +298,92 @@ fn dashboard_uses_only_these_metrics(s: &Scrape) {
     }
     assert!(checked > 10);
 }
+
+/// The stage stamps of ADR 0017: an acks=all produce and the parked fetch that delivers it
+/// each add one sample to every stage of their path (counts only, never times).
+#[tokio::test(flavor = "multi_thread")]
+async fn stage_metrics_count_every_stage_of_a_delivered_produce() {
+    const STAGED: &str = "staged";
+    const RECORDS: usize = 12;
+    let (_dir, broker) = start_broker(&[]);
+    let addr = broker.addr();
+    let admin = broker.admin_addr().unwrap();
+    wharf_testkit::create_topic(&addr, STAGED, 1, &[])
+        .await
+        .unwrap();
+    let count = |s: &Scrape, metric: &str, stage: &str| {
+        find(s, &format!("{metric}_count"), &[("stage", stage)]).map_or(0.0, |x| match x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{metric}{{stage={stage}}}: not a count"),
+        })
+    };
+    let before = scrape(&admin);
+
+    // A consumer reads each record before the next is produced, so its next fetch is parked
+    // when the produce arrives and the publish wakes it.
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<usize>();
+    let a = addr.clone();
+    let consumer = std::thread::spawn(move || {
+        let consumer = wharf_testkit::base_consumer(&a, &[("fetch.wait.max.ms", "5000")]).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(STAGED, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut seen = 0;
+        while seen < RECORDS && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                m.unwrap();
+                seen += 1;
+                let _ = seen_tx.send(seen);
+            }
+        }
+        seen
+    });
+    let producer = wharf_testkit::producer(&addr, &[("acks", "all"), ("linger.ms", "0")]).unwrap();
+    for i in 0..RECORDS {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(STAGED)
+                    .partition(0)
+                    .payload(&format!("staged-{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        let seen = tokio::task::block_in_place(|| seen_rx.recv_timeout(Duration::from_secs(60)));
+        assert_eq!(seen, Ok(i + 1), "the consumer received record {i}");
+    }
+    assert_eq!(consumer.join().unwrap(), RECORDS);
+
+    let after = scrape(&admin);
+    let produce = "wharf_produce_stage_seconds";
+    let fetch = "wharf_fetch_stage_seconds";
+    // One produce request of one partition per record: one sample each, in every stage.
+    for stage in [
+        "receive",
+        "queue",
+        "write",
+        "fdatasync",
+        "publish",
+        "ack",
+        "response_write",
+    ] {
+        assert_eq!(
+            count(&after, produce, stage) - count(&before, produce, stage),
+            RECORDS as f64,
+            "produce stage {stage}"
+        );
+    }
+    // Each record came back in a fetch that returned records; parked fetches were woken.
+    for stage in ["read", "response_write"] {
+        assert!(
+            count(&after, fetch, stage) - count(&before, fetch, stage) >= RECORDS as f64,
+            "fetch stage {stage}"
+        );
+    }
+    assert!(
+        count(&after, fetch, "wake") - count(&before, fetch, "wake") >= 1.0,
+        "a parked fetch was woken by a publish"
+    );
+}
