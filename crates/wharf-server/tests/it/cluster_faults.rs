@@ -346,11 +346,20 @@ async fn a_cut_off_leader_acknowledges_nothing_and_its_unacknowledged_tail_is_tr
         .collect();
     let during = wharf_testkit::producer(
         &majority.join(","),
-        &[("acks", "all"), ("message.timeout.ms", "30000")],
+        &[("acks", "all"), ("message.timeout.ms", "60000")],
     )
     .unwrap();
     let during_values: Vec<String> = (0..20).map(|i| format!("during-{i}")).collect();
     let during_acked = send_all(&during, &during_values).await;
+    if during_acked.len() != during_values.len() {
+        for id in cluster.ids().into_iter().filter(|id| *id != old) {
+            let log = cluster.node(id).log();
+            let tail = log
+                .get(log.len().saturating_sub(6000)..)
+                .unwrap_or_default();
+            eprintln!("node {id}'s log ends with:\n{tail}");
+        }
+    }
     assert_eq!(
         during_acked.len(),
         during_values.len(),
