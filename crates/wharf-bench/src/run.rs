@@ -35,6 +35,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         args.clients.clone()
     };
+    if args.cluster && clients.contains(&Client::Native) {
+        anyhow::bail!(
+            "--cluster runs with --client librdkafka only: the native client sends every request \
+             to one broker and does not follow partition leaders"
+        );
+    }
 
     // With --cluster: nodes 2 and 3 (node 1 is `broker`), kept running until the end.
     let mut others: Vec<SpawnedBroker> = Vec::new();

@@ -464,7 +464,12 @@ impl Broker {
                 reason: format!("{partitions} is not in 1..={MAX_PARTITIONS}"),
             });
         }
-        if spec.replication_factor != -1 && spec.replication_factor != 1 {
+        // Every partition has its shard group's replicas: 1 alone, the voters in a cluster
+        // (3). A factor of 1 is taken in a cluster too (tools default to it): the topic is
+        // replicated anyway.
+        let replicas = self.cluster().shard(0).replicas.len().max(1);
+        let factor = usize::try_from(spec.replication_factor).unwrap_or(0);
+        if spec.replication_factor != -1 && factor != 1 && factor != replicas {
             return Err(BrokerError::InvalidReplicationFactor {
                 factor: i32::from(spec.replication_factor),
             });

@@ -72,6 +72,11 @@ fn raft_config(preferred: bool) -> openraft::Config {
         // The snapshot is the retained shard log; building one on a schedule is not needed
         // while raft never purges the shard (retention is local: ADR 0012).
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        // An AppendEntries frame must stay under the 64 MiB frame limit: an entry is one
+        // produce's batches for a partition (up to max.message.bytes, 1 MiB by default), and
+        // its JSON body is ~3.7 times its bytes. openraft's default of 300 entries made frames
+        // of 1 GB under wharf-bench load, which followers refused.
+        max_payload_entries: 8,
         ..openraft::Config::default()
     }
 }

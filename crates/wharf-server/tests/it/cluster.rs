@@ -283,7 +283,29 @@ fn assert_every_node_holds(nodes: &[(i32, Held)], acked: &BTreeMap<i32, Vec<(i64
 async fn clients_reach_each_shard_leader_and_every_node_holds_what_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = Nodes::start(&dir);
-    nodes.create_topic("t", 6).await;
+    // replication.factor: 3 (the shard groups' replicas) is taken, 2 is refused.
+    let admin = wharf_testkit::admin(&nodes.node(2).addr()).unwrap();
+    let options =
+        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let created = admin
+        .create_topics(
+            [
+                &rdkafka::admin::NewTopic::new("t", 6, rdkafka::admin::TopicReplication::Fixed(3)),
+                &rdkafka::admin::NewTopic::new(
+                    "two",
+                    1,
+                    rdkafka::admin::TopicReplication::Fixed(2),
+                ),
+            ],
+            &options,
+        )
+        .await
+        .unwrap();
+    assert!(created[0].is_ok(), "{:?}", created[0]);
+    assert_eq!(
+        created[1].as_ref().map_err(|(_, e)| *e),
+        Err(rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor)
+    );
     let leaders = nodes.leaders("t", 6);
     // Metadata is a cluster's: three brokers, each partition with three replicas.
     let consumer = wharf_testkit::base_consumer(&nodes.node(1).addr(), &[]).unwrap();
