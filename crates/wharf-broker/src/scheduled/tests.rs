@@ -101,7 +101,16 @@ async fn delayed_record_arrives_at_its_due_time_with_its_fields() {
     assert!(headers.contains(&(b"app".to_vec(), Some(b"x".to_vec()))));
     assert!(headers.contains(&(b"wharf-delay-ms".to_vec(), Some(b"400".to_vec()))));
     assert!(headers.iter().any(|(n, _)| n == b"wharf-delayed-from"));
-    assert_eq!(b.scheduler().waiting("d").0, 0);
+    // A record is visible once written and settled once its append is durable (ADR 0017):
+    // the waiting count drops right after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.scheduler().waiting("d").0 != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the delivered record stays waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     b.shutdown().await;
 }
 
