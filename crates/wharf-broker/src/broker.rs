@@ -363,24 +363,14 @@ impl Broker {
     /// shard holding its partition of `__consumer_offsets` or `__transaction_state`, with its
     /// address when known.
     pub fn coordinator_node(&self, key: &str, transactional: bool) -> Option<NodeAddress> {
-        let (topic, partitions) = if transactional {
-            (
-                TRANSACTION_STATE_TOPIC,
-                crate::txn::TRANSACTION_STATE_PARTITIONS,
-            )
+        let topic = if transactional {
+            TRANSACTION_STATE_TOPIC
         } else {
-            (
-                crate::group::OFFSETS_TOPIC,
-                crate::group::OFFSETS_PARTITIONS,
-            )
+            crate::group::OFFSETS_TOPIC
         };
-        let index = crate::group::partition_for(key, partitions as usize);
         let cluster = self.cluster();
-        let leader = match self.topic(topic) {
-            Some(t) => t
-                .partitions
-                .get(index)
-                .and_then(|p| cluster.shard_leader(p.log.shard_id()))?,
+        let leader = match self.coordinator_shard(topic, key) {
+            Some(shard) => cluster.shard_leader(shard)?,
             None => cluster.node_id(),
         };
         cluster.nodes().into_iter().find(|n| n.id == leader)

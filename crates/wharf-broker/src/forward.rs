@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::group::api::CommitPartition;
-use crate::txn::{TxnError, TxnOffset, TRANSACTION_STATE_TOPIC};
+use crate::txn::{TxnError, TxnOffset};
 use crate::{Broker, BrokerError};
 
 /// One partition's offset, as a call carries it.
@@ -155,20 +155,11 @@ impl Broker {
         )))
     }
 
-    /// The shard of the `index`th partition of the internal `topic`.
-    pub(crate) fn internal_shard(&self, topic: &str, index: usize) -> Option<usize> {
-        self.topic(topic)?
-            .partitions
-            .get(index)
-            .map(|p| p.log.shard_id())
-    }
-
-    /// The shard of the `__transaction_state` partition of `transactional_id`.
-    pub(crate) fn txn_shard(&self, transactional_id: &str) -> Option<usize> {
-        let partitions = self.topic(TRANSACTION_STATE_TOPIC)?.partitions.len();
-        self.internal_shard(
-            TRANSACTION_STATE_TOPIC,
-            crate::group::partition_for(transactional_id, partitions),
-        )
+    /// The shard holding `key`'s partition of the coordinators' internal `topic`
+    /// (`__consumer_offsets` for a group id, `__transaction_state` for a transactional id).
+    pub(crate) fn coordinator_shard(&self, topic: &str, key: &str) -> Option<usize> {
+        let t = self.topic(topic)?;
+        let index = crate::group::partition_for(key, t.partitions.len());
+        t.partitions.get(index).map(|p| p.log.shard_id())
     }
 }

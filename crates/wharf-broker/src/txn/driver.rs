@@ -348,12 +348,8 @@ impl Broker {
         }
         // Offsets go through the group's coordinator, this node or another.
         for (group, offsets) in by_group {
-            let partitions = crate::group::OFFSETS_PARTITIONS as usize;
             let shard = self
-                .internal_shard(
-                    crate::group::OFFSETS_TOPIC,
-                    crate::group::partition_for(group, partitions),
-                )
+                .coordinator_shard(crate::group::OFFSETS_TOPIC, group)
                 .ok_or_else(|| unavailable("no __consumer_offsets partition"))?;
             self.call_shard_leader(
                 shard,
@@ -570,7 +566,7 @@ impl Broker {
             })
             .collect();
         let shard = self
-            .txn_shard(transactional_id)
+            .coordinator_shard(TRANSACTION_STATE_TOPIC, transactional_id)
             .ok_or_else(|| unavailable("no __transaction_state partition"))?;
         self.call_shard_leader(
             shard,
