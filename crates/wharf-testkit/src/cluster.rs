@@ -278,6 +278,8 @@ impl TestCluster {
             format!("127.0.0.1:{}", self.cluster_ports[&id]),
         ));
         settings.push(("cluster_peers".into(), peers));
+        // One port fewer to collide with on a restart (cluster tests use no AMQP).
+        settings.push(("amqp_listen".into(), "off".into()));
         settings
     }
 

@@ -56,6 +56,8 @@ impl Nodes {
                         ("shards", shards),
                         ("cluster_listen", &listen),
                         ("cluster_peers", &peers),
+                        // One port fewer to collide with on a restart (AMQP is not tested here).
+                        ("amqp_listen", "off"),
                     ],
                 )
                 .unwrap()
