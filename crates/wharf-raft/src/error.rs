@@ -14,6 +14,12 @@ pub enum RaftError {
         #[source]
         source: std::io::Error,
     },
+    #[error("shard {shard_id}: cannot drop a half-written last entry: {source}")]
+    Truncate {
+        shard_id: usize,
+        #[source]
+        source: wharf_storage::StorageError,
+    },
     #[error("shard {shard_id}: raft did not start: {source}")]
     Start {
         shard_id: usize,

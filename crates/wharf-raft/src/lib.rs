@@ -1,7 +1,8 @@
 //! Replication: a shard log as the raft log of one openraft group (ADR 0012, ARCHITECTURE
-//! decision 7). A raft entry is one shard-log entry, so one raft round and one fdatasync per
-//! node cover every partition of the shard; the state machine is the log itself, and applying
-//! an entry only moves the committed position.
+//! decision 7). A raft entry is one or more shard-log entries (the writes of several partitions
+//! gathered by the leader), so one raft round and one fdatasync per node cover every partition
+//! of the shard; the state machine is the log itself, and applying an entry only moves the
+//! committed position.
 //!
 //! # Layout
 //! - `error`: [`RaftError`], what opening a group or serving the cluster port can fail with.
@@ -43,4 +44,4 @@ pub use frame::NodeCard;
 pub use network::{call, forward, hello, Cuts, NetworkFactory};
 pub use replicated::{GroupConfig, ReplicatedShardLog, ShardGroup};
 pub use server::{CallHandler, ClusterServer, ForwardHandler};
-pub use types::{NodeId, Request, Response, TypeConfig};
+pub use types::{NodeId, Part, PartInfo, Request, Response, TypeConfig};

@@ -21,11 +21,19 @@ use wharf_storage::{
 };
 
 use crate::state_file::{StateFile, StatePath};
-use crate::types::{NodeId, Request, TypeConfig};
+use crate::types::{NodeId, Part, Request, TypeConfig};
 
-/// Where one raft entry sits in the shard, and the offsets it was given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where one raft entry ends in the shard (it starts where the previous one ends), and the
+/// offsets each of its parts was given (none for a control entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EntryMeta {
+    pub parts: Vec<PartMeta>,
+    pub end: Position,
+}
+
+/// The offsets one part of a raft entry was given in its partition log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartMeta {
     pub log_id: u64,
     pub base_offset: i64,
     pub last_offset: i64,
@@ -39,6 +47,9 @@ pub(crate) struct Index {
     /// record (the high watermark consumers may see). A log not listed has every record
     /// committed, so its storage high watermark is it.
     pub committed_offsets: HashMap<u64, i64>,
+    /// Raised by every truncation of the tail: a read that started before it may find its
+    /// entries gone (a leader's replication task still reading after the node stepped down).
+    pub truncations: u64,
 }
 
 impl Index {
@@ -55,8 +66,8 @@ impl Index {
         (slot < self.entries.len()).then_some(slot)
     }
 
-    pub fn meta(&self, index: u64) -> Option<EntryMeta> {
-        self.slot(index).and_then(|s| self.entries.get(s).copied())
+    pub fn meta(&self, index: u64) -> Option<&EntryMeta> {
+        self.slot(index).and_then(|s| self.entries.get(s))
     }
 
     fn start_of_slot(&self, slot: usize) -> Position {
@@ -82,11 +93,109 @@ impl Index {
 }
 
 /// What a raft `Blank` or `Membership` entry is stored as: JSON in a one-record batch of the
-/// shard's control log.
+/// shard's control log. `Group(n)` starts a normal entry of `n` parts (n > 1): the next `n`
+/// shard entries are its parts (an entry of one part is its shard entry alone).
 #[derive(Debug, Serialize, Deserialize)]
 enum ControlRecord {
     Blank,
     Membership(Membership<NodeId, openraft::BasicNode>),
+    Group(u32),
+}
+
+fn decode_control(entry: &ShardEntry) -> Result<ControlRecord, String> {
+    let header = BatchHeader::parse_checked(&entry.batches).map_err(|e| e.to_string())?;
+    let value = RecordIter::new(&header)
+        .map_err(|e| e.to_string())?
+        .next()
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .and_then(|r| r.value)
+        .unwrap_or_default();
+    serde_json::from_slice(value).map_err(|e| e.to_string())
+}
+
+/// One raft entry as read back from the shard.
+enum Unit {
+    Blank(Position),
+    Membership(Membership<NodeId, openraft::BasicNode>, Position),
+    /// The parts' shard entries (never empty).
+    Normal(Vec<ShardEntry>),
+}
+
+impl Unit {
+    fn end(&self) -> Position {
+        match self {
+            Unit::Blank(end) | Unit::Membership(_, end) => *end,
+            Unit::Normal(parts) => parts.last().map(|p| p.end).unwrap_or_default(),
+        }
+    }
+
+    fn meta(&self) -> EntryMeta {
+        let parts = match self {
+            Unit::Normal(parts) => parts
+                .iter()
+                .map(|p| PartMeta {
+                    log_id: p.log_id,
+                    base_offset: p.base_offset,
+                    last_offset: p.last_offset,
+                    end: p.end,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        EntryMeta {
+            parts,
+            end: self.end(),
+        }
+    }
+}
+
+/// Gathers shard entries, in order, into raft entries.
+struct Gather {
+    control_log: u64,
+    /// The parts of a group read so far, and how many it has.
+    group: Option<(usize, Vec<ShardEntry>)>,
+}
+
+impl Gather {
+    fn new(control_log: u64) -> Self {
+        Self {
+            control_log,
+            group: None,
+        }
+    }
+
+    /// The next shard entry; a raft entry once it is complete.
+    fn push(&mut self, entry: ShardEntry) -> Result<Option<Unit>, String> {
+        if let Some((n, parts)) = &mut self.group {
+            if entry.log_id == self.control_log {
+                return Err(format!("a control entry inside a group of {n} parts"));
+            }
+            parts.push(entry);
+            if parts.len() < *n {
+                return Ok(None);
+            }
+            let (_, parts) = self.group.take().unwrap_or_default();
+            return Ok(Some(Unit::Normal(parts)));
+        }
+        if entry.log_id != self.control_log {
+            return Ok(Some(Unit::Normal(vec![entry])));
+        }
+        Ok(match decode_control(&entry)? {
+            ControlRecord::Blank => Some(Unit::Blank(entry.end)),
+            ControlRecord::Membership(m) => Some(Unit::Membership(m, entry.end)),
+            ControlRecord::Group(n) if n > 1 => {
+                self.group = Some((n as usize, Vec::with_capacity(n as usize)));
+                None
+            }
+            ControlRecord::Group(n) => return Err(format!("a group of {n} parts")),
+        })
+    }
+
+    /// Whether a group's parts are still expected.
+    fn in_group(&self) -> bool {
+        self.group.is_some()
+    }
 }
 
 /// Everything one shard group's log store, state machine and shard-log handle share.
@@ -100,8 +209,11 @@ pub(crate) struct Shared {
     /// One state-file write at a time, each of the latest state.
     persist_lock: tokio::sync::Mutex<()>,
     pub committed: watch::Sender<Position>,
-    /// Writers waiting for the leader's own write only (acks=1), by `Request::local_ack`.
+    /// Writers waiting for the leader's own write only (acks=1), by `Part::local_ack`.
     pub local_acks: Mutex<HashMap<u64, LocalAck>>,
+    /// Where a group cut short by a crash starts (its parts were never all written, so the
+    /// entry was never acknowledged): the shard must be truncated there before raft starts.
+    pub incomplete_tail: Option<Position>,
 }
 
 /// Completes an acks=1 write once the leader holds the entry.
@@ -125,37 +237,40 @@ impl Shared {
             state.set_anchor(0, shard.start());
             state
         });
-        let mut entries = VecDeque::new();
+        let mut entries: VecDeque<EntryMeta> = VecDeque::new();
         let mut at = state.anchor();
+        let mut gather = Gather::new(control_log);
         loop {
             let read = shard.read(at, 1 << 20).map_err(std::io::Error::other)?;
             let Some(last) = read.last() else { break };
             at = last.end;
-            entries.extend(read.iter().map(|e| EntryMeta {
-                log_id: e.log_id,
-                base_offset: e.base_offset,
-                last_offset: e.last_offset,
-                end: e.end,
-            }));
+            for e in read {
+                if let Some(unit) = gather.push(e).map_err(std::io::Error::other)? {
+                    entries.push_back(unit.meta());
+                }
+            }
         }
+        let incomplete_tail = gather
+            .in_group()
+            .then(|| entries.back().map_or(state.anchor(), |m| m.end));
         storage.create_log(control_log, LogConfig::default());
         // Entries up to the last snapshot were applied; later ones may not be committed yet.
         let applied = state.snapshot.as_ref().map(|(last, _)| last.index);
         let mut committed_offsets = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
-            if e.log_id == control_log {
-                continue;
-            }
-            if applied.is_some_and(|a| state.anchor_index + i as u64 <= a) {
-                committed_offsets.insert(e.log_id, e.last_offset + 1);
-            } else {
-                committed_offsets.entry(e.log_id).or_insert(e.base_offset);
+            for p in &e.parts {
+                if applied.is_some_and(|a| state.anchor_index + i as u64 <= a) {
+                    committed_offsets.insert(p.log_id, p.last_offset + 1);
+                } else {
+                    committed_offsets.entry(p.log_id).or_insert(p.base_offset);
+                }
             }
         }
         let index = Index {
             state,
             entries,
             committed_offsets,
+            truncations: 0,
         };
         let applied_end = index
             .state
@@ -172,6 +287,7 @@ impl Shared {
             index: Mutex::new(index),
             persist_lock: tokio::sync::Mutex::new(()),
             local_acks: Mutex::default(),
+            incomplete_tail,
             committed: watch::channel(applied_end).0,
         })
     }
@@ -201,60 +317,56 @@ impl Shared {
             .unwrap_or_else(|| self.storage.create_log(log_id, LogConfig::default()))
     }
 
-    /// The shard-log append of one raft entry.
-    fn to_append(
+    /// The shard-log appends of one raft entry: the control record, or the parts (after a
+    /// `Group` record when there are several), each with its part's index.
+    fn to_appends(
         &self,
         payload: &EntryPayload<TypeConfig>,
-    ) -> Result<(Log, bytes::Bytes), StorageError<NodeId>> {
+    ) -> Result<Vec<(Log, bytes::Bytes, Option<usize>)>, StorageError<NodeId>> {
+        let mut out = Vec::new();
         let control = match payload {
-            EntryPayload::Normal(request) => {
-                return Ok((
-                    self.log(request.log_id),
-                    bytes::Bytes::from(request.batches.clone()),
-                ))
-            }
-            EntryPayload::Blank => ControlRecord::Blank,
-            EntryPayload::Membership(m) => ControlRecord::Membership(m.clone()),
+            EntryPayload::Normal(request) if request.parts.len() == 1 => None,
+            EntryPayload::Normal(request) => Some(ControlRecord::Group(
+                u32::try_from(request.parts.len()).map_err(io_error)?,
+            )),
+            EntryPayload::Blank => Some(ControlRecord::Blank),
+            EntryPayload::Membership(m) => Some(ControlRecord::Membership(m.clone())),
         };
-        let value = serde_json::to_vec(&control).map_err(io_error)?;
-        let mut builder = BatchBuilder::new(0);
-        builder.push(None, Some(&value), &[], 0);
-        Ok((
-            self.log(self.control_log),
-            bytes::Bytes::from(builder.build()),
-        ))
+        if let Some(control) = control {
+            let value = serde_json::to_vec(&control).map_err(io_error)?;
+            let mut builder = BatchBuilder::new(0);
+            builder.push(None, Some(&value), &[], 0);
+            out.push((
+                self.log(self.control_log),
+                bytes::Bytes::from(builder.build()),
+                None,
+            ));
+        }
+        if let EntryPayload::Normal(request) = payload {
+            for (i, part) in request.parts.iter().enumerate() {
+                out.push((self.log(part.log_id), part.batches.clone(), Some(i)));
+            }
+        }
+        Ok(out)
     }
 
     /// A raft entry as read back from the shard.
-    fn to_entry(
-        &self,
-        log_id: LogId<NodeId>,
-        entry: &ShardEntry,
-    ) -> Result<Entry<TypeConfig>, StorageError<NodeId>> {
-        let payload = if entry.log_id == self.control_log {
-            let read_error = |e: &dyn std::error::Error| {
-                StorageIOError::read_log_at_index(log_id.index, AnyError::error(e.to_string()))
-            };
-            let header = BatchHeader::parse_checked(&entry.batches).map_err(|e| read_error(&e))?;
-            let value = RecordIter::new(&header)
-                .map_err(|e| read_error(&e))?
-                .next()
-                .transpose()
-                .map_err(|e| read_error(&e))?
-                .and_then(|r| r.value)
-                .unwrap_or_default();
-            match serde_json::from_slice(value).map_err(|e| read_error(&e))? {
-                ControlRecord::Blank => EntryPayload::Blank,
-                ControlRecord::Membership(m) => EntryPayload::Membership(m),
-            }
-        } else {
-            EntryPayload::Normal(Request {
-                log_id: entry.log_id,
-                batches: entry.batches.to_vec(),
-                local_ack: 0,
-            })
+    fn to_entry(log_id: LogId<NodeId>, unit: Unit) -> Entry<TypeConfig> {
+        let payload = match unit {
+            Unit::Blank(_) => EntryPayload::Blank,
+            Unit::Membership(m, _) => EntryPayload::Membership(m),
+            Unit::Normal(parts) => EntryPayload::Normal(Request {
+                parts: parts
+                    .into_iter()
+                    .map(|p| Part {
+                        log_id: p.log_id,
+                        batches: p.batches,
+                        local_ack: 0,
+                    })
+                    .collect(),
+            }),
         };
-        Ok(Entry { log_id, payload })
+        Entry { log_id, payload }
     }
 
     /// Appends entries to the shard (one group commit, fdatasync-ed) and records where they went.
@@ -274,11 +386,13 @@ impl Shared {
                     .state
                     .record_leader(e.log_id.leader_id, e.log_id.index);
                 if let EntryPayload::Normal(request) = &e.payload {
-                    // Before the write: the log's records so far are all committed.
-                    index
-                        .committed_offsets
-                        .entry(request.log_id)
-                        .or_insert_with(|| self.log(request.log_id).high_watermark());
+                    for part in &request.parts {
+                        // Before the write: the log's records so far are all committed.
+                        index
+                            .committed_offsets
+                            .entry(part.log_id)
+                            .or_insert_with(|| self.log(part.log_id).high_watermark());
+                    }
                 }
             }
             changed
@@ -286,36 +400,52 @@ impl Shared {
         if terms_changed {
             self.persist().await?;
         }
+        // Every shard append of every entry is handed to the writer before any is waited
+        // for: one group commit, one fdatasync.
         let mut pending = Vec::with_capacity(entries.len());
-        for e in &entries {
-            let (log, batches) = self.to_append(&e.payload)?;
-            let appending = self
-                .shard
-                .append(&log, batches, Durability::Synced)
-                .map_err(io_error)?;
-            pending.push((log.id(), appending));
-        }
-        let mut metas = Vec::with_capacity(pending.len());
-        for ((log_id, appending), e) in pending.into_iter().zip(&entries) {
-            let appended = appending.wait_appended().await.map_err(io_error)?;
-            if let EntryPayload::Normal(Request { local_ack, .. }) = &e.payload {
-                if *local_ack != 0 {
-                    let waiter = self
-                        .local_acks
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(local_ack);
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(Ok(appended));
-                    }
-                }
+        for (i, e) in entries.iter().enumerate() {
+            for (log, batches, part) in self.to_appends(&e.payload)? {
+                let appending = self
+                    .shard
+                    .append(&log, batches, Durability::Synced)
+                    .map_err(io_error)?;
+                pending.push((i, part, log.id(), appending));
             }
-            metas.push(EntryMeta {
+        }
+        let mut metas: Vec<EntryMeta> = entries
+            .iter()
+            .map(|_| EntryMeta {
+                parts: Vec::new(),
+                end: Position::default(),
+            })
+            .collect();
+        for (i, part, log_id, appending) in pending {
+            let appended = appending.wait_appended().await.map_err(io_error)?;
+            let (Some(meta), Some(entry)) = (metas.get_mut(i), entries.get(i)) else {
+                continue;
+            };
+            meta.end = appended.position;
+            let Some(part) = part else { continue };
+            meta.parts.push(PartMeta {
                 log_id,
                 base_offset: appended.info.base_offset,
                 last_offset: appended.info.last_offset,
                 end: appended.position,
             });
+            let local_ack = match &entry.payload {
+                EntryPayload::Normal(r) => r.parts.get(part).map_or(0, |p| p.local_ack),
+                _ => 0,
+            };
+            if local_ack != 0 {
+                let waiter = self
+                    .local_acks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&local_ack);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(Ok(appended));
+                }
+            }
         }
         let mut index = self.lock();
         let expected = index
@@ -344,7 +474,7 @@ impl Shared {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let (from, ids) = {
+        let (from, ids, truncations) = {
             let index = self.lock();
             let start = start.max(index.state.anchor_index);
             let end = end.min(index.last_index().map_or(0, |l| l + 1));
@@ -358,19 +488,49 @@ impl Shared {
             if ids.is_none() {
                 tracing::error!(shard_id = self.shard_id, start, end, terms = ?index.state.terms, "raft entries without a known term");
             }
-            (index.start_of_slot(slot), ids.unwrap_or_default())
+            (
+                index.start_of_slot(slot),
+                ids.unwrap_or_default(),
+                index.truncations,
+            )
         };
-        let mut out = Vec::with_capacity(ids.len());
-        let mut at = from;
-        while out.len() < ids.len() {
-            let read = self.shard.read(at, 1 << 20).map_err(io_error)?;
-            let Some(last) = read.last() else { break };
-            at = last.end;
-            for entry in &read {
-                let Some(id) = ids.get(out.len()) else { break };
-                out.push(self.to_entry(*id, entry)?);
+        let read = || -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+            let mut out = Vec::with_capacity(ids.len());
+            let mut at = from;
+            let mut gather = Gather::new(self.control_log);
+            'read: while out.len() < ids.len() {
+                let read = self.shard.read(at, 1 << 20).map_err(io_error)?;
+                let Some(last) = read.last() else { break };
+                at = last.end;
+                for entry in read {
+                    let Some(&id) = ids.get(out.len()) else {
+                        break 'read;
+                    };
+                    let unit = gather.push(entry).map_err(|e| {
+                        StorageIOError::read_log_at_index(id.index, AnyError::error(e))
+                    })?;
+                    if let Some(unit) = unit {
+                        out.push(Self::to_entry(id, unit));
+                    }
+                }
             }
+            Ok(out)
+        };
+        let read = read();
+        if self.lock().truncations != truncations {
+            // The tail was cut under this read: positions may be gone or hold other entries,
+            // and whoever asked is a replication task of a leadership that ended. Not a
+            // storage failure (openraft stops the group on one): nothing is returned.
+            tracing::info!(
+                shard_id = self.shard_id,
+                start,
+                end,
+                ok = read.is_ok(),
+                "raft entries truncated while being read"
+            );
+            return Ok(Vec::new());
         }
+        let out = read?;
         if out.len() < ids.len() {
             tracing::error!(
                 shard_id = self.shard_id,
@@ -471,6 +631,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             };
             let cut = index.start_of_slot(slot);
             index.entries.truncate(slot);
+            index.truncations += 1;
             index.state.truncate(log_id.index);
             cut
         };

@@ -18,7 +18,7 @@ use openraft::BasicNode;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use crate::frame::{read_frame, write_frame, FrameError, NodeCard, Reply, RequestFrame, Rpc};
+use crate::frame::{read_frame, write_request, FrameError, NodeCard, Reply, RequestFrame, Rpc};
 use crate::types::{NodeId, TypeConfig};
 
 /// Peers this node neither sends to nor accepts requests from. Empty in production.
@@ -138,7 +138,7 @@ async fn one_call(addr: &str, from: NodeId, rpc: Rpc, ttl: Duration) -> Result<R
             rpc,
         };
         let max = crate::frame::DEFAULT_MAX_FRAME_BYTES;
-        write_frame(&mut stream, &frame, max)
+        write_request(&mut stream, frame, max)
             .await
             .map_err(|e| e.to_string())?;
         let body = read_frame(&mut stream, max)
@@ -232,7 +232,7 @@ impl Connection {
             from: self.factory.node_id,
             rpc,
         };
-        write_frame(stream, &frame, max).await?;
+        write_request(stream, frame, max).await?;
         let body = read_frame(stream, max).await?.ok_or(CallError::Closed)?;
         let reply: Reply = serde_json::from_slice(&body).map_err(FrameError::from)?;
         if let Reply::UnknownGroup(group) = reply {

@@ -20,7 +20,7 @@ use crate::log_store::{LocalAck, LogStore, Shared};
 use crate::network::NetworkFactory;
 use crate::state_file::StatePath;
 use crate::state_machine::StateMachine;
-use crate::types::{NodeId, Request, TypeConfig};
+use crate::types::{NodeId, Part, Request, TypeConfig};
 use crate::RaftError;
 
 /// How to run one shard group on this node.
@@ -74,6 +74,19 @@ impl ShardGroup {
                 }
             })?,
         );
+        if let Some(cut) = shared.incomplete_tail {
+            // A crash cut the last entry's parts short: it was never acknowledged.
+            tracing::warn!(
+                shard_id,
+                ?cut,
+                "dropping an entry whose parts were not all written"
+            );
+            shared
+                .shard
+                .truncate(cut)
+                .await
+                .map_err(|source| RaftError::Truncate { shard_id, source })?;
+        }
         let raft_config = Arc::new(
             config
                 .raft
@@ -154,56 +167,123 @@ pub struct ReplicatedShardLog {
 }
 
 type Reply = oneshot::Sender<Result<Appended, StorageError>>;
-type Submit = mpsc::UnboundedSender<(Request, Reply)>;
 
-/// Hands writes to raft in the order they were submitted (one task per group), then waits for
-/// each commit on its own task: appends submitted in order are committed in order.
+/// One write waiting to go to raft.
+struct Write {
+    part: Part,
+    reply: Reply,
+}
+
+type Submit = mpsc::UnboundedSender<Write>;
+
+/// Raft entries a group's leader has in flight (written, not yet committed) before it gathers
+/// further writes into the next one. openraft 0.9's core appends and fdatasyncs each entry on
+/// its own, so an entry per write made the leader's disk the limit (ADR 0012).
+const ENTRIES_IN_FLIGHT: usize = 4;
+/// The batches one entry gathers at most (one write larger than this goes alone): 16 entries
+/// to an AppendEntries frame stay under its 64 MiB limit.
+const ENTRY_BYTES: usize = 2 << 20;
+/// The writes one entry gathers at most.
+const ENTRY_PARTS: usize = 1024;
+
+/// Hands writes to raft in the order they were submitted (one task per group), gathering those
+/// that queued while `ENTRIES_IN_FLIGHT` entries were in flight into one entry, then waits for
+/// each commit on its own task: writes submitted in order are committed in order.
 async fn forward(
     raft: Raft<TypeConfig>,
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<(Request, Reply)>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
 ) {
     let shard_id = shared.shard_id;
-    while let Some((request, reply)) = rx.recv().await {
-        let local_ack = request.local_ack;
-        let shared = shared.clone();
-        // A failed write also fails its acks=1 writer, who waits on the local write instead.
-        let fail = move |error: StorageError, reply: Reply| {
-            if local_ack != 0 {
-                if let Some(waiter) = lock_acks(&shared).remove(&local_ack) {
-                    // The errors a write fails with here: not the leader, or stopped.
-                    let copy = match &error {
-                        StorageError::NotLeader { shard_id, leader } => StorageError::NotLeader {
-                            shard_id: *shard_id,
-                            leader: *leader,
-                        },
-                        _ => StorageError::ShutDown,
-                    };
-                    let _ = waiter.send(Err(copy));
-                }
-            }
-            let _ = reply.send(Err(error));
+    let slots = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT));
+    let mut carried: Option<Write> = None;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
         };
-        match raft.client_write_ff(request).await {
+        let first = match carried.take() {
+            Some(write) => write,
+            None => match rx.recv().await {
+                Some(write) => write,
+                None => return,
+            },
+        };
+        let mut bytes = first.part.batches.len();
+        let mut writes = vec![first];
+        while writes.len() < ENTRY_PARTS {
+            let Ok(write) = rx.try_recv() else { break };
+            bytes += write.part.batches.len();
+            if bytes > ENTRY_BYTES {
+                carried = Some(write);
+                break;
+            }
+            writes.push(write);
+        }
+        let (parts, replies): (Vec<Part>, Vec<Reply>) =
+            writes.into_iter().map(|w| (w.part, w.reply)).unzip();
+        let local_acks: Vec<u64> = parts.iter().map(|p| p.local_ack).collect();
+        let shared = shared.clone();
+        match raft.client_write_ff(Request { parts }).await {
             Ok(committed) => {
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match committed.await {
                         Ok(Ok(written)) => {
-                            let _ = reply.send(Ok(Appended {
-                                info: written.data.info(),
-                                position: written.data.position(),
-                            }));
+                            let mut infos = written.data.parts.into_iter();
+                            for (reply, local_ack) in replies.into_iter().zip(local_acks) {
+                                match infos.next() {
+                                    Some(info) => {
+                                        let _ = reply.send(Ok(Appended {
+                                            info: info.info(),
+                                            position: info.position(),
+                                        }));
+                                    }
+                                    None => {
+                                        fail(&shared, &StorageError::ShutDown, reply, local_ack)
+                                    }
+                                }
+                            }
                         }
                         Ok(Err(e)) => {
-                            fail(write_error(shard_id, OpenRaftError::APIError(e)), reply);
+                            let error = write_error(shard_id, OpenRaftError::APIError(e));
+                            for (reply, local_ack) in replies.into_iter().zip(local_acks) {
+                                fail(&shared, &error, reply, local_ack);
+                            }
                         }
-                        Err(_) => fail(StorageError::ShutDown, reply),
+                        Err(_) => {
+                            for (reply, local_ack) in replies.into_iter().zip(local_acks) {
+                                fail(&shared, &StorageError::ShutDown, reply, local_ack);
+                            }
+                        }
                     }
                 });
             }
-            Err(fatal) => fail(write_error(shard_id, OpenRaftError::Fatal(fatal)), reply),
+            Err(fatal) => {
+                let error = write_error(shard_id, OpenRaftError::Fatal(fatal));
+                for (reply, local_ack) in replies.into_iter().zip(local_acks) {
+                    fail(&shared, &error, reply, local_ack);
+                }
+            }
         }
     }
+}
+
+/// Fails a write, and its acks=1 writer (who waits on the local write instead) too. The errors
+/// a write fails with here: not the leader, or stopped.
+fn fail(shared: &Shared, error: &StorageError, reply: Reply, local_ack: u64) {
+    let copy = || match error {
+        StorageError::NotLeader { shard_id, leader } => StorageError::NotLeader {
+            shard_id: *shard_id,
+            leader: *leader,
+        },
+        _ => StorageError::ShutDown,
+    };
+    if local_ack != 0 {
+        if let Some(waiter) = lock_acks(shared).remove(&local_ack) {
+            let _ = waiter.send(Err(copy()));
+        }
+    }
+    let _ = reply.send(Err(copy()));
 }
 
 fn lock_acks(
@@ -263,12 +343,12 @@ impl ShardLog for ReplicatedShardLog {
                 (reply, local, local_ack)
             }
         };
-        let request = Request {
+        let part = Part {
             log_id: log.id(),
-            batches: batches.to_vec(),
+            batches,
             local_ack,
         };
-        if self.submit.send((request, reply)).is_err() {
+        if self.submit.send(Write { part, reply }).is_err() {
             lock_acks(&self.shared).remove(&local_ack);
             return Err(StorageError::ShutDown);
         }

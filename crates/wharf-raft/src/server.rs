@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::frame::{
-    read_frame, write_frame, NodeCard, Reply, RequestFrame, Rpc, DEFAULT_MAX_FRAME_BYTES,
+    decode_request, read_frame, write_frame, NodeCard, Reply, RequestFrame, Rpc,
+    DEFAULT_MAX_FRAME_BYTES,
 };
 use crate::network::Cuts;
 use crate::types::{NodeId, TypeConfig};
@@ -209,7 +210,7 @@ async fn serve(
                 return;
             }
         };
-        let request: RequestFrame = match serde_json::from_slice(&body) {
+        let request: RequestFrame = match decode_request(&body) {
             Ok(r) => r,
             Err(error) => {
                 tracing::warn!(%peer, %error, "cluster frame does not decode; closing the connection");

@@ -16,7 +16,7 @@ use openraft::{
 use wharf_storage::{Durability, Position, ShardLog};
 
 use crate::log_store::Shared;
-use crate::types::{NodeId, Response, TypeConfig};
+use crate::types::{NodeId, PartInfo, Response, TypeConfig};
 
 #[derive(Clone)]
 struct StoredSnapshot {
@@ -173,12 +173,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut end = None;
         for entry in entries {
-            let meta = self.shared.lock().meta(entry.log_id.index).ok_or_else(|| {
-                StorageIOError::apply(
-                    entry.log_id,
-                    AnyError::error("entry is not in the shard log"),
-                )
-            })?;
+            let meta = self
+                .shared
+                .lock()
+                .meta(entry.log_id.index)
+                .cloned()
+                .ok_or_else(|| {
+                    StorageIOError::apply(
+                        entry.log_id,
+                        AnyError::error("entry is not in the shard log"),
+                    )
+                })?;
             self.applied = Some(entry.log_id);
             end = Some(meta.end);
             let mut response = Response {
@@ -192,17 +197,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(_) => {
-                    let mut index = self.shared.lock();
-                    let committed = index.committed_offsets.entry(meta.log_id).or_insert(0);
-                    *committed = (*committed).max(meta.last_offset + 1);
-                    drop(index);
-                    response.base_offset = meta.base_offset;
-                    response.last_offset = meta.last_offset;
-                    response.log_start_offset = self
-                        .shared
-                        .storage
-                        .log(meta.log_id)
-                        .map_or(0, |l| l.log_start_offset());
+                    {
+                        let mut index = self.shared.lock();
+                        for part in &meta.parts {
+                            let committed = index.committed_offsets.entry(part.log_id).or_insert(0);
+                            *committed = (*committed).max(part.last_offset + 1);
+                        }
+                    }
+                    response.parts = meta
+                        .parts
+                        .iter()
+                        .map(|part| PartInfo {
+                            base_offset: part.base_offset,
+                            last_offset: part.last_offset,
+                            log_start_offset: self
+                                .shared
+                                .storage
+                                .log(part.log_id)
+                                .map_or(0, |l| l.log_start_offset()),
+                            segment: part.end.segment,
+                            offset: part.end.offset,
+                        })
+                        .collect();
                 }
             }
             responses.push(response);
@@ -240,6 +256,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries = decode(&data).map_err(sm_error)?;
         let shared = &self.shared;
         tracing::info!(shard_id = shared.shard_id, snapshot_id = %meta.snapshot_id, entries = entries.len(), "installing raft snapshot: the shard log is replaced");
+        // Before the cut, so a read that meets it knows it was cut (`Shared::read_entries`).
+        shared.lock().truncations += 1;
         shared
             .shard
             .truncate(shared.shard.start())

@@ -2,18 +2,32 @@
 
 use std::io::Cursor;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use wharf_storage::{AppendInfo, Position};
 
 pub type NodeId = u64;
 
-/// A raft entry's payload: batches for one partition log of the shard (one shard-log entry).
+/// A raft entry's payload: the writes of one or more partition logs of the shard, each a
+/// shard-log entry of its own. Several parts make one replication round and one fdatasync per
+/// node (ARCHITECTURE decision 7): the leader gathers the writes that queued while earlier
+/// entries were in flight (`replicated`). Stored as a `Group` control record followed by the
+/// parts when there is more than one (`log_store`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
+    pub parts: Vec<Part>,
+}
+
+/// One partition log's batches in a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
     pub log_id: u64,
-    pub batches: Vec<u8>,
+    /// Sent as raw bytes beside the JSON of an AppendEntries frame (`frame`); in JSON, a list
+    /// of byte values.
+    #[serde(with = "bytes_as_list")]
+    pub batches: Bytes,
     /// Non-zero for a write acknowledged after the leader's own write (Kafka's acks=1): the
-    /// leader's log store completes the writer registered under it once the entry is on its
+    /// leader's log store completes the writer registered under it once the part is on its
     /// disk. Not stored in the shard log (entries read back have 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub local_ack: u64,
@@ -24,9 +38,31 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-/// What applying an entry returns to the writer: its offsets and where it ends in the shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+mod bytes_as_list {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(bytes.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        Vec::<u8>::deserialize(deserializer).map(Bytes::from)
+    }
+}
+
+/// What applying an entry returns to its writers: each part's offsets, and where the entry
+/// ends in the shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Response {
+    pub parts: Vec<PartInfo>,
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// The offsets one part was given, and where its shard entry ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PartInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     pub log_start_offset: i64,
@@ -34,7 +70,7 @@ pub struct Response {
     pub offset: u64,
 }
 
-impl Response {
+impl PartInfo {
     pub fn info(&self) -> AppendInfo {
         AppendInfo {
             base_offset: self.base_offset,
@@ -43,6 +79,15 @@ impl Response {
         }
     }
 
+    pub fn position(&self) -> Position {
+        Position {
+            segment: self.segment,
+            offset: self.offset,
+        }
+    }
+}
+
+impl Response {
     pub fn position(&self) -> Position {
         Position {
             segment: self.segment,

@@ -57,26 +57,30 @@ pub fn parse_peers(value: &str) -> anyhow::Result<Vec<Peer>> {
     Ok(peers)
 }
 
-/// The raft timing of shard groups: a dead leader is replaced within about a second. The
+/// The raft timing of shard groups: a dead leader is replaced within a few seconds. The
 /// shard's preferred node (`preferred`) waits less before standing, so at start leaders spread
 /// over the nodes (openraft 0.9 has no leader transfer, so after a failover a shard stays
 /// where it moved until its leader fails again).
+///
+/// openraft 0.9 gives an AppendEntries call the heartbeat interval as its deadline, and the
+/// follower's answer includes its fdatasync: at 100 ms, a loaded node missed it, the leader
+/// resent the same entries on a new connection, and elections churned (ADR 0012 has the
+/// figures).
 fn raft_config(preferred: bool) -> openraft::Config {
     let (election_timeout_min, election_timeout_max) =
-        if preferred { (300, 500) } else { (700, 1200) };
+        if preferred { (800, 1200) } else { (1500, 2500) };
     openraft::Config {
         cluster_name: "wharf".into(),
-        heartbeat_interval: 100,
+        heartbeat_interval: 250,
         election_timeout_min,
         election_timeout_max,
         // The snapshot is the retained shard log; building one on a schedule is not needed
         // while raft never purges the shard (retention is local: ADR 0012).
         snapshot_policy: openraft::SnapshotPolicy::Never,
         // An AppendEntries frame must stay under the 64 MiB frame limit: an entry is one
-        // produce's batches for a partition (up to max.message.bytes, 1 MiB by default), and
-        // its JSON body is ~3.7 times its bytes. openraft's default of 300 entries made frames
-        // of 1 GB under wharf-bench load, which followers refused.
-        max_payload_entries: 8,
+        // produce's batches for a partition (up to max.message.bytes, 1 MiB by default), sent
+        // as raw bytes. openraft's default of 300 entries made frames of up to 300 MiB.
+        max_payload_entries: 16,
         ..openraft::Config::default()
     }
 }
@@ -97,7 +101,7 @@ fn preferred_leader(shard: usize, members: &BTreeMap<u64, BasicNode>) -> Option<
 const PREFERRED_HEAD_START: Duration = Duration::from_secs(3);
 
 /// How long a replica may go unheard by its leader and still count as in sync (Kafka's
-/// `replica.lag.time.max.ms`, shorter: heartbeats go every 100 ms).
+/// `replica.lag.time.max.ms`, shorter: heartbeats go every 250 ms).
 const ISR_LAG: Duration = Duration::from_secs(5);
 
 /// One shard group as the view reads it.

@@ -126,12 +126,30 @@ impl Log {
         }
     }
 
-    /// [`Log::submit`] straight to this node's shard writer, whatever the route: for the shard
-    /// log implementations themselves (a raft log store writing the entries it was handed).
+    /// [`Log::submit`] straight to this node's shard writer, whatever the route.
     pub fn submit_local(
         &self,
         batches: Bytes,
         durability: Durability,
+    ) -> Result<PendingAppend, StorageError> {
+        self.send_append(batches, durability, false)
+    }
+
+    /// The shard log implementations' write (a raft log store writing the entries it was
+    /// handed): to this node's shard writer, written even if the log was deleted meanwhile.
+    pub(crate) fn submit_entry(
+        &self,
+        batches: Bytes,
+        durability: Durability,
+    ) -> Result<PendingAppend, StorageError> {
+        self.send_append(batches, durability, true)
+    }
+
+    fn send_append(
+        &self,
+        batches: Bytes,
+        durability: Durability,
+        even_if_deleted: bool,
     ) -> Result<PendingAppend, StorageError> {
         let (reply, rx) = oneshot::channel();
         let queued = crate::stage::now();
@@ -146,6 +164,7 @@ impl Log {
             reply,
             queued,
             replied,
+            even_if_deleted,
         })?;
         Ok(PendingAppend { rx, ack })
     }

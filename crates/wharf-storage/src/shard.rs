@@ -67,6 +67,10 @@ pub(crate) struct AppendRequest {
     /// Stage stamps (`stage`): when it entered the queue; when its reply was sent.
     pub queued: Option<Instant>,
     pub replied: Option<Arc<OnceLock<Instant>>>,
+    /// Written even if the log was deleted meanwhile: a replicated shard's entries are its
+    /// raft log, which must hold every entry it was handed (the data stays unreachable, as a
+    /// deleted log's older entries are). Otherwise the append fails with `UnknownLog`.
+    pub even_if_deleted: bool,
 }
 
 pub(crate) enum Command {
@@ -445,7 +449,7 @@ impl Writer {
                     .queue_seconds
                     .record(taken.saturating_duration_since(queued).as_secs_f64());
             }
-            if request.log.deleted.load(Ordering::Acquire) {
+            if !request.even_if_deleted && request.log.deleted.load(Ordering::Acquire) {
                 let _ = request.reply.send(Err(StorageError::UnknownLog {
                     log_id: request.log.id,
                 }));

@@ -97,7 +97,7 @@ impl ShardLog for LocalShardLog {
                 log_id: log.shared.id,
             });
         }
-        log.submit_local(batches, durability)
+        log.submit_entry(batches, durability)
     }
 
     fn committed(&self) -> watch::Receiver<Position> {

@@ -109,7 +109,12 @@ impl Node {
 
     /// Every value in log 2 on this node's disk, in offset order, from offset 0.
     pub fn values(&self) -> Vec<String> {
-        let Some(log) = self.storage.log(LOG) else {
+        self.values_in(LOG)
+    }
+
+    /// Every value in log `log_id` on this node's disk, in offset order.
+    pub fn values_in(&self, log_id: u64) -> Vec<String> {
+        let Some(log) = self.storage.log(log_id) else {
             return Vec::new();
         };
         let mut out = Vec::new();

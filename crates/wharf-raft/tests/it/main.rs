@@ -7,6 +7,7 @@
 mod cluster;
 mod conformance;
 mod failover;
+mod grouped;
 mod hostile;
 mod local_ack;
 mod power_cut;

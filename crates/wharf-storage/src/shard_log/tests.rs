@@ -55,3 +55,40 @@ async fn local_shard_log_conforms_and_truncation_survives_restart() {
     assert_eq!(value_of(&entries[11]), "after");
     storage.shutdown();
 }
+
+/// A shard log is a replica's whole log: an entry for a log deleted meanwhile is still written
+/// (a raft log store that lost one would break its index and stop), while a broker's own
+/// append to a deleted log is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_log_writes_an_entry_of_a_deleted_log_and_the_broker_path_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let shard = storage.shard_log(0).unwrap();
+    let log = storage.create_log(7, crate::LogConfig::default());
+    shard
+        .append(&log, batch("before"), Durability::Synced)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    storage.delete_log(7).unwrap();
+    let refused = log
+        .submit(batch("broker"), Durability::Synced)
+        .unwrap()
+        .wait()
+        .await;
+    assert!(
+        matches!(refused, Err(crate::StorageError::UnknownLog { log_id: 7 })),
+        "{refused:?}"
+    );
+    shard
+        .append(&log, batch("replica"), Durability::Synced)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let entries = shard.read(Position::default(), usize::MAX).unwrap();
+    let values: Vec<String> = entries.iter().map(value_of).collect();
+    assert_eq!(values, ["before", "replica"]);
+    storage.shutdown();
+}
