@@ -202,9 +202,19 @@ impl Broker {
             .ok_or_else(|| {
                 BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} has no partition"))
             })?;
-        let share = self.share();
+        self.load_share_configs(&log)?;
+        if self.share.log.set(log).is_err() {
+            return Err(BrokerError::Metadata(format!(
+                "{SHARE_GROUPS_TOPIC} loaded twice"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replaces the group configs with those `log` holds.
+    fn load_share_configs(&self, log: &Log) -> Result<(), BrokerError> {
         let mut configs = HashMap::new();
-        replay_keyed(&log, |key, value| {
+        replay_keyed(log, |key, value| {
             let group = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
             match value {
                 Some(v) => {
@@ -219,13 +229,63 @@ impl Broker {
             Ok(())
         })
         .map_err(|reason| BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC}: {reason}")))?;
-        *lock(&share.configs) = configs;
-        if share.log.set(log).is_err() {
-            return Err(BrokerError::Metadata(format!(
-                "{SHARE_GROUPS_TOPIC} loaded twice"
-            )));
-        }
+        *lock(&self.share.configs) = configs;
         Ok(())
+    }
+
+    /// This node now leads the shard of `__wharf_share_groups`: the group configs become
+    /// what the log holds. Blocking (reads the log).
+    pub(crate) fn reload_share_configs(&self) -> Result<(), BrokerError> {
+        let Some(log) = self
+            .topic(SHARE_GROUPS_TOPIC)
+            .and_then(|t| t.partitions.first().map(|p| p.log.clone()))
+        else {
+            return Ok(());
+        };
+        self.load_share_configs(&log)?;
+        // Created by another node after this one opened: the same log from now on.
+        let _ = self.share.log.set(log);
+        tracing::info!(
+            groups = lock(&self.share.configs).len(),
+            "share-group configs reloaded from {SHARE_GROUPS_TOPIC} for a new leader"
+        );
+        Ok(())
+    }
+
+    /// Forgets the members of the share groups whose `__consumer_offsets` partition index
+    /// `coordinated_here` names (this node just became their coordinator: what it knew from
+    /// an earlier term is stale; members are not persisted and join again).
+    pub(crate) fn share_forget_members(&self, coordinated_here: &dyn Fn(usize) -> bool) {
+        let Some(count) = self
+            .topic(crate::group::OFFSETS_TOPIC)
+            .map(|t| t.partitions.len())
+        else {
+            return;
+        };
+        lock(&self.share.groups)
+            .retain(|group, _| !coordinated_here(crate::group::partition_for(group, count)));
+    }
+
+    /// `NOT_COORDINATOR` unless this node coordinates `group` (the leader of its
+    /// `__consumer_offsets` partition's shard, as for a consumer group; always alone).
+    fn check_share_coordinator(&self, group: &str) -> Result<(), BrokerError> {
+        let Some(count) = self
+            .topic(crate::group::OFFSETS_TOPIC)
+            .map(|t| t.partitions.len())
+        else {
+            return Ok(());
+        };
+        if self.owns_internal(
+            crate::group::OFFSETS_TOPIC,
+            crate::group::partition_for(group, count),
+        ) {
+            Ok(())
+        } else {
+            Err(crate::group::GroupError::NotCoordinator {
+                group: group.to_string(),
+            }
+            .into())
+        }
     }
 
     fn partition_count(&self, topic: &str) -> Option<i32> {
@@ -246,6 +306,7 @@ impl Broker {
         if group.is_empty() {
             return Err(ShareError::InvalidRequest("empty group id".into()).into());
         }
+        self.check_share_coordinator(group)?;
         if matches!(self.groups().describe_group(group), Ok(Some(_))) {
             return Err(ShareError::NotShareGroup(group.to_string()).into());
         }
@@ -521,6 +582,10 @@ impl Broker {
             self.share.log.get().ok_or_else(|| {
                 BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} is not loaded"))
             })?;
+        if !self.shard_served(log.shard_id()) {
+            // Written only by the node that leads the log's shard (the client retries).
+            return Err(self.not_leader(log.shard_id()));
+        }
         let value = serde_json::to_vec(&set).map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let now = (self.share.clock)();
         let mut builder = BatchBuilder::new(now);
