@@ -518,13 +518,77 @@ impl Broker {
     }
 
     /// Applies config changes to `group` (validated first; nothing changes on an error)
-    /// and persists them.
+    /// and persists them. In a cluster the node that leads `__wharf_share_groups` writes
+    /// them: another node validates, then hands the change to it (as Kafka brokers forward
+    /// group configs).
     pub async fn share_alter_configs(
         self: &Arc<Self>,
         group: &str,
         ops: &[ConfigOp],
         validate_only: bool,
     ) -> Result<(), BrokerError> {
+        self.share_configs_after(group, ops)?;
+        if validate_only {
+            return Ok(());
+        }
+        if self.share_log().is_none() {
+            let broker = self.clone();
+            let log = tokio::task::spawn_blocking(move || broker.internal_log(SHARE_GROUPS_TOPIC))
+                .await
+                .map_err(|e| {
+                    BrokerError::Metadata(format!("creating {SHARE_GROUPS_TOPIC}: {e}"))
+                })??;
+            let _ = self.share.log.set(log);
+        }
+        let shard = self
+            .share_log()
+            .ok_or_else(|| BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} is not loaded")))?
+            .shard_id();
+        if self.shard_served(shard) {
+            return self.write_share_configs(group, ops).await;
+        }
+        let ops = ops
+            .iter()
+            .filter_map(|op| match op {
+                ConfigOp::Set(k, v) => Some((k.clone(), Some(v.clone()))),
+                ConfigOp::Delete(k) => Some((k.clone(), None)),
+                // Refused by the validation above.
+                ConfigOp::Append(..) | ConfigOp::Subtract(..) => None,
+            })
+            .collect();
+        self.call_shard_leader(
+            shard,
+            crate::forward::NodeCall::ShareGroupConfigs {
+                group: group.to_string(),
+                ops,
+            },
+        )
+        .await
+    }
+
+    /// The log of `__wharf_share_groups`, once it exists (created by another node after
+    /// this one opened: found then).
+    fn share_log(&self) -> Option<&Log> {
+        if let Some(log) = self
+            .share
+            .log
+            .get()
+            .is_none()
+            .then(|| self.topic(SHARE_GROUPS_TOPIC))
+            .flatten()
+            .and_then(|t| t.partitions.first().map(|p| p.log.clone()))
+        {
+            let _ = self.share.log.set(log);
+        }
+        self.share.log.get()
+    }
+
+    /// The configs of `group` after `ops` (validated; `Err` changes nothing).
+    fn share_configs_after(
+        &self,
+        group: &str,
+        ops: &[ConfigOp],
+    ) -> Result<BTreeMap<String, String>, BrokerError> {
         let mut set = self.share.configs_set(group);
         for op in ops {
             match op {
@@ -566,24 +630,22 @@ impl Broker {
             }
         }
         ShareGroupConfig::resolve(&set)?;
-        if validate_only {
-            return Ok(());
-        }
-        if self.share.log.get().is_none() {
-            let broker = self.clone();
-            let log = tokio::task::spawn_blocking(move || broker.internal_log(SHARE_GROUPS_TOPIC))
-                .await
-                .map_err(|e| {
-                    BrokerError::Metadata(format!("creating {SHARE_GROUPS_TOPIC}: {e}"))
-                })??;
-            let _ = self.share.log.set(log);
-        }
-        let log =
-            self.share.log.get().ok_or_else(|| {
-                BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} is not loaded"))
-            })?;
+        Ok(set)
+    }
+
+    /// Applies `ops` to `group`'s configs and persists them: on the node serving
+    /// `__wharf_share_groups` only (a change another node forwarded lands here too).
+    pub(crate) async fn write_share_configs(
+        &self,
+        group: &str,
+        ops: &[ConfigOp],
+    ) -> Result<(), BrokerError> {
+        let set = self.share_configs_after(group, ops)?;
+        let log = self
+            .share_log()
+            .ok_or_else(|| BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} is not loaded")))?;
         if !self.shard_served(log.shard_id()) {
-            // Written only by the node that leads the log's shard (the client retries).
+            // Written only by the node that leads the log's shard (the caller retries).
             return Err(self.not_leader(log.shard_id()));
         }
         let value = serde_json::to_vec(&set).map_err(|e| BrokerError::Metadata(e.to_string()))?;

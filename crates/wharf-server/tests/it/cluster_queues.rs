@@ -244,16 +244,11 @@ async fn a_share_group_keeps_accepted_records_and_redelivers_held_ones_after_a_l
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start_cluster(&dir);
     let bootstrap = cluster.bootstrap();
-    // The group's config is written by the node leading `__wharf_share_groups` (the one
-    // shard's leader): the admin client is pointed at it.
-    wharf_testkit::create_topic(&cluster.node(1).addr(), "probe", 1, &[])
-        .await
-        .unwrap();
-    let first = leader(&mut cluster, "probe");
-    let first_addr = cluster.node(first).addr();
+    // The group's config is written by the node leading `__wharf_share_groups`; the admin
+    // client may send it to any node (a follower hands it to the leader).
     run(&[
         "setup",
-        &first_addr,
+        &bootstrap,
         "work",
         "1",
         "gq",
