@@ -188,7 +188,19 @@ impl Broker {
                                     scheduler.settled_for.store(term, Ordering::Release);
                                     continue;
                                 }
-                                Err(error) if !broker.leadership().clustered() => {
+                                // Alone, a failed settle stops delivery until restart. A
+                                // cluster node retries (a leader change reloads anyway), and
+                                // so does any node whose log refused the write because
+                                // another node leads.
+                                Err(error)
+                                    if !broker.leadership().clustered()
+                                        && !matches!(
+                                            error,
+                                            BrokerError::Storage(
+                                                wharf_storage::StorageError::NotLeader { .. }
+                                            )
+                                        ) =>
+                                {
                                     // Delivering now could duplicate a record: stay stopped.
                                     tracing::error!(%error, "settling scheduled deliveries failed; no delivery until restart");
                                     return;
