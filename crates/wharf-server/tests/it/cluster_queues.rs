@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::error::ResponseError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -239,6 +240,20 @@ fn acked(lines: &[String], kind: &str) -> Vec<i64> {
 
 const SHARED: i64 = 100;
 
+/// The error code of a ShareGroupHeartbeat joining `group` (subscribed to `work`) sent to
+/// the node at `addr` itself.
+async fn share_heartbeat(addr: &str, group: &str) -> i16 {
+    use kafka_protocol::messages::{GroupId, ShareGroupHeartbeatRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut client = wharf_kafka::Client::connect(addr).await.unwrap();
+    let request = ShareGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_member_id(StrBytes::from_static_str("cluster-queues-probe-member"))
+        .with_member_epoch(0)
+        .with_subscribed_topic_names(Some(vec![TopicName(StrBytes::from_static_str("work"))]));
+    client.send(request).await.unwrap().error_code
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_share_group_keeps_accepted_records_and_redelivers_held_ones_after_a_leader_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,6 +269,23 @@ async fn a_share_group_keeps_accepted_records_and_redelivers_held_ones_after_a_l
         "gq",
         "share.auto.offset.reset=earliest",
     ]);
+    // The shard's leader coordinates every share group (`shards=1`); the others refuse a
+    // heartbeat with NOT_COORDINATOR, and the client finds the leader through
+    // FindCoordinator.
+    let coordinator = leader(&mut cluster, "work");
+    for id in cluster.ids() {
+        let group = if id == coordinator { "probe" } else { "gq" };
+        let code = share_heartbeat(&cluster.node(id).addr(), group).await;
+        let expected = if id == coordinator {
+            0
+        } else {
+            ResponseError::NotCoordinator.code()
+        };
+        assert_eq!(
+            code, expected,
+            "ShareGroupHeartbeat on node {id} (coordinator {coordinator})"
+        );
+    }
     run(&["produce", &bootstrap, "work", &SHARED.to_string()]);
     let mut holder = Running::start(&[
         "consume",
