@@ -141,6 +141,118 @@ async fn delayed_messages_stored_before_a_leader_kill_arrive_once_from_the_new_l
     );
 }
 
+/// Sends a half-message step (`prepare`, `commit`, `rollback`) of transaction `txn_id` to
+/// `orders`[0].
+async fn half(producer: &rdkafka::producer::FutureProducer, action: &str, txn_id: &str) {
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "wharf-txn",
+            value: Some(action),
+        })
+        .insert(Header {
+            key: "wharf-txn-id",
+            value: Some(txn_id),
+        })
+        .insert(Header {
+            key: "wharf-txn-group",
+            value: Some("shop"),
+        });
+    let record = FutureRecord::<str, str>::to("orders")
+        .partition(0)
+        .key(txn_id)
+        .payload(txn_id)
+        .headers(headers);
+    producer
+        .send(record, Duration::from_secs(60))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// The keys of every record of `topic`[0] (empty while the topic does not exist).
+fn keys_of(bootstrap: &str, topic: &str) -> Vec<String> {
+    let consumer: BaseConsumer = wharf_testkit::base_consumer(bootstrap, &[]).unwrap();
+    let Ok((_, high)) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)) else {
+        return Vec::new();
+    };
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while i64::try_from(out.len()).unwrap() < high {
+        assert!(Instant::now() < deadline, "reading {topic}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_messages_prepared_before_a_leader_kill_are_committed_and_checked_back_by_the_new_leader(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_cluster(&dir);
+    let bootstrap = cluster.bootstrap();
+    wharf_testkit::create_topic(
+        &cluster.node(1).addr(),
+        "orders",
+        1,
+        &[
+            ("wharf.message.type", "transaction"),
+            ("wharf.txn.check.after.ms", "8000"),
+            ("wharf.txn.check.interval.ms", "60000"),
+        ],
+    )
+    .await
+    .unwrap();
+    let leader = tokio::task::block_in_place(|| leader(&mut cluster, "orders"));
+    let producer = wharf_testkit::producer(&bootstrap, &[("message.timeout.ms", "60000")]).unwrap();
+    for id in ["t-commit", "t-rollback", "t-check"] {
+        half(&producer, "prepare", id).await;
+    }
+    tokio::task::block_in_place(|| cluster.kill(leader).unwrap());
+    // The new leader knows the prepared records: a commit and a rollback resolve them, and
+    // the one left unanswered is checked back (its first check is due 8 s after the prepare).
+    half(&producer, "commit", "t-commit").await;
+    half(&producer, "rollback", "t-rollback").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !tokio::task::block_in_place(|| keys_of(&bootstrap, "wharf.txn-check.shop"))
+        .contains(&"t-check".to_string())
+    {
+        assert!(Instant::now() < deadline, "no check-back of t-check");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    half(&producer, "commit", "t-check").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut visible = tokio::task::block_in_place(|| keys_of(&bootstrap, "orders"));
+        visible.sort();
+        if visible.len() >= 2 {
+            assert_eq!(
+                visible,
+                ["t-check", "t-commit"],
+                "each committed record once, nothing else"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "committed records: {visible:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let checks = tokio::task::block_in_place(|| keys_of(&bootstrap, "wharf.txn-check.shop"));
+    assert_eq!(
+        checks.iter().filter(|k| *k == "t-check").count(),
+        1,
+        "the unanswered record is checked back once: {checks:?}"
+    );
+    assert!(
+        !checks.contains(&"t-rollback".to_string()),
+        "a rolled-back record is never checked back: {checks:?}"
+    );
+}
+
 /// Runs the share client to completion; its stdout lines.
 fn run(args: &[&str]) -> Vec<String> {
     let out = Command::new(python())
