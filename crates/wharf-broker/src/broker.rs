@@ -39,6 +39,11 @@ pub struct BrokerConfig {
     /// `errors.deadletterqueue.topic.name` must start with it (Kafka 4.4's default is `dlq.`;
     /// Wharf requires no prefix unless one is set).
     pub dlq_topic_name_prefix: String,
+    /// Part of a cluster (`cluster_peers` set): from open on, no shard is served until the
+    /// server reports this node leads it (`Broker::become_leader`), so nothing (a delivery
+    /// loop, a lock expiry, a producer snapshot) acts on the single-node view while the
+    /// broker opens and its raft groups already elect.
+    pub clustered: bool,
 }
 
 impl Default for BrokerConfig {
@@ -55,6 +60,7 @@ impl Default for BrokerConfig {
             transactions: TxnConfig::default(),
             max_delay_ms: 259_200_000,
             dlq_topic_name_prefix: String::new(),
+            clustered: false,
         }
     }
 }
@@ -244,6 +250,9 @@ impl Broker {
             cursors: crate::cursor::Cursors::new(system_clock()),
             share: crate::share::ShareCoordinator::new(system_clock()),
         });
+        if broker.config.clustered {
+            broker.leadership.serve_none();
+        }
         let weak = Arc::downgrade(&broker);
         broker.groups.set_topic_source(Arc::new(move || {
             weak.upgrade()

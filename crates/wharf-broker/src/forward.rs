@@ -48,6 +48,12 @@ pub enum NodeCall {
         group: String,
         offsets: Vec<CallOffset>,
     },
+    /// Change the configs of a share group on the node serving `__wharf_share_groups`:
+    /// (name, value to set, or `None` to delete).
+    ShareGroupConfigs {
+        group: String,
+        ops: Vec<(String, Option<String>)>,
+    },
 }
 
 /// How long a marker or an offset commit is retried against a moving leader before the
@@ -122,6 +128,16 @@ impl Broker {
                     offsets,
                 )
                 .await
+            }
+            NodeCall::ShareGroupConfigs { group, ops } => {
+                let ops: Vec<crate::ConfigOp> = ops
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => crate::ConfigOp::Set(k, v),
+                        None => crate::ConfigOp::Delete(k),
+                    })
+                    .collect();
+                self.write_share_configs(&group, &ops).await
             }
         }
     }

@@ -159,10 +159,12 @@ impl Broker {
         if !txns.is_empty() {
             self.reload_transactions(&txns, Some(runtime))?;
         }
+        let queues = self.reload_queue_engines(shard)?;
         self.leadership().set(shard, term);
         tracing::info!(
             shard,
             term,
+            queue_engines = ?queues,
             partitions = logs.len(),
             replayed,
             offsets_partitions = ?offsets,
@@ -176,5 +178,64 @@ impl Broker {
     pub fn step_down(&self, shard: usize) {
         tracing::info!(shard, "this node no longer leads the shard");
         self.leadership().set(shard, NONE);
+        // The queue engines stop acting for it at once: each checks `served_term` /
+        // `shard_served` before it fires a timer, delivers or answers; a wake-up makes the
+        // cursors' background round see it now rather than at its next tick.
+        self.cursors().wake_up();
+    }
+
+    /// The raft term for which this node serves shard `shard` (0 alone), if it does.
+    pub(crate) fn served_term(&self, shard: usize) -> Option<u64> {
+        let cluster = self.cluster();
+        let (leader, term) = cluster.shard_leader_term(shard)?;
+        (leader == cluster.node_id() && self.leadership().serving(shard, term)).then_some(term)
+    }
+
+    /// What a node that does not serve shard `shard` answers (NOT_LEADER_OR_FOLLOWER for
+    /// Kafka clients), naming the leader it knows.
+    pub(crate) fn not_leader(&self, shard_id: usize) -> BrokerError {
+        let leader = self.cluster().shard_leader(shard_id);
+        BrokerError::Storage(wharf_storage::StorageError::NotLeader {
+            shard_id,
+            leader: leader.and_then(|l| u64::try_from(l).ok()),
+        })
+    }
+
+    /// The shard of the one-partition internal topic `name`, if it exists here.
+    fn internal_log_shard(&self, name: &str) -> Option<usize> {
+        self.topic(name)
+            .and_then(|t| t.partitions.first().map(|p| p.log.shard_id()))
+    }
+
+    /// The queue engines' part of [`Broker::become_leader`] (ARCHITECTURE decision 6): the
+    /// scheduled-message engine, the share-group configs and the cursors reload from their
+    /// internal log when it lives in `shard`, and the share groups coordinated from the
+    /// shard's `__consumer_offsets` partitions forget the members an earlier term knew (they
+    /// are not persisted: members join again). Returns the engines reloaded.
+    fn reload_queue_engines(&self, shard: usize) -> Result<Vec<&'static str>, BrokerError> {
+        use crate::cursor::CURSOR_TOPIC;
+        use crate::scheduled::SCHEDULED_TOPIC;
+        use crate::share::SHARE_GROUPS_TOPIC;
+        let mut reloaded = Vec::new();
+        if self.internal_log_shard(SCHEDULED_TOPIC) == Some(shard) {
+            self.reload_scheduled()?;
+            reloaded.push(SCHEDULED_TOPIC);
+        }
+        if self.internal_log_shard(SHARE_GROUPS_TOPIC) == Some(shard) {
+            self.reload_share_configs()?;
+            reloaded.push(SHARE_GROUPS_TOPIC);
+        }
+        if self.internal_log_shard(CURSOR_TOPIC) == Some(shard) {
+            self.reload_cursors()?;
+            reloaded.push(CURSOR_TOPIC);
+        }
+        let offsets = self
+            .leadership()
+            .internal
+            .get()
+            .map(|(offsets, _)| offsets.clone())
+            .unwrap_or_default();
+        self.share_forget_members(&|index| offsets.get(index) == Some(&shard));
+        Ok(reloaded)
     }
 }

@@ -225,6 +225,7 @@ impl Settings {
             },
             max_delay_ms: self.max_delay_ms.max(0),
             dlq_topic_name_prefix: self.errors_deadletterqueue_topic_name_prefix.clone(),
+            clustered: !self.cluster_peers.trim().is_empty(),
         }
     }
 

@@ -105,6 +105,11 @@ impl Cursors {
         self.wake.notify_one();
     }
 
+    /// Makes the background loop run a round now.
+    pub(crate) fn wake_up(&self) {
+        self.wake.notify_one();
+    }
+
     /// Every cursor key, sorted.
     pub fn keys(&self) -> Vec<CursorKey> {
         let mut keys: Vec<CursorKey> = lock(&self.slots).keys().cloned().collect();
@@ -394,31 +399,8 @@ impl Broker {
             .first()
             .map(|p| p.log.clone())
             .ok_or_else(|| BrokerError::Metadata(format!("{CURSOR_TOPIC} has no partition")))?;
-        let mut loaded: BTreeMap<CursorKey, Option<Cursor>> = BTreeMap::new();
-        let records = replay_keyed(&log, |key, value| {
-            let key = decode_key(key).map_err(|e| e.to_string())?;
-            let cursor = value
-                .map(decode_value)
-                .transpose()
-                .map_err(|e| format!("{key}: {e}"))?;
-            loaded.insert(key, cursor);
-            Ok(())
-        })
-        .map_err(|reason| BrokerError::Metadata(format!("{CURSOR_TOPIC}: {reason}")))?;
+        let records = self.load_cursors(&log)?;
         let cursors = self.cursors();
-        {
-            let mut slots = lock(&cursors.slots);
-            for (key, cursor) in loaded {
-                if let Some(cursor) = cursor {
-                    let slot = Slot {
-                        view: Mutex::new(Some(view_of(&cursor))),
-                        state: tokio::sync::Mutex::new(Some(cursor)),
-                        config: Mutex::new(None),
-                    };
-                    slots.insert(key, Arc::new(slot));
-                }
-            }
-        }
         if cursors.log.set(log).is_err() {
             return Err(BrokerError::Metadata(format!(
                 "{CURSOR_TOPIC} loaded twice"
@@ -432,9 +414,74 @@ impl Broker {
         Ok(())
     }
 
+    /// Replaces every cursor with the state `log` holds (acquired offsets come back
+    /// available: locks do not survive a reload, delivery counts do); returns how many
+    /// records it replayed.
+    fn load_cursors(&self, log: &Log) -> Result<usize, BrokerError> {
+        let mut loaded: BTreeMap<CursorKey, Option<Cursor>> = BTreeMap::new();
+        let records = replay_keyed(log, |key, value| {
+            let key = decode_key(key).map_err(|e| e.to_string())?;
+            let cursor = value
+                .map(decode_value)
+                .transpose()
+                .map_err(|e| format!("{key}: {e}"))?;
+            loaded.insert(key, cursor);
+            Ok(())
+        })
+        .map_err(|reason| BrokerError::Metadata(format!("{CURSOR_TOPIC}: {reason}")))?;
+        let mut slots = HashMap::new();
+        for (key, cursor) in loaded {
+            if let Some(cursor) = cursor {
+                let slot = Slot {
+                    view: Mutex::new(Some(view_of(&cursor))),
+                    state: tokio::sync::Mutex::new(Some(cursor)),
+                    config: Mutex::new(None),
+                };
+                slots.insert(key, Arc::new(slot));
+            }
+        }
+        *lock(&self.cursors().slots) = slots;
+        Ok(records)
+    }
+
+    /// This node now leads the shard of `__wharf_cursors`: every cursor becomes what the
+    /// log holds (what earlier leaders persisted). Blocking (reads the log).
+    pub(crate) fn reload_cursors(&self) -> Result<(), BrokerError> {
+        let Some(log) = self
+            .topic(CURSOR_TOPIC)
+            .and_then(|t| t.partitions.first().map(|p| p.log.clone()))
+        else {
+            return Ok(());
+        };
+        let records = self.load_cursors(&log)?;
+        let cursors = self.cursors();
+        // Created by another node after this one opened: the same log from now on.
+        let _ = cursors.log.set(log);
+        cursors.wake.notify_one();
+        tracing::info!(
+            records,
+            cursors = lock(&cursors.slots).len(),
+            "cursors reloaded from {CURSOR_TOPIC} for a new leader"
+        );
+        Ok(())
+    }
+
+    /// `NotLeader` unless this node serves `__wharf_cursors` (in a cluster: leads its shard
+    /// and reloaded it for the term): a cursor's state is read and written only there.
+    fn check_cursor_owner(&self) -> Result<(), BrokerError> {
+        match self.cursors().log.get() {
+            Some(log) if !self.shard_served(log.shard_id()) => Err(self.not_leader(log.shard_id())),
+            _ => Ok(()),
+        }
+    }
+
     /// One round of the background loop: expires locks and runs the dead-letter step of
     /// every cursor that ran with a config since start.
     async fn cursor_round(self: &Arc<Self>) {
+        if self.check_cursor_owner().is_err() {
+            // Another node owns the cursors: no lock expiry, no dead-lettering here.
+            return;
+        }
         for key in self.cursors().keys() {
             let slot = self.cursors().slot(&key);
             let config = lock(&slot.config).clone();
@@ -586,7 +633,9 @@ impl Broker {
         max_bytes: usize,
     ) -> Result<Acquisition, BrokerError> {
         let partition = self.partition(&key.topic, key.partition)?;
+        self.check_leader(&partition)?;
         self.ensure_cursor_log().await?;
+        self.check_cursor_owner()?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         *lock(&slot.config) = Some(config.clone());
@@ -744,6 +793,7 @@ impl Broker {
         acks: &[(i64, i64, AckType)],
     ) -> Result<Vec<Result<(), CursorError>>, BrokerError> {
         self.ensure_cursor_log().await?;
+        self.check_cursor_owner()?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         *lock(&slot.config) = Some(config.clone());
@@ -787,6 +837,7 @@ impl Broker {
         consumer: &str,
     ) -> Result<(), BrokerError> {
         self.ensure_cursor_log().await?;
+        self.check_cursor_owner()?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         let mut state = slot.state.lock().await;
@@ -813,6 +864,7 @@ impl Broker {
         offset: i64,
     ) -> Result<(), BrokerError> {
         self.ensure_cursor_log().await?;
+        self.check_cursor_owner()?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         let mut state = slot.state.lock().await;
@@ -831,6 +883,7 @@ impl Broker {
         end: i64,
     ) -> Result<u64, BrokerError> {
         self.ensure_cursor_log().await?;
+        self.check_cursor_owner()?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         let mut state = slot.state.lock().await;
@@ -845,6 +898,7 @@ impl Broker {
     /// dead-letter step are dropped with it.
     pub async fn cursor_delete(self: &Arc<Self>, key: &CursorKey) -> Result<(), BrokerError> {
         self.ensure_cursor_log().await?;
+        self.check_cursor_owner()?;
         let cursors = self.cursors();
         let slot = cursors.slot(key);
         let mut state = slot.state.lock().await;

@@ -257,6 +257,9 @@ impl Broker {
                 "transactional batches cannot carry delayed, half or duplicate records".into(),
             ));
         }
+        // Stored only by the node that serves `__wharf_scheduled` (in a cluster, the leader
+        // of its shard): anywhere else the record would be in no log that delivers it.
+        self.check_scheduled_owner()?;
         let origin = identity.map(|(batch, _)| batch);
         let scheduler = self.scheduler();
         let check_after = topic.config.txn_check_after_ms;

@@ -8,7 +8,7 @@
 //! state lock of a target partition may be held while this lock is taken, never the reverse.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -77,6 +77,11 @@ pub struct Scheduler {
     pub(super) log: OnceLock<Log>,
     pub(super) wake: tokio::sync::Notify,
     pub(super) stopped: AtomicBool,
+    /// The raft term (0 alone) whose reloaded schedule was settled; `u64::MAX`: none yet.
+    pub(super) settled_for: AtomicU64,
+    /// A delivery could not be recorded: no delivery until the schedule is reloaded (a
+    /// single node never reloads: until restart).
+    pub(super) halted: AtomicBool,
     pub(super) counters: Counters,
     pub(crate) dedup: Arc<Dedup>,
 }
@@ -88,6 +93,8 @@ impl Default for Scheduler {
             log: OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             stopped: AtomicBool::new(false),
+            settled_for: AtomicU64::new(u64::MAX),
+            halted: AtomicBool::new(false),
             counters: Counters::new(),
             dedup: Arc::default(),
         }
@@ -145,13 +152,86 @@ impl Broker {
             .map(|p| p.log.clone())
             .ok_or_else(|| BrokerError::Metadata(format!("{SCHEDULED_TOPIC} has no partition")))?;
         let scheduler = self.scheduler();
+        let records = self.load_scheduled(&log)?;
+        if scheduler.log.set(log).is_err() {
+            return Err(BrokerError::Metadata(format!(
+                "{SCHEDULED_TOPIC} loaded twice"
+            )));
+        }
+        let waiting = lock(&scheduler.state).len();
+        tracing::info!(
+            records,
+            waiting,
+            "scheduled records loaded from {SCHEDULED_TOPIC}"
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(self);
+            runtime.spawn(async move {
+                loop {
+                    let Some(broker) = weak.upgrade() else { break };
+                    let scheduler = broker.scheduler();
+                    if scheduler.stopped.load(Ordering::Acquire) {
+                        break;
+                    }
+                    // Only the node serving `__wharf_scheduled` delivers, and only once it
+                    // settled what the log it reloaded for its term left half-done.
+                    let term = broker.scheduled_term();
+                    match term {
+                        Some(term) if !scheduler.halted.load(Ordering::Acquire) => {
+                            if scheduler.settled_for.load(Ordering::Acquire) == term {
+                                broker.run_due().await;
+                                continue;
+                            }
+                            match broker.settle_deliveries().await {
+                                Ok(settled) => {
+                                    tracing::info!(settled, term, "scheduled deliveries settled");
+                                    scheduler.settled_for.store(term, Ordering::Release);
+                                    continue;
+                                }
+                                // Alone, a failed settle stops delivery until restart. A
+                                // cluster node retries (a leader change reloads anyway), and
+                                // so does any node whose log refused the write because
+                                // another node leads.
+                                Err(error)
+                                    if !broker.leadership().clustered()
+                                        && !matches!(
+                                            error,
+                                            BrokerError::Storage(
+                                                wharf_storage::StorageError::NotLeader { .. }
+                                            )
+                                        ) =>
+                                {
+                                    // Delivering now could duplicate a record: stay stopped.
+                                    tracing::error!(%error, "settling scheduled deliveries failed; no delivery until restart");
+                                    return;
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%error, term, "settling scheduled deliveries failed; retrying");
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    drop(broker);
+                    tokio::time::sleep(IDLE).await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces the schedule with the one `log` holds (restoring the producer state of
+    /// diverted idempotent batches); returns how many records it replayed.
+    fn load_scheduled(&self, log: &Log) -> Result<usize, BrokerError> {
+        let scheduler = self.scheduler();
         // Diverted idempotent batches, in log order (one per batch), replayed into their
         // target's producer state after the schedule lock is released: the produce path
         // takes the producer state lock first.
         let mut origins: Vec<(String, i32, BatchIdentity, i64)> = Vec::new();
         let records = {
             let mut state = lock(&scheduler.state);
-            replay_keyed(&log, |key, value| {
+            let mut fresh = Schedule::default();
+            let records = replay_keyed(log, |key, value| {
                 let id = decode_key(key).map_err(|e| e.to_string())?;
                 let entry = match value {
                     Some(v) => Some(decode_value(id, v).map_err(|e| e.to_string())?),
@@ -167,50 +247,54 @@ impl Broker {
                         }
                     }
                 }
-                state.apply(id, entry);
+                fresh.apply(id, entry);
                 Ok(())
             })
-            .map_err(|reason| BrokerError::Metadata(format!("{SCHEDULED_TOPIC}: {reason}")))?
+            .map_err(|reason| BrokerError::Metadata(format!("{SCHEDULED_TOPIC}: {reason}")))?;
+            *state = fresh;
+            records
         };
         for (topic, partition, origin, timestamp) in origins {
             if let Ok(p) = self.partition(&topic, partition) {
                 self.producers().replay_diverted(&p.log, &origin, timestamp);
             }
         }
-        if scheduler.log.set(log).is_err() {
-            return Err(BrokerError::Metadata(format!(
-                "{SCHEDULED_TOPIC} loaded twice"
-            )));
-        }
-        let waiting = lock(&scheduler.state).len();
+        Ok(records)
+    }
+
+    /// The raft term for which this node serves `__wharf_scheduled` (0 alone), if it does.
+    fn scheduled_term(&self) -> Option<u64> {
+        let log = self.scheduler().log.get()?;
+        self.served_term(log.shard_id())
+    }
+
+    /// This node now leads the shard of `__wharf_scheduled`: the schedule becomes what the
+    /// log holds (what earlier leaders stored, delivered and tombstoned), and the delivery
+    /// loop settles it again before it delivers. Blocking (reads the log).
+    pub(crate) fn reload_scheduled(&self) -> Result<(), BrokerError> {
+        let scheduler = self.scheduler();
+        let Some(log) = scheduler.log.get() else {
+            return Ok(());
+        };
+        let records = self.load_scheduled(log)?;
+        scheduler.settled_for.store(u64::MAX, Ordering::Release);
+        scheduler.halted.store(false, Ordering::Release);
+        scheduler.wake.notify_one();
         tracing::info!(
             records,
-            waiting,
-            "scheduled records loaded from {SCHEDULED_TOPIC}"
+            waiting = lock(&scheduler.state).len(),
+            "scheduled records reloaded from {SCHEDULED_TOPIC} for a new leader"
         );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let weak = Arc::downgrade(self);
-            runtime.spawn(async move {
-                if let Some(broker) = weak.upgrade() {
-                    match broker.settle_deliveries().await {
-                        Ok(settled) => tracing::info!(settled, "scheduled deliveries settled"),
-                        Err(error) => {
-                            // Delivering now could duplicate a record: stay stopped.
-                            tracing::error!(%error, "settling scheduled deliveries failed; no delivery until restart");
-                            return;
-                        }
-                    }
-                }
-                loop {
-                    let Some(broker) = weak.upgrade() else { break };
-                    if broker.scheduler().stopped.load(Ordering::Acquire) {
-                        break;
-                    }
-                    broker.run_due().await;
-                }
-            });
-        }
         Ok(())
+    }
+
+    /// `NotLeader` unless this node serves `__wharf_scheduled` (a record to
+    /// store there is refused before anything changes; the client retries on the leader).
+    pub(crate) fn check_scheduled_owner(&self) -> Result<(), BrokerError> {
+        match self.scheduler().log.get() {
+            Some(log) if self.scheduled_term().is_none() => Err(self.not_leader(log.shard_id())),
+            _ => Ok(()),
+        }
     }
 
     /// Tombstones waiting records that the last engine batches of their target partitions
@@ -346,9 +430,9 @@ impl Broker {
                         %error,
                         topic,
                         partition,
-                        "recording a delivery failed; no delivery until restart"
+                        "recording a delivery failed; no delivery until the schedule is reloaded (restart, or a new term as leader)"
                     );
-                    scheduler.stopped.store(true, Ordering::Release);
+                    scheduler.halted.store(true, Ordering::Release);
                 }
             }
             Err(error) => {

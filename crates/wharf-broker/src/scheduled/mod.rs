@@ -42,4 +42,4 @@ pub use driver::{
 #[cfg(test)]
 mod half_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

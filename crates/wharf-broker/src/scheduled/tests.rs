@@ -467,3 +467,142 @@ async fn nothing_is_delivered_while_a_shard_is_poisoned() {
     );
     assert_eq!(b.scheduler().waiting("d").0, 1);
 }
+
+/// A cluster view the test moves: node 1 (this one) or another node leads every shard, in
+/// `term`.
+pub(crate) struct Moving {
+    pub(crate) leader: std::sync::atomic::AtomicI32,
+    pub(crate) term: std::sync::atomic::AtomicU64,
+}
+
+impl Moving {
+    pub(crate) fn led_by(leader: i32, term: u64) -> Arc<Self> {
+        Arc::new(Self {
+            leader: leader.into(),
+            term: term.into(),
+        })
+    }
+
+    pub(crate) fn set(&self, leader: i32, term: u64) {
+        use std::sync::atomic::Ordering;
+        self.leader.store(leader, Ordering::Release);
+        self.term.store(term, Ordering::Release);
+    }
+}
+
+impl crate::cluster::ClusterView for Moving {
+    fn node_id(&self) -> i32 {
+        1
+    }
+
+    fn nodes(&self) -> Vec<crate::cluster::NodeAddress> {
+        vec![crate::cluster::NodeAddress {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port: 9092,
+        }]
+    }
+
+    fn shard(&self, _shard: usize) -> crate::cluster::ShardRole {
+        use std::sync::atomic::Ordering;
+        crate::cluster::ShardRole {
+            leader: Some(self.leader.load(Ordering::Acquire)),
+            leader_epoch: i32::try_from(self.term.load(Ordering::Acquire)).unwrap(),
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        }
+    }
+
+    fn controller(&self) -> Option<i32> {
+        Some(1)
+    }
+}
+
+/// Appends a waiting record for `d`[0] with `id`, due at once, to `__wharf_scheduled` the
+/// way replication brings another leader's writes.
+async fn replicated_entry(b: &Broker, id: u64, key: &[u8]) {
+    let entry = Entry {
+        id,
+        due_ms: 0,
+        topic: "d".into(),
+        partition: 0,
+        timestamp: 1,
+        key: Some(key.to_vec()),
+        value: Some(b"value".to_vec()),
+        headers: Vec::new(),
+        origin: None,
+        half: None,
+    };
+    let mut builder = BatchBuilder::new(1);
+    builder.push(Some(&encode_key(id)), Some(&encode_value(&entry)), &[], 1);
+    let log = b.partition(SCHEDULED_TOPIC, 0).unwrap().log;
+    log.submit(builder.build().into(), Durability::Synced)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+}
+
+async fn become_leader(b: &Arc<Broker>, term: u64) {
+    let (b, runtime) = (b.clone(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || b.become_leader(0, term, &runtime))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_leader_of_the_scheduled_shard_delivers_and_a_new_leader_reloads_what_others_stored(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    create(&b, "d", "delay");
+    // Stored while this node served the shard alone, due 300 ms later.
+    let headers: Headers<'_> = vec![(b"wharf-delay-ms", Some(b"300"))];
+    b.produce("d", 0, batch(b"mine", &headers, 1), Acks::All)
+        .await
+        .unwrap();
+    let view = Moving::led_by(2, 1);
+    b.set_cluster_view(view.clone());
+    // Another node leads: a delayed record is refused here, and neither the record that
+    // fell due nor what another leader stored is delivered from here.
+    let refused = b.produce("d", 0, batch(b"k", &headers, 1), Acks::All).await;
+    assert!(
+        matches!(
+            refused,
+            Err(BrokerError::Storage(
+                wharf_storage::StorageError::NotLeader { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    replicated_entry(&b, 7, b"other").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        b.partition("d", 0).unwrap().log.high_watermark(),
+        0,
+        "a follower delivers nothing"
+    );
+    // This node wins the shard: it reloads the schedule and delivers each record once.
+    view.set(1, 2);
+    become_leader(&b, 2).await;
+    wait_for_count(&b, "d", 2).await;
+    let mut keys: Vec<Vec<u8>> = records(&b, "d").into_iter().map(|r| r.0).collect();
+    keys.sort();
+    assert_eq!(keys, vec![b"mine".to_vec(), b"other".to_vec()]);
+    // It loses the shard: a record stored meanwhile waits for the next leader.
+    view.set(2, 3);
+    b.step_down(0);
+    replicated_entry(&b, 8, b"later").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.partition("d", 0).unwrap().log.high_watermark(), 2);
+    // Back as leader in a later term: delivered, and the first ones not again.
+    view.set(1, 4);
+    become_leader(&b, 4).await;
+    wait_for_count(&b, "d", 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys: Vec<Vec<u8>> = records(&b, "d").into_iter().map(|r| r.0).collect();
+    assert_eq!(keys.len(), 3, "each record once: {keys:?}");
+    assert_eq!(keys[2], b"later");
+    b.shutdown().await;
+}

@@ -202,9 +202,19 @@ impl Broker {
             .ok_or_else(|| {
                 BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} has no partition"))
             })?;
-        let share = self.share();
+        self.load_share_configs(&log)?;
+        if self.share.log.set(log).is_err() {
+            return Err(BrokerError::Metadata(format!(
+                "{SHARE_GROUPS_TOPIC} loaded twice"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replaces the group configs with those `log` holds.
+    fn load_share_configs(&self, log: &Log) -> Result<(), BrokerError> {
         let mut configs = HashMap::new();
-        replay_keyed(&log, |key, value| {
+        replay_keyed(log, |key, value| {
             let group = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
             match value {
                 Some(v) => {
@@ -219,13 +229,63 @@ impl Broker {
             Ok(())
         })
         .map_err(|reason| BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC}: {reason}")))?;
-        *lock(&share.configs) = configs;
-        if share.log.set(log).is_err() {
-            return Err(BrokerError::Metadata(format!(
-                "{SHARE_GROUPS_TOPIC} loaded twice"
-            )));
-        }
+        *lock(&self.share.configs) = configs;
         Ok(())
+    }
+
+    /// This node now leads the shard of `__wharf_share_groups`: the group configs become
+    /// what the log holds. Blocking (reads the log).
+    pub(crate) fn reload_share_configs(&self) -> Result<(), BrokerError> {
+        let Some(log) = self
+            .topic(SHARE_GROUPS_TOPIC)
+            .and_then(|t| t.partitions.first().map(|p| p.log.clone()))
+        else {
+            return Ok(());
+        };
+        self.load_share_configs(&log)?;
+        // Created by another node after this one opened: the same log from now on.
+        let _ = self.share.log.set(log);
+        tracing::info!(
+            groups = lock(&self.share.configs).len(),
+            "share-group configs reloaded from {SHARE_GROUPS_TOPIC} for a new leader"
+        );
+        Ok(())
+    }
+
+    /// Forgets the members of the share groups whose `__consumer_offsets` partition index
+    /// `coordinated_here` names (this node just became their coordinator: what it knew from
+    /// an earlier term is stale; members are not persisted and join again).
+    pub(crate) fn share_forget_members(&self, coordinated_here: &dyn Fn(usize) -> bool) {
+        let Some(count) = self
+            .topic(crate::group::OFFSETS_TOPIC)
+            .map(|t| t.partitions.len())
+        else {
+            return;
+        };
+        lock(&self.share.groups)
+            .retain(|group, _| !coordinated_here(crate::group::partition_for(group, count)));
+    }
+
+    /// `NOT_COORDINATOR` unless this node coordinates `group` (the leader of its
+    /// `__consumer_offsets` partition's shard, as for a consumer group; always alone).
+    fn check_share_coordinator(&self, group: &str) -> Result<(), BrokerError> {
+        let Some(count) = self
+            .topic(crate::group::OFFSETS_TOPIC)
+            .map(|t| t.partitions.len())
+        else {
+            return Ok(());
+        };
+        if self.owns_internal(
+            crate::group::OFFSETS_TOPIC,
+            crate::group::partition_for(group, count),
+        ) {
+            Ok(())
+        } else {
+            Err(crate::group::GroupError::NotCoordinator {
+                group: group.to_string(),
+            }
+            .into())
+        }
     }
 
     fn partition_count(&self, topic: &str) -> Option<i32> {
@@ -246,6 +306,7 @@ impl Broker {
         if group.is_empty() {
             return Err(ShareError::InvalidRequest("empty group id".into()).into());
         }
+        self.check_share_coordinator(group)?;
         if matches!(self.groups().describe_group(group), Ok(Some(_))) {
             return Err(ShareError::NotShareGroup(group.to_string()).into());
         }
@@ -457,13 +518,77 @@ impl Broker {
     }
 
     /// Applies config changes to `group` (validated first; nothing changes on an error)
-    /// and persists them.
+    /// and persists them. In a cluster the node that leads `__wharf_share_groups` writes
+    /// them: another node validates, then hands the change to it (as Kafka brokers forward
+    /// group configs).
     pub async fn share_alter_configs(
         self: &Arc<Self>,
         group: &str,
         ops: &[ConfigOp],
         validate_only: bool,
     ) -> Result<(), BrokerError> {
+        self.share_configs_after(group, ops)?;
+        if validate_only {
+            return Ok(());
+        }
+        if self.share_log().is_none() {
+            let broker = self.clone();
+            let log = tokio::task::spawn_blocking(move || broker.internal_log(SHARE_GROUPS_TOPIC))
+                .await
+                .map_err(|e| {
+                    BrokerError::Metadata(format!("creating {SHARE_GROUPS_TOPIC}: {e}"))
+                })??;
+            let _ = self.share.log.set(log);
+        }
+        let shard = self
+            .share_log()
+            .ok_or_else(|| BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} is not loaded")))?
+            .shard_id();
+        if self.shard_served(shard) {
+            return self.write_share_configs(group, ops).await;
+        }
+        let ops = ops
+            .iter()
+            .filter_map(|op| match op {
+                ConfigOp::Set(k, v) => Some((k.clone(), Some(v.clone()))),
+                ConfigOp::Delete(k) => Some((k.clone(), None)),
+                // Refused by the validation above.
+                ConfigOp::Append(..) | ConfigOp::Subtract(..) => None,
+            })
+            .collect();
+        self.call_shard_leader(
+            shard,
+            crate::forward::NodeCall::ShareGroupConfigs {
+                group: group.to_string(),
+                ops,
+            },
+        )
+        .await
+    }
+
+    /// The log of `__wharf_share_groups`, once it exists (created by another node after
+    /// this one opened: found then).
+    fn share_log(&self) -> Option<&Log> {
+        if let Some(log) = self
+            .share
+            .log
+            .get()
+            .is_none()
+            .then(|| self.topic(SHARE_GROUPS_TOPIC))
+            .flatten()
+            .and_then(|t| t.partitions.first().map(|p| p.log.clone()))
+        {
+            let _ = self.share.log.set(log);
+        }
+        self.share.log.get()
+    }
+
+    /// The configs of `group` after `ops` (validated; `Err` changes nothing).
+    fn share_configs_after(
+        &self,
+        group: &str,
+        ops: &[ConfigOp],
+    ) -> Result<BTreeMap<String, String>, BrokerError> {
         let mut set = self.share.configs_set(group);
         for op in ops {
             match op {
@@ -505,22 +630,24 @@ impl Broker {
             }
         }
         ShareGroupConfig::resolve(&set)?;
-        if validate_only {
-            return Ok(());
+        Ok(set)
+    }
+
+    /// Applies `ops` to `group`'s configs and persists them: on the node serving
+    /// `__wharf_share_groups` only (a change another node forwarded lands here too).
+    pub(crate) async fn write_share_configs(
+        &self,
+        group: &str,
+        ops: &[ConfigOp],
+    ) -> Result<(), BrokerError> {
+        let set = self.share_configs_after(group, ops)?;
+        let log = self
+            .share_log()
+            .ok_or_else(|| BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} is not loaded")))?;
+        if !self.shard_served(log.shard_id()) {
+            // Written only by the node that leads the log's shard (the caller retries).
+            return Err(self.not_leader(log.shard_id()));
         }
-        if self.share.log.get().is_none() {
-            let broker = self.clone();
-            let log = tokio::task::spawn_blocking(move || broker.internal_log(SHARE_GROUPS_TOPIC))
-                .await
-                .map_err(|e| {
-                    BrokerError::Metadata(format!("creating {SHARE_GROUPS_TOPIC}: {e}"))
-                })??;
-            let _ = self.share.log.set(log);
-        }
-        let log =
-            self.share.log.get().ok_or_else(|| {
-                BrokerError::Metadata(format!("{SHARE_GROUPS_TOPIC} is not loaded"))
-            })?;
         let value = serde_json::to_vec(&set).map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let now = (self.share.clock)();
         let mut builder = BatchBuilder::new(now);

@@ -8,6 +8,7 @@ mod amqp;
 mod cli;
 mod cluster;
 mod cluster_faults;
+mod cluster_queues;
 mod cluster_status;
 mod compaction;
 mod consumer_protocol;
