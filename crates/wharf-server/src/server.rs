@@ -41,7 +41,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let bound = listener.local_addr()?;
-    let amqp_listener = match settings.amqp_addr() {
+    let amqp_addr = settings.amqp_addr();
+    let amqp_addr = if amqp_addr.is_some() && !settings.cluster_peers.trim().is_empty() {
+        // The AMQP topology (queues, bindings) is a per-node file, not replicated: a node
+        // opening it would delete the queue topics other nodes declared (ADR 0012).
+        tracing::warn!("AMQP is not served in a cluster yet (its topology is not replicated); amqp_listen is ignored");
+        None
+    } else {
+        amqp_addr
+    };
+    let amqp_listener = match amqp_addr {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
             format!("binding the AMQP listener {addr} (amqp_listen; \"off\" disables it)")
         })?),
