@@ -77,10 +77,11 @@ fn raft_config(preferred: bool) -> openraft::Config {
         // The snapshot is the retained shard log; building one on a schedule is not needed
         // while raft never purges the shard (retention is local: ADR 0012).
         snapshot_policy: openraft::SnapshotPolicy::Never,
-        // An AppendEntries frame must stay under the 64 MiB frame limit: an entry is one
-        // produce's batches for a partition (up to max.message.bytes, 1 MiB by default), sent
-        // as raw bytes. openraft's default of 300 entries made frames of up to 300 MiB.
-        max_payload_entries: 16,
+        // An AppendEntries is answered after the follower wrote and fdatasync-ed it, within
+        // the heartbeat interval: 8 entries of up to 1 MiB each (`wharf_raft` gathers writes
+        // into entries up to that size; one larger write goes alone), under the 64 MiB frame
+        // limit. openraft's default of 300 entries made frames of up to 300 MiB.
+        max_payload_entries: 8,
         ..openraft::Config::default()
     }
 }
