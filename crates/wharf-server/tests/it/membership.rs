@@ -225,14 +225,13 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
         }
         acked_count()
     };
-    let before_add = tokio::task::block_in_place(|| progress(0, 300, "before the add"));
+    // Enough data that the new node has a log to catch up on.
+    let before_add = tokio::task::block_in_place(|| progress(0, 1500, "before the add"));
 
-    // Node 4 starts empty and joins: it lists the cluster and itself, and does not
-    // initialize anything of its own.
-    nodes.insert(
-        4,
-        start(4, &peers(&[1, 2, 3, 4]), &[("cluster_join", "true")]),
-    );
+    // Node 4 starts empty with `cluster_join`: it initializes nothing and waits to be added.
+    // Its `cluster_peers` names only itself: it learns the others from the membership the
+    // cluster replicates to it (without the join rule it would make a cluster of its own).
+    nodes.insert(4, start(4, &peers(&[4]), &[("cluster_join", "true")]));
     let admin2 = nodes[&2].admin_addr().unwrap();
     let address4 = format!("127.0.0.1:{}", ports[&4]);
     let added = {
@@ -278,6 +277,19 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
         wait_for_membership(&nodes[&2].addr(), &[2, 3, 4]);
         wait_for_membership(&nodes[&4].addr(), &[2, 3, 4]);
     });
+    // One cluster: every remaining node reports the same cluster id (a node that made a
+    // cluster of its own keeps the id it committed there).
+    let cluster_ids: BTreeSet<String> = [2, 3, 4]
+        .iter()
+        .map(|id| {
+            let admin = nodes[id].admin_addr().unwrap();
+            crate::admin_http::get_json(&admin, "/v1/cluster")["cluster_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(cluster_ids.len(), 1, "cluster ids: {cluster_ids:?}");
     // The removed node goes away; the three others keep serving.
     assert!(nodes.get_mut(&1).unwrap().terminate().unwrap());
     let after_remove =
