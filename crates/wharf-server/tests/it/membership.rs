@@ -277,6 +277,26 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
         wait_for_membership(&nodes[&2].addr(), &[2, 3, 4]);
         wait_for_membership(&nodes[&4].addr(), &[2, 3, 4]);
     });
+    // `wharf cluster status` lists the members and each shard's replicas as raft has them.
+    let admins = [2, 3, 4]
+        .iter()
+        .map(|id| nodes[id].admin_addr().unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let status: serde_json::Value = serde_json::from_str(&tokio::task::block_in_place(|| {
+        wharf_cluster(&admins, &["status", "--json"])
+    }))
+    .unwrap();
+    let listed: Vec<u64> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, [2, 3, 4], "wharf cluster status: {status}");
+    for shard in status["shards"].as_array().unwrap() {
+        assert_eq!(shard["replicas"], serde_json::json!([2, 3, 4]), "{shard}");
+    }
     // One cluster: every remaining node reports the same cluster id (a node that made a
     // cluster of its own keeps the id it committed there).
     let cluster_ids: BTreeSet<String> = [2, 3, 4]
