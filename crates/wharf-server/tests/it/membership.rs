@@ -1,6 +1,6 @@
 //! Membership changes (ADR 0019): a fourth node joins a running three-node cluster through
-//! `wharf cluster add-node` and one of the first three leaves through `wharf cluster
-//! remove-node`, while an idempotent acks=all producer keeps producing. The claim checked is
+//! `wharf cluster add-node` and one of the first three (a leader) leaves through `wharf
+//! cluster remove-node`, while an idempotent acks=all producer keeps producing. The claim checked is
 //! the safety one: every acknowledged record is held, once, at its acknowledged offset, by
 //! every remaining node, the new one included (it started empty, so the data moved to it);
 //! and clients see the new membership (Metadata's brokers and each partition's replicas).
@@ -89,6 +89,21 @@ fn wait_for_membership(addr: &str, nodes: &[i32]) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The leader of `TOPIC`[0] as the node at `addr` answers Metadata.
+fn leader_of_partition_0(addr: &str) -> Option<u64> {
+    let consumer = wharf_testkit::base_consumer(addr, &[]).ok()?;
+    let metadata = consumer
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(5))
+        .ok()?;
+    let leader = metadata
+        .topics()
+        .iter()
+        .flat_map(rdkafka::metadata::MetadataTopic::partitions)
+        .find(|p| p.id() == 0)?
+        .leader();
+    u64::try_from(leader).ok()
 }
 
 /// Every record of `TOPIC`[`partition`] on the node at `addr`, in offset order.
@@ -257,28 +272,45 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
         progress(before_add, 300, "after the add")
     });
 
-    // Node 1 (the preferred leader of the controller and of shard 0 at start) leaves.
+    // The leader of partition 0 leaves (so a leader is removed), asked through the new node.
+    let victim: u64 = tokio::task::block_in_place(|| leader_of_partition_0(&nodes[&2].addr()))
+        .filter(|l| (1..=3).contains(l))
+        .unwrap_or(1);
+    let rest: Vec<u64> = [1, 2, 3, 4]
+        .into_iter()
+        .filter(|id| *id != victim)
+        .collect();
+    let rest_i32: Vec<i32> = rest.iter().map(|id| i32::try_from(*id).unwrap()).collect();
+    let rest_list = rest
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let removed = {
-        let admin2 = admin2.clone();
-        tokio::task::spawn_blocking(move || wharf_cluster(&admin2, &["remove-node", "--id", "1"]))
-            .await
-            .unwrap()
+        let admin4 = nodes[&4].admin_addr().unwrap();
+        let victim = victim.to_string();
+        tokio::task::spawn_blocking(move || {
+            wharf_cluster(&admin4, &["remove-node", "--id", &victim])
+        })
+        .await
+        .unwrap()
     };
-    eprintln!("remove-node:\n{removed}");
+    eprintln!("remove-node {victim} (led partition 0):\n{removed}");
     for group in ["controller", "shard 0", "shard 1", "shard 2"] {
         assert!(
             removed
                 .lines()
-                .any(|l| l.starts_with(group) && l.trim_end().ends_with("2,3,4")),
-            "{group} does not have voters 2,3,4:\n{removed}"
+                .any(|l| l.starts_with(group) && l.trim_end().ends_with(&rest_list)),
+            "{group} does not have voters {rest_list}:\n{removed}"
         );
     }
     tokio::task::block_in_place(|| {
-        wait_for_membership(&nodes[&2].addr(), &[2, 3, 4]);
-        wait_for_membership(&nodes[&4].addr(), &[2, 3, 4]);
+        for id in &rest {
+            wait_for_membership(&nodes[id].addr(), &rest_i32);
+        }
     });
     // `wharf cluster status` lists the members and each shard's replicas as raft has them.
-    let admins = [2, 3, 4]
+    let admins = rest
         .iter()
         .map(|id| nodes[id].admin_addr().unwrap())
         .collect::<Vec<_>>()
@@ -293,13 +325,13 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
         .iter()
         .map(|n| n["node_id"].as_u64().unwrap())
         .collect();
-    assert_eq!(listed, [2, 3, 4], "wharf cluster status: {status}");
+    assert_eq!(listed, rest, "wharf cluster status: {status}");
     for shard in status["shards"].as_array().unwrap() {
-        assert_eq!(shard["replicas"], serde_json::json!([2, 3, 4]), "{shard}");
+        assert_eq!(shard["replicas"], serde_json::json!(rest), "{shard}");
     }
     // One cluster: every remaining node reports the same cluster id (a node that made a
     // cluster of its own keeps the id it committed there).
-    let cluster_ids: BTreeSet<String> = [2, 3, 4]
+    let cluster_ids: BTreeSet<String> = rest
         .iter()
         .map(|id| {
             let admin = nodes[id].admin_addr().unwrap();
@@ -311,7 +343,7 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
         .collect();
     assert_eq!(cluster_ids.len(), 1, "cluster ids: {cluster_ids:?}");
     // The removed node goes away; the three others keep serving.
-    assert!(nodes.get_mut(&1).unwrap().terminate().unwrap());
+    assert!(nodes.get_mut(&victim).unwrap().terminate().unwrap());
     let after_remove =
         tokio::task::block_in_place(|| progress(after_add, 300, "after the removal"));
     stop.store(true, Ordering::Release);
@@ -330,11 +362,11 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
 
     // Every remaining node, the new one included, holds every acknowledged record once at its
     // offset, and the same records as the others.
-    for id in [2, 3, 4] {
-        assert!(nodes.get_mut(&id).unwrap().terminate().unwrap());
+    for id in &rest {
+        assert!(nodes.get_mut(id).unwrap().terminate().unwrap());
     }
     let mut held_by: Vec<(u64, Held)> = Vec::new();
-    for id in [2u64, 3, 4] {
+    for id in rest.iter().copied() {
         let alone = BrokerProcess::start(
             wharf_bin(),
             &dir.path().join(format!("n{id}")),
