@@ -1,6 +1,7 @@
 //! The admin HTTP listener (`admin_listen`, default 127.0.0.1:9644): liveness, readiness,
-//! Prometheus metrics and a read-only JSON view of the broker. It starts before storage is
-//! recovered, so `/health` answers at once and `/ready` tells when clients are served.
+//! Prometheus metrics and a read-only JSON view of the broker, plus the two membership routes
+//! (ADR 0019). It starts before storage is recovered, so `/health` answers at once and
+//! `/ready` tells when clients are served.
 //!
 //! | route | answer |
 //! | --- | --- |

@@ -52,13 +52,20 @@ fn wharf_cluster(admin: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// Brokers, and partition → replicas.
+type Membership = (BTreeSet<i32>, BTreeMap<i32, BTreeSet<i32>>);
+
 /// The brokers and each partition's replicas as the node at `addr` answers Metadata.
-fn membership_seen_by(addr: &str) -> Option<(BTreeSet<i32>, BTreeMap<i32, BTreeSet<i32>>)> {
+fn membership_seen_by(addr: &str) -> Option<Membership> {
     let consumer = wharf_testkit::base_consumer(addr, &[]).ok()?;
     let metadata = consumer
         .fetch_metadata(Some(TOPIC), Duration::from_secs(5))
         .ok()?;
-    let brokers = metadata.brokers().iter().map(|b| b.id()).collect();
+    let brokers = metadata
+        .brokers()
+        .iter()
+        .map(rdkafka::metadata::MetadataBroker::id)
+        .collect();
     let replicas = metadata
         .topics()
         .iter()
