@@ -213,6 +213,11 @@ async fn membership_route(
     if let Err(refused) = crate::membership::check(&cluster, &change) {
         return error(StatusCode::BAD_REQUEST, &refused.to_string());
     }
+    if let crate::membership::Change::Add { id, address } = &change {
+        if let Err(refused) = crate::membership::check_reachable(&cluster, *id, address).await {
+            return error(StatusCode::BAD_REQUEST, &refused.to_string());
+        }
+    }
     tracing::info!(?change, "membership change asked on the admin listener");
     match crate::membership::apply(&cluster, &change).await {
         Ok(groups) => json_response(

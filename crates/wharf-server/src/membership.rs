@@ -8,7 +8,7 @@
 //! another node leads, retrying while a leader moves.
 //!
 //! ```text
-//!  add N:    controller, shard 0..n: add_learner(N, addr) ─► wait until N holds the log
+//!  add N:    N answers a Hello at its address as N? ─► controller, shard 0..n: add_learner(N, addr) ─► wait until N holds the log
 //!            up to the entry that added it (the data moves by log replication) ─► N becomes
 //!            a voter (joint consensus, then the new voter set)
 //!  remove N: controller, shard 0..n: the voters without N (a leader that is N steps down
@@ -133,7 +133,8 @@ pub fn check(state: &ClusterState, change: &Change) -> Result<(), ChangeError> {
 }
 
 /// Makes `change` in every group (controller first), each on its leader; returns what each
-/// group's voters became. Stops at the first group that fails: the groups before it are
+/// group's voters became. The caller checked the change first ([`check`], and for an add
+/// [`check_reachable`]). Stops at the first group that fails: the groups before it are
 /// changed, the ones after are not (running the same change again finishes it).
 ///
 /// # Errors
@@ -157,6 +158,51 @@ pub async fn apply(
     }
     Ok(outcomes)
 }
+
+/// The node to add must answer at `address` as node `id`: a wrong address would make another
+/// node (or nobody) a voter under that id, and an unreachable one would hold the command until
+/// the catch-up bound of every group.
+///
+/// # Errors
+/// [`ChangeError::Refused`] when nothing answers there or another node does.
+pub async fn check_reachable(
+    state: &ClusterState,
+    id: u64,
+    address: &str,
+) -> Result<(), ChangeError> {
+    let deadline = Instant::now() + HELLO_TIMEOUT;
+    loop {
+        let answer =
+            wharf_raft::hello(address, state.local_node_id(), Duration::from_secs(2)).await;
+        match answer {
+            Ok(Some(card)) if card.node_id == id => return Ok(()),
+            Ok(Some(card)) => {
+                return Err(ChangeError::Refused(format!(
+                    "{address} is node {}, not node {id}",
+                    card.node_id
+                )))
+            }
+            // Up, but its Kafka listener is not open yet: ask again.
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(None) => {
+                return Err(ChangeError::Refused(format!(
+                    "node at {address} is not serving yet"
+                )))
+            }
+            Err(error) => {
+                return Err(ChangeError::Refused(format!(
+                    "node {id} does not answer at {address} (start it with cluster_join=true \
+                     first): {error}"
+                )))
+            }
+        }
+    }
+}
+
+/// How long a node to add may take to open its Kafka listener after its cluster listener.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One group's change: here if this node leads it, else forwarded to its leader; retried
 /// while the group has no leader or the leader moves.

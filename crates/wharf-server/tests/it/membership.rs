@@ -256,6 +256,32 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
     nodes.insert(4, start(4, &peers(&[4]), &[("cluster_join", "true")]));
     let admin2 = nodes[&2].admin_addr().unwrap();
     let address4 = format!("127.0.0.1:{}", ports[&4]);
+    // Refused before any group changes: a node that is not a member, an address where
+    // another node answers, an address where nothing answers.
+    for (args, refusal) in [
+        (vec!["remove-node", "--id", "9"], "not a member"),
+        (
+            vec!["add-node", "--id", "5", "--address", address4.as_str()],
+            "is node 4, not node 5",
+        ),
+        (
+            vec!["add-node", "--id", "4", "--address", "127.0.0.1:1"],
+            "does not answer",
+        ),
+    ] {
+        let out = Command::new(wharf_bin())
+            .arg("cluster")
+            .args(&args)
+            .args(["--admin", &admin2])
+            .env_remove("WHARF_ADMIN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(refusal),
+            "{args:?}: {stderr}"
+        );
+    }
     let added = {
         let admin2 = admin2.clone();
         tokio::task::spawn_blocking(move || {
