@@ -311,6 +311,7 @@ impl ClusterState {
         out
     }
 }
+
 /// Read-only views for `/v1/cluster`, `wharf cluster status` and the cluster metrics.
 impl ClusterState {
     /// Every node and each shard group as this node sees it; followers' progress only for
@@ -418,11 +419,6 @@ impl Cluster {
     pub fn joining(mut self, join: bool) -> Self {
         self.join = join;
         self
-    }
-
-    /// Whether this node waits to be added instead of initializing its groups.
-    pub fn is_joining(&self) -> bool {
-        self.join
     }
 
     /// Binds the cluster listener when `cluster_peers` is set (`None`: a single node).

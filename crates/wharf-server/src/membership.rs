@@ -1,8 +1,9 @@
 //! Membership changes (ADR 0019): `wharf cluster add-node` / `remove-node`, served by
 //! `POST /v1/cluster/nodes` and `DELETE /v1/cluster/nodes/{id}` on any node's admin listener.
 //!
-//! A change is made group by group, the controller group first (a new node must learn the
-//! topics before it can make sense of their shard entries), then every shard group. Each
+//! A change is made group by group: an add goes through the controller group first (a new
+//! node learns the topics before their shard entries), then every shard group; a removal goes
+//! the other way (the node stays among Metadata's brokers while it may still lead a shard). Each
 //! group's change runs on that group's leader: the node that was asked makes it itself where it
 //! leads and forwards it over the cluster port (`Rpc::Forward`, a [`Forwarded`] body) where
 //! another node leads, retrying while a leader moves.
@@ -11,7 +12,7 @@
 //!  add N:    N answers a Hello at its address as N? ─► controller, shard 0..n: add_learner(N, addr) ─► wait until N holds the log
 //!            up to the entry that added it (the data moves by log replication) ─► N becomes
 //!            a voter (joint consensus, then the new voter set)
-//!  remove N: controller, shard 0..n: the voters without N (a leader that is N steps down
+//!  remove N: shard n..0, controller: the voters without N (a leader that is N steps down
 //!            once that is committed; the others elect a new one)
 //! ```
 
@@ -132,7 +133,8 @@ pub fn check(state: &ClusterState, change: &Change) -> Result<(), ChangeError> {
     Ok(())
 }
 
-/// Makes `change` in every group (controller first), each on its leader; returns what each
+/// Makes `change` in every group (an add: controller first; a removal: controller last), each
+/// on its leader; returns what each
 /// group's voters became. The caller checked the change first ([`check`], and for an add
 /// [`check_reachable`]). Stops at the first group that fails: the groups before it are
 /// changed, the ones after are not (running the same change again finishes it).
@@ -144,8 +146,14 @@ pub async fn apply(
     change: &Change,
 ) -> Result<Vec<GroupOutcome>, String> {
     check(state, change).map_err(|e| e.to_string())?;
+    let mut groups = state.groups_for_membership();
+    if matches!(change, Change::Remove { .. }) {
+        // The shard groups first: the node stays among Metadata's brokers (the controller
+        // group's members) while it may still lead a shard.
+        groups.reverse();
+    }
     let mut outcomes = Vec::new();
-    for (group, name, raft) in state.groups_for_membership() {
+    for (group, name, raft) in groups {
         tracing::info!(group = %name, ?change, "membership change starts");
         let voters = change_group(state, group, &raft, change)
             .await
