@@ -248,13 +248,18 @@ impl ClusterState {
         Some(membership)
     }
 
+    /// The controller group's members (voters and learners) as its raft has them: empty on
+    /// a node whose controller group was never initialized nor joined.
+    pub fn controller_members(&self) -> BTreeSet<u64> {
+        self.controller_membership()
+            .map(|m| m.membership().nodes().map(|(id, _)| *id).collect())
+            .unwrap_or_default()
+    }
+
     /// The cluster's nodes: the controller group's members (voters and learners) once it has
     /// any, else `cluster_peers` (a joining node before it is added, or before the start).
     pub fn member_ids(&self) -> BTreeSet<u64> {
-        let members: BTreeSet<u64> = self
-            .controller_membership()
-            .map(|m| m.membership().nodes().map(|(id, _)| *id).collect())
-            .unwrap_or_default();
+        let members = self.controller_members();
         if members.is_empty() {
             self.addresses.keys().copied().collect()
         } else {

@@ -147,7 +147,10 @@ impl Controller {
         server.set_forward(Arc::new(move |from, body| {
             let inner = serving.clone();
             Box::pin(async move {
-                // A membership change of one group (ADR 0019) or a metadata change.
+                // A membership probe or change of one group (ADR 0019), or a metadata change.
+                if serde_json::from_str::<crate::membership::Probe>(&body).is_ok() {
+                    return crate::membership::answer_probe(&inner.state);
+                }
                 match serde_json::from_str::<crate::membership::Forwarded>(&body) {
                     Ok(change) => {
                         tracing::info!(from, ?change, "forwarded membership change");

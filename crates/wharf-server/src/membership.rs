@@ -167,12 +167,13 @@ pub async fn apply(
     Ok(outcomes)
 }
 
-/// The node to add must answer at `address` as node `id`: a wrong address would make another
-/// node (or nobody) a voter under that id, and an unreachable one would hold the command until
-/// the catch-up bound of every group.
+/// The node to add must answer at `address` as node `id` (a wrong address would make another
+/// node, or nobody, a voter under that id; an unreachable one would hold the command for the
+/// catch-up bound of every group) and belong to no other cluster.
 ///
 /// # Errors
-/// [`ChangeError::Refused`] when nothing answers there or another node does.
+/// [`ChangeError::Refused`] when nothing answers there, another node does, or the node's
+/// controller group has members and this node is not one of them.
 pub async fn check_reachable(
     state: &ClusterState,
     id: u64,
@@ -183,7 +184,7 @@ pub async fn check_reachable(
         let answer =
             wharf_raft::hello(address, state.local_node_id(), Duration::from_secs(2)).await;
         match answer {
-            Ok(Some(card)) if card.node_id == id => return Ok(()),
+            Ok(Some(card)) if card.node_id == id => break,
             Ok(Some(card)) => {
                 return Err(ChangeError::Refused(format!(
                     "{address} is node {}, not node {id}",
@@ -207,6 +208,71 @@ pub async fn check_reachable(
             }
         }
     }
+    // It must not belong to another cluster: a node that initialized its groups itself (no
+    // `cluster_join`) leads a cluster of its own, whose state would live on beside ours.
+    let body = serde_json::to_string(&Probe {
+        membership_probe: true,
+    })
+    .map_err(|e| ChangeError::Failed(e.to_string()))?;
+    loop {
+        let reply = wharf_raft::forward(
+            address,
+            state.local_node_id(),
+            body.clone(),
+            Duration::from_secs(5),
+        )
+        .await;
+        match reply.map(|r| serde_json::from_str::<ProbeAnswer>(&r)) {
+            Ok(Ok(answer)) => {
+                let me = state.local_node_id();
+                if !answer.members.is_empty() && !answer.members.contains(&me) {
+                    return Err(ChangeError::Refused(format!(
+                        "node {id} belongs to another cluster (its controller group's members: \
+                         {:?}); stop it, empty its data directory and start it with \
+                         cluster_join=true",
+                        answer.members
+                    )));
+                }
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                return Err(ChangeError::Refused(format!(
+                    "node {id} at {address} does not answer a membership probe: {e}"
+                )))
+            }
+            // Its controller is not started yet: ask again.
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(ChangeError::Refused(format!(
+                    "node {id} at {address} does not answer a membership probe: {e}"
+                )))
+            }
+        }
+    }
+}
+
+/// Asks a node which cluster it belongs to (a forwarded request, answered by
+/// [`answer_probe`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub membership_probe: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProbeAnswer {
+    /// The members of its controller group; empty while it has none (a joining node).
+    members: BTreeSet<u64>,
+}
+
+/// This node's answer to a [`Probe`].
+pub fn answer_probe(state: &ClusterState) -> String {
+    serde_json::to_string(&ProbeAnswer {
+        members: state.controller_members(),
+    })
+    .unwrap_or_default()
 }
 
 /// How long a node to add may take to open its Kafka listener after its cluster listener.

@@ -159,7 +159,7 @@ async fn settle(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: BTreeMap<u64, u16> = (1..=4).map(|id| (id, free_port().unwrap())).collect();
+    let ports: BTreeMap<u64, u16> = (1..=5).map(|id| (id, free_port().unwrap())).collect();
     let peers = |ids: &[u64]| {
         ids.iter()
             .map(|id| format!("{id}@127.0.0.1:{}", ports[id]))
@@ -257,8 +257,15 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
     let admin2 = nodes[&2].admin_addr().unwrap();
     let address4 = format!("127.0.0.1:{}", ports[&4]);
     // Refused before any group changes: a node that is not a member, an address where
-    // another node answers, an address where nothing answers.
+    // another node answers, an address where nothing answers, a node that made a cluster of
+    // its own (started without `cluster_join`).
+    let mut alone = start(5, &peers(&[5]), &[]);
+    let address5 = format!("127.0.0.1:{}", ports[&5]);
     for (args, refusal) in [
+        (
+            vec!["add-node", "--id", "5", "--address", address5.as_str()],
+            "belongs to another cluster",
+        ),
         (vec!["remove-node", "--id", "9"], "not a member"),
         (
             vec!["add-node", "--id", "5", "--address", address4.as_str()],
@@ -282,6 +289,7 @@ async fn a_node_joins_and_another_leaves_while_a_producer_keeps_producing() {
             "{args:?}: {stderr}"
         );
     }
+    assert!(alone.terminate().unwrap());
     let added = {
         let admin2 = admin2.clone();
         tokio::task::spawn_blocking(move || {
