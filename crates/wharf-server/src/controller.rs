@@ -149,7 +149,7 @@ impl Controller {
             Box::pin(async move {
                 // A membership probe or change of one group (ADR 0019), or a metadata change.
                 if serde_json::from_str::<crate::membership::Probe>(&body).is_ok() {
-                    return crate::membership::answer_probe(&inner.state);
+                    return crate::membership::answer_probe(&inner.state).await;
                 }
                 match serde_json::from_str::<crate::membership::Forwarded>(&body) {
                     Ok(change) => {

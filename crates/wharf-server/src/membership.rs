@@ -225,12 +225,16 @@ pub async fn check_reachable(
         match reply.map(|r| serde_json::from_str::<ProbeAnswer>(&r)) {
             Ok(Ok(answer)) => {
                 let me = state.local_node_id();
-                if !answer.members.is_empty() && !answer.members.contains(&me) {
+                let foreign = answer
+                    .groups
+                    .iter()
+                    .find(|g| g.initialized && !g.members.contains(&me));
+                if let Some(group) = foreign {
                     return Err(ChangeError::Refused(format!(
-                        "node {id} belongs to another cluster (its controller group's members: \
-                         {:?}); stop it, empty its data directory and start it with \
+                        "node {id} belongs to another cluster (its {} has members {:?}); \
+                         stop it, empty its data directory and start it with \
                          cluster_join=true",
-                        answer.members
+                        group.group, group.members
                     )));
                 }
                 return Ok(());
@@ -263,16 +267,42 @@ pub struct Probe {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ProbeAnswer {
-    /// The members of its controller group; empty while it has none (a joining node).
+    groups: Vec<ProbedGroup>,
+}
+
+/// One group of the probed node, read from its raft state (not the metrics, which follow it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProbedGroup {
+    group: String,
+    /// It has a log or a vote: it was initialized, or a leader reached it.
+    initialized: bool,
+    /// Its effective membership's nodes (voters and learners).
     members: BTreeSet<u64>,
 }
 
-/// This node's answer to a [`Probe`].
-pub fn answer_probe(state: &ClusterState) -> String {
-    serde_json::to_string(&ProbeAnswer {
-        members: state.controller_members(),
-    })
-    .unwrap_or_default()
+/// This node's answer to a [`Probe`]: each of its groups. Answered only once the controller
+/// started, which is after every group of a node without `cluster_join` was initialized.
+pub async fn answer_probe(state: &ClusterState) -> String {
+    let mut groups = Vec::new();
+    for (_, name, raft) in state.groups_for_membership() {
+        let initialized = raft.is_initialized().await.unwrap_or(true);
+        let members = raft
+            .with_raft_state(|st| {
+                st.membership_state
+                    .effective()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .collect::<BTreeSet<u64>>()
+            })
+            .await
+            .unwrap_or_default();
+        groups.push(ProbedGroup {
+            group: name,
+            initialized,
+            members,
+        });
+    }
+    serde_json::to_string(&ProbeAnswer { groups }).unwrap_or_default()
 }
 
 /// How long a node to add may take to open its Kafka listener after its cluster listener.
