@@ -9,7 +9,8 @@
 //! another node leads, retrying while a leader moves.
 //!
 //! ```text
-//!  add N:    N answers a Hello at its address as N? ─► controller, shard 0..n: add_learner(N, addr) ─► wait until N holds the log
+//!  add N:    N answers at its address as N, in no other cluster? (Hello, probe)
+//!            ─► controller, shard 0..n: add_learner(N, addr) ─► wait until N holds the log
 //!            up to the entry that added it (the data moves by log replication) ─► N becomes
 //!            a voter (joint consensus, then the new voter set)
 //!  remove N: shard n..0, controller: the voters without N (a leader that is N steps down
