@@ -1,6 +1,7 @@
 //! The admin HTTP listener (`admin_listen`, default 127.0.0.1:9644): liveness, readiness,
-//! Prometheus metrics and a read-only JSON view of the broker. It starts before storage is
-//! recovered, so `/health` answers at once and `/ready` tells when clients are served.
+//! Prometheus metrics and a read-only JSON view of the broker, plus the two membership routes
+//! (ADR 0019). It starts before storage is recovered, so `/health` answers at once and
+//! `/ready` tells when clients are served.
 //!
 //! | route | answer |
 //! | --- | --- |
@@ -13,6 +14,7 @@
 //! | | a delay or transaction topic adds `scheduled`: records waiting, next due time (epoch ms) |
 //! | `GET /v1/amqp/{exchanges,queues,bindings,consumers}` | the AMQP door's state (queues: ready, unacked, counters) |
 //! | `GET /v1/groups`, `/v1/groups/{group}` | members, assignments, committed offsets, lag |
+//! | `POST /v1/cluster/nodes`, `DELETE /v1/cluster/nodes/{id}` | add or remove a cluster node (ADR 0019) |
 //!
 //! `/v1/` answers 503 until the broker is open.
 
@@ -115,7 +117,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &request)) }
+                async move {
+                    // Membership changes wait for replication: served apart (ADR 0019).
+                    if request.uri().path().starts_with("/v1/cluster/nodes") {
+                        return Ok::<_, Infallible>(membership_route(&state, request).await);
+                    }
+                    Ok::<_, Infallible>(route(&state, &request))
+                }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -149,6 +157,78 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_response(status, &json!({ "error": message }))
+}
+
+/// Largest `POST /v1/cluster/nodes` body.
+const MAX_MEMBERSHIP_BODY: usize = 64 << 10;
+
+/// `POST /v1/cluster/nodes` (`{"id": N, "address": "HOST:PORT"}`) adds a node,
+/// `DELETE /v1/cluster/nodes/{id}` removes one (ADR 0019); either answers once every group
+/// changed, with each group's voters.
+async fn membership_route(
+    state: &AdminState,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let Some(cluster) = state.cluster.get().cloned() else {
+        return error(StatusCode::NOT_FOUND, "this node is not in a cluster");
+    };
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let change = match (request.method().clone(), path.as_str()) {
+        (Method::POST, "/v1/cluster/nodes") => {
+            let body = match http_body_util::Limited::new(request.into_body(), MAX_MEMBERSHIP_BODY)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+            };
+            match serde_json::from_slice::<crate::membership::AddNode>(&body) {
+                Ok(add) => crate::membership::Change::Add {
+                    id: add.id,
+                    address: add.address,
+                },
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("expected {{\"id\": N, \"address\": \"HOST:PORT\"}}: {e}"),
+                    )
+                }
+            }
+        }
+        (Method::DELETE, p) => match p
+            .strip_prefix("/v1/cluster/nodes/")
+            .and_then(|id| id.parse::<u64>().ok())
+        {
+            Some(id) => crate::membership::Change::Remove { id },
+            None => return error(StatusCode::NOT_FOUND, "expected /v1/cluster/nodes/{id}"),
+        },
+        _ => {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST /v1/cluster/nodes or DELETE /v1/cluster/nodes/{id}",
+            )
+        }
+    };
+    if let Err(refused) = crate::membership::check(&cluster, &change) {
+        return error(StatusCode::BAD_REQUEST, &refused.to_string());
+    }
+    if let crate::membership::Change::Add { id, address } = &change {
+        if let Err(refused) = crate::membership::check_reachable(&cluster, *id, address).await {
+            return error(StatusCode::BAD_REQUEST, &refused.to_string());
+        }
+    }
+    tracing::info!(?change, "membership change asked on the admin listener");
+    match crate::membership::apply(&cluster, &change).await {
+        Ok(groups) => json_response(
+            StatusCode::OK,
+            &json!({ "change": change, "groups": groups }),
+        ),
+        Err(e) => {
+            tracing::warn!(?change, error = %e, "membership change failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e)
+        }
+    }
 }
 
 fn route<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {

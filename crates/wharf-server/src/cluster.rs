@@ -151,8 +151,12 @@ impl ClusterView for ClusterState {
     }
 
     fn nodes(&self) -> Vec<NodeAddress> {
+        // The members of the cluster as raft knows them (ADR 0019): a removed node drops
+        // out, an added one appears once its Kafka listener is known.
+        let members = self.member_ids();
         lock(&self.cards)
             .values()
+            .filter(|c| members.contains(&c.node_id))
             .map(|c| NodeAddress {
                 id: to_i32(c.node_id),
                 host: c.kafka_host.clone(),
@@ -222,12 +226,10 @@ impl ClusterView for ClusterState {
     }
 
     fn call(&self, node: i32, call: NodeCall) -> CallFuture {
-        let addr = u64::try_from(node)
-            .ok()
-            .and_then(|id| self.addresses.get(&id).cloned());
+        let addr = u64::try_from(node).ok().and_then(|id| self.member_addr(id));
         let from = self.node_id;
         Box::pin(async move {
-            let addr = addr.ok_or_else(|| format!("node {node} is not in cluster_peers"))?;
+            let addr = addr.ok_or_else(|| format!("node {node} is not a member"))?;
             let call = serde_json::to_value(&call).map_err(|e| e.to_string())?;
             wharf_raft::call(&addr, from, call, CALL_TIMEOUT).await
         })
@@ -236,6 +238,90 @@ impl ClusterView for ClusterState {
 
 /// How long a peer may take to serve a broker call (a marker write waits for its commit).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The members as raft knows them (ADR 0019): membership changes move them away from
+/// `cluster_peers`.
+impl ClusterState {
+    /// This node's id.
+    pub fn local_node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn controller_membership(&self) -> Option<openraft::StoredMembership<u64, BasicNode>> {
+        let raft = self.controller.get()?;
+        let membership = raft.metrics().borrow().membership_config.as_ref().clone();
+        Some(membership)
+    }
+
+    /// The controller group's members (voters and learners) as its raft has them: empty on
+    /// a node whose controller group was never initialized nor joined.
+    pub fn controller_members(&self) -> BTreeSet<u64> {
+        self.controller_membership()
+            .map(|m| m.membership().nodes().map(|(id, _)| *id).collect())
+            .unwrap_or_default()
+    }
+
+    /// The cluster's nodes: the controller group's members (voters and learners) once it has
+    /// any, else `cluster_peers` (a joining node before it is added, or before the start).
+    pub fn member_ids(&self) -> BTreeSet<u64> {
+        let members = self.controller_members();
+        if members.is_empty() {
+            self.addresses.keys().copied().collect()
+        } else {
+            members
+        }
+    }
+
+    /// Where to reach node `id`'s cluster listener: this node's `cluster_peers` entry, else
+    /// the address the membership holds (given to `wharf cluster add-node`).
+    pub fn member_addr(&self, id: u64) -> Option<String> {
+        if let Some(addr) = self.addresses.get(&id) {
+            return Some(addr.clone());
+        }
+        if let Some(m) = self.controller_membership() {
+            if let Some(node) = m.membership().get_node(&id) {
+                return Some(node.addr.clone());
+            }
+        }
+        lock(&self.groups).iter().find_map(|g| {
+            let metrics = g.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        })
+    }
+
+    /// The raft handle of group `group` on the wire (a shard id, or the controller's).
+    pub fn group_raft(&self, group: u64) -> Option<openraft::Raft<wharf_raft::TypeConfig>> {
+        if group == crate::controller::CONTROLLER_GROUP {
+            return self.controller.get().cloned();
+        }
+        let shard = usize::try_from(group).ok()?;
+        lock(&self.groups).get(shard).map(|g| g.raft.clone())
+    }
+
+    /// Every group a membership change goes through, the controller first: (wire id, name,
+    /// raft handle).
+    pub fn groups_for_membership(
+        &self,
+    ) -> Vec<(u64, String, openraft::Raft<wharf_raft::TypeConfig>)> {
+        let mut out = Vec::new();
+        if let Some(raft) = self.controller.get() {
+            out.push((
+                crate::controller::CONTROLLER_GROUP,
+                "controller".to_string(),
+                raft.clone(),
+            ));
+        }
+        for (shard, g) in lock(&self.groups).iter().enumerate() {
+            out.push((shard as u64, format!("shard {shard}"), g.raft.clone()));
+        }
+        out
+    }
+}
+
 /// Read-only views for `/v1/cluster`, `wharf cluster status` and the cluster metrics.
 impl ClusterState {
     /// Every node and each shard group as this node sees it; followers' progress only for
@@ -243,7 +329,7 @@ impl ClusterState {
     pub fn status(&self) -> crate::cluster_cmd::ClusterStatus {
         use crate::cluster_cmd::{ClusterStatus, FollowerStatus, NodeStatus, ShardStatus};
         let count = lock(&self.groups).len();
-        let mut node_ids: BTreeSet<u64> = lock(&self.cards).keys().copied().collect();
+        let mut node_ids: BTreeSet<u64> = self.member_ids();
         let mut shards = Vec::with_capacity(count);
         for shard in 0..count {
             let Some((metrics, _)) = self.group_metrics(shard) else {
@@ -332,9 +418,19 @@ pub struct Cluster {
     members: BTreeMap<u64, BasicNode>,
     groups: Arc<Mutex<Vec<ShardGroup>>>,
     state: Arc<ClusterState>,
+    /// `cluster_join`: this node never initializes a group; it waits to be added (ADR 0019).
+    join: bool,
 }
 
 impl Cluster {
+    /// `cluster_join=true`: this node joins a running cluster (`wharf cluster add-node`)
+    /// instead of initializing its groups with `cluster_peers` as voters (ADR 0019).
+    #[must_use]
+    pub fn joining(mut self, join: bool) -> Self {
+        self.join = join;
+        self
+    }
+
     /// Binds the cluster listener when `cluster_peers` is set (`None`: a single node).
     pub async fn start(
         node_id: i32,
@@ -379,6 +475,7 @@ impl Cluster {
                 groups: Mutex::default(),
                 controller: std::sync::OnceLock::new(),
             }),
+            join: false,
         }))
     }
 
@@ -398,16 +495,17 @@ impl Cluster {
         self.server.set_card(card.clone());
         lock(&self.state.cards).insert(self.node_id, card);
         let state = self.state.clone();
-        let peers: Vec<(u64, String)> = self
-            .members
-            .iter()
-            .filter(|(id, _)| **id != self.node_id)
-            .map(|(id, node)| (*id, node.addr.clone()))
-            .collect();
         let from = self.node_id;
         tokio::spawn(async move {
             let mut round = 0u64;
             loop {
+                // The members as raft knows them now (a node added since start included).
+                let peers: Vec<(u64, String)> = state
+                    .member_ids()
+                    .into_iter()
+                    .filter(|id| *id != from)
+                    .filter_map(|id| state.member_addr(id).map(|addr| (id, addr)))
+                    .collect();
                 for (id, addr) in &peers {
                     let known = lock(&state.cards).contains_key(id);
                     if known && round % 10 != 0 {
@@ -450,12 +548,14 @@ impl Cluster {
         Arc<ClusterServer>,
         BTreeMap<u64, BasicNode>,
         Arc<ClusterState>,
+        bool,
     ) {
         (
             self.node_id,
             self.server.clone(),
             self.members.clone(),
             self.state.clone(),
+            self.join,
         )
     }
 
@@ -468,6 +568,7 @@ impl Cluster {
         let members = self.members.clone();
         let groups = self.groups.clone();
         let state = self.state.clone();
+        let join = self.join;
         Box::new(move |storage| {
             runtime.block_on(async move {
                 let shards = storage.config().shards;
@@ -507,10 +608,13 @@ impl Cluster {
                             raft.runtime_config().elect(true);
                         });
                     }
-                    group
-                        .initialize(members.clone())
-                        .await
-                        .map_err(|e| BrokerError::Metadata(format!("shard group {shard}: {e}")))?;
+                    // A joining node waits to be added by the group's leader (ADR 0019):
+                    // initializing here would make a cluster of its own.
+                    if !join {
+                        group.initialize(members.clone()).await.map_err(|e| {
+                            BrokerError::Metadata(format!("shard group {shard}: {e}"))
+                        })?;
+                    }
                     let log = Arc::new(group.shard_log()) as Arc<dyn ShardLog>;
                     // Every writer of the shard (coordinators too) goes through raft.
                     if !storage.route_appends(shard, log.clone()) {

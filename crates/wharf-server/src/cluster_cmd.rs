@@ -1,4 +1,5 @@
-//! `wharf cluster status` and `/v1/cluster` (ADR 0012): the nodes of a cluster, and for each
+//! `wharf cluster status` and `/v1/cluster` (ADR 0012), and `wharf cluster add-node` /
+//! `remove-node` (ADR 0019, served by `crate::membership`): the nodes of a cluster, and for each
 //! shard group its leader, term and how many entries each follower lags behind the leader's
 //! log. A node knows the followers' progress only for the groups it leads, so the command
 //! asks every admin listener it is given and shows each shard as its leader reports it.
@@ -9,8 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::group_cmd::format_table;
 
@@ -21,6 +23,22 @@ pub enum ClusterCommand {
         /// Print the merged JSON instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// Adds node `--id` (started with `cluster_join=true`) to every raft group: it catches up
+    /// as a learner, then becomes a voter (ADR 0019). Asks the first `--admin` listener.
+    AddNode {
+        /// The new node's `node_id`.
+        #[arg(long)]
+        id: u64,
+        /// The new node's cluster listener (its `cluster_listen`), HOST:PORT.
+        #[arg(long)]
+        address: String,
+    },
+    /// Removes node `--id` from every raft group (a group it leads elects another leader).
+    /// Asks the first `--admin` listener.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
     },
 }
 
@@ -167,7 +185,21 @@ pub fn render(status: &ClusterStatus) -> String {
 /// `wharf cluster status`: asks every admin listener in `admins` (comma-separated) for
 /// `/v1/cluster`; nodes that do not answer are reported on stderr and skipped.
 pub async fn run(admins: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
-    let ClusterCommand::Status { json } = cmd;
+    let json = match cmd {
+        ClusterCommand::Status { json } => json,
+        ClusterCommand::AddNode { id, address } => {
+            let body = serde_json::json!({ "id": id, "address": address }).to_string();
+            let answer = send(first(admins)?, "POST", "/v1/cluster/nodes", &body).await?;
+            print!("{}", render_change(&answer));
+            return Ok(());
+        }
+        ClusterCommand::RemoveNode { id } => {
+            let path = format!("/v1/cluster/nodes/{id}");
+            let answer = send(first(admins)?, "DELETE", &path, "").await?;
+            print!("{}", render_change(&answer));
+            return Ok(());
+        }
+    };
     let mut statuses = Vec::new();
     for admin in admins.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match crate::amqp_cmd::get(admin, "/v1/cluster").await {
@@ -190,6 +222,72 @@ pub async fn run(admins: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
         print!("{}", render(&merged));
     }
     Ok(())
+}
+
+fn first(admins: &str) -> anyhow::Result<&str> {
+    admins
+        .split(',')
+        .map(str::trim)
+        .find(|a| !a.is_empty())
+        .context("no --admin listener given")
+}
+
+/// One request with a JSON body to the admin listener at `admin`; the JSON answer of a 200,
+/// else the error the node gave. No timeout: adding a node waits for it to catch up.
+async fn send(admin: &str, method: &str, path: &str, body: &str) -> anyhow::Result<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .with_context(|| format!("connecting to the admin listener {admin}"))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let value: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
+    if !head.starts_with("HTTP/1.1 200") {
+        let why = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| body.trim().to_string(), str::to_string);
+        bail!("{admin}: {}: {why}", head.lines().next().unwrap_or(""));
+    }
+    Ok(value)
+}
+
+/// Each group's voters after a membership change.
+fn render_change(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer
+        .get("groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            let voters = g
+                .get("voters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            vec![
+                g.get("group")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+                voters,
+            ]
+        })
+        .collect();
+    format_table(&["GROUP", "VOTERS"], &rows)
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //!    every node: apply loop reads committed entries ─► Broker::apply_metadata(offset, record)
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,8 +66,8 @@ struct Inner {
     group: ShardGroup,
     log: ReplicatedShardLog,
     metadata: Log,
-    /// Every node's cluster listener (`cluster_peers`).
-    peers: BTreeMap<u64, String>,
+    /// The members and their cluster listeners (`cluster_peers`, then the membership).
+    state: Arc<crate::cluster::ClusterState>,
     /// The offset of the next metadata record to apply here, and the controller shard
     /// position applied through.
     applied: watch::Sender<(i64, Position)>,
@@ -83,7 +82,7 @@ impl Controller {
     /// Opens the controller storage and group, starts applying committed records to `broker`,
     /// serves forwarded changes and hands `broker` its metadata log.
     pub async fn start(cluster: &Cluster, broker: Arc<Broker>) -> anyhow::Result<Self> {
-        let (node_id, server, members, state) = cluster.controller_parts();
+        let (node_id, server, members, state, join) = cluster.controller_parts();
         let data_dir = broker.storage().config().data_dir.join("controller");
         let mut config = StorageConfig::new(&data_dir);
         config.shards = 1;
@@ -92,12 +91,12 @@ impl Controller {
         let storage = tokio::task::spawn_blocking(move || Storage::open(config))
             .await?
             .with_context(|| format!("opening the controller storage {}", data_dir.display()))?;
-        let peers: BTreeMap<u64, String> = members
+        let peers: std::collections::BTreeMap<u64, String> = members
             .iter()
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
-        let network = NetworkFactory::new(CONTROLLER_GROUP, node_id, Cuts::default())
-            .with_addresses(peers.clone());
+        let network =
+            NetworkFactory::new(CONTROLLER_GROUP, node_id, Cuts::default()).with_addresses(peers);
         let group = ShardGroup::open(
             &storage,
             0,
@@ -122,10 +121,13 @@ impl Controller {
         storage.create_log(CONTROL_LOG, keep);
         let metadata = storage.create_log(METADATA_LOG, keep);
         server.register(CONTROLLER_GROUP, group.raft().clone());
-        group
-            .initialize(members)
-            .await
-            .context("initializing the controller group")?;
+        // A joining node (`cluster_join`) is added by the controller's leader (ADR 0019).
+        if !join {
+            group
+                .initialize(members)
+                .await
+                .context("initializing the controller group")?;
+        }
         let start = storage.shard_log(0).map(|s| s.start()).unwrap_or_default();
         let inner = Arc::new(Inner {
             node_id,
@@ -135,7 +137,7 @@ impl Controller {
             storage,
             group,
             metadata,
-            peers,
+            state: state.clone(),
             one_at_a_time: tokio::sync::Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
             stopped: AtomicBool::new(false),
@@ -144,7 +146,19 @@ impl Controller {
         let serving = inner.clone();
         server.set_forward(Arc::new(move |from, body| {
             let inner = serving.clone();
-            Box::pin(async move { inner.serve_forward(from, &body).await })
+            Box::pin(async move {
+                // A membership probe or change of one group (ADR 0019), or a metadata change.
+                if serde_json::from_str::<crate::membership::Probe>(&body).is_ok() {
+                    return crate::membership::answer_probe(&inner.state).await;
+                }
+                match serde_json::from_str::<crate::membership::Forwarded>(&body) {
+                    Ok(change) => {
+                        tracing::info!(from, ?change, "forwarded membership change");
+                        crate::membership::serve_forwarded(&inner.state, change).await
+                    }
+                    Err(_) => inner.serve_forward(from, &body).await,
+                }
+            })
         }));
         tokio::spawn(apply_committed(inner.clone()));
         tokio::spawn(commit_cluster_id(inner.clone()));
@@ -203,9 +217,11 @@ impl Inner {
     }
 
     async fn forward_to(&self, leader: u64, request: &MetadataRequest) -> Result<i64, BrokerError> {
-        let addr = self.peers.get(&leader).ok_or_else(|| {
-            not_controller(format!("controller {leader} is not in cluster_peers"))
-        })?;
+        let addr = self
+            .state
+            .member_addr(leader)
+            .ok_or_else(|| not_controller(format!("no address known for controller {leader}")))?;
+        let addr = addr.as_str();
         let body = serde_json::to_string(request)
             .map_err(|e| BrokerError::Metadata(format!("encoding a metadata request: {e}")))?;
         let reply = wharf_raft::forward(addr, self.node_id, body, FORWARD_TIMEOUT)

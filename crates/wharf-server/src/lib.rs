@@ -17,6 +17,7 @@
 //! - `cluster`, `controller`: a node of a cluster (ADR 0012): shard groups, the cluster view,
 //!   and the controller group that commits topic metadata.
 //! - `cluster_cmd`: `wharf cluster status` and the `/v1/cluster` status JSON.
+//! - `membership`: `wharf cluster add-node|remove-node` (ADR 0019), served on any node.
 
 pub mod admin_http;
 pub mod amqp_cmd;
@@ -25,6 +26,7 @@ pub mod cluster_cmd;
 pub mod controller;
 pub mod group_cmd;
 pub mod lag;
+pub mod membership;
 pub mod metrics;
 pub mod quota_cmd;
 pub mod server;

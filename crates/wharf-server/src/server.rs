@@ -64,7 +64,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &settings.cluster_listen,
         &settings.cluster_peers,
     )
-    .await?;
+    .await?
+    .map(|c| c.joining(settings.cluster_join));
     let shard_logs = match &cluster {
         Some(cluster) => {
             tracing::info!(cluster_listen = %cluster.local_addr(), "cluster listener started");

@@ -86,6 +86,9 @@ pub struct Settings {
     pub cluster_peers: String,
     /// Byte budget of sealed segments' indexes loaded from their index files (ADR 0018).
     pub sealed_index_cache_bytes: u64,
+    /// A new node joining a running cluster (ADR 0019): it never initializes its raft groups
+    /// and waits for `wharf cluster add-node` to add it.
+    pub cluster_join: bool,
 }
 
 impl Default for Settings {
@@ -135,6 +138,7 @@ impl Default for Settings {
             cluster_listen: String::new(),
             cluster_peers: String::new(),
             sealed_index_cache_bytes: 64 << 20,
+            cluster_join: false,
         }
     }
 }

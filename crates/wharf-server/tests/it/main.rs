@@ -26,6 +26,7 @@ mod idempotence;
 mod kafka_contract;
 mod kcat;
 mod load;
+mod membership;
 mod metrics;
 mod offsets;
 mod quotas;
