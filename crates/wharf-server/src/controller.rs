@@ -45,9 +45,11 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "wharf-controller".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        // As the shard groups (`cluster::raft_config`): at 100 ms, AppendEntries and votes
+        // timed out on loaded nodes and the controller's leadership churned.
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
         // The metadata log is small and kept whole: a lagging node catches up by entries.
         snapshot_policy: openraft::SnapshotPolicy::Never,
         ..openraft::Config::default()
