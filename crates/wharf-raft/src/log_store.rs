@@ -198,6 +198,10 @@ impl Gather {
     }
 }
 
+/// One shard-log append of a raft entry: the log, its batches, and the part it is (none for a
+/// control record).
+type ShardAppend = (Log, bytes::Bytes, Option<usize>);
+
 /// Everything one shard group's log store, state machine and shard-log handle share.
 pub(crate) struct Shared {
     pub shard_id: usize,
@@ -322,7 +326,7 @@ impl Shared {
     fn to_appends(
         &self,
         payload: &EntryPayload<TypeConfig>,
-    ) -> Result<Vec<(Log, bytes::Bytes, Option<usize>)>, StorageError<NodeId>> {
+    ) -> Result<Vec<ShardAppend>, StorageError<NodeId>> {
         let mut out = Vec::new();
         let control = match payload {
             EntryPayload::Normal(request) if request.parts.len() == 1 => None,
@@ -474,26 +478,46 @@ impl Shared {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let (from, ids, truncations) = {
-            let index = self.lock();
-            let start = start.max(index.state.anchor_index);
-            let end = end.min(index.last_index().map_or(0, |l| l + 1));
-            if start >= end {
-                return Ok(Vec::new());
-            }
-            let Some(slot) = index.slot(start) else {
-                return Ok(Vec::new());
-            };
-            let ids: Option<Vec<_>> = (start..end).map(|i| index.log_id(i)).collect();
-            if ids.is_none() {
-                tracing::error!(shard_id = self.shard_id, start, end, terms = ?index.state.terms, "raft entries without a known term");
-            }
-            (
-                index.start_of_slot(slot),
-                ids.unwrap_or_default(),
-                index.truncations,
-            )
-        };
+        match self.plan_read(start, end) {
+            Some(plan) => self.read_planned(&plan),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Where entries `start..end` are, as the index has them now (`None`: none exist).
+    fn plan_read(&self, start: u64, end: u64) -> Option<ReadPlan> {
+        let index = self.lock();
+        let start = start.max(index.state.anchor_index);
+        let end = end.min(index.last_index().map_or(0, |l| l + 1));
+        if start >= end {
+            return None;
+        }
+        let slot = index.slot(start)?;
+        let ids: Option<Vec<_>> = (start..end).map(|i| index.log_id(i)).collect();
+        if ids.is_none() {
+            tracing::error!(shard_id = self.shard_id, start, end, terms = ?index.state.terms, "raft entries without a known term");
+        }
+        Some(ReadPlan {
+            start,
+            end,
+            from: index.start_of_slot(slot),
+            ids: ids.unwrap_or_default(),
+            truncations: index.truncations,
+        })
+    }
+
+    /// Reads what `plan` names from the shard, unless a truncation came in between.
+    fn read_planned(
+        &self,
+        plan: &ReadPlan,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let ReadPlan {
+            start,
+            end,
+            from,
+            ref ids,
+            truncations,
+        } = *plan;
         let read = || -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
             let mut out = Vec::with_capacity(ids.len());
             let mut at = from;
@@ -544,6 +568,15 @@ impl Shared {
         }
         Ok(out)
     }
+}
+
+/// Entries to read: their raft ids, where the first starts, and the truncation count then.
+struct ReadPlan {
+    start: u64,
+    end: u64,
+    from: Position,
+    ids: Vec<LogId<NodeId>>,
+    truncations: u64,
 }
 
 /// openraft's log storage (and reader) of one shard group.
@@ -657,5 +690,121 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         self.shared.persist().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+    use wharf_storage::conformance::{batch, value_of};
+    use wharf_storage::StorageConfig;
+
+    use super::*;
+
+    const CONTROL: u64 = 1 << 40;
+
+    fn entry(term: u64, index: u64, values: &[&str]) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Request {
+                parts: values
+                    .iter()
+                    .map(|v| Part {
+                        log_id: 2,
+                        batches: batch(v),
+                        local_ack: 0,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    fn values(entries: &[Entry<TypeConfig>]) -> Vec<(u64, Vec<String>)> {
+        entries
+            .iter()
+            .map(|e| {
+                let EntryPayload::Normal(r) = &e.payload else {
+                    return (e.log_id.index, Vec::new());
+                };
+                let values = r
+                    .parts
+                    .iter()
+                    .map(|p| {
+                        value_of(&ShardEntry {
+                            log_id: p.log_id,
+                            base_offset: 0,
+                            last_offset: 0,
+                            batches: p.batches.clone(),
+                            end: Position::default(),
+                        })
+                    })
+                    .collect();
+                (e.log_id.index, values)
+            })
+            .collect()
+    }
+
+    /// A leader's replication task that planned a read, then the node stepped down and its
+    /// tail was truncated and rewritten: the read returns nothing (not another leader's
+    /// entries under the old ids, not an error, which would stop the group).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_planned_before_a_truncation_returns_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.shards = 1;
+        let storage = Storage::open(config).unwrap();
+        storage.create_log(2, LogConfig::default());
+        let raft_dir = dir.path().join("raft");
+        wharf_storage::durable::ensure_dir(&*storage.config().fs, &raft_dir).unwrap();
+        let state_path = StatePath::new(storage.config().fs.clone(), &raft_dir, 0);
+        let shared = Arc::new(
+            Shared::open(&storage, storage.shard_log(0).unwrap(), CONTROL, state_path).unwrap(),
+        );
+        shared
+            .append_entries(vec![
+                entry(1, 0, &["a"]),
+                entry(1, 1, &["b"]),
+                entry(1, 2, &["c"]),
+                entry(1, 3, &["d", "e", "f"]),
+            ])
+            .await
+            .unwrap();
+        let plan = shared.plan_read(0, 4).unwrap();
+        assert_eq!(
+            values(&shared.read_planned(&plan).unwrap()),
+            [
+                (0, vec!["a".to_string()]),
+                (1, vec!["b".into()]),
+                (2, vec!["c".into()]),
+                (3, vec!["d".into(), "e".into(), "f".into()]),
+            ]
+        );
+        let mut store = LogStore {
+            shared: shared.clone(),
+        };
+        store
+            .truncate(LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .await
+            .unwrap();
+        shared
+            .append_entries(vec![entry(2, 2, &["x", "y"]), entry(2, 3, &["z"])])
+            .await
+            .unwrap();
+        assert!(
+            shared.read_planned(&plan).unwrap().is_empty(),
+            "the plan was made before the truncation"
+        );
+        let entries = shared.read_entries(0, 4).unwrap();
+        assert_eq!(
+            values(&entries),
+            [
+                (0, vec!["a".to_string()]),
+                (1, vec!["b".into()]),
+                (2, vec!["x".into(), "y".into()]),
+                (3, vec!["z".into()]),
+            ]
+        );
+        assert_eq!(entries[2].log_id.leader_id.term, 2);
+        storage.shutdown();
     }
 }

@@ -240,7 +240,7 @@ async fn forward(
                                         }));
                                     }
                                     None => {
-                                        fail(&shared, &StorageError::ShutDown, reply, local_ack)
+                                        fail(&shared, &StorageError::ShutDown, reply, local_ack);
                                     }
                                 }
                             }
