@@ -166,6 +166,27 @@ impl ClusterState {
         Some((metrics, group.network.clone()))
     }
 
+    /// Whether this node is cut off from the other nodes, as far as it can tell: it leads a
+    /// group (a shard or the controller) that no quorum acknowledged within its lease, and it
+    /// names no leader for any group (its follower groups elect in vain). A follower cut off
+    /// alone, which leads nothing, is not detected.
+    fn cut_off(&self) -> bool {
+        let mut rafts: Vec<openraft::Raft<wharf_raft::TypeConfig>> =
+            lock(&self.groups).iter().map(|g| g.raft.clone()).collect();
+        rafts.extend(self.controller.get().cloned());
+        let mut unacknowledged_leader = false;
+        for raft in &rafts {
+            let lease = leader_lease(raft.config());
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            if named_leader(self.node_id, &m, lease).is_some() {
+                return false;
+            }
+            unacknowledged_leader |= m.current_leader == Some(self.node_id);
+        }
+        unacknowledged_leader
+    }
+
     /// Shard `shard`'s leader as this node names it ([`named_leader`]) and the group's term.
     fn group_leader(&self, shard: usize) -> Option<(Option<u64>, u64)> {
         let groups = lock(&self.groups);
@@ -183,8 +204,13 @@ impl ClusterView for ClusterState {
     }
 
     fn nodes(&self) -> Vec<NodeAddress> {
+        // A node cut off from the cluster leaves itself out, as Kafka leaves fenced brokers
+        // out: a client (librdkafka >= 2.10 drops brokers a Metadata answer does not list)
+        // then asks the others, which name the majority's leader.
+        let cut_off = self.cut_off();
         lock(&self.cards)
             .values()
+            .filter(|c| !(cut_off && c.node_id == self.node_id))
             .map(|c| NodeAddress {
                 id: to_i32(c.node_id),
                 host: c.kafka_host.clone(),

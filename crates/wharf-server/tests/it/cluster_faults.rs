@@ -480,6 +480,26 @@ async fn a_cut_off_leader_acknowledges_nothing_and_its_unacknowledged_tail_is_tr
         Some(6),
         "the cut-off node answers a produce with NOT_LEADER_OR_FOLLOWER"
     );
+    // It leaves itself out of its Metadata's brokers (a fenced broker) once none of its raft
+    // groups has a leader it can name, so a client that only asked it drops it and asks the
+    // others, which name the new leader.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let brokers: Vec<i32> = wharf_testkit::metadata(&cluster.node(old).addr(), TOPIC)
+            .unwrap()
+            .brokers
+            .iter()
+            .map(|b| b.node_id.0)
+            .collect();
+        if !brokers.contains(&i32::try_from(old).unwrap()) && !brokers.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            print_diagnostics(&mut cluster, None);
+            panic!("the cut-off node {old} still lists itself among the brokers: {brokers:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The two others elect a leader among themselves and serve acks=all, to a client that
     // knows all three nodes (and may ask the cut-off one for metadata).
