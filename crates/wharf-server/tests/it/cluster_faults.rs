@@ -2,7 +2,10 @@
 //! on every node-to-node path cuts the shard leader off, and a follower loses its data
 //! directory. What is checked is safety, never who led or how fast: every record a librdkafka
 //! acks=all producer saw acknowledged is on every node, in order, exactly once; an isolated
-//! leader acknowledges nothing and its unacknowledged tail is gone after healing.
+//! leader acknowledges nothing and its unacknowledged tail is gone after healing. And one
+//! liveness claim, bounded by generous timeouts: the isolated leader stops naming itself the
+//! leader and listing itself as a broker, so a producer that knows all three nodes gets its
+//! records acknowledged by the majority's new leader.
 //!
 //! A node's data is read offline: the nodes are stopped and each data directory is opened
 //! alone (a single-node `wharf serve` without cluster settings), whose high watermark is the
