@@ -167,9 +167,11 @@ impl ClusterState {
     }
 
     /// Whether this node is cut off from the other nodes, as far as it can tell: it leads a
-    /// group (a shard or the controller) that no quorum acknowledged within its lease, and it
-    /// names no leader for any group (its follower groups elect in vain). A follower cut off
-    /// alone, which leads nothing, is not detected.
+    /// group (a shard or the controller) that a quorum acknowledged in this term but not within
+    /// its lease, and it names no leader for any group (its follower groups elect in vain). A
+    /// leader not yet acknowledged (just elected) does not count, so a node is not fenced in
+    /// the first milliseconds of a term. A follower cut off alone, which leads nothing, is not
+    /// detected.
     fn cut_off(&self) -> bool {
         let mut rafts: Vec<openraft::Raft<wharf_raft::TypeConfig>> =
             lock(&self.groups).iter().map(|g| g.raft.clone()).collect();
@@ -182,7 +184,8 @@ impl ClusterState {
             if named_leader(self.node_id, &m, lease).is_some() {
                 return false;
             }
-            unacknowledged_leader |= m.current_leader == Some(self.node_id);
+            unacknowledged_leader |=
+                m.current_leader == Some(self.node_id) && m.millis_since_quorum_ack.is_some();
         }
         unacknowledged_leader
     }
