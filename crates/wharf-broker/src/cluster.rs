@@ -32,7 +32,8 @@ pub struct ShardRole {
 pub trait ClusterView: Send + Sync {
     /// This node's id.
     fn node_id(&self) -> i32;
-    /// Every node whose Kafka listener is known (this one always).
+    /// Every node whose Kafka listener is known (this one too, unless it is cut off from the
+    /// others: a fenced broker, which clients should not ask).
     fn nodes(&self) -> Vec<NodeAddress>;
     /// The replication state of shard `shard`.
     fn shard(&self, shard: usize) -> ShardRole;

@@ -105,6 +105,33 @@ const PREFERRED_HEAD_START: Duration = Duration::from_secs(3);
 /// `replica.lag.time.max.ms`, shorter: heartbeats go every 250 ms).
 const ISR_LAG: Duration = Duration::from_secs(5);
 
+/// How long a shard leader may go unacknowledged by a quorum of its group (openraft's
+/// `millis_since_quorum_ack`: a follower answered an AppendEntries or a heartbeat) and still
+/// name itself the leader: twice its election timeout. A leader cut off from the majority
+/// stays leader in openraft 0.9 until it hears of a higher term (there is no check-quorum),
+/// while the majority elects another leader within about one election timeout (ADR 0012).
+fn leader_lease(config: &openraft::Config) -> Duration {
+    Duration::from_millis(config.election_timeout_max.saturating_mul(2))
+}
+
+/// The leader of a group as this node names it to clients (Metadata, FindCoordinator) and
+/// serves as (`Broker::shard_served`): the leader in its raft metrics `m`, except this node
+/// itself while no quorum has acknowledged it for `lease` (or not yet in this term). Such a
+/// node answers NOT_LEADER_OR_FOLLOWER and names no leader, so clients that asked it re-route
+/// to the majority's leader instead of waiting on appends it can never commit.
+fn named_leader(
+    me: u64,
+    m: &openraft::RaftMetrics<u64, BasicNode>,
+    lease: Duration,
+) -> Option<u64> {
+    let leader = m.current_leader?;
+    if leader != me {
+        return Some(leader);
+    }
+    let acked = Duration::from_millis(m.millis_since_quorum_ack?);
+    (acked <= lease).then_some(leader)
+}
+
 /// One shard group as the view reads it.
 struct GroupHandle {
     raft: openraft::Raft<wharf_raft::TypeConfig>,
@@ -143,6 +170,40 @@ impl ClusterState {
         let metrics = group.raft.metrics().borrow().clone();
         Some((metrics, group.network.clone()))
     }
+
+    /// Whether this node is cut off from the other nodes, as far as it can tell: it leads a
+    /// group (a shard or the controller) that a quorum acknowledged in this term but not within
+    /// its lease, and it names no leader for any group (its follower groups elect in vain). A
+    /// leader not yet acknowledged (just elected) does not count, so a node is not fenced in
+    /// the first milliseconds of a term. A follower cut off alone, which leads nothing, is not
+    /// detected.
+    fn cut_off(&self) -> bool {
+        let mut rafts: Vec<openraft::Raft<wharf_raft::TypeConfig>> =
+            lock(&self.groups).iter().map(|g| g.raft.clone()).collect();
+        rafts.extend(self.controller.get().cloned());
+        let mut unacknowledged_leader = false;
+        for raft in &rafts {
+            let lease = leader_lease(raft.config());
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            if named_leader(self.node_id, &m, lease).is_some() {
+                return false;
+            }
+            unacknowledged_leader |=
+                m.current_leader == Some(self.node_id) && m.millis_since_quorum_ack.is_some();
+        }
+        unacknowledged_leader
+    }
+
+    /// Shard `shard`'s leader as this node names it ([`named_leader`]) and the group's term.
+    fn group_leader(&self, shard: usize) -> Option<(Option<u64>, u64)> {
+        let groups = lock(&self.groups);
+        let raft = &groups.get(shard)?.raft;
+        let lease = leader_lease(raft.config());
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        Some((named_leader(self.node_id, &m, lease), m.current_term))
+    }
 }
 
 impl ClusterView for ClusterState {
@@ -152,11 +213,16 @@ impl ClusterView for ClusterState {
 
     fn nodes(&self) -> Vec<NodeAddress> {
         // The members of the cluster as raft knows them (ADR 0019): a removed node drops
-        // out, an added one appears once its Kafka listener is known.
+        // out, an added one appears once its Kafka listener is known. A node cut off from the
+        // cluster leaves itself out, as Kafka leaves fenced brokers out: a client (librdkafka
+        // >= 2.10 drops brokers a Metadata answer does not list) then asks the others, which
+        // name the majority's leader.
         let members = self.member_ids();
+        let cut_off = self.cut_off();
         lock(&self.cards)
             .values()
             .filter(|c| members.contains(&c.node_id))
+            .filter(|c| !(cut_off && c.node_id == self.node_id))
             .map(|c| NodeAddress {
                 id: to_i32(c.node_id),
                 host: c.kafka_host.clone(),
@@ -174,8 +240,12 @@ impl ClusterView for ClusterState {
                 isr: Vec::new(),
             };
         };
+        let lease = lock(&self.groups)
+            .get(shard)
+            .map_or(Duration::ZERO, |g| leader_lease(g.raft.config()));
+        let leader = named_leader(self.node_id, &metrics, lease);
         let replicas: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
-        let isr = if metrics.current_leader == Some(self.node_id) {
+        let isr = if leader == Some(self.node_id) {
             // The leader knows: itself and the replicas that answered it lately.
             let answers = network.last_answers();
             replicas
@@ -191,7 +261,7 @@ impl ClusterView for ClusterState {
             replicas.clone()
         };
         ShardRole {
-            leader: metrics.current_leader.map(to_i32),
+            leader: leader.map(to_i32),
             leader_epoch: i32::try_from(metrics.current_term).unwrap_or(i32::MAX),
             replicas: replicas.into_iter().map(to_i32).collect(),
             isr: isr.into_iter().map(to_i32).collect(),
@@ -199,16 +269,12 @@ impl ClusterView for ClusterState {
     }
 
     fn shard_leader(&self, shard: usize) -> Option<i32> {
-        let groups = lock(&self.groups);
-        let leader = groups.get(shard)?.raft.metrics().borrow().current_leader;
-        leader.map(to_i32)
+        self.group_leader(shard)?.0.map(to_i32)
     }
 
     fn shard_leader_term(&self, shard: usize) -> Option<(i32, u64)> {
-        let groups = lock(&self.groups);
-        let metrics = groups.get(shard)?.raft.metrics();
-        let m = metrics.borrow();
-        Some((to_i32(m.current_leader?), m.current_term))
+        let (leader, term) = self.group_leader(shard)?;
+        Some((to_i32(leader?), term))
     }
 
     fn controller(&self) -> Option<i32> {
@@ -761,6 +827,29 @@ mod tests {
         ] {
             assert!(parse_peers(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn a_leader_unheard_by_a_quorum_names_no_leader() {
+        let lease = Duration::from_secs(1);
+        let mut m = openraft::RaftMetrics::<u64, BasicNode>::new_initial(1);
+        assert_eq!(named_leader(1, &m, lease), None, "no leader known");
+        m.current_leader = Some(2);
+        assert_eq!(
+            named_leader(1, &m, lease),
+            Some(2),
+            "a follower names its leader"
+        );
+        m.current_leader = Some(1);
+        assert_eq!(named_leader(1, &m, lease), None, "not yet acknowledged");
+        m.millis_since_quorum_ack = Some(100);
+        assert_eq!(named_leader(1, &m, lease), Some(1), "acknowledged lately");
+        m.millis_since_quorum_ack = Some(1_001);
+        assert_eq!(
+            named_leader(1, &m, lease),
+            None,
+            "cut off for longer than the lease"
+        );
     }
 
     #[test]

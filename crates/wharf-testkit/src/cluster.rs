@@ -379,7 +379,13 @@ impl TestCluster {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        BrokerProcess::start(&self.bin, &self.data_dir(id), &borrowed)
+        // Its own log files: the node's cluster logs stay readable after the test.
+        BrokerProcess::start_logged(
+            &self.bin,
+            &self.data_dir(id),
+            &borrowed,
+            &format!("n{id}-alone"),
+        )
     }
 
     /// The leader of `topic`'s `partition` as a majority of all nodes' Metadata names it;

@@ -24,6 +24,8 @@ pub struct BrokerProcess {
     args: Vec<String>,
     child: Option<Child>,
     starts: usize,
+    /// The log files' name before `.broker-<start>.log` (the data directory's name).
+    log_stem: String,
 }
 
 impl BrokerProcess {
@@ -34,6 +36,22 @@ impl BrokerProcess {
         bin: impl Into<PathBuf>,
         data_dir: &Path,
         settings: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let stem = data_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("wharf")
+            .to_string();
+        Self::start_logged(bin, data_dir, settings, &stem)
+    }
+
+    /// [`Self::start`] with log files named `<log_stem>.broker-<start>.log` beside the data
+    /// directory: a second process on the same data directory keeps the first one's logs.
+    pub fn start_logged(
+        bin: impl Into<PathBuf>,
+        data_dir: &Path,
+        settings: &[(&str, &str)],
+        log_stem: &str,
     ) -> anyhow::Result<Self> {
         let bin = bin.into();
         // A port from `free_port` is released before the broker binds it, so another
@@ -73,6 +91,7 @@ impl BrokerProcess {
                 args,
                 child: None,
                 starts: 0,
+                log_stem: log_stem.to_string(),
             };
             match p.launch() {
                 Ok(()) => return Ok(p),
@@ -103,13 +122,8 @@ impl BrokerProcess {
 
     /// Where the broker's stderr goes: one file per start, beside the data directory.
     pub fn log_path(&self, start: usize) -> PathBuf {
-        let name = self
-            .data_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("wharf");
         self.data_dir
-            .with_file_name(format!("{name}.broker-{start}.log"))
+            .with_file_name(format!("{}.broker-{start}.log", self.log_stem))
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
