@@ -193,19 +193,24 @@ enum CallError {
 }
 
 impl Connection {
+    /// One request and its reply. Cancel-safe: openraft drops the call at its own deadline,
+    /// and a connection left between a request and its reply would hand that reply to the
+    /// next request (an AppendEntries success answering other entries), so the connection is
+    /// taken out for the exchange and put back only once the reply was read.
     async fn call(&mut self, rpc: Rpc, ttl: Duration) -> Result<Reply, CallError> {
         if self.factory.cuts.is_cut(self.target) {
             self.stream = None;
             return Err(CallError::Cut(self.target));
         }
-        let result = tokio::time::timeout(ttl, self.exchange(rpc)).await;
+        let stream = self.stream.take();
+        // openraft's own deadline (the same `ttl`) usually fires first: that is a timeout it
+        // retries at once; this one is the bound when the caller does not impose one.
+        let result = tokio::time::timeout(ttl + ttl / 2, self.exchange(stream, rpc)).await;
         let result = match result {
             Ok(r) => r,
-            Err(_) => Err(CallError::Timeout(ttl)),
+            Err(_) => Err(CallError::Timeout(ttl + ttl / 2)),
         };
-        if result.is_err() {
-            self.stream = None;
-        } else {
+        if result.is_ok() {
             self.factory
                 .answered
                 .lock()
@@ -215,25 +220,32 @@ impl Connection {
         result
     }
 
-    async fn exchange(&mut self, rpc: Rpc) -> Result<Reply, CallError> {
+    async fn exchange(
+        &mut self,
+        stream: Option<BufReader<TcpStream>>,
+        rpc: Rpc,
+    ) -> Result<Reply, CallError> {
         let max = self.factory.max_frame_bytes;
-        if self.stream.is_none() {
+        let mut stream = if let Some(stream) = stream {
+            stream
+        } else {
             let stream = TcpStream::connect(&self.addr)
                 .await
                 .map_err(FrameError::from)?;
             stream.set_nodelay(true).map_err(FrameError::from)?;
-            self.stream = Some(BufReader::new(stream));
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(CallError::Closed);
+            BufReader::new(stream)
         };
         let frame = RequestFrame {
             group: self.factory.group,
             from: self.factory.node_id,
             rpc,
         };
-        write_request(stream, frame, max).await?;
-        let body = read_frame(stream, max).await?.ok_or(CallError::Closed)?;
+        write_request(&mut stream, frame, max).await?;
+        let body = read_frame(&mut stream, max)
+            .await?
+            .ok_or(CallError::Closed)?;
+        // Whole: the connection can carry the next request.
+        self.stream = Some(stream);
         let reply: Reply = serde_json::from_slice(&body).map_err(FrameError::from)?;
         if let Reply::UnknownGroup(group) = reply {
             return Err(CallError::UnknownGroup(group));
@@ -242,12 +254,13 @@ impl Connection {
     }
 }
 
+/// openraft backs off (500 ms with no RPC to that peer) after `Unreachable`: for a peer that
+/// cannot be reached, not for a slow answer, which it retries at once (a commit waits on it).
 fn unreachable<E: std::error::Error>(e: &CallError) -> RPCError<NodeId, BasicNode, E> {
     match e {
-        CallError::Cut(_)
-        | CallError::Closed
-        | CallError::Timeout(_)
-        | CallError::Frame(FrameError::Io(_)) => RPCError::Unreachable(Unreachable::new(e)),
+        CallError::Cut(_) | CallError::Closed | CallError::Frame(FrameError::Io(_)) => {
+            RPCError::Unreachable(Unreachable::new(e))
+        }
         _ => RPCError::Network(NetworkError::new(e)),
     }
 }
@@ -297,5 +310,73 @@ impl RaftNetwork<TypeConfig> for Connection {
             Ok(_) => Err(unreachable(&CallError::Mismatch)),
             Err(e) => Err(unreachable(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::raft::VoteRequest as Req;
+    use openraft::Vote;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::frame::{decode_request, write_frame, DEFAULT_MAX_FRAME_BYTES};
+
+    /// A peer that answers each vote request on a connection in order, echoing its vote, the
+    /// first (term 1) only after a while.
+    async fn slow_peer() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    while let Ok(Some(body)) =
+                        read_frame(&mut stream, DEFAULT_MAX_FRAME_BYTES).await
+                    {
+                        let Ok(RequestFrame {
+                            rpc: Rpc::Vote(req),
+                            ..
+                        }) = decode_request(&body)
+                        else {
+                            return;
+                        };
+                        if req.vote.leader_id().term == 1 {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let reply = Reply::Vote(Ok(VoteResponse::new(req.vote, None, true)));
+                        if write_frame(&mut stream, &reply, DEFAULT_MAX_FRAME_BYTES)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// openraft drops an RPC at its deadline: the next one on that connection must not read
+    /// the dropped one's late reply as its own.
+    #[tokio::test]
+    async fn a_call_dropped_mid_way_leaves_no_reply_for_the_next() {
+        let addr = slow_peer().await;
+        let mut factory = NetworkFactory::new(0, 1, Cuts::default())
+            .with_addresses(BTreeMap::from([(2, addr.clone())]));
+        let mut conn = factory.new_client(2, &BasicNode::new(addr)).await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        let first = tokio::time::timeout(
+            Duration::from_millis(50),
+            conn.vote(Req::new(Vote::new(1, 1), None), option.clone()),
+        )
+        .await;
+        assert!(first.is_err(), "the first call is dropped at 50 ms");
+        let second = conn
+            .vote(Req::new(Vote::new(2, 1), None), option)
+            .await
+            .unwrap();
+        assert_eq!(second.vote, Vote::new(2, 1), "the second call's own answer");
     }
 }
