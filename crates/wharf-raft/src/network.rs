@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Unreachable,
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -16,7 +15,6 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
-use openraft::EntryPayload;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
@@ -256,27 +254,6 @@ impl Connection {
     }
 }
 
-/// The batch bytes one AppendEntries carries at most (or one entry, whatever its size). The
-/// follower answers after writing and fdatasyncing them, within openraft's deadline (the
-/// heartbeat interval): a lagging follower was sent 8 MiB at a time, missed the deadline on a
-/// busy disk, and was sent the same again (catch-up crawled at ~15 entries/s).
-const APPEND_BYTES: usize = 2 << 20;
-
-/// How many of `rpc`'s entries fit in `max` batch bytes (at least one), when not all do.
-fn entries_within(rpc: &AppendEntriesRequest<TypeConfig>, max: usize) -> Option<u64> {
-    let mut bytes = 0;
-    for (i, entry) in rpc.entries.iter().enumerate() {
-        if let EntryPayload::Normal(request) = &entry.payload {
-            bytes += request.parts.iter().map(|p| p.batches.len()).sum::<usize>();
-        }
-        if bytes > max {
-            let fit = i.max(1);
-            return (fit < rpc.entries.len()).then(|| u64::try_from(fit).unwrap_or(1));
-        }
-    }
-    None
-}
-
 /// openraft backs off (500 ms with no RPC to that peer) after `Unreachable`: for a peer that
 /// cannot be reached, not for a slow answer, which it retries at once (a commit waits on it).
 fn unreachable<E: std::error::Error>(e: &CallError) -> RPCError<NodeId, BasicNode, E> {
@@ -294,12 +271,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        if let Some(fit) = entries_within(&rpc, APPEND_BYTES) {
-            // openraft sends fewer entries at once (the next 10 AppendEntries) and retries now.
-            return Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint(fit),
-            ));
-        }
         match self.call(Rpc::Append(rpc), option.hard_ttl()).await {
             Ok(Reply::Append(Ok(r))) => Ok(r),
             Ok(Reply::Append(Err(e))) => {
@@ -385,39 +356,6 @@ mod tests {
             }
         });
         addr
-    }
-
-    fn append(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
-        AppendEntriesRequest {
-            vote: Vote::new_committed(1, 1),
-            prev_log_id: None,
-            leader_commit: None,
-            entries: sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| openraft::Entry {
-                    log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i as u64),
-                    payload: EntryPayload::Normal(crate::types::Request {
-                        parts: vec![crate::types::Part {
-                            log_id: 2,
-                            batches: bytes::Bytes::from(vec![0; n]),
-                            local_ack: 0,
-                        }],
-                    }),
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn an_append_over_the_byte_bound_asks_for_fewer_entries_but_never_none() {
-        assert_eq!(entries_within(&append(&[10, 10, 10]), 100), None);
-        assert_eq!(entries_within(&append(&[60, 60, 60]), 100), Some(1));
-        assert_eq!(entries_within(&append(&[40, 40, 40]), 100), Some(2));
-        // One entry larger than the bound goes alone, first or not.
-        assert_eq!(entries_within(&append(&[500]), 100), None);
-        assert_eq!(entries_within(&append(&[500, 10]), 100), Some(1));
-        assert_eq!(entries_within(&append(&[]), 100), None);
     }
 
     /// openraft drops an RPC at its deadline: the next one on that connection must not read

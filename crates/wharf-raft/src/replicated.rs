@@ -180,9 +180,9 @@ type Submit = mpsc::UnboundedSender<Write>;
 /// further writes into the next one. openraft 0.9's core appends and fdatasyncs each entry on
 /// its own, so an entry per write made the leader's disk the limit (ADR 0012).
 const ENTRIES_IN_FLIGHT: usize = 4;
-/// The batches one entry gathers at most (one write larger than this goes alone): an
-/// AppendEntries carries 2 MiB (`network`), which a follower writes and fdatasyncs within
-/// openraft's deadline, the heartbeat interval.
+/// The batches one entry gathers at most (one write larger than this goes alone). A follower
+/// must write and fdatasync an AppendEntries (8 entries) within openraft's deadline, the
+/// heartbeat interval.
 const ENTRY_BYTES: usize = 1 << 20;
 /// The writes one entry gathers at most.
 const ENTRY_PARTS: usize = 1024;

@@ -78,10 +78,10 @@ fn raft_config(preferred: bool) -> openraft::Config {
         // while raft never purges the shard (retention is local: ADR 0012).
         snapshot_policy: openraft::SnapshotPolicy::Never,
         // An AppendEntries is answered after the follower wrote and fdatasync-ed it, within
-        // the heartbeat interval: `wharf_raft` bounds one to 2 MiB of batches (it asks openraft
-        // for fewer entries), so this count matters for small entries only. openraft's default
-        // of 300 entries made frames of up to 300 MiB.
-        max_payload_entries: 64,
+        // the heartbeat interval: 8 entries of up to 1 MiB each (`wharf_raft` gathers writes
+        // into entries up to that size; one larger write goes alone), under the 64 MiB frame
+        // limit. openraft's default of 300 entries made frames of up to 300 MiB.
+        max_payload_entries: 8,
         ..openraft::Config::default()
     }
 }
