@@ -190,6 +190,21 @@ fn parts(entries: &mut [Entry<TypeConfig>]) -> impl Iterator<Item = &mut Part> {
 
 /// Decodes a request body (JSON, or a batches body), taking the batches as slices of `body`.
 pub(crate) fn decode_request(body: &Bytes) -> Result<RequestFrame, FrameError> {
+    let frame = decode_body(body)?;
+    if let Rpc::Append(append) = &frame.rpc {
+        // An entry with no parts would be stored as no shard entry, which the raft index
+        // cannot number: refused like any malformed frame.
+        let empty = append.entries.iter().any(
+            |e| matches!(&e.payload, EntryPayload::Normal(request) if request.parts.is_empty()),
+        );
+        if empty {
+            return Err(FrameError::Blobs("an entry with no parts"));
+        }
+    }
+    Ok(frame)
+}
+
+fn decode_body(body: &Bytes) -> Result<RequestFrame, FrameError> {
     if body.first() != Some(&BLOBS) {
         return Ok(serde_json::from_slice(body)?);
     }
@@ -358,6 +373,12 @@ mod tests {
         assert!(matches!(
             decode_request(&Bytes::from(lying)),
             Err(FrameError::Blobs(_))
+        ));
+        // An entry with no parts.
+        let wire = encoded(append(&[])).await;
+        assert!(matches!(
+            decode_request(&Bytes::copy_from_slice(&wire[4..])),
+            Err(FrameError::Blobs("an entry with no parts"))
         ));
         // A blob length past the end.
         let mut past = body.to_vec();
