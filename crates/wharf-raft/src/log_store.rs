@@ -15,7 +15,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
+use wharf_record::BatchBuilder;
 use wharf_storage::{
     Durability, LocalShardLog, Log, LogConfig, Position, ShardEntry, ShardLog, Storage,
 };
@@ -103,13 +103,8 @@ enum ControlRecord {
 }
 
 fn decode_control(entry: &ShardEntry) -> Result<ControlRecord, String> {
-    let header = BatchHeader::parse_checked(&entry.batches).map_err(|e| e.to_string())?;
-    let value = RecordIter::new(&header)
+    let value = wharf_record::first_value(&entry.batches)
         .map_err(|e| e.to_string())?
-        .next()
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .and_then(|r| r.value)
         .unwrap_or_default();
     serde_json::from_slice(value).map_err(|e| e.to_string())
 }

@@ -19,4 +19,4 @@ mod varint;
 pub use batch::{set_base_offset, set_log_append_time, split_batches, BatchHeader, HEADER_LEN};
 pub use builder::BatchBuilder;
 pub use error::RecordError;
-pub use records::{record_ranges, Record, RecordIter};
+pub use records::{first_value, record_ranges, Record, RecordIter};

@@ -143,6 +143,17 @@ pub fn record_ranges(batch: &BatchHeader<'_>) -> Result<Vec<std::ops::Range<usiz
     Ok(out)
 }
 
+/// The value of the first record of the first batch in `batches` (`None`: no record, or a
+/// null value): how one-record batches of JSON (raft control records, metadata records) are
+/// read back.
+pub fn first_value(batches: &[u8]) -> Result<Option<&[u8]>, RecordError> {
+    let header = BatchHeader::parse_checked(batches)?;
+    Ok(RecordIter::new(&header)?
+        .next()
+        .transpose()?
+        .and_then(|r| r.value))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::varint::put_varlong;

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use wharf_broker::metadata_log::{MetadataLog, MetadataRecord, MetadataRefusal, MetadataRequest};
 use wharf_broker::{Broker, BrokerError, FIRST_RESERVED_LOG_ID};
 use wharf_raft::{Cuts, GroupConfig, NetworkFactory, ReplicatedShardLog, ShardGroup};
-use wharf_record::{BatchBuilder, BatchHeader, RecordIter};
+use wharf_record::BatchBuilder;
 use wharf_storage::{
     Durability, Log, LogConfig, Position, ShardLog, Storage, StorageConfig, StorageError,
 };
@@ -363,13 +363,8 @@ impl MetadataLog for Submitter {
 
 /// A metadata record as stored: the JSON value of the entry's one record.
 fn decode(batches: &[u8]) -> Result<MetadataRecord, String> {
-    let header = BatchHeader::parse_checked(batches).map_err(|e| e.to_string())?;
-    let value = RecordIter::new(&header)
+    let value = wharf_record::first_value(batches)
         .map_err(|e| e.to_string())?
-        .next()
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .and_then(|r| r.value)
         .ok_or("metadata entry without a record value")?;
     serde_json::from_slice(value).map_err(|e| e.to_string())
 }
