@@ -17,8 +17,8 @@
 # runs `callgrind_control -d` at each change between produce, fetch and admin requests, once
 # every answer of the phase is back. OUTDIR gets one callgrind dump per phase
 # (cg.out.N, named in proxy.jsonl), the final part (cg.out), and for each part
-# `callgrind_annotate` self and inclusive summaries; stdout: one line per part,
-# "part phase Ir requests".
+# `callgrind_annotate` self and inclusive summaries (bench/callgrind/annotate.sh, in
+# OUTDIR/summary/); stdout: one line per part, "part Ir Ir/record".
 set -euo pipefail
 WHARF=$1; BENCH=$2; CLIENT=$3; OUT=$4
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -61,9 +61,5 @@ kill -USR1 $PROXY
 for _ in $(seq 1 300); do grep -q '"ended"' "$OUT/proxy.jsonl" && break; sleep 0.1; done
 kill $PROXY; wait $PROXY 2>/dev/null || true
 kill -TERM $VPID; while kill -0 $VPID 2>/dev/null; do sleep 0.2; done
-for f in "$OUT"/cg.out*; do
-  callgrind_annotate --threshold=100 "$f" 2>/dev/null | head -80 > "$f.self.txt" || true
-  callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null | head -80 > "$f.incl.txt" || true
-  printf '%s %s %s\n' "$(basename "$f")" "$(grep -m1 -E '^desc: Trigger' "$f" | sed 's/desc: Trigger: //; s/ /_/g')" \
-    "$(grep -m1 -E '^(summary|totals):' "$f" | awk '{print $2}')"
-done
+N=20480; [ "$CLIENT" = kcat ] && N=20000
+"$HERE/callgrind/annotate.sh" "$OUT" $N
