@@ -6,16 +6,16 @@
 #   --duration 10 --repeat 1 --skip-ceilings). perf samples the broker process (all threads,
 #   user and kernel stacks) at 999 Hz for SECONDS (default 4) in the middle of the measured
 #   part: for produce-1k and e2e-latency from 3 s after the scenario starts; for consume-1k
-#   from 0.5 s after the consume connection opens (the third set of native connections: the
-#   produce connections, then the read-back check's, then consume-1k's; --max-gb 4 so the read
-#   lasts a few seconds).
+#   from 0.5 s after the consume connection has received 50 MB (the second connection to do so:
+#   the read-back check's comes first; --max-gb 4 so the read lasts a few seconds).
 # Output: OUTDIR/SCENARIO.folded (inferno-collapse-perf --kernel: kernel frames end in _[k];
 # gzipped when over 1 MB; weights are the samples' periods), OUTDIR/SCENARIO.svg
 # (inferno-flamegraph), OUTDIR/SCENARIO.widest.txt (bench/flame/widest.py), the perf event
 # (SCENARIO.perf-event.txt) and wharf-bench's output (SCENARIO.bench.{stdout,stderr}).
 # Stacks are unwound with DWARF debug info (`--call-graph dwarf`): release builds have no frame
 # pointers, so `-g` (frame pointers) cuts most Rust stacks after one or two frames. Set
-# CALLGRAPH=fp to use frame pointers anyway.
+# CALLGRAPH=fp to use frame pointers anyway. COMMIT: the commit the binaries were built from
+# (default: this tree's HEAD), passed to wharf-bench --commit.
 set -euo pipefail
 WHARF=$1; BENCH=$2; SCEN=$3; OUT=$4; SECS=${5:-4}
 CALLGRAPH=${CALLGRAPH:-dwarf}
@@ -24,7 +24,7 @@ mkdir -p "$OUT"
 TMP=$(mktemp -d)
 MAXGB=2; [ "$SCEN" = consume-1k ] && MAXGB=4
 "$BENCH" --spawn --wharf-bin "$WHARF" --client native --scenario "$SCEN" --duration 10 \
-  --repeat 1 --skip-ceilings --max-gb $MAXGB --results "$TMP/results.jsonl" \
+  --repeat 1 --skip-ceilings --max-gb $MAXGB --commit "${COMMIT:-$(git rev-parse --short HEAD)}" --results "$TMP/results.jsonl" \
   > "$OUT/$SCEN.bench.stdout" 2> "$OUT/$SCEN.bench.stderr" &
 BENCHPID=$!
 BPID=""
@@ -35,18 +35,21 @@ done
 until grep -q "^== $SCEN" "$OUT/$SCEN.bench.stderr"; do sleep 0.05; done
 if [ "$SCEN" = consume-1k ]; then
   PORT=$(grep -m1 -oE 'on 127\.0\.0\.1:[0-9]+' "$OUT/$SCEN.bench.stderr" | cut -d: -f2)
-  # Client-side ports of wharf-bench's connections to the broker, in order of appearance.
-  conns() { ss -tnH state established "( dport = :$PORT )" | awk '{print $3}' | sort; }
-  declare -A seen; order=(); new_after_close=(); closed=0
-  while :; do
-    now=$(conns)
-    for c in "${order[@]}"; do echo "$now" | grep -qx "$c" || closed=1; done
-    for c in $now; do
-      if [ -z "${seen[$c]:-}" ]; then
-        seen[$c]=1; order+=("$c"); [ $closed = 1 ] && new_after_close+=("$c")
-      fi
-    done
-    [ ${#new_after_close[@]} -ge 2 ] && break
+  # wharf-bench's connections to the broker that have received over 50 MB, in the order
+  # they got there: the read-back check's, then consume-1k's (produce connections receive
+  # only small answers).
+  readers=()
+  while [ ${#readers[@]} -lt 2 ]; do
+    while read -r conn; do
+      [[ " ${readers[*]} " == *" $conn "* ]] || readers+=("$conn")
+    done < <(ss -tinH state established "( dport = :$PORT )" | awk '
+      /^[0-9]/ {conn = $3}
+      /bytes_received:/ {
+        for (i = 1; i <= NF; i++) if ($i ~ /^bytes_received:/) {
+          split($i, kv, ":"); if (kv[2] > 50000000) print conn
+        }
+      }')
+    kill -0 $BENCHPID 2>/dev/null || { echo "wharf-bench ended before the consume read" >&2; exit 1; }
     sleep 0.02
   done
   sleep 0.5
