@@ -1,4 +1,5 @@
 #!/bin/bash
+# (Whole runs, kcat only; bench/callgrind-phases.sh counts each produce and fetch phase alone, for both clients.)
 # usage: callgrind_run.sh BIN MODE(N0|P|PC) N OUTDIR -> prints total instructions (Ir)
 BIN=$1; MODE=$2; N=$3; OUT=$4
 mkdir -p $OUT; rm -rf $OUT/data; PORT=$((20000 + RANDOM % 10000))
