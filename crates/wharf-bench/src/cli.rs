@@ -123,6 +123,11 @@ pub struct Args {
     /// Native client: requests in flight per connection.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub in_flight: u32,
+    /// Native client: the memory all encoded Produce requests of a run may take, in MiB.
+    /// Each partition's batch is 64 KiB unless that would exceed this bound (10,000
+    /// partitions at the default 64 MiB: 6 KiB batches).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub native_budget_mib: u32,
     /// With --bootstrap: the broker's pid, so its CPU-seconds per GB are reported.
     #[arg(long, conflicts_with = "spawn")]
     pub broker_pid: Option<u32>,

@@ -39,6 +39,9 @@ pub struct ProduceLoad {
     pub client: Client,
     /// Native client: requests outstanding per connection (`producers` is the connection count).
     pub in_flight: usize,
+    /// Native client: bound on the encoded requests' memory, bytes (batches shrink below
+    /// 64 KiB over many partitions to stay within it).
+    pub encoded_budget: usize,
     /// Whose CPU time is the broker's, when known.
     #[serde(skip)]
     pub broker_pid: Option<u32>,
@@ -52,6 +55,7 @@ impl ProduceLoad {
             match self.client {
                 Client::Librdkafka => {
                     fields.remove("in_flight");
+                    fields.remove("encoded_budget");
                 }
                 Client::Native => {
                     fields.remove("linger_ms");
@@ -351,6 +355,7 @@ mod tests {
             max_seconds: 1.0,
             client: Client::Librdkafka,
             in_flight: 4,
+            encoded_budget: 64 * 1024 * 1024,
             broker_pid: None,
         };
         let librdkafka = load.describe();

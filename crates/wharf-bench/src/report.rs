@@ -208,7 +208,29 @@ fn cell(text: &str) -> String {
 }
 
 /// The table's columns, in order.
-pub const TABLE_HEADER: &str = "| scenario | client | figure | ratio | median | min–max | ceiling | broker CPU-s/GB | client CPU-s/GB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+pub const TABLE_HEADER: &str = "| scenario | client | figure | ratio | median | min–max | ceiling | broker CPU-s/GB | client CPU-s/GB | target (issue 16) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+
+/// What issue 16 asks of a figure, if anything: the target and whether the median meets it.
+/// produce-100b at least 3.1M msgs/s, produce-1k at least 0.5 of disk_write, e2e p99 at most
+/// 3 ms and p99.9 at most 5 ms, and 10,000 partitions at least 0.7 of the 8-partition figure.
+pub fn target(scenario: &str, figure: &Figure) -> Option<String> {
+    let median = figure.summary.map(|s| s.median);
+    let (goal, met) = match (scenario, figure.name.as_str()) {
+        ("produce-100b", "msgs/s") => ("≥ 3.1M msgs/s", median.map(|m| m >= 3.1e6)),
+        ("produce-1k", "MB/s") => ("≥ 0.5 of disk_write", figure.ratio.map(|r| r >= 0.5)),
+        ("e2e-latency", "p99 ms") => ("≤ 3 ms", median.map(|m| m <= 3.0)),
+        ("e2e-latency", "p99.9 ms") => ("≤ 5 ms", median.map(|m| m <= 5.0)),
+        ("many-partitions", name) if name.ends_with("@ 10000 partitions") => {
+            ("≥ 0.7 of 8 partitions", figure.ratio.map(|r| r >= 0.7))
+        }
+        _ => return None,
+    };
+    Some(match met {
+        Some(true) => format!("{goal}: met"),
+        Some(false) => format!("{goal}: **not met**"),
+        None => format!("{goal}: not measured"),
+    })
+}
 
 /// The markdown table: ratio first, then the figure's median and range, then the ceiling,
 /// then the CPU-seconds per GB the broker and the client spent (medians over the repeats).
@@ -229,7 +251,7 @@ pub fn markdown_table(reports: &[ScenarioReport]) -> String {
         if let Some(error) = &report.error {
             let _ = writeln!(
                 out,
-                "| {scenario} | {client} | FAILED | — | — | — | {} | — | — |",
+                "| {scenario} | {client} | FAILED | — | — | — | {} | — | — | — |",
                 cell(error)
             );
             continue;
@@ -237,7 +259,7 @@ pub fn markdown_table(reports: &[ScenarioReport]) -> String {
         if report.figures.is_empty() {
             let _ = writeln!(
                 out,
-                "| {scenario} | {client} | skipped | — | — | — | {} | — | — |",
+                "| {scenario} | {client} | skipped | — | — | — | {} | — | — | — |",
                 cell(&report.notes.join("; "))
             );
             continue;
@@ -268,11 +290,12 @@ pub fn markdown_table(reports: &[ScenarioReport]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {scenario} | {client} | {} | {ratio} | {median} | {range} | {} | {} | {} |",
+                "| {scenario} | {client} | {} | {ratio} | {median} | {range} | {} | {} | {} | {} |",
                 cell(&figure.name),
                 cell(&ceiling),
                 cost(|c| c.broker),
                 cost(|c| c.client),
+                target(scenario, figure).unwrap_or_else(|| "—".to_string()),
             );
         }
     }
@@ -397,6 +420,33 @@ mod tests {
     }
 
     #[test]
+    fn each_issue_16_target_is_judged_on_the_median_or_the_ratio() {
+        let p99 = Figure::new("p99 ms", vec![2.0, 4.0, 6.8], None);
+        assert_eq!(target("e2e-latency", &p99).unwrap(), "≤ 3 ms: **not met**");
+        let p999 = Figure::new("p99.9 ms", vec![4.0, 5.0, 9.0], None);
+        assert_eq!(target("e2e-latency", &p999).unwrap(), "≤ 5 ms: met");
+        let msgs = Figure::new("msgs/s", vec![5.2e6], None);
+        assert_eq!(target("produce-100b", &msgs).unwrap(), "≥ 3.1M msgs/s: met");
+        let many = Figure::new(
+            "produce-1k MB/s @ 10000 partitions",
+            vec![253.0],
+            Some(Ceiling::new("produce-1k@8p", 519.0, "MB/s")),
+        );
+        assert_eq!(
+            target("many-partitions", &many).unwrap(),
+            "≥ 0.7 of 8 partitions: **not met**"
+        );
+        let fewer = Figure::new("produce-1k MB/s @ 1000 partitions", vec![1.0], None);
+        assert_eq!(target("many-partitions", &fewer), None);
+        let unmeasured = Figure::new("MB/s", vec![500.0], None);
+        assert_eq!(
+            target("produce-1k", &unmeasured).unwrap(),
+            "≥ 0.5 of disk_write: not measured"
+        );
+        assert_eq!(target("consume-1k", &unmeasured), None);
+    }
+
+    #[test]
     fn figure_ratio_is_median_over_ceiling() {
         let figure = Figure::new(
             "MB/s",
@@ -426,15 +476,15 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "| scenario | client | figure | ratio | median | min–max | ceiling | broker CPU-s/GB | client CPU-s/GB |"
+            "| scenario | client | figure | ratio | median | min–max | ceiling | broker CPU-s/GB | client CPU-s/GB | target (issue 16) |"
         );
         assert_eq!(
             lines[2],
-            "| produce-1k | librdkafka | MB/s | 0.200 | 200 | 100–300 | disk_write 1,000 MB/s | — | — |"
+            "| produce-1k | librdkafka | MB/s | 0.200 | 200 | 100–300 | disk_write 1,000 MB/s | — | — | ≥ 0.5 of disk_write: **not met** |"
         );
         assert_eq!(
             lines[3],
-            "| produce-1k | librdkafka | msgs/s | — | 2,000 | 2,000–2,000 | — | — | — |"
+            "| produce-1k | librdkafka | msgs/s | — | 2,000 | 2,000–2,000 | — | — | — | — |"
         );
         assert_eq!(lines.len(), 4);
     }
@@ -455,7 +505,11 @@ mod tests {
         assert_eq!(cost.client, None);
         let table = markdown_table(&[report(vec![Figure::new("MB/s", vec![1.0], None)
             .with_cost(&[(usage(Some(2.0), Some(0.5)), 1_000_000_000)])])]);
-        assert!(table.lines().nth(2).unwrap().ends_with("| 2.00 | 0.500 |"));
+        assert!(table
+            .lines()
+            .nth(2)
+            .unwrap()
+            .ends_with("| 2.00 | 0.500 | ≥ 0.5 of disk_write: not measured |"));
     }
 
     #[test]
@@ -495,11 +549,9 @@ mod tests {
             &anyhow::anyhow!("port | closed"),
         );
         let table = markdown_table(&[failed]);
-        assert!(table
-            .lines()
-            .nth(2)
-            .unwrap()
-            .contains("| recovery | librdkafka | FAILED | — | — | — | port \\| closed | — | — |"));
+        assert!(table.lines().nth(2).unwrap().contains(
+            "| recovery | librdkafka | FAILED | — | — | — | port \\| closed | — | — | — |"
+        ));
     }
 
     #[test]
@@ -509,7 +561,7 @@ mod tests {
         assert_eq!(
             table.lines().nth(2),
             Some(
-                "| recovery | librdkafka | skipped | — | — | — | skipped: needs --spawn | — | — |"
+                "| recovery | librdkafka | skipped | — | — | — | skipped: needs --spawn | — | — | — |"
             )
         );
     }

@@ -90,11 +90,11 @@ mod tests {
         assert_eq!(lines[2], report::TABLE_HEADER.lines().next().unwrap());
         assert_eq!(
             lines[4],
-            "| produce-1k | librdkafka | MB/s | 0.130 | 260 | 250–270 | disk_write 2,000 MB/s | 2.50 | 4.00 |"
+            "| produce-1k | librdkafka | MB/s | 0.130 | 260 | 250–270 | disk_write 2,000 MB/s | 2.50 | 4.00 | ≥ 0.5 of disk_write: **not met** |"
         );
         assert_eq!(
             lines[5],
-            "| produce-1k | native | MB/s | 0.250 | 500 | 500–500 | disk_write 2,000 MB/s | 1.25 | — |"
+            "| produce-1k | native | MB/s | 0.250 | 500 | 500–500 | disk_write 2,000 MB/s | 1.25 | — | ≥ 0.5 of disk_write: **not met** |"
         );
         assert!(table.ends_with("Notes:\n- produce-1k (native): gaps\n"));
     }
@@ -104,7 +104,7 @@ mod tests {
         let table = render(FIXTURE, &["old".to_string()]).unwrap();
         assert!(table.contains("commit unknown"));
         assert!(table.contains(
-            "| consume-1k | librdkafka | MB/s | 0.200 | 600 | 600–600 | loopback 3,000 MB/s | — | — |"
+            "| consume-1k | librdkafka | MB/s | 0.200 | 600 | 600–600 | loopback 3,000 MB/s | — | — | — |"
         ));
         assert!(!table.contains("produce-1k"));
     }

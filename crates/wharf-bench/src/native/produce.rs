@@ -30,8 +30,6 @@ use crate::stats::mb_per_sec;
 pub const PARTITIONS_PER_REQUEST: usize = 8;
 /// Target size of one partition's batch.
 pub const BATCH_BYTES: usize = 64 * 1024;
-/// Bound on the memory all encoded requests take: batches shrink over many partitions.
-const ENCODED_BUDGET: usize = 64 * 1024 * 1024;
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 
 /// One distinct Produce request and the partitions it writes to, in request order.
@@ -42,8 +40,8 @@ pub struct ProduceSlot {
 
 /// Records per batch: [`BATCH_BYTES`] worth, less when many partitions would exceed the
 /// memory budget, at least one.
-pub fn records_per_batch(value_bytes: usize, total_partitions: usize) -> i32 {
-    let per_partition = BATCH_BYTES.min(ENCODED_BUDGET / total_partitions.max(1));
+pub fn records_per_batch(value_bytes: usize, total_partitions: usize, budget: usize) -> i32 {
+    let per_partition = BATCH_BYTES.min(budget / total_partitions.max(1));
     (per_partition / value_bytes.max(1)).clamp(1, 1 << 20) as i32
 }
 
@@ -124,7 +122,7 @@ struct Shared {
 async fn run_async(load: &ProduceLoad, label: &str) -> anyhow::Result<NativeProduced> {
     let partition_counts = super::partition_counts(&load.bootstrap, &load.topics).await?;
     let total: usize = partition_counts.iter().map(|&c| c.max(0) as usize).sum();
-    let records = records_per_batch(load.value_bytes, total);
+    let records = records_per_batch(load.value_bytes, total, load.encoded_budget);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -291,10 +289,10 @@ mod tests {
 
     #[test]
     fn batch_size_follows_the_target_and_shrinks_over_many_partitions() {
-        assert_eq!(records_per_batch(1024, 8), 64);
-        assert_eq!(records_per_batch(100, 8), 655);
-        assert_eq!(records_per_batch(1024, 10_000), 6);
-        assert_eq!(records_per_batch(1_000_000, 1), 1);
+        assert_eq!(records_per_batch(1024, 8, 64 << 20), 64);
+        assert_eq!(records_per_batch(100, 8, 64 << 20), 655);
+        assert_eq!(records_per_batch(1024, 10_000, 64 << 20), 6);
+        assert_eq!(records_per_batch(1_000_000, 1, 64 << 20), 1);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn produce_1k_load(ctx: &Context<'_>, topics: Vec<String>) -> ProduceLoad {
         max_seconds: ctx.duration().as_secs_f64(),
         client: ctx.client,
         in_flight: ctx.args.in_flight as usize,
+        encoded_budget: ctx.args.native_budget_mib as usize * 1024 * 1024,
         broker_pid: ctx.broker_pid(),
     }
 }
