@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{
     mpsc, oneshot, watch, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, Semaphore,
@@ -57,6 +57,13 @@ pub async fn run(
                 match reply.await {
                     Ok((Answer::Frame(frame), ready)) => {
                         if let Err(error) = writer.write_all(&frame).await {
+                            tracing::debug!(%error, "write failed");
+                            break;
+                        }
+                        response_written(api, ready);
+                    }
+                    Ok((Answer::Pieces(pieces), ready)) => {
+                        if let Err(error) = write_pieces(&mut writer, pieces).await {
                             tracing::debug!(%error, "write failed");
                             break;
                         }
@@ -137,6 +144,38 @@ pub async fn run(
     }
     .instrument(span)
     .await;
+}
+
+/// Writes `pieces` in order with vectored writes (at most 64 pieces a call).
+async fn write_pieces<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut pieces: Vec<Bytes>,
+) -> std::io::Result<()> {
+    pieces.retain(|p| !p.is_empty());
+    let mut first = 0;
+    while first < pieces.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = pieces[first..]
+            .iter()
+            .take(64)
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        drop(slices);
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let len = pieces[first].len();
+            if written >= len {
+                written -= len;
+                first += 1;
+            } else {
+                pieces[first].advance(written);
+                written = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Response writes of produces and fetches (`stage` "response_write"): from the answer

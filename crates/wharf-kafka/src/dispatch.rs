@@ -26,6 +26,9 @@ use wharf_broker::quota;
 pub enum Answer {
     /// Send this response frame.
     Frame(BytesMut),
+    /// Send this response frame, given in pieces (a Fetch answer: stored record bytes are
+    /// written from where storage read them, not copied into the frame).
+    Pieces(Vec<Bytes>),
     /// No response is due (acks=0).
     Nothing,
     /// The request could not be decoded: close the connection, as Kafka does, rather than
@@ -288,7 +291,12 @@ async fn handle(
                 )
                 .await;
                 failed = fetch_failed(&resp);
-                answer!(resp, work)?
+                throttle::request_time(broker, &mute, client_id, work, version, &mut resp).await;
+                return Ok(Answer::Pieces(crate::codec::fetch_frame(
+                    version,
+                    correlation_id,
+                    resp,
+                )?));
             }
             ApiKey::ListOffsets => call_blocking!(list_offsets)?,
             ApiKey::Metadata => call_blocking!(metadata)?,
