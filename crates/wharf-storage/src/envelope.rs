@@ -19,6 +19,29 @@ pub fn write_header(header: &mut [u8], log_id: u64, batches: &[u8]) {
     header[8..16].copy_from_slice(&log_id.to_le_bytes());
 }
 
+/// Fills `header` (16 bytes) for a body of `body_len` bytes whose checksum is `crc` (from
+/// [`checksum_start`] and [`checksum_batch`], when the body is not in one buffer).
+pub fn write_header_parts(header: &mut [u8], log_id: u64, body_len: usize, crc: u32) {
+    let len = (ENVELOPE_LEN - 4 + body_len) as u32;
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    header[8..16].copy_from_slice(&log_id.to_le_bytes());
+}
+
+/// The checksum of an envelope before its batches: [`checksum`] is this, then
+/// [`checksum_batch`] of each batch in order.
+pub fn checksum_start(log_id: u64) -> u32 {
+    crc32c::crc32c(&log_id.to_le_bytes())
+}
+
+/// Adds one whole batch (at least its prefix: the first [`BATCH_PREFIX_LEN`] bytes) to `crc`.
+pub fn checksum_batch(crc: u32, batch_prefix: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, &batch_prefix[..BATCH_PREFIX.min(batch_prefix.len())])
+}
+
+/// Bytes of a batch the envelope checksum covers.
+pub const BATCH_PREFIX_LEN: usize = BATCH_PREFIX;
+
 /// Parsed header fields: `(body_len after the len field, crc, log_id)`.
 pub fn parse_header(header: &[u8; ENVELOPE_LEN]) -> (u32, u32, u64) {
     let mut len = [0u8; 4];
@@ -37,13 +60,13 @@ pub fn parse_header(header: &[u8; ENVELOPE_LEN]) -> (u32, u32, u64) {
 /// The envelope checksum: log id, then each batch's prefix. Bytes that do not parse as a
 /// batch are covered whole, so damage there still shows.
 pub fn checksum(log_id: u64, batches: &[u8]) -> u32 {
-    let mut crc = crc32c::crc32c(&log_id.to_le_bytes());
+    let mut crc = checksum_start(log_id);
     let mut at = 0;
     while at < batches.len() {
         let rest = &batches[at..];
         match BatchHeader::parse(rest) {
             Ok(h) => {
-                crc = crc32c::crc32c_append(crc, &rest[..BATCH_PREFIX]);
+                crc = checksum_batch(crc, rest);
                 at += h.len();
             }
             Err(_) => return crc32c::crc32c_append(crc, rest),

@@ -232,11 +232,15 @@ impl Log {
         let picked = self
             .shared
             .pick_for_read(offset, high_watermark, max_bytes)?;
-        let mut out = Vec::with_capacity(picked.iter().map(|p| p.2 as usize).sum());
+        // Allocated zeroed (calloc): a large buffer comes as fresh zero pages, not filled
+        // with zeros by hand before the read overwrites them.
+        let mut out = vec![0u8; picked.iter().map(|p| p.2 as usize).sum()];
+        let mut start = 0;
         for (segment, position, len) in picked {
-            let start = out.len();
-            segment.read_into(position, len as usize, &mut out)?;
-            verify_batches(&segment, position, &out[start..])?;
+            let end = start + len as usize;
+            segment.read_exact_into(position, &mut out[start..end])?;
+            verify_batches(&segment, position, &out[start..end])?;
+            start = end;
         }
         Ok(ReadResult {
             records: Bytes::from(out),

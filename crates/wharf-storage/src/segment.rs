@@ -108,6 +108,13 @@ impl Segment {
         *slot = (*slot).max(last_offset);
     }
 
+    /// Fills `out` with the bytes at `position`.
+    pub fn read_exact_into(&self, position: u64, out: &mut [u8]) -> Result<(), StorageError> {
+        self.file
+            .read_exact_at(out, position)
+            .map_err(|e| StorageError::io(&self.path, e))
+    }
+
     /// Reads `len` bytes at `position` into `out`.
     pub fn read_into(
         &self,

@@ -276,6 +276,13 @@ impl Drained {
     }
 }
 
+/// A piece of a group's gathered write: bytes of the writer's buffer (envelope headers and
+/// batch prefixes), or a range of a staged request's batches.
+enum Piece {
+    Own(std::ops::Range<usize>),
+    Batch(usize, std::ops::Range<usize>),
+}
+
 struct Writer {
     state: Arc<ShardState>,
     /// Every log of this shard, for truncation.
@@ -439,7 +446,12 @@ impl Writer {
         }
         let taken = stage::now();
         let start = self.active.size();
+        // The group is written with one gathered write: the envelope headers and the batch
+        // prefixes that carry the broker-owned base offsets are built in `self.buf`; the rest
+        // of each batch is written from the request's own bytes, not copied first.
         self.buf.clear();
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut group_len = 0usize;
         let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
         // Offsets handed out in this group but not yet published.
         let mut next: HashMap<u64, i64> = HashMap::new();
@@ -459,13 +471,13 @@ impl Writer {
             let mut offset = *next
                 .entry(log_id)
                 .or_insert_with(|| request.log.next_offset.load(Ordering::Acquire));
-            // The batches are copied once, into the group's write buffer; the broker-owned
-            // base offsets are written there, after the envelope header's place.
+            let (buf_before, pieces_before) = (self.buf.len(), pieces.len());
             let header_at = self.buf.len();
-            let envelope_at = start + header_at as u64;
+            let envelope_at = start + group_len as u64;
             self.buf.extend_from_slice(&[0u8; ENVELOPE_LEN]);
-            let body_at = self.buf.len();
-            self.buf.extend_from_slice(&request.batches);
+            pieces.push(Piece::Own(header_at..header_at + ENVELOPE_LEN));
+            let request_index = staged.len();
+            let mut crc = envelope::checksum_start(log_id);
             let mut entries = Vec::new();
             let mut at = 0usize;
             let mut valid = true;
@@ -479,7 +491,14 @@ impl Writer {
                     header.last_offset_delta(),
                     header.max_timestamp(),
                 );
-                set_base_offset(&mut self.buf[body_at + at..], offset);
+                let prefix_len = envelope::BATCH_PREFIX_LEN.min(len);
+                let prefix_at = self.buf.len();
+                self.buf
+                    .extend_from_slice(&request.batches[at..at + prefix_len]);
+                set_base_offset(&mut self.buf[prefix_at..], offset);
+                crc = envelope::checksum_batch(crc, &self.buf[prefix_at..]);
+                pieces.push(Piece::Own(prefix_at..prefix_at + prefix_len));
+                pieces.push(Piece::Batch(request_index, at + prefix_len..at + len));
                 entries.push(SegmentEntry {
                     log_id,
                     base_offset: offset,
@@ -492,7 +511,8 @@ impl Writer {
                 at += len;
             }
             if !valid || entries.is_empty() {
-                self.buf.truncate(header_at);
+                self.buf.truncate(buf_before);
+                pieces.truncate(pieces_before);
                 let source = wharf_record::RecordError::InvalidLength {
                     length: request.batches.len() as i32,
                 };
@@ -502,12 +522,17 @@ impl Writer {
                 continue;
             }
             next.insert(log_id, offset);
-            let (header, body) = self.buf[header_at..].split_at_mut(ENVELOPE_LEN);
-            envelope::write_header(header, log_id, body);
+            envelope::write_header_parts(
+                &mut self.buf[header_at..header_at + ENVELOPE_LEN],
+                log_id,
+                request.batches.len(),
+                crc,
+            );
+            group_len += ENVELOPE_LEN + request.batches.len();
             let cfg = request.log.config();
             self.roll_bytes = self.roll_bytes.min(cfg.segment_bytes.max(1));
             self.roll_ms = self.roll_ms.min(cfg.segment_ms.max(1));
-            let end = start + self.buf.len() as u64;
+            let end = start + group_len as u64;
             staged.push(Staged {
                 request,
                 entries,
@@ -523,8 +548,17 @@ impl Writer {
             .record(metric_value(staged.len()));
         self.metrics
             .group_commit_bytes
-            .record(metric_value(self.buf.len()));
-        if let Err(error) = self.active.file.write_all_at(&self.buf, start) {
+            .record(metric_value(group_len));
+        let parts: Vec<&[u8]> = pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Own(range) => &self.buf[range.clone()],
+                Piece::Batch(index, range) => &staged[*index].request.batches[range.clone()],
+            })
+            .collect();
+        let wrote = self.active.file.write_all_gathered_at(&parts, start);
+        drop(parts);
+        if let Err(error) = wrote {
             tracing::error!(shard = self.state.id, segment = %self.active.path.display(), %error, "write failed");
             // Undo a partial write so the segment holds whole entries only.
             if let Err(e) = self.active.file.set_len(start) {
@@ -547,7 +581,7 @@ impl Writer {
                 staged.len(),
             );
         }
-        let end = start + self.buf.len() as u64;
+        let end = start + group_len as u64;
         self.active.size.store(end, Ordering::Release);
         self.written = Position {
             segment: self.active.id,
