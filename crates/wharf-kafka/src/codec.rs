@@ -130,30 +130,28 @@ pub fn fetch_frame(
     if shared.is_empty() {
         return Ok(vec![framed]);
     }
-    match cut_at_markers(version, &framed, &shared) {
-        Some(pieces) => Ok(pieces),
-        None => {
-            tracing::warn!(
-                version,
-                "fetch answer markers not found where expected; answering with a copied frame"
-            );
-            let mut records = shared.into_iter().enumerate().peekable();
-            for partition in body
-                .responses
-                .iter_mut()
-                .flat_map(|t| t.partitions.iter_mut())
-            {
-                if let (Some(r), Some((index, _))) = (&mut partition.records, records.peek()) {
-                    if r[..] == marker(*index)[..] {
-                        if let Some((_, real)) = records.next() {
-                            *r = real;
-                        }
-                    }
+    if let Some(pieces) = cut_at_markers(version, &framed, &shared) {
+        return Ok(pieces);
+    }
+    tracing::warn!(
+        version,
+        "fetch answer markers not found where expected; answering with a copied frame"
+    );
+    let mut records = shared.into_iter().enumerate().peekable();
+    for partition in body
+        .responses
+        .iter_mut()
+        .flat_map(|t| t.partitions.iter_mut())
+    {
+        if let (Some(r), Some((index, _))) = (&mut partition.records, records.peek()) {
+            if r[..] == marker(*index)[..] {
+                if let Some((_, real)) = records.next() {
+                    *r = real;
                 }
             }
-            Ok(vec![frame(api, version, correlation_id, &body)?.freeze()])
         }
     }
+    Ok(vec![frame(api, version, correlation_id, &body)?.freeze()])
 }
 
 /// Splits `framed` at the markers of `shared`, putting each record set and its real length
