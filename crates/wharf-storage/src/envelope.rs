@@ -8,15 +8,12 @@ use wharf_record::BatchHeader;
 
 pub const ENVELOPE_LEN: usize = 16;
 
-/// Bytes of a batch before its CRC-covered part.
-const BATCH_PREFIX: usize = 21;
+/// Bytes of a batch before its CRC-covered part: all of a batch the envelope checksum covers.
+pub const BATCH_PREFIX: usize = 21;
 
 /// Fills `header` (16 bytes) for `batches`.
 pub fn write_header(header: &mut [u8], log_id: u64, batches: &[u8]) {
-    let len = (ENVELOPE_LEN - 4 + batches.len()) as u32;
-    header[0..4].copy_from_slice(&len.to_le_bytes());
-    header[4..8].copy_from_slice(&checksum(log_id, batches).to_le_bytes());
-    header[8..16].copy_from_slice(&log_id.to_le_bytes());
+    write_header_parts(header, log_id, batches.len(), checksum(log_id, batches));
 }
 
 /// Fills `header` (16 bytes) for a body of `body_len` bytes whose checksum is `crc` (from
@@ -34,13 +31,10 @@ pub fn checksum_start(log_id: u64) -> u32 {
     crc32c::crc32c(&log_id.to_le_bytes())
 }
 
-/// Adds one whole batch (at least its prefix: the first [`BATCH_PREFIX_LEN`] bytes) to `crc`.
+/// Adds one batch to `crc`, given at least its first [`BATCH_PREFIX`] bytes.
 pub fn checksum_batch(crc: u32, batch_prefix: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, &batch_prefix[..BATCH_PREFIX.min(batch_prefix.len())])
 }
-
-/// Bytes of a batch the envelope checksum covers.
-pub const BATCH_PREFIX_LEN: usize = BATCH_PREFIX;
 
 /// Parsed header fields: `(body_len after the len field, crc, log_id)`.
 pub fn parse_header(header: &[u8; ENVELOPE_LEN]) -> (u32, u32, u64) {

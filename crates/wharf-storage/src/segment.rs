@@ -124,9 +124,7 @@ impl Segment {
     ) -> Result<(), StorageError> {
         let start = out.len();
         out.resize(start + len, 0);
-        self.file
-            .read_exact_at(&mut out[start..], position)
-            .map_err(|e| StorageError::io(&self.path, e))
+        self.read_exact_into(position, &mut out[start..])
     }
 }
 

@@ -491,7 +491,7 @@ impl Writer {
                     header.last_offset_delta(),
                     header.max_timestamp(),
                 );
-                let prefix_len = envelope::BATCH_PREFIX_LEN.min(len);
+                let prefix_len = envelope::BATCH_PREFIX.min(len);
                 let prefix_at = self.buf.len();
                 self.buf
                     .extend_from_slice(&request.batches[at..at + prefix_len]);
