@@ -224,10 +224,15 @@ impl Broker {
     ) -> Vec<Result<PartitionRead, FetchError>> {
         let deadline = tokio::time::Instant::now() + spec.max_wait;
         let notify = Arc::new(Notify::new());
-        // The first read may reach cold segments: off the async workers. After a publish woke
-        // this fetch it reads what was just written or just read (page cache): in place,
+        // A read that may reach older segments goes off the async workers. One that reads only
+        // what the active segments hold, or nothing (a consumer at the log end), and any read
+        // after a publish woke this fetch, reads bytes just written (page cache): in place,
         // without a hop to the blocking pool (ADR 0017).
-        let mut in_place = false;
+        let mut in_place = targets.iter().all(|t| {
+            t.partition
+                .as_ref()
+                .is_none_or(|p| p.log.reads_only_active(t.offset))
+        });
         loop {
             // Taken before registering: the publish that wakes this fetch comes after them.
             let marks: Vec<_> = if stage::enabled() {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 use wharf_record::{BatchHeader, RecordIter};
 
-use crate::index::{write_lock, LogShared};
+use crate::index::{read_lock, write_lock, LogShared};
 use crate::registry::Registry;
 use crate::segment::Segment;
 use crate::shard::{AppendInfo, AppendRequest, Appended, Durability, ShardHandle};
@@ -214,6 +214,21 @@ impl Log {
             .state
             .publishes
             .first_after(mark.count, &[self.shared.id])
+    }
+
+    /// Whether a read from `offset` touches nothing but this log's run in the shard's active
+    /// segment (or nothing at all: `offset` is at or past the high watermark). Those bytes
+    /// were written moments ago and are in the page cache, so a fetch reads them in place on
+    /// its async worker instead of hopping to the blocking pool (ADR 0017).
+    pub fn reads_only_active(&self, offset: i64) -> bool {
+        if offset >= self.high_watermark() {
+            return true;
+        }
+        read_lock(&self.shared.index).back().is_some_and(|run| {
+            offset >= run.base_offset
+                && run.slots.is_some()
+                && !run.segment.sealed.load(Ordering::Acquire)
+        })
     }
 
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least

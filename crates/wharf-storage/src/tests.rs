@@ -593,3 +593,43 @@ async fn timestamp_and_size_searches_match_a_linear_scan() {
     assert_eq!(log.log_start_offset(), 300 - 40);
     storage.shutdown();
 }
+
+#[tokio::test]
+async fn only_reads_from_the_active_segment_or_the_log_end_count_as_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    let storage = Storage::open(cfg.clone()).unwrap();
+    let log = storage.create_log(1, LogConfig::default());
+    assert!(log.reads_only_active(0), "an empty log: nothing to read");
+    for i in 0..3 {
+        log.append(batch(&[&format!("v{i}")], 1_000 + i), Durability::Written)
+            .await
+            .unwrap();
+    }
+    assert!(
+        log.reads_only_active(0),
+        "every batch is in the active segment"
+    );
+    assert!(log.reads_only_active(3), "the log end");
+    storage.shutdown();
+    drop(storage);
+    // Every append rolls the segment: what was written is in sealed segments now.
+    cfg.segment_bytes = 200;
+    let storage = Storage::open(cfg).unwrap();
+    let log = storage.log(1).unwrap();
+    for i in 3..6 {
+        let value = format!("v{i}{}", "x".repeat(200));
+        log.append(batch(&[&value], 1_000 + i), Durability::Written)
+            .await
+            .unwrap();
+    }
+    storage.flush().await.unwrap();
+    assert!(!log.reads_only_active(0), "offset 0 is in a sealed segment");
+    assert!(
+        !log.reads_only_active(5),
+        "the last batch's segment was rolled too"
+    );
+    assert!(log.reads_only_active(6), "the log end");
+    assert_eq!(read_all(&storage, 1).len(), 6);
+}
