@@ -6,7 +6,7 @@
 //! topics and groups disappear from the output instead of going stale.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -47,8 +47,9 @@ const STAGE_BUCKETS: &[f64] = &[
     0.0003, 0.0005, 0.000_75, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
     0.05, 0.1, 0.25, 1.0,
 ];
-/// Histogram samples are folded into their buckets at least this often, scraped or not.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// Histogram samples are folded into their buckets at least this often, scraped or not: often
+/// enough that each fold is short.
+const UPKEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// Installs the global recorder once per process and returns its handle. Handles created
 /// through the facade before this call record nowhere, so it runs first in `serve`.
@@ -61,6 +62,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("wharf_kafka_request_duration_seconds".into()),
             LATENCY_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("wharf_metrics_upkeep_duration_seconds".into()),
+            FDATASYNC_BUCKETS,
         )?
         .set_buckets_for_metric(
             Matcher::Full("wharf_storage_fdatasync_duration_seconds".into()),
@@ -90,15 +95,29 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Folds histogram samples into buckets now and then (the exporter's upkeep), so memory
-/// stays bounded when nobody scrapes. Runs until the runtime stops.
+/// stays bounded when nobody scrapes. One thread per process, started once, running until the
+/// process exits. Not on the async workers: a fold takes time in proportion to the samples
+/// recorded since the last one (every produce records about ten stage samples), and on a
+/// tokio worker it held up every task queued there, once per interval (ADR 0017).
 pub fn spawn_upkeep(handle: PrometheusHandle) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(UPKEEP_EVERY);
-        loop {
-            every.tick().await;
-            handle.run_upkeep();
-        }
-    });
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.set(()).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("wharf-metrics".into())
+        .spawn(move || {
+            let took = metrics::histogram!("wharf_metrics_upkeep_duration_seconds");
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                let started = Instant::now();
+                handle.run_upkeep();
+                took.record(started.elapsed().as_secs_f64());
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the metrics upkeep thread; histogram samples are folded only when scraped");
+    }
 }
 
 fn describe_recorded() {
@@ -155,6 +174,12 @@ fn describe_recorded() {
         "wharf_amqp_connections",
         Unit::Count,
         "Open AMQP 0-9-1 client connections."
+    );
+    describe_histogram!(
+        "wharf_metrics_upkeep_duration_seconds",
+        Unit::Seconds,
+        "Time the exporter's upkeep took to fold the histogram samples recorded since the last \
+         one into their buckets (twice a second, on its own thread)."
     );
     describe_histogram!(
         "wharf_storage_group_commit_appends",

@@ -387,3 +387,34 @@ async fn stage_metrics_count_every_stage_of_a_delivered_produce() {
         "a parked fetch was woken by a publish"
     );
 }
+
+/// The exporter's upkeep (folding histogram samples into buckets) runs on its own thread,
+/// never on the async workers where a fold held up every task queued behind it (ADR 0017):
+/// its duration histogram fills without any scrape, and the broker has that thread.
+#[test]
+fn the_metrics_upkeep_runs_on_its_own_thread() {
+    let (_dir, broker) = start_broker(&[]);
+    let admin = broker.admin_addr().unwrap();
+    let pid = broker.pid().unwrap();
+    let upkeeps = |s: &Scrape| {
+        find(s, "wharf_metrics_upkeep_duration_seconds_count", &[]).map_or(0.0, |x| match x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("wharf_metrics_upkeep_duration_seconds_count: not a count"),
+        })
+    };
+    eventually("two upkeeps, one between two scrapes", || {
+        let first = upkeeps(&scrape(&admin));
+        std::thread::sleep(Duration::from_secs(1));
+        upkeeps(&scrape(&admin)) > first && first >= 1.0
+    });
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    assert_eq!(
+        threads.iter().filter(|t| *t == "wharf-metrics").count(),
+        1,
+        "one upkeep thread among {threads:?}"
+    );
+}
