@@ -46,6 +46,10 @@ pub struct Paced<'a> {
 
 pub struct PacedOutcome {
     pub histogram: Histogram<u64>,
+    /// How long each record waited in the client (from its intended send time to its
+    /// Produce being written: a late producer thread, or no free request slot), µs. The part
+    /// of `histogram` the broker had no hand in.
+    pub send_delay: Histogram<u64>,
     pub received: u64,
     pub failed_deliveries: u64,
 }
@@ -78,6 +82,8 @@ fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
 struct Pending {
     values: Vec<Vec<Vec<u8>>>,
     records: u64,
+    /// Intended send time of each record waiting, oldest first.
+    intended: Vec<Instant>,
 }
 
 /// The writer's side of the producer connection.
@@ -90,6 +96,7 @@ struct Producer<'a> {
     answered: Arc<AtomicU64>,
     sent_records: Arc<AtomicU64>,
     counts: std::sync::mpsc::Sender<u64>,
+    send_delay: Histogram<u64>,
 }
 
 impl Producer<'_> {
@@ -127,6 +134,11 @@ impl Producer<'_> {
                 .with_partition_data(partitions)]);
         let frame = Prepared::encode(&request, PRODUCE_VERSION)?.to_frame(self.correlation_id);
         self.stream.write_all(&frame)?;
+        let written = Instant::now();
+        for intended in pending.intended.drain(..) {
+            let waited = written.saturating_duration_since(intended).as_micros() as u64;
+            self.send_delay.saturating_record(waited.max(1));
+        }
         self.correlation_id += 1;
         self.counts.send(pending.records)?;
         self.sent_records
@@ -166,6 +178,7 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
         answered: Arc::new(AtomicU64::new(0)),
         sent_records: Arc::new(AtomicU64::new(0)),
         counts,
+        send_delay: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?,
     };
     let acks = {
         let tally = AckTally {
@@ -182,10 +195,12 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
     let mut pending = Pending {
         values: vec![Vec::new(); run.partitions.max(1) as usize],
         records: 0,
+        intended: Vec::new(),
     };
-    let push = |pending: &mut Pending, value: &[u8], partition: usize| {
+    let push = |pending: &mut Pending, value: &[u8], partition: usize, intended: Instant| {
         pending.values[partition].push(value.to_vec());
         pending.records += 1;
+        pending.intended.push(intended);
     };
 
     let warm_up_start = Instant::now();
@@ -197,11 +212,13 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
             );
         }
         encode(&mut value, 0, origin.elapsed().as_micros() as u64);
-        push(&mut pending, &value, 0);
+        push(&mut pending, &value, 0, Instant::now());
         producer.send(&mut pending)?;
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Only the measured records count.
+    producer.send_delay.reset();
     let progress = Progress::new(
         label,
         Duration::from_secs(run.count / run.rate_per_sec.max(1)),
@@ -223,6 +240,7 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
             &mut pending,
             &value,
             (sequence % run.partitions.max(1) as u64) as usize,
+            intended,
         );
         if producer.can_send() {
             producer.send(&mut pending)?;
@@ -255,6 +273,7 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
         .map_err(|_| anyhow::anyhow!("the acks thread panicked"))?;
     Ok(PacedOutcome {
         histogram,
+        send_delay: producer.send_delay,
         received,
         failed_deliveries,
     })

@@ -45,6 +45,10 @@ struct LatencyRun {
     /// The spawned broker's breakdown of the run (`stages`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     stages: Vec<crate::stages::StageFigure>,
+    /// The native client's own share: how long records waited in it before their Produce
+    /// was written, as [p50, p99, p99.9, max] ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_send_delay_ms: Option<[f64; 4]>,
 }
 
 /// Value layout: sequence number (u64 LE), intended send time in µs since the origin
@@ -128,30 +132,49 @@ fn measure(ctx: &Context<'_>, topic: &str, label: &str) -> anyhow::Result<Latenc
                 },
                 label,
             )?;
-            Ok(LatencyRun::of(
+            let mut run = LatencyRun::of(
                 count,
                 outcome.received,
                 outcome.failed_deliveries,
                 &outcome.histogram,
-            ))
+            );
+            let delay = quantiles_ms(&outcome.send_delay);
+            eprintln!(
+                "   client send delay (ms): p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                delay[0], delay[1], delay[2], delay[3]
+            );
+            run.client_send_delay_ms = Some(delay);
+            Ok(run)
         }
     }
 }
 
 impl LatencyRun {
     fn of(sent: u64, received: u64, failed_deliveries: u64, histogram: &Histogram<u64>) -> Self {
-        let ms = |micros: u64| micros as f64 / 1000.0;
+        let [p50_ms, p99_ms, p999_ms, max_ms] = quantiles_ms(histogram);
         LatencyRun {
             sent,
             received,
             failed_deliveries,
-            p50_ms: ms(histogram.value_at_quantile(0.5)),
-            p99_ms: ms(histogram.value_at_quantile(0.99)),
-            p999_ms: ms(histogram.value_at_quantile(0.999)),
-            max_ms: ms(histogram.max()),
+            p50_ms,
+            p99_ms,
+            p999_ms,
+            max_ms,
             stages: Vec::new(),
+            client_send_delay_ms: None,
         }
     }
+}
+
+/// p50, p99, p99.9 and max of a histogram of µs, in ms.
+fn quantiles_ms(histogram: &Histogram<u64>) -> [f64; 4] {
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    [
+        ms(histogram.value_at_quantile(0.5)),
+        ms(histogram.value_at_quantile(0.99)),
+        ms(histogram.value_at_quantile(0.999)),
+        ms(histogram.max()),
+    ]
 }
 
 fn measure_librdkafka(ctx: &Context<'_>, topic: &str, label: &str) -> anyhow::Result<LatencyRun> {
