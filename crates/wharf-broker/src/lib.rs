@@ -52,4 +52,6 @@ pub use producer::ProducerError;
 pub use topic::{Partition, Topic};
 pub use topic_config::{ConfigEntry, ConfigSource, MessageType, TopicConfig, TOPIC_CONFIG_KEYS};
 pub use wharf_storage::stage;
-pub use wharf_storage::{Durability, Log, ReadResult, StorageConfig, StorageError, TimestampMatch};
+pub use wharf_storage::{
+    Durability, Log, ReadResult, StorageConfig, StorageError, TimestampMatch, WakeWritersLater,
+};

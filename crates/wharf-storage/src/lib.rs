@@ -47,6 +47,7 @@ mod fs;
 mod index;
 mod log;
 mod paging;
+mod queue;
 mod recovery;
 mod registry;
 mod retention;
@@ -66,6 +67,7 @@ pub use config::{LogConfig, StorageConfig};
 pub use error::StorageError;
 pub use fs::{FileSystem, RealFs, StorageFile};
 pub use log::{Log, PendingAppend, ReadResult, TimestampMatch};
+pub use queue::WakeWritersLater;
 pub use scan::Damage;
 pub use shard::{AppendInfo, Appended, Durability, Position};
 #[cfg(feature = "conformance")]

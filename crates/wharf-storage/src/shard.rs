@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use wharf_record::{set_base_offset, BatchHeader};
 use crate::envelope::{self, ENVELOPE_LEN};
 use crate::fs::FileSystem;
 use crate::index::{read_lock, write_lock, LogShared};
+use crate::queue::{self, Recv};
 use crate::segment::{self, Segment, SegmentEntry};
 use crate::stage::{self, Publishes};
 use crate::syncer::{self, DurableAck, SyncCommand, SyncJob, SyncMetrics};
@@ -169,7 +170,7 @@ pub(crate) struct ShardHandle {
     pub state: Arc<ShardState>,
     /// Unbounded: appends are submitted from async workers, which must never block on a full
     /// queue. Memory is bounded upstream (per-connection in-flight requests and bytes).
-    tx: Sender<Command>,
+    tx: queue::Sender<Command>,
 }
 
 impl ShardHandle {
@@ -179,8 +180,10 @@ impl ShardHandle {
                 shard_id: self.state.id,
             });
         }
+        // Inside a produce request's scope (`WakeWritersLater`) a sleeping writer is woken
+        // once, after the request's last partition.
         self.tx
-            .send(Command::Append(request))
+            .send_waking_later(Command::Append(request))
             .map_err(|_| StorageError::ShutDown)
     }
 
@@ -321,7 +324,7 @@ pub(crate) fn spawn(
     else {
         return Err(StorageError::ShutDown);
     };
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = queue::queue();
     let (sync_tx, sync_rx) = mpsc::channel();
     let sync_metrics = SyncMetrics {
         fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => state.id.to_string()),
@@ -359,14 +362,14 @@ pub(crate) fn spawn(
 }
 
 impl Writer {
-    fn run(&mut self, rx: &Receiver<Command>) {
+    fn run(&mut self, rx: &queue::Receiver<Command>) {
         let tick = Duration::from_millis(50);
         let mut drained = Drained::default();
         loop {
             match rx.recv_timeout(tick) {
-                Ok(cmd) => drained.take(cmd),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => drained.stop = true,
+                Recv::Command(cmd) => drained.take(cmd),
+                Recv::Timeout => {}
+                Recv::Disconnected => drained.stop = true,
             }
             // A truncation ends the group: appends after it go to the truncated log.
             while !drained.stop
@@ -374,8 +377,8 @@ impl Writer {
                 && drained.truncation.is_none()
             {
                 match rx.try_recv() {
-                    Ok(cmd) => drained.take(cmd),
-                    Err(_) => break,
+                    Some(cmd) => drained.take(cmd),
+                    None => break,
                 }
             }
             drained.bytes = 0;

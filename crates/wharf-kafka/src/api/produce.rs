@@ -24,6 +24,9 @@ pub struct InFlight {
 /// Validates and submits every partition now. Called in request order on the connection's
 /// reader, so two pipelined produces to one partition keep their order.
 pub fn submit(broker: &Arc<Broker>, req: ProduceRequest) -> InFlight {
+    // A shard writer asleep is woken once, after the last partition: one group commit then
+    // covers every partition of this request on its shard.
+    let _later = wharf_broker::WakeWritersLater::begin();
     let acks = Acks::from_kafka(req.acks);
     let mut slots = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
