@@ -81,8 +81,7 @@ fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
 /// `linger.ms=0` does too, sending at once when it can and batching what piled up.
 struct Pending {
     values: Vec<Vec<Vec<u8>>>,
-    records: u64,
-    /// Intended send time of each record waiting, oldest first.
+    /// Intended send time of each record waiting, oldest first: one per record.
     intended: Vec<Instant>,
 }
 
@@ -107,7 +106,8 @@ impl Producer<'_> {
 
     /// One Produce request (acks=all) with a batch per partition that has pending records.
     fn send(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
-        if pending.records == 0 {
+        let records = pending.intended.len() as u64;
+        if records == 0 {
             return Ok(());
         }
         let now_ms = SystemTime::now()
@@ -140,11 +140,9 @@ impl Producer<'_> {
             self.send_delay.saturating_record(waited.max(1));
         }
         self.correlation_id += 1;
-        self.counts.send(pending.records)?;
-        self.sent_records
-            .fetch_add(pending.records, Ordering::Relaxed);
+        self.counts.send(records)?;
+        self.sent_records.fetch_add(records, Ordering::Relaxed);
         self.sent_requests.fetch_add(1, Ordering::Relaxed);
-        pending.records = 0;
         Ok(())
     }
 }
@@ -194,12 +192,10 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
     let mut value = value_of(run.value_bytes);
     let mut pending = Pending {
         values: vec![Vec::new(); run.partitions.max(1) as usize],
-        records: 0,
         intended: Vec::new(),
     };
     let push = |pending: &mut Pending, value: &[u8], partition: usize, intended: Instant| {
         pending.values[partition].push(value.to_vec());
-        pending.records += 1;
         pending.intended.push(intended);
     };
 
@@ -257,7 +253,7 @@ pub fn measure(run: &Paced<'_>, label: &str) -> anyhow::Result<PacedOutcome> {
     }
     progress.finish();
     let drain_start = Instant::now();
-    while pending.records > 0 && drain_start.elapsed() < run.drain_limit {
+    while !pending.intended.is_empty() && drain_start.elapsed() < run.drain_limit {
         if producer.can_send() {
             producer.send(&mut pending)?;
         } else {
