@@ -243,6 +243,12 @@ fn describe_recorded() {
         Unit::Bytes,
         "Bytes of sealed segment indexes held in the cache (sealed_index_cache_bytes)."
     );
+    describe_counter!(
+        "wharf_storage_preallocated_bytes_total",
+        Unit::Bytes,
+        "Zeros written and synced ahead of a shard's writer in its active segment \
+         (log_segment_preallocate_bytes), per shard."
+    );
     describe_scheduled();
     describe_stages();
 }

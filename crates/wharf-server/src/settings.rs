@@ -86,6 +86,9 @@ pub struct Settings {
     pub cluster_peers: String,
     /// Byte budget of sealed segments' indexes loaded from their index files (ADR 0018).
     pub sealed_index_cache_bytes: u64,
+    /// How far ahead of its writer each shard's active segment is zero-filled and synced
+    /// (ADR 0021); 0 turns it off.
+    pub log_segment_preallocate_bytes: u64,
     /// A new node joining a running cluster (ADR 0019): it never initializes its raft groups
     /// and waits for `wharf cluster add-node` to add it.
     pub cluster_join: bool,
@@ -138,6 +141,7 @@ impl Default for Settings {
             cluster_listen: String::new(),
             cluster_peers: String::new(),
             sealed_index_cache_bytes: 64 << 20,
+            log_segment_preallocate_bytes: wharf_storage::DEFAULT_PREALLOCATE_BYTES,
             cluster_join: false,
         }
     }
@@ -246,6 +250,7 @@ impl Settings {
             Duration::from_millis(self.log_retention_check_interval_ms.max(10));
         c.cleaner_abort_at = wharf_storage::SwapStep::parse(&self.log_cleaner_abort_at);
         c.sealed_index_cache_bytes = self.sealed_index_cache_bytes;
+        c.preallocate_bytes = self.log_segment_preallocate_bytes;
         c
     }
 

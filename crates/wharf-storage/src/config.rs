@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use crate::fs::{FileSystem, RealFs};
 
+/// [`StorageConfig::preallocate_bytes`] unless set.
+pub const DEFAULT_PREALLOCATE_BYTES: u64 = 8 << 20;
+
 /// Storage-wide settings.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -23,11 +26,17 @@ pub struct StorageConfig {
     /// Recovery cuts a segment at damage that is not a torn tail (valid entries follow it,
     /// or it is in a sealed segment) instead of refusing to start. Loses what follows.
     pub truncate_damaged: bool,
+    /// How far ahead of its writer each shard's active segment is zero-filled and synced, so
+    /// fdatasyncs of appends land on blocks already allocated (ADR 0021); 0 turns it off.
+    pub preallocate_bytes: u64,
     /// Byte budget of sealed-segment indexes loaded from their index files (ADR 0018); the
     /// least recently used go first. Only the active segments' indexes are always in memory.
     pub sealed_index_cache_bytes: u64,
     /// Where files live: the operating system's, or a simulated disk in tests.
     pub fs: Arc<dyn FileSystem>,
+    /// Test hook: the filler (`prealloc`) sleeps this long between claiming a piece and
+    /// writing its zeros, widening the race the writer's wait closes. Zero in production.
+    pub prealloc_claim_delay: Duration,
     /// Test hook: the cleaner aborts the process right after this step of a segment swap
     /// (kill -9 tests of compaction). Never set in production.
     pub cleaner_abort_at: Option<crate::SwapStep>,
@@ -44,8 +53,10 @@ impl StorageConfig {
             retention_check_interval: Duration::from_secs(30),
             max_group_bytes: 16 << 20,
             truncate_damaged: false,
+            preallocate_bytes: DEFAULT_PREALLOCATE_BYTES,
             sealed_index_cache_bytes: 64 << 20,
             fs: RealFs::shared(),
+            prealloc_claim_delay: Duration::ZERO,
             cleaner_abort_at: None,
         }
     }

@@ -165,7 +165,10 @@ async fn power_cut_keeps_every_acked_append() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_fdatasync_poisons_the_shard_until_restart() {
     let fs = SimFs::new(DATA);
-    let storage = Storage::open(config(&fs, 1)).unwrap();
+    // `fail_sync` counts fdatasyncs: the filler's (`prealloc`) would race the writer's.
+    let mut cfg = config(&fs, 1);
+    cfg.preallocate_bytes = 0;
+    let storage = Storage::open(cfg.clone()).unwrap();
     let log = storage.create_log(1, log_config());
     log.append(batch("v-0"), Durability::Synced).await.unwrap();
     fs.fail_sync(1);
@@ -222,7 +225,11 @@ async fn failed_fdatasync_poisons_the_shard_until_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_writes_carry_their_cause_and_roll_back() {
     let fs = SimFs::new(DATA);
-    let storage = Storage::open(config(&fs, 1)).unwrap();
+    // Writes that grow the file: appends into preallocated blocks do not need free space
+    // (`a_full_disk_fails_appends_only_past_the_preallocated_blocks`).
+    let mut cfg = config(&fs, 1);
+    cfg.preallocate_bytes = 0;
+    let storage = Storage::open(cfg.clone()).unwrap();
     let log = storage.create_log(1, log_config());
     let mut acked = BTreeMap::new();
     let first = log.append(batch("v-0"), Durability::Synced).await.unwrap();
@@ -246,7 +253,7 @@ async fn failed_writes_carry_their_cause_and_roll_back() {
     acked.insert((1, next.base_offset), "v-3".to_string());
     fs.power_cut(PowerCut::LoseUnsynced);
     storage.shutdown();
-    let storage = Storage::open(config(&fs, 1)).unwrap();
+    let storage = Storage::open(cfg).unwrap();
     check_log(&storage, 1, &acked, "after ENOSPC and EIO");
     assert_eq!(
         read_all(&storage, 1).len(),
@@ -320,5 +327,102 @@ async fn a_returned_delete_records_survives_a_power_cut() {
     storage.shutdown();
     let storage = Storage::open(config(&fs, 1)).unwrap();
     assert_eq!(storage.log(1).unwrap().log_start_offset(), 6);
+    storage.shutdown();
+}
+
+/// The size of shard 0's first segment file on the simulated disk.
+fn first_segment_size(fs: &SimFs) -> u64 {
+    use crate::FileSystem;
+    let path = std::path::Path::new(DATA).join("shards/0/00000000000000000000.log");
+    fs.open(&path, false).unwrap().size().unwrap()
+}
+
+/// Waits until the filler has zero-filled shard 0's first segment to `len` bytes.
+async fn wait_for_fill(fs: &SimFs, len: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while first_segment_size(fs) < len {
+        assert!(std::time::Instant::now() < deadline, "nothing preallocated");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A failed fdatasync of the filler (`prealloc`) poisons the shard as the writer's would: the
+/// failed writeback may hold the writer's pages too. The appends here are acks=1 and the
+/// interval flush is off, so the filler's is the only fdatasync. Fails if the filler only logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fdatasync_of_the_filler_poisons_the_shard() {
+    let fs = SimFs::new(DATA);
+    let mut cfg = config(&fs, 1);
+    cfg.segment_bytes = 1 << 20;
+    cfg.preallocate_bytes = 64 << 10;
+    cfg.flush_interval = Duration::from_secs(3600);
+    let storage = Storage::open(cfg).unwrap();
+    let log = storage.create_log(1, log_config());
+    wait_for_fill(&fs, 64 << 10).await;
+    fs.fail_sync(1);
+    // Appends past half the window start a refill.
+    let value = "v".repeat(1000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while storage.poisoned_shards().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "not poisoned");
+        if log
+            .append(batch(&value), Durability::Written)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(storage.poisoned_shards(), vec![0]);
+    let refused = log.append(batch("v-1"), Durability::Synced).await;
+    assert!(
+        matches!(refused, Err(StorageError::Poisoned { shard_id: 0 })),
+        "{refused:?}"
+    );
+    storage.shutdown();
+}
+
+/// On a full disk, appends into preallocated blocks still succeed (they need no space) and
+/// the first one past them fails with ENOSPC; after the disk has room again and a power cut,
+/// every acked append is there. Fails if a write past the blocks succeeded or one into them
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_appends_only_past_the_preallocated_blocks() {
+    let fs = SimFs::new(DATA);
+    let mut cfg = config(&fs, 1);
+    cfg.segment_bytes = 1 << 20;
+    cfg.preallocate_bytes = 16 << 10;
+    let storage = Storage::open(cfg.clone()).unwrap();
+    let log = storage.create_log(1, log_config());
+    wait_for_fill(&fs, 16 << 10).await;
+    fs.set_full(true);
+    let mut acked = BTreeMap::new();
+    let mut refused = None;
+    for i in 0..10_000 {
+        let value = format!("v-{i}");
+        match log.append(batch(&value), Durability::Synced).await {
+            Ok(info) => {
+                acked.insert((1, info.base_offset), value);
+            }
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("appends past the preallocated blocks fail");
+    assert_eq!(refused.raw_os_error(), Some(28), "{refused}");
+    // Each append's entry is about 100 bytes: most of the 16 KiB took appends.
+    assert!(acked.len() > 100, "{} appends fit", acked.len());
+    assert!(storage.poisoned_shards().is_empty());
+    fs.set_full(false);
+    let next = log.append(batch("after-999999"), Durability::Synced).await;
+    let next = next.unwrap();
+    acked.insert((1, next.base_offset), "after-999999".to_string());
+    fs.power_cut(PowerCut::LoseUnsynced);
+    storage.shutdown();
+    let storage = Storage::open(cfg).unwrap();
+    check_log(&storage, 1, &acked, "after a full disk");
     storage.shutdown();
 }

@@ -20,6 +20,8 @@
 //! - `shard`: the single writer thread of a shard: group commit (one fdatasync for every
 //!   pending durable append), offset assignment, segment roll, truncation.
 //! - `syncer`: a shard's fdatasync thread: the writer hands it written groups and goes on.
+//! - `prealloc`: a shard's filler thread: zeros written and synced ahead of the writer, so
+//!   appends' fdatasyncs land on blocks already allocated (ADR 0021).
 //! - `log`: [`Log`], one partition's handle: append, read, offsets, timestamps, DeleteRecords.
 //! - `shard_log`: the shard-log contract ([`ShardLog`]) replication implements a second time.
 //! - `recovery`, `retention`: rebuilding a shard at start; retention and segment deletion.
@@ -47,6 +49,7 @@ mod fs;
 mod index;
 mod log;
 mod paging;
+mod prealloc;
 mod queue;
 mod recovery;
 mod registry;
@@ -63,7 +66,7 @@ mod syncer;
 mod verify;
 
 pub use compact::{CompactionStats, SwapStep};
-pub use config::{LogConfig, StorageConfig};
+pub use config::{LogConfig, StorageConfig, DEFAULT_PREALLOCATE_BYTES};
 pub use error::StorageError;
 pub use fs::{FileSystem, RealFs, StorageFile};
 pub use log::{Log, PendingAppend, ReadResult, TimestampMatch};

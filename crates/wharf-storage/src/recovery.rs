@@ -2,6 +2,9 @@
 //! file is missing or damaged); the active segment is scanned entry by entry, each envelope's
 //! CRC-32C checked.
 //!
+//! Zeros from the end of the entries to the end of the file are the part filled ahead of the
+//! writer (ADR 0021): the clean end, trimmed quietly.
+//!
 //! Damage that runs to the end of the active segment is a torn tail (a write the crash cut
 //! short, never acknowledged as synced): it is truncated and logged. Damage anywhere else, in
 //! a sealed segment or with valid entries after it, may hold acknowledged data: recovery
@@ -13,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::fs::FileSystem;
-use crate::scan::{next_valid_entry, scan_from, Damage};
+use crate::scan::{next_valid_entry, scan_from, zeros_from, Damage};
 use crate::segment::{self, Segment, SegmentEntry};
 use crate::{durable, StorageError};
 
@@ -26,6 +29,10 @@ pub(crate) struct RecoveredShard {
     pub active_entries: Vec<SegmentEntry>,
     /// Entries recovered, over all segments.
     pub batches: usize,
+    /// Torn tails cut.
+    pub torn_tails: usize,
+    /// Zero bytes trimmed past the entries (filled ahead of the writer).
+    pub zero_tail_bytes: u64,
 }
 
 /// Recovers a shard's segments; `each` gets every segment's entries in segment order, one
@@ -63,6 +70,8 @@ pub(crate) fn recover_shard(
         segments: BTreeMap::new(),
         active_entries: Vec::new(),
         batches: 0,
+        torn_tails: 0,
+        zero_tail_bytes: 0,
     };
     if ids.is_empty() {
         out.segments
@@ -93,7 +102,7 @@ pub(crate) fn recover_shard(
                 entries
             }
             _ => {
-                let entries = scan(&seg, shard_id, is_active, truncate_damaged)?;
+                let entries = scan(&seg, shard_id, is_active, truncate_damaged, &mut out)?;
                 if !is_active {
                     if let Err(error) = segment::write_index(fs, dir, id, &entries) {
                         tracing::warn!(shard = shard_id, segment = %seg.path.display(), %error, "cannot rewrite the index file of a rescanned sealed segment; its index is rescanned when loaded");
@@ -126,12 +135,25 @@ fn scan(
     shard_id: usize,
     is_active: bool,
     truncate_damaged: bool,
+    counts: &mut RecoveredShard,
 ) -> Result<Vec<SegmentEntry>, StorageError> {
     let size = seg.size();
     let scanned = scan_from(&*seg.file, &seg.path, size, 0)?;
     let Some(damage) = scanned.damage else {
         return Ok(scanned.entries);
     };
+    if zeros_from(&*seg.file, &seg.path, size, damage.position)? {
+        tracing::debug!(
+            shard = shard_id,
+            segment = %seg.path.display(),
+            position = damage.position,
+            zero_bytes = size - damage.position,
+            "recovery trimmed the preallocated tail"
+        );
+        cut(seg, damage.position)?;
+        counts.zero_tail_bytes += size - damage.position;
+        return Ok(scanned.entries);
+    }
     let valid_after = next_valid_entry(&*seg.file, &seg.path, size, &damage)?;
     let torn_tail = is_active && valid_after.is_none();
     if !torn_tail && !truncate_damaged {
@@ -150,6 +172,7 @@ fn scan(
         });
     }
     if torn_tail {
+        counts.torn_tails += 1;
         tracing::warn!(
             shard = shard_id,
             segment = %seg.path.display(),
@@ -168,10 +191,16 @@ fn scan(
             "recovery cut a damaged segment as the operator asked (recovery_truncate_damaged)"
         );
     }
+    cut(seg, damage.position)?;
+    Ok(scanned.entries)
+}
+
+/// Cuts a segment's file at `position`, durably.
+fn cut(seg: &Segment, position: u64) -> Result<(), StorageError> {
     seg.file
-        .set_len(damage.position)
+        .set_len(position)
         .and_then(|()| seg.file.sync_data())
         .map_err(|e| StorageError::io(&seg.path, e))?;
-    seg.size.store(damage.position, Ordering::Release);
-    Ok(scanned.entries)
+    seg.size.store(position, Ordering::Release);
+    Ok(())
 }

@@ -169,6 +169,29 @@ pub(crate) fn scan_from(
     })
 }
 
+/// Whether `[start, size)` of a segment holds only zeros: the part filled ahead of the
+/// writer (ADR 0021), where the entries end cleanly.
+pub(crate) fn zeros_from(
+    file: &dyn StorageFile,
+    path: &Path,
+    size: u64,
+    start: u64,
+) -> Result<bool, StorageError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = start;
+    while at < size {
+        let n = usize::try_from((size - at).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, at)
+            .map_err(|e| StorageError::io(path, e))?;
+        if chunk.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
 /// The first position after `damage` where a whole valid entry starts, if any: damage
 /// followed by valid data is not a torn tail.
 pub(crate) fn next_valid_entry(

@@ -23,6 +23,7 @@ use wharf_record::{set_base_offset, BatchHeader};
 use crate::envelope::{self, ENVELOPE_LEN};
 use crate::fs::FileSystem;
 use crate::index::{read_lock, write_lock, LogShared};
+use crate::prealloc::{self, Prealloc};
 use crate::queue::{self, Recv};
 use crate::segment::{self, Segment, SegmentEntry};
 use crate::stage::{self, Publishes};
@@ -214,6 +215,10 @@ pub(crate) struct Limits {
     pub segment_ms: i64,
     pub flush_interval: Duration,
     pub max_group_bytes: usize,
+    /// How far ahead of the writer the active segment is zero-filled (`prealloc`); 0: off.
+    pub preallocate_bytes: u64,
+    /// Test hook (`StorageConfig::prealloc_claim_delay`).
+    pub prealloc_claim_delay: Duration,
 }
 
 struct Staged {
@@ -305,6 +310,9 @@ struct Writer {
     roll_failed_at: Option<Instant>,
     /// The syncer thread (`syncer`) durable groups are handed to; `None` once stopped.
     syncer: Option<(Sender<SyncCommand>, std::thread::JoinHandle<()>)>,
+    /// The filler thread (`prealloc`) zero-filling the active segment ahead of the writes.
+    prealloc: Arc<Prealloc>,
+    filler: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Starts the writer thread of a shard whose segments were recovered into `state`.
@@ -339,6 +347,21 @@ pub(crate) fn spawn(
         segment: active.id,
         offset: active.size(),
     };
+    let prealloc = Arc::new(Prealloc::new(
+        limits.preallocate_bytes,
+        limits.prealloc_claim_delay,
+    ));
+    let filler = if prealloc.enabled() {
+        prealloc.attach(active.clone(), active.size(), limits.segment_bytes);
+        let (fill_state, fill) = (state.clone(), prealloc.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("wharf-fill-{}", state.id))
+            .spawn(move || prealloc::run(&fill, &fill_state))
+            .map_err(|e| StorageError::io(&state.dir, e))?;
+        Some(thread)
+    } else {
+        None
+    };
     let mut writer = Writer {
         metrics: WriterMetrics::new(state.id),
         state: state.clone(),
@@ -353,6 +376,8 @@ pub(crate) fn spawn(
         dirty_since: None,
         roll_failed_at: None,
         syncer: Some((sync_tx, syncer_thread)),
+        prealloc,
+        filler,
     };
     let thread = std::thread::Builder::new()
         .name(format!("wharf-shard-{}", state.id))
@@ -392,6 +417,10 @@ impl Writer {
                 // Every handed-over ack completes before the last fdatasync and the return.
                 if let Some((tx, thread)) = self.syncer.take() {
                     drop(tx);
+                    let _ = thread.join();
+                }
+                self.prealloc.stop();
+                if let Some(thread) = self.filler.take() {
                     let _ = thread.join();
                 }
             }
@@ -559,15 +588,21 @@ impl Writer {
                 Piece::Batch(index, range) => &staged[*index].request.batches[range.clone()],
             })
             .collect();
+        let group_end = start + group_len as u64;
+        self.prealloc.reserve(start, group_end, self.roll_bytes);
         let wrote = self.active.file.write_all_gathered_at(&parts, start);
         drop(parts);
         if let Err(error) = wrote {
             tracing::error!(shard = self.state.id, segment = %self.active.path.display(), %error, "write failed");
-            // Undo a partial write so the segment holds whole entries only.
+            // Undo a partial write so the segment holds whole entries only (and no zeros
+            // past them: a write into filled blocks does not fail for want of space).
+            self.prealloc.detach();
             if let Err(e) = self.active.file.set_len(start) {
                 tracing::error!(shard = self.state.id, %e, "cannot truncate after failed write; shard poisoned");
                 self.state.poison();
             }
+            self.prealloc
+                .attach(self.active.clone(), start, self.roll_bytes);
             let source = Arc::new(error);
             for s in staged {
                 let _ = s.request.reply.send(Err(StorageError::WriteFailed {
@@ -584,7 +619,7 @@ impl Writer {
                 staged.len(),
             );
         }
-        let end = start + group_len as u64;
+        let end = group_end;
         self.active.size.store(end, Ordering::Release);
         self.written = Position {
             segment: self.active.id,
@@ -721,6 +756,14 @@ impl Writer {
     /// later segments whole, the rest of `cut`'s segment, and the index entries and offsets of
     /// every log of the shard that pointed there. `cut`'s segment becomes the active one.
     fn truncate(&mut self, cut: Position) -> Result<(), StorageError> {
+        self.prealloc.detach();
+        let result = self.cut_to(cut);
+        self.prealloc
+            .attach(self.active.clone(), self.active.size(), self.roll_bytes);
+        result
+    }
+
+    fn cut_to(&mut self, cut: Position) -> Result<(), StorageError> {
         if let Some(e) = self.poisoned() {
             return Err(e);
         }
@@ -824,12 +867,23 @@ impl Writer {
         if size < self.roll_bytes && self.active.age_ms(clock::now_ms()) < self.roll_ms {
             return Ok(());
         }
+        self.prealloc.detach();
+        let rolled = self.roll(size);
+        self.prealloc
+            .attach(self.active.clone(), self.active.size(), self.roll_bytes);
+        rolled
+    }
+
+    /// Seals the active segment, `size` bytes long, and opens the next one.
+    fn roll(&mut self, size: u64) -> Result<(), StorageError> {
         // The sealed segment's bytes are durable before its index file is written: what the
         // syncer was handed, then the rest.
         self.wait_for_syncer();
         if self.dirty_since.is_some() || *self.state.durable.borrow() < self.written {
             self.sync()?;
         }
+        // Zeros filled past its end (`prealloc`) go before the index names its entries.
+        self.trim_active(size)?;
         let fs = &*self.state.fs;
         segment::write_index(fs, &self.state.dir, self.active.id, &self.active_entries)?;
         // The new file's name is durable before any ack can depend on bytes in it.
@@ -846,6 +900,22 @@ impl Writer {
         self.active_entries.clear();
         self.roll_bytes = self.limits.segment_bytes;
         self.roll_ms = self.limits.segment_ms;
+        Ok(())
+    }
+
+    /// Cuts the active segment's file to `size`, its logical end, and makes that durable.
+    fn trim_active(&self, size: u64) -> Result<(), StorageError> {
+        let file = &self.active.file;
+        let io = |e| StorageError::io(&self.active.path, e);
+        if file.size().map_err(io)? <= size {
+            return Ok(());
+        }
+        file.set_len(size).map_err(io)?;
+        if let Err(error) = file.sync_data() {
+            tracing::error!(shard = self.state.id, segment = %self.active.path.display(), %error, "fdatasync failed; shard poisoned");
+            self.state.poison();
+            return Err(io(error));
+        }
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ struct StorageInner {
     housekeeping_stop: Mutex<Option<Sender<()>>>,
     cleaner: Cleaner,
     pager: Arc<Pager>,
+    recovered: RecoveryStats,
 }
 
 /// The shard logs of one data directory.
@@ -33,13 +34,17 @@ pub struct Storage {
     inner: Arc<StorageInner>,
 }
 
-/// What recovery found, for the log line at start.
+/// What recovery found: the log line at start, and [`Storage::recovery_stats`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecoveryStats {
     pub shards: usize,
     pub segments: usize,
     pub logs: usize,
     pub batches: usize,
+    /// Torn tails cut (damage running to the end of an active segment).
+    pub torn_tails: usize,
+    /// Zero bytes past the entries (filled ahead of the writer, ADR 0021) trimmed.
+    pub zero_tail_bytes: u64,
 }
 
 impl StorageInner {
@@ -144,6 +149,8 @@ impl Storage {
                 recovery::recover_shard(&*fs, &dir, shard_id, config.truncate_damaged, &mut each)?;
             stats.segments += recovered.segments.len();
             stats.batches += recovered.batches;
+            stats.torn_tails += recovered.torn_tails;
+            stats.zero_tail_bytes += recovered.zero_tail_bytes;
             let state = Arc::new(ShardState::new(
                 shard_id,
                 dir,
@@ -178,6 +185,8 @@ impl Storage {
             segments = stats.segments,
             logs = stats.logs,
             batches = stats.batches,
+            torn_tails = stats.torn_tails,
+            zero_tail_bytes = stats.zero_tail_bytes,
             "storage recovered"
         );
         let registry = Arc::new(Registry::new(fs, config.data_dir.clone(), logs));
@@ -186,6 +195,8 @@ impl Storage {
             segment_ms: config.segment_ms,
             flush_interval: config.flush_interval,
             max_group_bytes: config.max_group_bytes,
+            preallocate_bytes: config.preallocate_bytes,
+            prealloc_claim_delay: config.prealloc_claim_delay,
         };
         let mut shards = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count + 1);
@@ -202,6 +213,7 @@ impl Storage {
             housekeeping_stop: Mutex::new(None),
             cleaner: Cleaner::default(),
             pager,
+            recovered: stats,
         });
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let weak = Arc::downgrade(&inner);
@@ -367,6 +379,11 @@ impl Storage {
                 f + s.state.fsyncs.load(Ordering::Relaxed),
             )
         })
+    }
+
+    /// What recovery found when this storage was opened.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.inner.recovered
     }
 
     /// Stops the writers after they flush what they hold, and the housekeeping thread.

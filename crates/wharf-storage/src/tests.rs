@@ -114,6 +114,8 @@ async fn torn_tail_is_truncated_to_last_whole_entry() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.shards = 1;
+    // The file ends where its entries end: the cut below tears the last one.
+    cfg.preallocate_bytes = 0;
     // Current timestamps: a segment whose first batch is old would roll at restart.
     let now = crate::clock::now_ms();
     {
@@ -231,6 +233,8 @@ impl XorShift {
 async fn fill(dir: &std::path::Path, entries: usize) -> Vec<(i64, String)> {
     let mut cfg = config(dir);
     cfg.shards = 1;
+    // The file ends where its entries end, so the damage the callers make lands among them.
+    cfg.preallocate_bytes = 0;
     let storage = Storage::open(cfg).unwrap();
     let log = storage.create_log(1, LogConfig::default());
     let mut model = Vec::new();
@@ -632,4 +636,156 @@ async fn only_reads_from_the_active_segment_or_the_log_end_count_as_active() {
     );
     assert!(log.reads_only_active(6), "the log end");
     assert_eq!(read_all(&storage, 1).len(), 6);
+}
+
+/// The length of a segment file, and where its entries end.
+fn file_and_entries_end(path: &std::path::Path) -> (u64, u64) {
+    let file = crate::RealFs::open_read_only(path).unwrap();
+    let size = file.size().unwrap();
+    let scan = crate::scan::scan_from(&*file, path, size, 0).unwrap();
+    let end = scan
+        .entries
+        .iter()
+        .map(|e| e.position + u64::from(e.len))
+        .max()
+        .unwrap_or(0);
+    (size, end)
+}
+
+/// Preallocation (ADR 0021): the filler zero-fills the active segment ahead of the writer;
+/// a roll trims the sealed segment to its entries; verify and recovery take the zero tail a
+/// kill leaves for the clean end, not damage or a torn tail. Fails without each part: no
+/// filler (no tail), no trim at the roll, or verify or recovery taking the zeros for damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preallocated_zeros_are_trimmed_at_a_roll_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    cfg.segment_bytes = 1 << 20;
+    cfg.preallocate_bytes = 512 << 10;
+    let now = crate::clock::now_ms();
+    let first = dir.path().join("shards/0/00000000000000000000.log");
+    let mut model = Vec::new();
+    {
+        let storage = Storage::open(cfg.clone()).unwrap();
+        let log = storage.create_log(1, LogConfig::default());
+        let value = "x".repeat(1000);
+        for i in 0..40 {
+            log.append(batch(&[&format!("{i}-{value}")], now), Durability::Synced)
+                .await
+                .unwrap();
+            model.push((i, format!("{i}-{value}")));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while file_and_entries_end(&first).0 < 512 << 10 {
+            assert!(std::time::Instant::now() < deadline, "nothing preallocated");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (size, end) = file_and_entries_end(&first);
+        assert!(size > end, "zeros ahead of the entries: {size} > {end}");
+        // A roll by age (`segment.ms`) seals the segment with zeros past its entries: it
+        // is trimmed to them.
+        log.set_config(LogConfig {
+            segment_ms: 1,
+            ..LogConfig::default()
+        });
+        log.append(batch(&["40-rolls"], now), Durability::Synced)
+            .await
+            .unwrap();
+        model.push((40, "40-rolls".to_string()));
+        let second = dir.path().join("shards/0/00000000000000000001.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !second.exists() {
+            assert!(std::time::Instant::now() < deadline, "no roll");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (size, end) = file_and_entries_end(&first);
+        assert_eq!(size, end, "the sealed segment ends with its entries");
+        log.set_config(LogConfig::default());
+        for i in 41..1200 {
+            log.append(batch(&[&format!("{i}-{value}")], now), Durability::Synced)
+                .await
+                .unwrap();
+            model.push((i, format!("{i}-{value}")));
+        }
+        assert_eq!(read_all(&storage, 1), model);
+        let active = dir.path().join("shards/0/00000000000000000002.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while file_and_entries_end(&active).0 <= file_and_entries_end(&active).1 {
+            assert!(std::time::Instant::now() < deadline, "nothing preallocated");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Left as a kill leaves it: zeros past the active segment's entries.
+        storage.shutdown();
+    }
+    let report = crate::verify(dir.path()).unwrap();
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    assert_eq!(report.batches, 1200);
+    let storage = Storage::open(cfg).unwrap();
+    let stats = storage.recovery_stats();
+    assert_eq!(stats.torn_tails, 0, "zeros are not a torn tail");
+    assert!(stats.zero_tail_bytes > 0);
+    assert_eq!(read_all(&storage, 1), model);
+    let log = storage.log(1).unwrap();
+    let info = log
+        .append(batch(&["after"], now), Durability::Synced)
+        .await
+        .unwrap();
+    assert_eq!(info.base_offset, 1200);
+    storage.shutdown();
+}
+
+/// The filler never zeroes an entry: many small appends race it across rolls, with a window
+/// smaller than a piece and a sleep between its claim of a piece and its write (so writes
+/// reach claimed pieces), and every value reads back, before and after a restart. Fails when
+/// the writer does not wait for a piece in flight that its write would touch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filler_never_zeroes_an_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_bytes = 2 << 20;
+    cfg.preallocate_bytes = 64 << 10;
+    cfg.prealloc_claim_delay = Duration::from_millis(2);
+    let storage = Storage::open(cfg.clone()).unwrap();
+    let mut tasks = Vec::new();
+    for id in 1..=4u64 {
+        let log = storage.create_log(id, LogConfig::default());
+        tasks.push(tokio::spawn(async move {
+            let mut model = Vec::new();
+            let mut pending = Vec::new();
+            for i in 0..3000u64 {
+                let value = format!("{id}-{i}-{}", "v".repeat((i % 7 * 150) as usize));
+                let durability = if i % 10 == 0 {
+                    Durability::Synced
+                } else {
+                    Durability::Written
+                };
+                pending.push(log.submit(batch(&[&value], 1), durability).unwrap());
+                model.push((i as i64, value));
+                if pending.len() == 16 {
+                    for p in pending.drain(..) {
+                        p.wait().await.unwrap();
+                    }
+                }
+            }
+            for p in pending {
+                p.wait().await.unwrap();
+            }
+            (id, model)
+        }));
+    }
+    let mut models = Vec::new();
+    for t in tasks {
+        models.push(t.await.unwrap());
+    }
+    for (id, model) in &models {
+        assert_eq!(&read_all(&storage, *id), model, "log {id}");
+    }
+    storage.shutdown();
+    let storage = Storage::open(cfg).unwrap();
+    assert_eq!(storage.recovery_stats().torn_tails, 0);
+    for (id, model) in &models {
+        assert_eq!(&read_all(&storage, *id), model, "log {id} after a restart");
+    }
+    storage.shutdown();
 }

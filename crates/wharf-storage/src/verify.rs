@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::scan::{scan_from, Damage};
+use crate::scan::{scan_from, zeros_from, Damage};
 use crate::{RealFs, StorageError};
 
 /// One damaged range of a segment file.
@@ -52,6 +52,11 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, StorageError> {
             report.batches += scan.entries.len();
             match scan.damage {
                 None => break,
+                // Zeros to the end: filled ahead of the writer (ADR 0021), not damage.
+                Some(Damage { position, .. }) if zeros_from(&*file, &path, size, position)? => {
+                    report.bytes -= size - position;
+                    break;
+                }
                 Some(Damage {
                     position,
                     end,
