@@ -247,8 +247,8 @@ impl Log {
         let picked = self
             .shared
             .pick_for_read(offset, high_watermark, max_bytes)?;
-        // Allocated zeroed (calloc): a large buffer comes as fresh zero pages, not filled
-        // with zeros by hand before the read overwrites them.
+        // Zeroed before the read overwrites it (a memset under mimalloc): still cheaper here
+        // than a read into untouched memory (`bench/results/2026-11-28-prealloc-ab.md`, end).
         let mut out = vec![0u8; picked.iter().map(|p| p.2 as usize).sum()];
         let mut start = 0;
         for (segment, position, len) in picked {
