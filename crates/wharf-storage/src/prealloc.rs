@@ -245,8 +245,19 @@ impl Prealloc {
     }
 }
 
+/// Releases a claimed piece however the filler thread ends, so the writer never waits for
+/// a piece no thread is writing.
+struct ReleaseOnExit<'a>(&'a Prealloc);
+
+impl Drop for ReleaseOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 /// The filler thread of one shard: rounds of pieces of zeros, one fdatasync per round.
 pub(crate) fn run(prealloc: &Prealloc, state: &ShardState) {
+    let _release = ReleaseOnExit(prealloc);
     let zeros = vec![0u8; PIECE as usize];
     let filled_bytes = metrics::counter!("wharf_storage_preallocated_bytes_total", "shard" => state.id.to_string());
     // The filler's own handle on the segment it fills.
