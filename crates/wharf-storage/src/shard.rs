@@ -756,8 +756,17 @@ impl Writer {
     /// later segments whole, the rest of `cut`'s segment, and the index entries and offsets of
     /// every log of the shard that pointed there. `cut`'s segment becomes the active one.
     fn truncate(&mut self, cut: Position) -> Result<(), StorageError> {
+        self.with_filler_detached(|writer| writer.cut_to(cut))
+    }
+
+    /// Runs `step` (which may cut, trim or replace the active segment) with the filler off
+    /// the active segment, then points it at the active segment's end.
+    fn with_filler_detached(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         self.prealloc.detach();
-        let result = self.cut_to(cut);
+        let result = step(self);
         self.prealloc
             .attach(self.active.clone(), self.active.size(), self.roll_bytes);
         result
@@ -867,11 +876,7 @@ impl Writer {
         if size < self.roll_bytes && self.active.age_ms(clock::now_ms()) < self.roll_ms {
             return Ok(());
         }
-        self.prealloc.detach();
-        let rolled = self.roll(size);
-        self.prealloc
-            .attach(self.active.clone(), self.active.size(), self.roll_bytes);
-        rolled
+        self.with_filler_detached(|writer| writer.roll(size))
     }
 
     /// Seals the active segment, `size` bytes long, and opens the next one.
