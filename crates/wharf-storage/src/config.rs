@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use crate::fs::{FileSystem, RealFs};
 
-/// [`StorageConfig::preallocate_bytes`] unless set.
-pub const DEFAULT_PREALLOCATE_BYTES: u64 = 8 << 20;
+/// [`StorageConfig::preallocate_bytes`] unless set: off. Opt in with a window such as
+/// 8 MiB (ADR 0021 says when it pays).
+pub const DEFAULT_PREALLOCATE_BYTES: u64 = 0;
 
 /// Storage-wide settings.
 #[derive(Debug, Clone)]

@@ -19,6 +19,8 @@ fn config(fs: &SimFs, shards: usize) -> StorageConfig {
     c.segment_bytes = 4096;
     c.retention_check_interval = Duration::from_secs(3600);
     c.fs = Arc::new(fs.clone());
+    // Preallocation on (ADR 0021): with 4 KiB segments every segment is filled and trimmed.
+    c.preallocate_bytes = 8 << 20;
     c
 }
 

@@ -159,7 +159,6 @@ impl Prealloc {
         fill.end = end;
         fill.filled = end;
         fill.limit = limit;
-        fill.paused_until = None;
         fill.refilling = false;
         self.changed.notify_all();
     }

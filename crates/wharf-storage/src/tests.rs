@@ -13,6 +13,8 @@ fn config(dir: &std::path::Path) -> StorageConfig {
     let mut c = StorageConfig::new(dir);
     c.shards = 2;
     c.retention_check_interval = Duration::from_secs(3600);
+    // Preallocation on (ADR 0021), so every test here runs with zeros ahead of the writer.
+    c.preallocate_bytes = 8 << 20;
     c
 }
 
