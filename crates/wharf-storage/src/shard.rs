@@ -596,13 +596,13 @@ impl Writer {
             tracing::error!(shard = self.state.id, segment = %self.active.path.display(), %error, "write failed");
             // Undo a partial write so the segment holds whole entries only (and no zeros
             // past them: a write into filled blocks does not fail for want of space).
-            self.prealloc.detach();
-            if let Err(e) = self.active.file.set_len(start) {
-                tracing::error!(shard = self.state.id, %e, "cannot truncate after failed write; shard poisoned");
-                self.state.poison();
-            }
-            self.prealloc
-                .attach(self.active.clone(), start, self.roll_bytes);
+            let _ = self.with_filler_detached(|writer| {
+                if let Err(e) = writer.active.file.set_len(start) {
+                    tracing::error!(shard = writer.state.id, %e, "cannot truncate after failed write; shard poisoned");
+                    writer.state.poison();
+                }
+                Ok(())
+            });
             let source = Arc::new(error);
             for s in staged {
                 let _ = s.request.reply.send(Err(StorageError::WriteFailed {
@@ -619,11 +619,10 @@ impl Writer {
                 staged.len(),
             );
         }
-        let end = group_end;
-        self.active.size.store(end, Ordering::Release);
+        self.active.size.store(group_end, Ordering::Release);
         self.written = Position {
             segment: self.active.id,
-            offset: end,
+            offset: group_end,
         };
         self.dirty_since.get_or_insert_with(Instant::now);
         // Visible at write (ADR 0003); durable appends are acked by the syncer once an
@@ -909,18 +908,13 @@ impl Writer {
     }
 
     /// Cuts the active segment's file to `size`, its logical end, and makes that durable.
-    fn trim_active(&self, size: u64) -> Result<(), StorageError> {
+    fn trim_active(&mut self, size: u64) -> Result<(), StorageError> {
         let file = &self.active.file;
         let io = |e| StorageError::io(&self.active.path, e);
         if file.size().map_err(io)? <= size {
             return Ok(());
         }
         file.set_len(size).map_err(io)?;
-        if let Err(error) = file.sync_data() {
-            tracing::error!(shard = self.state.id, segment = %self.active.path.display(), %error, "fdatasync failed; shard poisoned");
-            self.state.poison();
-            return Err(io(error));
-        }
-        Ok(())
+        self.sync()
     }
 }
