@@ -61,8 +61,8 @@ impl ProduceLoad {
                     fields.remove("linger_ms");
                     fields.remove("batch_bytes");
                     fields.insert(
-                        "partitions_per_request".into(),
-                        crate::native::produce::PARTITIONS_PER_REQUEST.into(),
+                        "request_target_bytes".into(),
+                        crate::native::produce::REQUEST_BYTES.into(),
                     );
                     fields.insert(
                         "batch_target_bytes".into(),
@@ -366,6 +366,6 @@ mod tests {
         assert_eq!(native["client"], "native");
         assert_eq!(native["in_flight"], 4);
         assert!(native.get("linger_ms").is_none() && native.get("batch_bytes").is_none());
-        assert_eq!(native["partitions_per_request"], 8);
+        assert_eq!(native["request_target_bytes"], 512 * 1024);
     }
 }

@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn answers_are_tallied_and_errors_counted_as_failed_records() {
-        let slots = build_slots(&topics()[..1], &[2], &batch(b"v", 1, 0), 1).unwrap();
+        let slots = build_slots(&topics()[..1], &[2], &batch(b"v", 1, 0), 1, 8).unwrap();
         let mut tally = Tally::default();
         tally
             .check(&topics(), &slots[0], 5, &answer(&[(0, 0, 0), (1, 0, 0)]))
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_missing_partition_or_an_offset_going_back_is_an_error() {
-        let slots = build_slots(&topics()[..1], &[2], &batch(b"v", 1, 0), 1).unwrap();
+        let slots = build_slots(&topics()[..1], &[2], &batch(b"v", 1, 0), 1, 8).unwrap();
         let mut tally = Tally::default();
         assert!(tally
             .check(&topics(), &slots[0], 1, &answer(&[(0, 0, 0)]))

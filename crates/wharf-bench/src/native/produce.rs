@@ -1,11 +1,13 @@
 //! The native produce load. Ahead of time: one record batch of fixed-size values (built once,
-//! the same bytes for every partition: the broker assigns offsets), and one Produce request per
-//! topic and group of up to [`PARTITIONS_PER_REQUEST`] partitions, each encoded once. Then
-//! each connection cycles through those requests with `in_flight` of them outstanding and
-//! checks every answer: no error code, every partition answered, base offsets increasing per
-//! partition on the connection. At the end the acked offset ranges of each partition must not
-//! overlap (`acks`), and (done by the caller) reading the topics back must find every acked
-//! record.
+//! the same bytes for every partition: the broker assigns offsets), and Produce requests that
+//! cover every partition once, each encoded once. A request carries consecutive partitions,
+//! across topics, up to [`REQUEST_BYTES`] of batches, as a Kafka client fills one request per
+//! broker with every partition's ready batch: 8 partitions of 64 KiB, or 85 of the 6 KiB
+//! batches 10,000 partitions get. Then each connection cycles through those requests with
+//! `in_flight` of them outstanding and checks every answer: no error code, every partition
+//! answered, base offsets increasing per partition on the connection. At the end the acked
+//! offset ranges of each partition must not overlap (`acks`), and (done by the caller)
+//! reading the topics back must find every acked record.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,10 +28,13 @@ use crate::load::{value_of, ProduceLoad, ProduceOutcome};
 use crate::progress::Progress;
 use crate::stats::mb_per_sec;
 
-/// Partitions one Produce request carries (a topic with more gets several requests).
-pub const PARTITIONS_PER_REQUEST: usize = 8;
 /// Target size of one partition's batch.
 pub const BATCH_BYTES: usize = 64 * 1024;
+/// Batch bytes one Produce request carries at most (unless one batch is larger): 8 full
+/// batches.
+pub const REQUEST_BYTES: usize = 8 * BATCH_BYTES;
+/// Partitions one Produce request carries at most, however small the batches.
+const MAX_PARTITIONS_PER_REQUEST: usize = 1000;
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 
 /// One distinct Produce request and the partitions it writes to, in request order.
@@ -41,8 +46,12 @@ pub struct ProduceSlot {
 /// Records per batch: [`BATCH_BYTES`] worth, less when many partitions would exceed the
 /// memory budget, at least one.
 pub fn records_per_batch(value_bytes: usize, total_partitions: usize, budget: usize) -> i32 {
-    let per_partition = BATCH_BYTES.min(budget / total_partitions.max(1));
-    (per_partition / value_bytes.max(1)).clamp(1, 1 << 20) as i32
+    (batch_target(total_partitions, budget) / value_bytes.max(1)).clamp(1, 1 << 20) as i32
+}
+
+/// One partition's batch target: [`BATCH_BYTES`], or its share of the memory budget.
+fn batch_target(total_partitions: usize, budget: usize) -> usize {
+    BATCH_BYTES.min(budget / total_partitions.max(1))
 }
 
 /// One batch of `count` copies of `value`, no key, base offset 0, valid CRC-32C.
@@ -63,37 +72,52 @@ pub fn batch_of(values: &[Vec<u8>], timestamp_ms: i64) -> Bytes {
     Bytes::from(builder.build())
 }
 
-/// The distinct requests: every partition of every topic once, grouped by topic.
+/// Partitions per request: [`REQUEST_BYTES`] of batch targets (8 at 64 KiB), at least one.
+pub fn partitions_per_request(total_partitions: usize, budget: usize) -> usize {
+    (REQUEST_BYTES / batch_target(total_partitions, budget).max(1))
+        .clamp(1, MAX_PARTITIONS_PER_REQUEST)
+}
+
+/// The distinct requests: every partition of every topic once, in order, `per_request`
+/// partitions to a request (a request may span topics).
 pub fn build_slots(
     topics: &[String],
     partition_counts: &[i32],
     batch: &Bytes,
     acks: i16,
+    per_request: usize,
 ) -> anyhow::Result<Vec<ProduceSlot>> {
+    let every: Vec<PartitionKey> = partition_counts
+        .iter()
+        .enumerate()
+        .flat_map(|(topic_index, &count)| (0..count).map(move |p| (topic_index, p)))
+        .collect();
     let mut slots = Vec::new();
-    for (topic_index, (name, &count)) in topics.iter().zip(partition_counts).enumerate() {
-        let partitions: Vec<i32> = (0..count).collect();
-        for group in partitions.chunks(PARTITIONS_PER_REQUEST) {
-            let request = ProduceRequest::default()
-                .with_acks(acks)
-                .with_timeout_ms(PRODUCE_TIMEOUT_MS)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(topic_name(name))
+    for group in every.chunks(per_request.max(1)) {
+        let mut topic_data: Vec<TopicProduceData> = Vec::new();
+        for run in group.chunk_by(|a, b| a.0 == b.0) {
+            topic_data.push(
+                TopicProduceData::default()
+                    .with_name(topic_name(&topics[run[0].0]))
                     .with_partition_data(
-                        group
-                            .iter()
-                            .map(|&p| {
+                        run.iter()
+                            .map(|&(_, p)| {
                                 PartitionProduceData::default()
                                     .with_index(p)
                                     .with_records(Some(batch.clone()))
                             })
                             .collect(),
-                    )]);
-            slots.push(ProduceSlot {
-                request: Prepared::encode(&request, PRODUCE_VERSION)?,
-                partitions: group.iter().map(|&p| (topic_index, p)).collect(),
-            });
+                    ),
+            );
         }
+        let request = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(PRODUCE_TIMEOUT_MS)
+            .with_topic_data(topic_data);
+        slots.push(ProduceSlot {
+            request: Prepared::encode(&request, PRODUCE_VERSION)?,
+            partitions: group.to_vec(),
+        });
     }
     Ok(slots)
 }
@@ -128,8 +152,9 @@ async fn run_async(load: &ProduceLoad, label: &str) -> anyhow::Result<NativeProd
         .map_or(0, |d| d.as_millis() as i64);
     let batch = batch(&value_of(load.value_bytes), records, now_ms);
     let acks = if load.acks == "all" { -1 } else { 1 };
+    let per_request = partitions_per_request(total, load.encoded_budget);
     let slots: Arc<[ProduceSlot]> =
-        build_slots(&load.topics, &partition_counts, &batch, acks)?.into();
+        build_slots(&load.topics, &partition_counts, &batch, acks, per_request)?.into();
     let topics: Arc<[String]> = load.topics.clone().into();
     let value_bytes_per_batch = records as u64 * load.value_bytes as u64;
     let shared = Arc::new(Shared {
@@ -296,6 +321,15 @@ mod tests {
     }
 
     #[test]
+    fn requests_carry_eight_full_batches_or_as_many_small_ones() {
+        assert_eq!(partitions_per_request(8, 64 << 20), 8);
+        assert_eq!(partitions_per_request(1, 64 << 20), 8);
+        assert_eq!(partitions_per_request(10_000, 64 << 20), 78);
+        assert_eq!(partitions_per_request(10_000, 640 << 20), 8);
+        assert_eq!(partitions_per_request(1_000_000, 1 << 20), 1000);
+    }
+
+    #[test]
     fn the_batch_is_valid_and_holds_the_values() {
         let batch = batch(b"value", 3, 1_000);
         let header = BatchHeader::parse_checked(&batch).unwrap();
@@ -310,14 +344,14 @@ mod tests {
     #[test]
     fn slots_cover_every_partition_once_and_decode_as_produce_requests() {
         let batch = batch(b"v", 2, 0);
-        let slots = build_slots(&topics(), &[10, 3], &batch, -1).unwrap();
+        let slots = build_slots(&topics(), &[10, 3], &batch, -1, 8).unwrap();
         let covered: Vec<PartitionKey> = slots.iter().flat_map(|s| s.partitions.clone()).collect();
         let expected: Vec<PartitionKey> = (0..10)
             .map(|p| (0, p))
             .chain((0..3).map(|p| (1, p)))
             .collect();
         assert_eq!(covered, expected);
-        assert_eq!(slots.len(), 3);
+        assert_eq!(slots.len(), 2);
         let mut frame = Bytes::from(slots[1].request.to_frame(9));
         frame.advance(4);
         assert_eq!(
@@ -328,10 +362,18 @@ mod tests {
         );
         let request = ProduceRequest::decode(&mut frame, PRODUCE_VERSION).unwrap();
         assert_eq!(request.acks, -1);
-        let topic = &request.topic_data[0];
-        assert_eq!(topic.name.0.as_str(), "a");
-        let indices: Vec<i32> = topic.partition_data.iter().map(|p| p.index).collect();
-        assert_eq!(indices, vec![8, 9]);
-        assert_eq!(topic.partition_data[0].records.as_ref(), Some(&batch));
+        let shape: Vec<(&str, Vec<i32>)> = request
+            .topic_data
+            .iter()
+            .map(|t| {
+                let indices = t.partition_data.iter().map(|p| p.index).collect();
+                (t.name.0.as_str(), indices)
+            })
+            .collect();
+        assert_eq!(shape, vec![("a", vec![8, 9]), ("b", vec![0, 1, 2])]);
+        assert_eq!(
+            request.topic_data[1].partition_data[0].records.as_ref(),
+            Some(&batch)
+        );
     }
 }
