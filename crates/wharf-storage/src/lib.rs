@@ -46,6 +46,7 @@ pub mod durable;
 mod envelope;
 mod error;
 mod fs;
+mod id_map;
 mod index;
 mod log;
 mod paging;

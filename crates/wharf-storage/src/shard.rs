@@ -9,7 +9,6 @@
 //!      acks ◄─ index entries, next_offset (high watermark), wake fetchers ◄────────┘
 //! ```
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -22,6 +21,7 @@ use wharf_record::{set_base_offset, BatchHeader};
 
 use crate::envelope::{self, ENVELOPE_LEN};
 use crate::fs::FileSystem;
+use crate::id_map::IdMap;
 use crate::index::{read_lock, write_lock, LogShared};
 use crate::prealloc::{self, Prealloc};
 use crate::queue::{self, Recv};
@@ -486,7 +486,7 @@ impl Writer {
         let mut group_len = 0usize;
         let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
         // Offsets handed out in this group but not yet published.
-        let mut next: HashMap<u64, i64> = HashMap::new();
+        let mut next: IdMap<i64> = IdMap::default();
         for request in group {
             if let (Some(queued), Some(taken)) = (request.queued, taken) {
                 self.metrics
