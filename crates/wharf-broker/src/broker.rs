@@ -196,13 +196,23 @@ impl Broker {
             known.extend(record.log_ids.iter().copied());
             topics.insert(record.name.clone(), Arc::new(topic));
         }
-        for id in storage.log_ids() {
-            // A log id at or past `next_log_id` belongs to a topic this node has not applied
-            // yet (in a cluster, its partitions' raft entries may arrive first): kept.
-            if !known.contains(&id) && id < FIRST_RESERVED_LOG_ID && id < meta.next_log_id {
-                tracing::info!(log_id = id, "dropping log of a deleted topic");
-                storage.delete_log(id)?;
-            }
+        // A log id at or past `next_log_id` belongs to a topic this node has not applied yet
+        // (in a cluster, its partitions' raft entries may arrive first): kept.
+        let orphans: Vec<_> = storage
+            .log_ids()
+            .into_iter()
+            .filter(|&id| {
+                !known.contains(&id) && id < FIRST_RESERVED_LOG_ID && id < meta.next_log_id
+            })
+            .collect();
+        if !orphans.is_empty() {
+            tracing::info!(
+                logs = orphans.len(),
+                first = orphans.iter().min(),
+                last = orphans.iter().max(),
+                "dropping logs of deleted topics"
+            );
+            storage.delete_logs(orphans)?;
         }
         let logs: Vec<_> = topics
             .values()
@@ -569,9 +579,7 @@ impl Broker {
             });
         };
         write(&self.topics).remove(name);
-        for id in record.log_ids {
-            self.storage.delete_log(id)?;
-        }
+        self.storage.delete_logs(record.log_ids)?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }

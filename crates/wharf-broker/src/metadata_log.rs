@@ -454,9 +454,7 @@ impl Broker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone_from(&meta.cluster_id);
         drop(meta);
-        for id in dropped {
-            self.storage().delete_log(id)?;
-        }
+        self.storage().delete_logs(dropped)?;
         if let Some(q) = quotas {
             self.set_quota_records(&q);
         }

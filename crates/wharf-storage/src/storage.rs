@@ -282,9 +282,21 @@ impl Storage {
 
     /// Forgets a log; its data goes when the segments holding it are deleted.
     pub fn delete_log(&self, id: LogId) -> Result<(), StorageError> {
-        if let Some(log) = self.inner.registry.remove(id) {
-            log.deleted.store(true, Ordering::Release);
-            log.wake();
+        self.delete_logs([id])
+    }
+
+    /// Deletes every log of `ids` and then writes the log starts once (a durable rewrite
+    /// each: deleting a topic's 10,000 partitions one write at a time took a minute).
+    pub fn delete_logs(&self, ids: impl IntoIterator<Item = LogId>) -> Result<(), StorageError> {
+        let mut removed = false;
+        for id in ids {
+            if let Some(log) = self.inner.registry.remove(id) {
+                log.deleted.store(true, Ordering::Release);
+                log.wake();
+                removed = true;
+            }
+        }
+        if removed {
             self.inner.registry.persist_log_starts()?;
         }
         Ok(())
