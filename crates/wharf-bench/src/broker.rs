@@ -32,6 +32,13 @@ impl SpawnedBroker {
         if !bin.is_file() {
             bail!("broker binary {} not found (build it with `cargo build --release -p wharf-server` or pass --wharf-bin)", bin.display());
         }
+        let ignored = ignored_settings(std::env::vars_os().map(|(key, _)| key));
+        if !ignored.is_empty() {
+            eprintln!(
+                "warning: the spawned broker does not see {} (WHARF_* variables are not passed on); give settings as --broker-set KEY=VALUE",
+                ignored.join(", ")
+            );
+        }
         let builder = {
             let mut b = tempfile::Builder::new();
             b.prefix("wharf-bench-");
@@ -210,7 +217,44 @@ impl Drop for SpawnedBroker {
     }
 }
 
+/// The `WHARF_*` variables that name broker settings (the tool's own, such as the test
+/// runner's `WHARF_PYTHON`, left out): a spawned broker does not inherit them.
+fn ignored_settings(keys: impl Iterator<Item = std::ffi::OsString>) -> Vec<String> {
+    const TOOL: [&str; 4] = [
+        "WHARF_PYTHON",
+        "WHARF_NODE_PATH",
+        "WHARF_BOOTSTRAP",
+        "WHARF_ADMIN",
+    ];
+    let mut names: Vec<String> = keys
+        .map(|k| k.to_string_lossy().into_owned())
+        .filter(|k| k.starts_with("WHARF_") && !TOOL.contains(&k.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
 fn free_loopback_port() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     Ok(listener.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_variables_that_name_settings_are_reported() {
+        let keys = [
+            "PATH",
+            "WHARF_PYTHON",
+            "WHARF_SHARDS",
+            "WHARF_LOG_SEGMENT_PREALLOCATE_BYTES",
+        ]
+        .map(std::ffi::OsString::from);
+        assert_eq!(
+            ignored_settings(keys.into_iter()),
+            vec!["WHARF_LOG_SEGMENT_PREALLOCATE_BYTES", "WHARF_SHARDS"]
+        );
+    }
 }
