@@ -430,8 +430,8 @@ async fn a_full_disk_fails_appends_only_past_the_preallocated_blocks() {
 }
 
 /// Deleting many logs at once (a topic's partitions, or every orphan at start) rewrites the
-/// log-start checkpoint once: before, each log cost a durable rewrite, and a restart that
-/// dropped the 20,000 logs of deleted topics took minutes.
+/// log-start checkpoint once: before, each log cost a durable rewrite (a restart dropped the
+/// logs of deleted topics at 5–6 ms each, 6,797 of them in 37 s).
 #[test]
 fn deleting_many_logs_rewrites_the_log_starts_once() {
     let fs = SimFs::new(DATA);

@@ -198,20 +198,20 @@ pub fn write_index(
 /// entry is placed after its log's earlier ones. A log whose offsets are not increasing in
 /// write order (none is expected) sends the whole list to the general sort.
 fn index_order(entries: &[SegmentEntry]) -> Vec<usize> {
-    let mut slot_of: IdMap<u32> = IdMap::default();
+    let mut slot_of: IdMap<usize> = IdMap::default();
     let mut ids: Vec<LogId> = Vec::new();
-    let slots: Vec<u32> = entries
+    let slots: Vec<usize> = entries
         .iter()
         .map(|e| {
             *slot_of.entry(e.log_id).or_insert_with(|| {
                 ids.push(e.log_id);
-                u32::try_from(ids.len() - 1).unwrap_or(u32::MAX)
+                ids.len() - 1
             })
         })
         .collect();
     let mut counts = vec![0usize; ids.len()];
     for &slot in &slots {
-        counts[slot as usize] += 1;
+        counts[slot] += 1;
     }
     let mut by_id: Vec<usize> = (0..ids.len()).collect();
     by_id.sort_unstable_by_key(|&slot| ids[slot]);
@@ -226,7 +226,6 @@ fn index_order(entries: &[SegmentEntry]) -> Vec<usize> {
     let mut last = vec![i64::MIN; ids.len()];
     let mut increasing = true;
     for (i, (&slot, e)) in slots.iter().zip(entries).enumerate() {
-        let slot = slot as usize;
         increasing &= e.base_offset >= last[slot];
         last[slot] = e.base_offset;
         order[next[slot]] = i;

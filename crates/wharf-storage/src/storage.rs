@@ -285,8 +285,8 @@ impl Storage {
         self.delete_logs([id])
     }
 
-    /// Deletes every log of `ids` and then writes the log starts once (a durable rewrite
-    /// each: deleting a topic's 10,000 partitions one write at a time took a minute).
+    /// Deletes every log of `ids` and then writes the log starts once (a durable rewrite:
+    /// one per log, deleting 100 topics of 100 partitions took 25 s).
     pub fn delete_logs(&self, ids: impl IntoIterator<Item = LogId>) -> Result<(), StorageError> {
         let mut removed = false;
         for id in ids {
