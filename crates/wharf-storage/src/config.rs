@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::fs::{FileSystem, RealFs};
 
-/// [`StorageConfig::preallocate_bytes`] unless set: off. Opt in with a window such as
-/// 8 MiB (ADR 0021 says when it pays).
+/// [`StorageConfig::preallocate_bytes`] unless set: off. A window such as 8 MiB turns it
+/// on; on this VM it showed no consistent gain (ADR 0021).
 pub const DEFAULT_PREALLOCATE_BYTES: u64 = 0;
 
 /// Storage-wide settings.

@@ -443,7 +443,7 @@ fn deleting_many_logs_rewrites_the_log_starts_once() {
         storage.create_log(id, log_config());
     }
     let before = fs.syncs();
-    storage.delete_log(200).unwrap();
+    storage.delete_logs([200]).unwrap();
     let one = fs.syncs() - before;
     assert!(one > 0, "a deletion is durable");
     let before = fs.syncs();

@@ -280,13 +280,9 @@ impl Storage {
         log
     }
 
-    /// Forgets a log; its data goes when the segments holding it are deleted.
-    pub fn delete_log(&self, id: LogId) -> Result<(), StorageError> {
-        self.delete_logs([id])
-    }
-
-    /// Deletes every log of `ids` and then writes the log starts once (a durable rewrite:
-    /// one per log, deleting 100 topics of 100 partitions took 25 s).
+    /// Forgets the logs of `ids`; their data goes when the segments holding it are deleted.
+    /// The log starts are then written once (a durable rewrite: one per log, deleting 100
+    /// topics of 100 partitions took 25 s).
     pub fn delete_logs(&self, ids: impl IntoIterator<Item = LogId>) -> Result<(), StorageError> {
         let mut removed = false;
         for id in ids {

@@ -71,7 +71,7 @@ async fn a_shard_log_writes_an_entry_of_a_deleted_log_and_the_broker_path_refuse
         .wait()
         .await
         .unwrap();
-    storage.delete_log(7).unwrap();
+    storage.delete_logs([7]).unwrap();
     let refused = log
         .submit(batch("broker"), Durability::Synced)
         .unwrap()
