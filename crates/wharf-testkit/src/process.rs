@@ -4,13 +4,61 @@ use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-/// A free loopback port (bound then released; good enough for tests).
+/// A free loopback port: bound then released, so the broker can bind it.
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`), never from
+/// it. An ephemeral port can be taken, while a node is down, by any outgoing connection
+/// (another test's client, a peer reconnecting), and a restarted node must bind the same
+/// cluster port its peers know: CI saw "Address already in use" on such a restart. Each
+/// call takes the next port of a process-wide sequence (starting at a place derived from
+/// the process id), so one test process never hands out a port twice before the sequence
+/// wraps.
 pub fn free_port() -> anyhow::Result<u16> {
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if let Some((low, high)) = free_port_range() {
+        let span = u32::from(high - low);
+        // The first caller places the sequence; two first callers racing only start at the
+        // same place, and the bind check below still separates them.
+        let _ = NEXT.compare_exchange(
+            u32::MAX,
+            std::process::id().wrapping_mul(7919) % span,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        for _ in 0..span {
+            let slot = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+            let port = low + u16::try_from(slot).expect("slot < span");
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    // No room outside the ephemeral range: the kernel's choice.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The ports [`free_port`] draws from, `low..high`: below the ephemeral range from 10000,
+/// or above it when it starts lower; `None` when neither leaves 2,000 ports.
+fn free_port_range() -> Option<(u16, u16)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let mut bounds = range
+        .as_deref()
+        .unwrap_or("32768 60999")
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u16>().ok());
+    let (first, last) = (bounds.next()?, bounds.next()?);
+    if first >= 12000 {
+        Some((10000, first))
+    } else if last <= 63535 {
+        Some((last + 1, u16::MAX))
+    } else {
+        None
+    }
 }
 
 pub struct BrokerProcess {
@@ -197,12 +245,23 @@ impl BrokerProcess {
         Ok(false)
     }
 
-    /// Starts again on the same port and data directory.
+    /// Starts again on the same port and data directory. The ports cannot change (a
+    /// cluster's peers know them), so a start that finds one taken is retried for up to 10 s
+    /// in case whoever holds it lets go.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
             self.kill9()?;
         }
-        self.launch()
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.launch() {
+                Err(e) if attempt < 50 && e.to_string().contains("Address already in use") => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The process id of the running broker.
@@ -226,5 +285,22 @@ impl BrokerProcess {
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         let _ = self.kill9();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let (low, high) = free_port_range().expect("this machine's ephemeral range leaves room");
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "no port handed out twice");
+        assert!(
+            ports.iter().all(|p| (low..high).contains(p)),
+            "every port in {low}..{high}, outside the ephemeral range: {ports:?}"
+        );
     }
 }
