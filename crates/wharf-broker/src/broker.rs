@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     pub groups: CoordinatorConfig,
     /// Kafka's `producer.id.expiration.ms`: a producer idle this long is forgotten.
     pub producer_id_expiration_ms: i64,
+    /// When producer state is snapshotted (bounds the replay after a kill).
+    pub producer_snapshot: crate::producer::SnapshotPolicy,
     /// The transaction coordinator: maximum timeout, transactional id expiry.
     pub transactions: TxnConfig,
     /// `max_delay_ms`: the longest delay a delayed message may ask for.
@@ -57,6 +59,7 @@ impl Default for BrokerConfig {
             topic_defaults: TopicConfig::default(),
             groups: CoordinatorConfig::default(),
             producer_id_expiration_ms: 86_400_000,
+            producer_snapshot: crate::producer::SnapshotPolicy::default(),
             transactions: TxnConfig::default(),
             max_delay_ms: 259_200_000,
             dlq_topic_name_prefix: String::new(),
@@ -287,7 +290,10 @@ impl Broker {
         broker.open_dedup()?;
         broker.open_share()?;
         broker.open_cursors()?;
-        let stop = crate::producer::spawn_housekeeping(Arc::downgrade(&broker))?;
+        let stop = crate::producer::spawn_housekeeping(
+            Arc::downgrade(&broker),
+            broker.config.producer_snapshot,
+        )?;
         *broker
             .producer_housekeeping
             .lock()

@@ -227,6 +227,7 @@ impl Settings {
                 ..CoordinatorConfig::default()
             },
             producer_id_expiration_ms: self.producer_id_expiration_ms.max(1),
+            producer_snapshot: wharf_broker::producer::SnapshotPolicy::default(),
             transactions: wharf_broker::txn::TxnConfig {
                 max_timeout_ms: self.transaction_max_timeout_ms.max(1),
                 id_expiration_ms: self.transactional_id_expiration_ms.max(1),

@@ -94,6 +94,8 @@ pub(crate) struct ShardState {
     pub poisoned: AtomicBool,
     pub group_commits: AtomicU64,
     pub fsyncs: AtomicU64,
+    /// Bytes written by group commits (envelopes included), since the shard opened.
+    pub written_bytes: AtomicU64,
     /// The end of the durable (fdatasync-ed) part of the log.
     pub durable: watch::Sender<Position>,
     /// Where `Log::submit` sends appends when the shard is replicated (set once, before the
@@ -128,6 +130,7 @@ impl ShardState {
             poisoned: AtomicBool::new(false),
             group_commits: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
             durable: watch::Sender::new(end),
             route: std::sync::OnceLock::new(),
             publishes: Publishes::new(),
@@ -575,6 +578,9 @@ impl Writer {
             return;
         }
         self.state.group_commits.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .written_bytes
+            .fetch_add(group_len as u64, Ordering::Relaxed);
         self.metrics
             .group_commit_appends
             .record(metric_value(staged.len()));

@@ -389,6 +389,15 @@ impl Storage {
         })
     }
 
+    /// Bytes the shard writers have written since storage opened, summed over shards.
+    pub fn written_bytes(&self) -> u64 {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.state.written_bytes.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// What recovery found when this storage was opened.
     pub fn recovery_stats(&self) -> RecoveryStats {
         self.inner.recovered
