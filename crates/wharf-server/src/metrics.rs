@@ -19,6 +19,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
 ];
+/// A roll takes milliseconds (a small segment) to about a second (a 1 GiB segment of small
+/// batches on a slow disk).
+const ROLL_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// fdatasync: 50 µs (a fast NVMe) up to 2.5 s (a struggling disk).
 const FDATASYNC_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -70,6 +75,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("wharf_storage_fdatasync_duration_seconds".into()),
             FDATASYNC_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("wharf_storage_segment_roll_seconds".into()),
+            ROLL_BUCKETS,
         )?
         .set_buckets_for_metric(
             Matcher::Full("wharf_storage_group_commit_appends".into()),
@@ -190,6 +199,12 @@ fn describe_recorded() {
         "wharf_storage_group_commit_bytes",
         Unit::Bytes,
         "Bytes written by one group commit, per shard."
+    );
+    describe_histogram!(
+        "wharf_storage_segment_roll_seconds",
+        Unit::Seconds,
+        "How long one segment roll held a shard's writer (sealed segment synced, its index \
+         sorted and written, the next file created), per shard. No append is written meanwhile."
     );
     describe_histogram!(
         "wharf_storage_fdatasync_duration_seconds",

@@ -237,6 +237,8 @@ struct WriterMetrics {
     group_commit_appends: metrics::Histogram,
     group_commit_bytes: metrics::Histogram,
     fdatasync_seconds: metrics::Histogram,
+    /// How long a segment roll held the writer (index sort and write, syncs, the new file).
+    roll_seconds: metrics::Histogram,
     /// Stages of an append (`stage`), one sample per append.
     queue_seconds: metrics::Histogram,
     write_seconds: metrics::Histogram,
@@ -249,7 +251,8 @@ impl WriterMetrics {
         Self {
             group_commit_appends: metrics::histogram!("wharf_storage_group_commit_appends", "shard" => label.clone()),
             group_commit_bytes: metrics::histogram!("wharf_storage_group_commit_bytes", "shard" => label.clone()),
-            fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => label),
+            fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => label.clone()),
+            roll_seconds: metrics::histogram!("wharf_storage_segment_roll_seconds", "shard" => label),
             queue_seconds: stage::produce_histogram("queue"),
             write_seconds: stage::produce_histogram("write"),
             publish_seconds: stage::produce_histogram("publish"),
@@ -881,7 +884,12 @@ impl Writer {
         if size < self.roll_bytes && self.active.age_ms(clock::now_ms()) < self.roll_ms {
             return Ok(());
         }
-        self.with_filler_detached(|writer| writer.roll(size))
+        let started = Instant::now();
+        let rolled = self.with_filler_detached(|writer| writer.roll(size));
+        self.metrics
+            .roll_seconds
+            .record(started.elapsed().as_secs_f64());
+        rolled
     }
 
     /// Seals the active segment, `size` bytes long, and opens the next one.

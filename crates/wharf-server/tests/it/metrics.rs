@@ -418,3 +418,43 @@ fn the_metrics_upkeep_runs_on_its_own_thread() {
         "one upkeep thread among {threads:?}"
     );
 }
+
+/// Each segment roll is timed: with 64 KiB segments, 320 KB produced roll the shard's
+/// segment at least three times, and `wharf_storage_segment_roll_seconds` counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn segment_rolls_are_counted_and_timed() {
+    const ROLLED: &str = "rolled";
+    let (_dir, broker) = start_broker(&[("shards", "1"), ("log_segment_bytes", "65536")]);
+    let addr = broker.addr();
+    let admin = broker.admin_addr().unwrap();
+    wharf_testkit::create_topic(&addr, ROLLED, 1, &[])
+        .await
+        .unwrap();
+    let rolls = |s: &Scrape, suffix: &str| {
+        find(
+            s,
+            &format!("wharf_storage_segment_roll_seconds_{suffix}"),
+            &[("shard", "0")],
+        )
+        .map_or(0.0, |x| match x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("wharf_storage_segment_roll_seconds_{suffix}: not a number"),
+        })
+    };
+    let before = rolls(&scrape(&admin), "count");
+    let producer = wharf_testkit::producer(&addr, &[("acks", "all"), ("linger.ms", "0")]).unwrap();
+    let value = vec![7u8; 16_000];
+    for _ in 0..20 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(ROLLED).payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    eventually("three segment rolls counted", || {
+        rolls(&scrape(&admin), "count") - before >= 3.0
+    });
+    assert!(rolls(&scrape(&admin), "sum") > 0.0, "rolls take time");
+}
