@@ -61,6 +61,7 @@ impl Default for SnapshotPolicy {
         }
     }
 }
+
 /// How often the housekeeping thread looks at the bytes written.
 const SNAPSHOT_POLL: Duration = Duration::from_secs(1);
 /// Producer ids reserved in `meta.json` at a time.

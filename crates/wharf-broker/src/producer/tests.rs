@@ -136,7 +136,8 @@ fn a_snapshot_is_due_after_the_interval_or_after_enough_bytes() {
 }
 
 /// With the interval at an hour, a snapshot can only come from the bytes written: the file
-/// appears, and a start after a crash (no shutdown snapshot) replays nothing before it.
+/// appears, and after a crash (no shutdown snapshot) the producer's sequence continues from
+/// that snapshot and the replay of what followed it.
 #[tokio::test(flavor = "multi_thread")]
 async fn enough_bytes_written_bring_a_snapshot_before_the_interval() {
     use std::time::{Duration, Instant};
