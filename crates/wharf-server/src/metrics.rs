@@ -81,6 +81,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             ROLL_BUCKETS,
         )?
         .set_buckets_for_metric(
+            Matcher::Full("wharf_storage_segment_seal_seconds".into()),
+            ROLL_BUCKETS,
+        )?
+        .set_buckets_for_metric(
             Matcher::Full("wharf_storage_group_commit_appends".into()),
             GROUP_COMMIT_APPENDS_BUCKETS,
         )?
@@ -203,8 +207,15 @@ fn describe_recorded() {
     describe_histogram!(
         "wharf_storage_segment_roll_seconds",
         Unit::Seconds,
-        "How long one segment roll held a shard's writer (sealed segment synced, its index \
-         sorted and written, the next file created), per shard. No append is written meanwhile."
+        "How long one segment roll held a shard's writer (the next file created, and the \
+         rolled segment handed to the syncer to seal), per shard. No append is written meanwhile."
+    );
+    describe_histogram!(
+        "wharf_storage_segment_seal_seconds",
+        Unit::Seconds,
+        "How long the syncer took to seal one rolled segment (its fdatasync, then its index \
+         sorted and written), per shard. The writer writes the next segment meanwhile; acks \
+         for it wait."
     );
     describe_histogram!(
         "wharf_storage_fdatasync_duration_seconds",

@@ -18,7 +18,8 @@ pub struct StorageConfig {
     pub segment_bytes: u64,
     /// A non-empty segment rolls after this long (or a smaller per-log `segment.ms`).
     pub segment_ms: i64,
-    /// Data appended without `Durability::Fsync` is fdatasync-ed at least this often.
+    /// Data appended without `Durability::Synced` is handed to the shard's syncer for an
+    /// fdatasync at least this often (ADR 0022).
     pub flush_interval: Duration,
     /// How often retention runs.
     pub retention_check_interval: Duration,

@@ -454,3 +454,136 @@ fn deleting_many_logs_rewrites_the_log_starts_once() {
     storage.delete_logs([5, 6]).unwrap();
     assert_eq!(fs.syncs(), before, "nothing deleted, nothing written");
 }
+
+fn segment_path(shard: usize, id: u64) -> std::path::PathBuf {
+    crate::segment::log_path(
+        &std::path::Path::new(DATA).join(format!("shards/{shard}")),
+        id,
+    )
+}
+
+/// A roll hands the rolled segment to the syncer to seal (its fdatasync, then its index
+/// file). With that fdatasync held (a slow disk), the writer goes on: appends after the roll
+/// complete and more segments roll. An acks=all append into a later segment is not acked
+/// while the seal is held: after a power cut, every acked append is there with no gap before
+/// it. Fails if the roll waits for the seal on the writer (the appends after it hang), and if
+/// the syncer acks a later segment before the seal (a gap before an acked append).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_goes_on_while_a_rolled_segment_is_sealed() {
+    let fs = SimFs::new(DATA);
+    let mut cfg = config(&fs, 1);
+    cfg.preallocate_bytes = 0; // the filler's fdatasyncs would be held too
+    let storage = Storage::open(cfg.clone()).unwrap();
+    let log = storage.create_log(1, log_config());
+    assert!(fs.hold_syncs_of(&segment_path(0, 0)));
+    let mut i = 0u64;
+    while storage.segment_ids(0).len() < 3 {
+        let append = log.append(batch(&format!("log1-{i}")), Durability::Written);
+        tokio::time::timeout(Duration::from_secs(30), append)
+            .await
+            .unwrap_or_else(|_| panic!("append {i} hung behind a held seal"))
+            .unwrap();
+        i += 1;
+    }
+    let durable = {
+        let log = log.clone();
+        let value = format!("log1-{i}");
+        tokio::spawn(async move { log.append(batch(&value), Durability::Synced).await })
+    };
+    // Written and visible: the append is with the syncer, behind the held seal.
+    while log.high_watermark() <= i as i64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let early = tokio::time::timeout(Duration::from_millis(300), durable).await;
+    let mut acked = BTreeMap::new();
+    if let Ok(done) = early {
+        let info = done.unwrap().unwrap();
+        acked.insert((1, info.base_offset), format!("log1-{i}"));
+    }
+    fs.power_cut(PowerCut::LoseUnsynced);
+    storage.shutdown();
+    let storage = Storage::open(cfg).unwrap();
+    check_log(&storage, 1, &acked, "held seal");
+    assert!(
+        acked.is_empty(),
+        "acked while the rolled segment's seal was held"
+    );
+}
+
+/// A crash while a rolled segment was being sealed leaves it without an index file, maybe
+/// with a torn tail (its fdatasync never finished) and with segments after it. Recovery cuts
+/// the tail, removes the segments after it (no ack depended on them) and goes on from there.
+/// The same torn tail in a segment followed by an indexed one is damage, and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_cuts_a_torn_segment_whose_seal_was_cut_short() {
+    for later_indexed in [false, true] {
+        let fs = SimFs::new(DATA);
+        let mut cfg = config(&fs, 1);
+        cfg.preallocate_bytes = 0;
+        let storage = Storage::open(cfg.clone()).unwrap();
+        let log = storage.create_log(1, log_config());
+        let mut i = 0u64;
+        while storage.segment_ids(0).len() < 5 {
+            log.append(batch(&format!("log1-{i}")), Durability::Synced)
+                .await
+                .unwrap();
+            i += 1;
+        }
+        let written = read_all(&storage, 1);
+        storage.shutdown();
+        // Segment 2 as a crash during its seal would leave it: no index file, a torn tail.
+        let dir = std::path::Path::new(DATA).join("shards/0");
+        let fs_dyn: &dyn crate::fs::FileSystem = &fs;
+        let first_later = if later_indexed { 3 } else { 4 };
+        for id in 2..first_later {
+            fs_dyn
+                .remove_file(&crate::segment::index_path(&dir, id))
+                .unwrap();
+        }
+        let entries_before: usize = (0..2)
+            .map(|id| crate::segment::read_index(fs_dyn, &dir, id).unwrap().len())
+            .sum();
+        let torn = fs_dyn.open(&segment_path(0, 2), false).unwrap();
+        let size = torn.size().unwrap();
+        torn.set_len(size - 7).unwrap();
+        torn.sync_data().unwrap();
+        let reopened = Storage::open(cfg);
+        if later_indexed {
+            assert!(
+                matches!(reopened, Err(StorageError::Damaged { .. })),
+                "a torn segment before an indexed one is damage: {:?}",
+                reopened.err()
+            );
+            continue;
+        }
+        let storage = reopened.unwrap();
+        let kept = read_all(&storage, 1);
+        assert_eq!(
+            storage.segment_ids(0),
+            vec![0, 1, 2],
+            "the segments after the torn one removed"
+        );
+        assert!(
+            kept.len() > entries_before,
+            "segment 2's whole entries kept"
+        );
+        assert!(kept.len() < written.len());
+        assert_eq!(
+            kept[..],
+            written[..kept.len()],
+            "a prefix of what was written"
+        );
+        // Appends go on from the cut, into the torn segment, now the active one.
+        let info = log_after(&storage).await;
+        assert_eq!(info, kept.len() as i64);
+        storage.shutdown();
+    }
+}
+
+async fn log_after(storage: &Storage) -> i64 {
+    let log = storage.create_log(1, log_config());
+    log.append(batch("log1-999999"), Durability::Synced)
+        .await
+        .unwrap()
+        .base_offset
+}

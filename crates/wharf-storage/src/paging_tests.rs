@@ -90,6 +90,8 @@ async fn reads_of_paged_out_sealed_segments_match_the_model() {
         let storage = Storage::open(small_segments(dir.path(), budget)).unwrap();
         let model = fill(&storage, 200).await;
         assert!(storage.segment_ids(0).len() > 10, "many sealed segments");
+        // The syncer seals rolled segments behind the writer; a flush waits for them.
+        storage.flush().await.unwrap();
         storage.run_retention(); // pages out what the writer's pushes left resident
         for id in model.keys() {
             let (runs, resident) = storage.run_counts(*id);
@@ -138,6 +140,7 @@ async fn searches_and_sizes_over_paged_runs_match_a_linear_scan() {
         let info = log.append(b, Durability::Written).await.unwrap();
         model.push((info.base_offset, ts));
     }
+    storage.flush().await.unwrap(); // every rolled segment sealed
     storage.run_retention();
     assert!(storage.run_counts(1).0 > 10);
     assert!(storage.run_counts(1).1 <= 1);

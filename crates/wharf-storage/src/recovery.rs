@@ -6,9 +6,14 @@
 //! writer (ADR 0021): the clean end, trimmed quietly.
 //!
 //! Damage that runs to the end of the active segment is a torn tail (a write the crash cut
-//! short, never acknowledged as synced): it is truncated and logged. Damage anywhere else, in
-//! a sealed segment or with valid entries after it, may hold acknowledged data: recovery
-//! refuses to start unless the operator asked to truncate (`truncate_damaged`).
+//! short, never acknowledged as synced): it is truncated and logged. So is damage that runs to
+//! the end of a rolled segment whose seal a crash cut short (one of the trailing segments
+//! without an index file): its fdatasync never finished, and an ack waits for the seal of
+//! every segment before its own, so nothing after it was acknowledged as durable. The
+//! segments after it are removed (as Kafka deletes the segments after a truncated one), and
+//! it becomes the active segment. Damage anywhere else, in a sealed segment or with valid
+//! entries after it, may hold acknowledged data: recovery refuses to start unless the
+//! operator asked to truncate (`truncate_damaged`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -78,10 +83,18 @@ pub(crate) fn recover_shard(
             .insert(0, Arc::new(Segment::create(fs, dir, 0)?));
         return Ok(out);
     }
-    let last = ids.len() - 1;
-    for (i, id) in ids.into_iter().enumerate() {
+    let mut last = ids.len() - 1;
+    // Rolled segments whose seal a crash may have cut short: the trailing ones, the active
+    // one aside, that have no index file (`shard::roll` writes it after the fdatasync).
+    let sealing_from = ids[..last]
+        .iter()
+        .rposition(|&id| fs.open(&segment::index_path(dir, id), false).is_ok())
+        .map_or(0, |i| i + 1);
+    let mut i = 0;
+    while i <= last {
+        let id = ids[i];
         let seg = Arc::new(Segment::open(fs, dir, id)?);
-        let is_active = i == last;
+        let mut is_active = i == last;
         let indexed = if is_active {
             None
         } else {
@@ -102,7 +115,25 @@ pub(crate) fn recover_shard(
                 entries
             }
             _ => {
-                let entries = scan(&seg, shard_id, is_active, truncate_damaged, &mut out)?;
+                let sealing = !is_active && i >= sealing_from;
+                let scanned = scan(
+                    &seg,
+                    shard_id,
+                    is_active || sealing,
+                    truncate_damaged,
+                    &mut out,
+                )?;
+                if sealing && scanned.torn {
+                    // Its fdatasync never finished, so no ack depended on anything after it:
+                    // an ack waits for the seal of every segment before its own.
+                    remove_later(fs, dir, shard_id, &ids[i + 1..])?;
+                    last = i;
+                    is_active = true;
+                }
+                if let Some(at) = scanned.cut_at {
+                    cut(&seg, at)?;
+                }
+                let entries = scanned.entries;
                 if !is_active {
                     if let Err(error) = segment::write_index(fs, dir, id, &entries) {
                         tracing::warn!(shard = shard_id, segment = %seg.path.display(), %error, "cannot rewrite the index file of a rescanned sealed segment; its index is rescanned when loaded");
@@ -125,22 +156,65 @@ pub(crate) fn recover_shard(
             out.active_entries = entries;
         }
         out.segments.insert(id, seg);
+        i += 1;
     }
     Ok(out)
 }
 
-/// Reads every entry of a segment, checking each CRC, and decides what damage means.
+/// Removes the segments after a torn one whose seal a crash cut short, newest first, so a
+/// crash in between leaves the torn segment with fewer segments after it, never a cut one.
+fn remove_later(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    shard_id: usize,
+    later: &[u64],
+) -> Result<(), StorageError> {
+    let mut bytes = 0;
+    for &id in later.iter().rev() {
+        let path = segment::log_path(dir, id);
+        bytes += fs
+            .open(&path, false)
+            .and_then(|file| file.size())
+            .unwrap_or(0);
+        let _ = fs.remove_file(&segment::index_path(dir, id));
+        fs.remove_file(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+    }
+    fs.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+    tracing::warn!(
+        shard = shard_id,
+        segments = later.len(),
+        bytes,
+        "recovery removed the segments after a rolled segment whose seal a crash cut short (no ack depended on them)"
+    );
+    Ok(())
+}
+
+/// What a scan found: the entries, where to cut the file, and whether that is a torn tail.
+struct Scanned {
+    entries: Vec<SegmentEntry>,
+    cut_at: Option<u64>,
+    torn: bool,
+}
+
+/// Reads every entry of a segment, checking each CRC, and decides what damage means: damage
+/// running to the end of a segment that `may_be_torn` (the active one, or one being sealed)
+/// is a torn tail. The caller cuts the file.
 fn scan(
     seg: &Segment,
     shard_id: usize,
-    is_active: bool,
+    may_be_torn: bool,
     truncate_damaged: bool,
     counts: &mut RecoveredShard,
-) -> Result<Vec<SegmentEntry>, StorageError> {
+) -> Result<Scanned, StorageError> {
     let size = seg.size();
     let scanned = scan_from(&*seg.file, &seg.path, size, 0)?;
     let Some(damage) = scanned.damage else {
-        return Ok(scanned.entries);
+        return Ok(Scanned {
+            entries: scanned.entries,
+            cut_at: None,
+            torn: false,
+        });
     };
     if zeros_from(&*seg.file, &seg.path, size, damage.position)? {
         tracing::debug!(
@@ -150,12 +224,15 @@ fn scan(
             zero_bytes = size - damage.position,
             "recovery trimmed the preallocated tail"
         );
-        cut(seg, damage.position)?;
         counts.zero_tail_bytes += size - damage.position;
-        return Ok(scanned.entries);
+        return Ok(Scanned {
+            entries: scanned.entries,
+            cut_at: Some(damage.position),
+            torn: false,
+        });
     }
     let valid_after = next_valid_entry(&*seg.file, &seg.path, size, &damage)?;
-    let torn_tail = is_active && valid_after.is_none();
+    let torn_tail = may_be_torn && valid_after.is_none();
     if !torn_tail && !truncate_damaged {
         let Damage {
             position,
@@ -191,8 +268,11 @@ fn scan(
             "recovery cut a damaged segment as the operator asked (recovery_truncate_damaged)"
         );
     }
-    cut(seg, damage.position)?;
-    Ok(scanned.entries)
+    Ok(Scanned {
+        entries: scanned.entries,
+        cut_at: Some(damage.position),
+        torn: torn_tail,
+    })
 }
 
 /// Cuts a segment's file at `position`, durably.

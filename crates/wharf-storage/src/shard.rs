@@ -27,7 +27,7 @@ use crate::prealloc::{self, Prealloc};
 use crate::queue::{self, Recv};
 use crate::segment::{self, Segment, SegmentEntry};
 use crate::stage::{self, Publishes};
-use crate::syncer::{self, DurableAck, SyncCommand, SyncJob, SyncMetrics};
+use crate::syncer::{self, DurableAck, SealJob, SyncCommand, SyncJob, SyncMetrics};
 use crate::{clock, StorageError};
 
 /// How durable an append must be before it completes.
@@ -316,6 +316,10 @@ struct Writer {
     roll_failed_at: Option<Instant>,
     /// The syncer thread (`syncer`) durable groups are handed to; `None` once stopped.
     syncer: Option<(Sender<SyncCommand>, std::thread::JoinHandle<()>)>,
+    /// A rolled segment was handed to the syncer to seal and may not be durable yet.
+    seal_pending: bool,
+    /// For a seal done here (no syncer: stopping).
+    sync_metrics: SyncMetrics,
     /// The filler thread (`prealloc`) zero-filling the active segment ahead of the writes.
     prealloc: Arc<Prealloc>,
     filler: Option<std::thread::JoinHandle<()>>,
@@ -340,10 +344,7 @@ pub(crate) fn spawn(
     };
     let (tx, rx) = queue::queue();
     let (sync_tx, sync_rx) = mpsc::channel();
-    let sync_metrics = SyncMetrics {
-        fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => state.id.to_string()),
-        stage_seconds: stage::produce_histogram("fdatasync"),
-    };
+    let sync_metrics = SyncMetrics::new(state.id);
     let sync_state = state.clone();
     let syncer_thread = std::thread::Builder::new()
         .name(format!("wharf-sync-{}", state.id))
@@ -382,6 +383,8 @@ pub(crate) fn spawn(
         dirty_since: None,
         roll_failed_at: None,
         syncer: Some((sync_tx, syncer_thread)),
+        seal_pending: false,
+        sync_metrics: SyncMetrics::new(state.id),
         prealloc,
         filler,
     };
@@ -434,7 +437,11 @@ impl Writer {
             let flush_due = self
                 .dirty_since
                 .is_some_and(|t| t.elapsed() >= self.limits.flush_interval);
-            if !flushes.is_empty() || flush_due || (stop && self.dirty_since.is_some()) {
+            // A due periodic flush goes to the syncer, so the writer goes on writing while
+            // the disk syncs; requested flushes and the last one at a stop are synced here.
+            let handed = flush_due && flushes.is_empty() && !stop && self.hand_flush_to_syncer();
+            if !handed && (!flushes.is_empty() || flush_due || (stop && self.dirty_since.is_some()))
+            {
                 let result = self.sync();
                 for reply in flushes.drain(..) {
                     let _ =
@@ -691,7 +698,7 @@ impl Writer {
                 }
                 Err(returned) => match returned.0 {
                     SyncCommand::Sync(job) => job,
-                    SyncCommand::Barrier(_) => return,
+                    SyncCommand::Barrier(_) | SyncCommand::Seal(_) => return,
                 },
             },
             None => job,
@@ -706,8 +713,29 @@ impl Writer {
         }
     }
 
+    /// Hands the periodic flush of what was written so far to the syncer, as a job without
+    /// acks: an fdatasync of hundreds of MB (a second of acks=1 writes) then holds the
+    /// syncer, not the writer. False when there is no syncer (stopping).
+    fn hand_flush_to_syncer(&mut self) -> bool {
+        let Some((tx, _)) = &self.syncer else {
+            return false;
+        };
+        let job = SyncJob {
+            segment: self.active.clone(),
+            upto: self.written,
+            acks: Vec::new(),
+            handed: None,
+        };
+        if tx.send(SyncCommand::Sync(job)).is_err() {
+            return false;
+        }
+        self.dirty_since = None;
+        true
+    }
+
     /// Waits until the syncer has finished every job handed to it.
-    fn wait_for_syncer(&self) {
+    fn wait_for_syncer(&mut self) {
+        self.seal_pending = false;
         if let Some((tx, _)) = &self.syncer {
             let (done, wait) = mpsc::channel();
             if tx.send(SyncCommand::Barrier(done)).is_ok() {
@@ -734,6 +762,10 @@ impl Writer {
 
     /// fdatasync of the active segment; a failure poisons the shard.
     fn sync(&mut self) -> Result<(), StorageError> {
+        if self.seal_pending {
+            // The durable position moves past a rolled segment only once it is sealed.
+            self.wait_for_syncer();
+        }
         if let Some(e) = self.poisoned() {
             return Err(e);
         }
@@ -892,30 +924,49 @@ impl Writer {
         rolled
     }
 
-    /// Seals the active segment, `size` bytes long, and opens the next one.
+    /// Rolls the active segment, `size` bytes long: opens the next one and hands the rolled
+    /// one to the syncer to seal (`syncer::seal`: its fdatasync, then its index file). The
+    /// writer goes on writing the next segment meanwhile; a seal of a 1 GiB segment, whose
+    /// last second of acks=1 writes is not yet synced, took the writer up to a second.
+    ///
+    /// No ack can depend on the next segment's bytes before the rolled one is durable: the
+    /// syncer takes its commands in order, and the writer's own fdatasync waits for a pending
+    /// seal first. So after a crash in between, the rolled segment (without an index file) may
+    /// have a torn tail only if nothing in the segments after it was acknowledged as durable;
+    /// recovery then cuts it and removes them (`recovery`).
     fn roll(&mut self, size: u64) -> Result<(), StorageError> {
-        // The sealed segment's bytes are durable before its index file is written: what the
-        // syncer was handed, then the rest.
-        self.wait_for_syncer();
-        if self.dirty_since.is_some() || *self.state.durable.borrow() < self.written {
-            self.sync()?;
-        }
         // Zeros filled past its end (`prealloc`) go before the index names its entries.
         self.trim_active(size)?;
         let fs = &*self.state.fs;
-        segment::write_index(fs, &self.state.dir, self.active.id, &self.active_entries)?;
         // The new file's name is durable before any ack can depend on bytes in it.
         let next = Arc::new(Segment::create(fs, &self.state.dir, self.active.id + 1)?);
-        self.active.sealed.store(true, Ordering::Release);
         write_lock(&self.state.segments).insert(next.id, next.clone());
+        let rolled = std::mem::replace(&mut self.active, next);
+        let entries = std::mem::take(&mut self.active_entries);
         tracing::debug!(
             shard = self.state.id,
-            sealed = self.active.id,
+            rolled = rolled.id,
             bytes = size,
             "segment rolled"
         );
-        self.active = next;
-        self.active_entries.clear();
+        let job = SealJob {
+            segment: rolled,
+            size,
+            entries,
+        };
+        match &self.syncer {
+            Some((tx, _)) => match tx.send(SyncCommand::Seal(job)) {
+                Ok(()) => self.seal_pending = true,
+                Err(returned) => {
+                    if let SyncCommand::Seal(job) = returned.0 {
+                        syncer::seal(&self.state, job, &self.sync_metrics);
+                    }
+                }
+            },
+            None => syncer::seal(&self.state, job, &self.sync_metrics),
+        }
+        // What was written is the seal's to make durable; the next segment is empty.
+        self.dirty_since = None;
         self.roll_bytes = self.limits.segment_bytes;
         self.roll_ms = self.limits.segment_ms;
         Ok(())

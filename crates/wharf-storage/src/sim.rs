@@ -94,6 +94,8 @@ struct Disk {
     fail_write_at: Option<(u64, WriteFault)>,
     fail_sync_at: Option<u64>,
     full: bool,
+    /// fdatasyncs of this inode wait until released or the power is cut.
+    held: Option<u64>,
 }
 
 /// The simulated disk; cheap to clone, every clone sees the same disk.
@@ -272,6 +274,23 @@ impl SimFs {
         disk.fail_sync_at = None;
         disk.fail_write_at = None;
         disk.full = false;
+        disk.held = None;
+    }
+
+    /// Holds every fdatasync of the file at `path` (a slow disk) until [`Self::release_syncs`]
+    /// or a power cut, which fails it. False when there is no such file.
+    pub fn hold_syncs_of(&self, path: &Path) -> bool {
+        let mut disk = self.lock();
+        let Some(Entry::File(inode)) = disk.names.get(path).copied() else {
+            return false;
+        };
+        disk.held = Some(inode);
+        true
+    }
+
+    /// Lets held fdatasyncs finish.
+    pub fn release_syncs(&self) {
+        self.lock().held = None;
     }
 
     /// The `n`-th fdatasync from now (1 = the next one) fails with EIO; what it would have
@@ -379,6 +398,15 @@ impl StorageFile for SimFile {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         disk.inode(self.inode, self.generation)?;
+        while disk.held == Some(self.inode) {
+            drop(disk);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            disk = self
+                .disk
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            disk.inode(self.inode, self.generation)?;
+        }
         disk.syncs += 1;
         if disk.fail_sync_at == Some(disk.syncs) {
             return Err(WriteFault::Io.error());

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::segment::Segment;
+use crate::segment::{self, Segment, SegmentEntry};
 use crate::shard::{Appended, Position, ShardState};
 use crate::stage;
 use crate::StorageError;
@@ -40,8 +40,21 @@ pub(crate) struct SyncJob {
     pub handed: Option<Instant>,
 }
 
+/// A rolled segment to seal: synced through its end, then its index file written, then
+/// marked sealed. The writer hands it over at the roll and writes the next segment meanwhile.
+pub(crate) struct SealJob {
+    pub segment: Arc<Segment>,
+    /// Its logical end (`Segment::size` at the roll).
+    pub size: u64,
+    /// Its entries, for the index file.
+    pub entries: Vec<SegmentEntry>,
+}
+
 pub(crate) enum SyncCommand {
     Sync(SyncJob),
+    /// Commands are taken in order: a seal completes before any later job's fdatasync, so
+    /// no ack for the next segment goes out before the sealed one's bytes are durable.
+    Seal(SealJob),
     /// Replies once every job sent before it is done (truncation, stop).
     Barrier(Sender<()>),
 }
@@ -51,6 +64,19 @@ pub(crate) struct SyncMetrics {
     pub fdatasync_seconds: metrics::Histogram,
     /// `stage` "fdatasync": from a group's hand-over to its fdatasync's end, per append.
     pub stage_seconds: metrics::Histogram,
+    /// How long sealing a rolled segment took (its fdatasync and its index file).
+    pub seal: metrics::Histogram,
+}
+
+impl SyncMetrics {
+    pub(crate) fn new(shard: usize) -> Self {
+        let label = shard.to_string();
+        Self {
+            fdatasync_seconds: metrics::histogram!("wharf_storage_fdatasync_duration_seconds", "shard" => label.clone()),
+            stage_seconds: stage::produce_histogram("fdatasync"),
+            seal: metrics::histogram!("wharf_storage_segment_seal_seconds", "shard" => label),
+        }
+    }
 }
 
 pub(crate) fn run(state: &ShardState, rx: &Receiver<SyncCommand>, metrics: &SyncMetrics) {
@@ -59,6 +85,13 @@ pub(crate) fn run(state: &ShardState, rx: &Receiver<SyncCommand>, metrics: &Sync
         let mut barriers = Vec::new();
         let mut take = |cmd| match cmd {
             SyncCommand::Sync(job) => jobs.push(job),
+            SyncCommand::Seal(job) => {
+                // The groups handed before the roll first, then the seal, in order.
+                if !jobs.is_empty() {
+                    sync_jobs(state, std::mem::take(&mut jobs), metrics);
+                }
+                seal(state, job, metrics);
+            }
             SyncCommand::Barrier(done) => barriers.push(done),
         };
         take(first);
@@ -72,6 +105,59 @@ pub(crate) fn run(state: &ShardState, rx: &Receiver<SyncCommand>, metrics: &Sync
             let _ = done.send(());
         }
     }
+}
+
+/// Seals a rolled segment: its bytes are durable before its index file is written, and the
+/// index file is written before the segment is marked sealed (paging then reads it; ADR
+/// 0018). A failed fdatasync poisons the shard, as any other. A failed index write (a full
+/// disk) is logged and the segment is sealed all the same: a sealed segment without an index
+/// file is scanned when its index is loaded, and it must be sealed for retention to free it.
+pub(crate) fn seal(state: &ShardState, job: SealJob, metrics: &SyncMetrics) {
+    let started = Instant::now();
+    let SealJob {
+        segment,
+        size,
+        entries,
+    } = job;
+    if !state.is_poisoned() {
+        state
+            .fsyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let synced_at = Instant::now();
+        let outcome = segment.file.sync_data();
+        metrics
+            .fdatasync_seconds
+            .record(synced_at.elapsed().as_secs_f64());
+        match outcome {
+            Ok(()) => {
+                state.advance_durable(Position {
+                    segment: segment.id,
+                    offset: size,
+                });
+                if let Err(error) =
+                    segment::write_index(&*state.fs, &state.dir, segment.id, &entries)
+                {
+                    tracing::warn!(shard = state.id, segment = %segment.path.display(), %error, "cannot write a sealed segment's index file; the segment is scanned when its index is loaded");
+                }
+            }
+            Err(error) => {
+                tracing::error!(shard = state.id, segment = %segment.path.display(), %error, "fdatasync failed; shard poisoned");
+                state.poison();
+            }
+        }
+    }
+    segment
+        .sealed
+        .store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(
+        shard = state.id,
+        segment = segment.id,
+        bytes = size,
+        batches = entries.len(),
+        seal_ms = started.elapsed().as_millis() as u64,
+        "segment sealed"
+    );
+    metrics.seal.record(started.elapsed().as_secs_f64());
 }
 
 /// One fdatasync per segment the jobs touch (in log order), then every ack.

@@ -430,18 +430,19 @@ async fn segment_rolls_are_counted_and_timed() {
     wharf_testkit::create_topic(&addr, ROLLED, 1, &[])
         .await
         .unwrap();
-    let rolls = |s: &Scrape, suffix: &str| {
-        find(
-            s,
-            &format!("wharf_storage_segment_roll_seconds_{suffix}"),
-            &[("shard", "0")],
-        )
-        .map_or(0.0, |x| match x.value {
+    let histogram = |s: &Scrape, name: &str| {
+        find(s, name, &[("shard", "0")]).map_or(0.0, |x| match x.value {
             Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            _ => panic!("wharf_storage_segment_roll_seconds_{suffix}: not a number"),
+            _ => panic!("{name}: not a number"),
         })
     };
-    let before = rolls(&scrape(&admin), "count");
+    let rolls = |s: &Scrape, suffix: &str| {
+        histogram(s, &format!("wharf_storage_segment_roll_seconds_{suffix}"))
+    };
+    let seals = |s: &Scrape, suffix: &str| {
+        histogram(s, &format!("wharf_storage_segment_seal_seconds_{suffix}"))
+    };
+    let before = scrape(&admin);
     let producer = wharf_testkit::producer(&addr, &[("acks", "all"), ("linger.ms", "0")]).unwrap();
     let value = vec![7u8; 16_000];
     for _ in 0..20 {
@@ -454,7 +455,13 @@ async fn segment_rolls_are_counted_and_timed() {
             .unwrap();
     }
     eventually("three segment rolls counted", || {
-        rolls(&scrape(&admin), "count") - before >= 3.0
+        rolls(&scrape(&admin), "count") - rolls(&before, "count") >= 3.0
     });
-    assert!(rolls(&scrape(&admin), "sum") > 0.0, "rolls take time");
+    // The syncer seals each rolled segment; an acks=all ack after a roll waits for it.
+    eventually("three seals counted", || {
+        seals(&scrape(&admin), "count") - seals(&before, "count") >= 3.0
+    });
+    let after = scrape(&admin);
+    assert!(rolls(&after, "sum") > 0.0, "rolls take time");
+    assert!(seals(&after, "sum") > 0.0, "seals take time");
 }
