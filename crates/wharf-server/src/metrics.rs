@@ -220,7 +220,7 @@ fn describe_recorded() {
     describe_histogram!(
         "wharf_storage_fdatasync_duration_seconds",
         Unit::Seconds,
-        "Duration of one fdatasync of a shard's active segment, per shard."
+        "Duration of one fdatasync of a shard's segment (an acks=all group's, a periodic flush, a seal), per shard."
     );
     describe_counter!(
         "wharf_kafka_throttle_time_ms_total",
