@@ -308,8 +308,8 @@ async fn clients_reach_each_shard_leader_and_every_node_holds_what_was_acknowled
         created[1].as_ref().map_err(|(_, e)| *e),
         Err(rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor)
     );
-    let leaders = nodes.leaders("t", 6);
-    // Metadata is a cluster's: three brokers, each partition with three replicas.
+    nodes.leaders("t", 6); // every node names the same leaders before the sends
+                           // Metadata is a cluster's: three brokers, each partition with three replicas.
     let consumer = wharf_testkit::base_consumer(&nodes.node(1).addr(), &[]).unwrap();
     let metadata = consumer
         .fetch_metadata(Some("t"), Duration::from_secs(10))
@@ -370,22 +370,33 @@ async fn clients_reach_each_shard_leader_and_every_node_holds_what_was_acknowled
             .push((d.offset, value));
     }
     // Only the leader serves a fetch; a follower answers NOT_LEADER_OR_FOLLOWER and the
-    // client re-routes (librdkafka hides this, so ask with a raw Fetch).
-    let follower = (1..=3).find(|id| *id != leaders[&0]).unwrap();
-    let leader_addr = nodes.node(leaders[&0]).addr();
-    let (code, records) = raw_fetch(&leader_addr, "t", 0).await;
-    assert_eq!(
-        (code, records > 0),
-        (0, true),
-        "the leader serves partition 0"
-    );
-    let follower_addr = nodes.node(follower).addr();
-    let (code, records) = raw_fetch(&follower_addr, "t", 0).await;
-    assert_eq!(
-        (code, records),
-        (kafka_protocol::ResponseError::NotLeaderOrFollower.code(), 0),
-        "a follower refuses the fetch"
-    );
+    // client re-routes (librdkafka hides this, so ask with a raw Fetch). Leadership can move
+    // under CI load: the leader is read again before the fetches, and both are asked again
+    // if it moved in between. A node that serves as a follower, or refuses as the leader,
+    // fails the test at the deadline.
+    let not_leader = kafka_protocol::ResponseError::NotLeaderOrFollower.code();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leader = nodes.leaders("t", 6)[&0];
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let led = raw_fetch(&nodes.node(leader).addr(), "t", 0).await;
+        let followed = raw_fetch(&nodes.node(follower).addr(), "t", 0).await;
+        if led.0 == not_leader || followed.0 == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "partition 0: leader {leader} answered {led:?}, follower {follower} {followed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(
+            (led.0, led.1 > 0),
+            (0, true),
+            "the leader serves partition 0"
+        );
+        assert_eq!(followed, (not_leader, 0), "a follower refuses the fetch");
+        break;
+    }
     drop(producer);
     let held = nodes.read_back_alone(&dir, "t", 6);
     assert_every_node_holds(&held, &acked);
