@@ -587,3 +587,40 @@ async fn log_after(storage: &Storage) -> i64 {
         .unwrap()
         .base_offset
 }
+
+/// A log that moved on to the next segment while the syncer was still sealing the last one
+/// keeps that run's batches in memory only until its next append after the seal, not until
+/// the next retention pass. Fails if only the start of a new run pages the previous one out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_sealed_behind_the_writer_is_paged_out_at_the_next_append() {
+    let fs = SimFs::new(DATA);
+    let mut cfg = config(&fs, 1);
+    cfg.preallocate_bytes = 0;
+    let storage = Storage::open(cfg).unwrap();
+    let log = storage.create_log(1, log_config());
+    assert!(fs.hold_syncs_of(&segment_path(0, 0)));
+    let mut i = 0u64;
+    while storage.segment_ids(0).len() < 2 {
+        log.append(batch(&format!("log1-{i}")), Durability::Written)
+            .await
+            .unwrap();
+        i += 1;
+    }
+    // Into segment 1 while segment 0's seal is held: its run stays resident.
+    log.append(batch(&format!("log1-{i}")), Durability::Written)
+        .await
+        .unwrap();
+    assert_eq!(storage.run_counts(1), (2, 2), "segment 0 not sealed yet");
+    fs.release_syncs();
+    storage.flush().await.unwrap(); // waits for the seal
+    log.append(batch(&format!("log1-{}", i + 1)), Durability::Written)
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.segment_ids(0),
+        vec![0, 1],
+        "no other roll meanwhile"
+    );
+    assert_eq!(storage.run_counts(1), (2, 1), "segment 0's run paged out");
+    storage.shutdown();
+}

@@ -298,8 +298,9 @@ impl LogShared {
         *read_lock(&self.config)
     }
 
-    /// Appends slots for batches of `segment` (in offset order). A run whose segment is
-    /// sealed by now is paged out when the next segment's run starts.
+    /// Appends slots for batches of `segment` (in offset order). The run before the last is
+    /// paged out once its segment is sealed: when the next segment's run starts, or at a
+    /// later push, since the syncer seals a rolled segment behind the writer (ADR 0022).
     pub fn push(&self, entries: &[SegmentEntry], segment: &Arc<Segment>) {
         if entries.is_empty() {
             return;
@@ -309,12 +310,12 @@ impl LogShared {
             .back()
             .is_some_and(|r| Arc::ptr_eq(&r.segment, segment) && r.slots.is_some());
         if !same {
-            if let Some(prev) = index.back_mut() {
-                if prev.segment.sealed.load(Ordering::Acquire) {
-                    prev.slots = None;
-                }
-            }
             index.push_back(Run::resident(segment.clone()));
+        }
+        if let Some(prev) = index.len().checked_sub(2).and_then(|i| index.get_mut(i)) {
+            if prev.slots.is_some() && prev.segment.sealed.load(Ordering::Acquire) {
+                prev.slots = None;
+            }
         }
         let Some(run) = index.back_mut() else { return };
         let Some(slots) = run.slots.as_mut() else {
