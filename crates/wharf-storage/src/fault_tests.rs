@@ -574,13 +574,14 @@ async fn recovery_cuts_a_torn_segment_whose_seal_was_cut_short() {
             "a prefix of what was written"
         );
         // Appends go on from the cut, into the torn segment, now the active one.
-        let info = log_after(&storage).await;
+        let info = append_after_recovery(&storage).await;
         assert_eq!(info, kept.len() as i64);
         storage.shutdown();
     }
 }
 
-async fn log_after(storage: &Storage) -> i64 {
+/// One more acks=all append to log 1; its base offset.
+async fn append_after_recovery(storage: &Storage) -> i64 {
     let log = storage.create_log(1, log_config());
     log.append(batch("log1-999999"), Durability::Synced)
         .await

@@ -308,8 +308,9 @@ async fn clients_reach_each_shard_leader_and_every_node_holds_what_was_acknowled
         created[1].as_ref().map_err(|(_, e)| *e),
         Err(rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor)
     );
-    nodes.leaders("t", 6); // every node names the same leaders before the sends
-                           // Metadata is a cluster's: three brokers, each partition with three replicas.
+    // Every node names the same leaders before the sends.
+    nodes.leaders("t", 6);
+    // Metadata is a cluster's: three brokers, each partition with three replicas.
     let consumer = wharf_testkit::base_consumer(&nodes.node(1).addr(), &[]).unwrap();
     let metadata = consumer
         .fetch_metadata(Some("t"), Duration::from_secs(10))
