@@ -53,6 +53,8 @@ pub(crate) fn recover_shard(
 ) -> Result<RecoveredShard, StorageError> {
     durable::ensure_dir(fs, dir).map_err(|e| StorageError::io(dir, e))?;
     let mut ids = Vec::new();
+    // Segments with an index file, from the same listing.
+    let mut indexed_ids = std::collections::BTreeSet::new();
     for path in fs.list_dir(dir).map_err(|e| StorageError::io(dir, e))? {
         let name = path
             .file_name()
@@ -68,6 +70,11 @@ pub(crate) fn recover_shard(
             .and_then(|s| s.parse::<u64>().ok())
         {
             ids.push(id);
+        } else if let Some(id) = name
+            .strip_suffix(".index")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            indexed_ids.insert(id);
         }
     }
     ids.sort_unstable();
@@ -88,7 +95,7 @@ pub(crate) fn recover_shard(
     // one aside, that have no index file (`shard::roll` writes it after the fdatasync).
     let sealing_from = ids[..last]
         .iter()
-        .rposition(|&id| fs.open(&segment::index_path(dir, id), false).is_ok())
+        .rposition(|id| indexed_ids.contains(id))
         .map_or(0, |i| i + 1);
     let mut i = 0;
     while i <= last {

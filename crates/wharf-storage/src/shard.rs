@@ -769,27 +769,10 @@ impl Writer {
         if let Some(e) = self.poisoned() {
             return Err(e);
         }
-        self.state.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let synced = self.active.file.sync_data();
-        self.metrics
-            .fdatasync_seconds
-            .record(started.elapsed().as_secs_f64());
-        match synced {
-            Ok(()) => {
-                self.dirty_since = None;
-                self.state.advance_durable(self.written);
-                Ok(())
-            }
-            Err(error) => {
-                tracing::error!(shard = self.state.id, segment = %self.active.path.display(), %error, "fdatasync failed; shard poisoned");
-                self.state.poison();
-                Err(StorageError::WriteFailed {
-                    shard_id: self.state.id,
-                    source: Arc::new(error),
-                })
-            }
-        }
+        syncer::fdatasync(&self.state, &self.active, &self.metrics.fdatasync_seconds)?;
+        self.dirty_since = None;
+        self.state.advance_durable(self.written);
+        Ok(())
     }
 
     /// Drops every entry at or after `cut` (a replica whose log diverged from its leader's):

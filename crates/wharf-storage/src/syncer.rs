@@ -119,31 +119,13 @@ pub(crate) fn seal(state: &ShardState, job: SealJob, metrics: &SyncMetrics) {
         size,
         entries,
     } = job;
-    if !state.is_poisoned() {
-        state
-            .fsyncs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let synced_at = Instant::now();
-        let outcome = segment.file.sync_data();
-        metrics
-            .fdatasync_seconds
-            .record(synced_at.elapsed().as_secs_f64());
-        match outcome {
-            Ok(()) => {
-                state.advance_durable(Position {
-                    segment: segment.id,
-                    offset: size,
-                });
-                if let Err(error) =
-                    segment::write_index(&*state.fs, &state.dir, segment.id, &entries)
-                {
-                    tracing::warn!(shard = state.id, segment = %segment.path.display(), %error, "cannot write a sealed segment's index file; the segment is scanned when its index is loaded");
-                }
-            }
-            Err(error) => {
-                tracing::error!(shard = state.id, segment = %segment.path.display(), %error, "fdatasync failed; shard poisoned");
-                state.poison();
-            }
+    if !state.is_poisoned() && fdatasync(state, &segment, &metrics.fdatasync_seconds).is_ok() {
+        state.advance_durable(Position {
+            segment: segment.id,
+            offset: size,
+        });
+        if let Err(error) = segment::write_index(&*state.fs, &state.dir, segment.id, &entries) {
+            tracing::warn!(shard = state.id, segment = %segment.path.display(), %error, "cannot write a sealed segment's index file; the segment is scanned when its index is loaded");
         }
     }
     segment
@@ -158,6 +140,29 @@ pub(crate) fn seal(state: &ShardState, job: SealJob, metrics: &SyncMetrics) {
         "segment sealed"
     );
     metrics.seal.record(started.elapsed().as_secs_f64());
+}
+
+/// One fdatasync of `segment`, counted and timed into `histogram`. A failure poisons the
+/// shard: the failed writeback may have dropped pages that no later fdatasync would write.
+pub(crate) fn fdatasync(
+    state: &ShardState,
+    segment: &Segment,
+    histogram: &metrics::Histogram,
+) -> Result<(), StorageError> {
+    state
+        .fsyncs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    let outcome = segment.file.sync_data();
+    histogram.record(started.elapsed().as_secs_f64());
+    outcome.map_err(|error| {
+        tracing::error!(shard = state.id, segment = %segment.path.display(), %error, "fdatasync failed; shard poisoned");
+        state.poison();
+        StorageError::WriteFailed {
+            shard_id: state.id,
+            source: Arc::new(error),
+        }
+    })
 }
 
 /// One fdatasync per segment the jobs touch (in log order), then every ack.
@@ -177,22 +182,7 @@ fn sync_jobs(state: &ShardState, jobs: Vec<SyncJob>, metrics: &SyncMetrics) {
         }
         // Every job of this segment handed so far is covered by this one fdatasync.
         synced.push(job.segment.id);
-        state
-            .fsyncs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let started = Instant::now();
-        let outcome = job.segment.file.sync_data();
-        metrics
-            .fdatasync_seconds
-            .record(started.elapsed().as_secs_f64());
-        if let Err(error) = outcome {
-            tracing::error!(shard = state.id, segment = %job.segment.path.display(), %error, "fdatasync failed; shard poisoned");
-            state.poison();
-            result = Err(StorageError::WriteFailed {
-                shard_id: state.id,
-                source: Arc::new(error),
-            });
-        }
+        result = fdatasync(state, &job.segment, &metrics.fdatasync_seconds);
     }
     if result.is_ok() {
         if let Some(upto) = jobs.iter().map(|j| j.upto).max() {
