@@ -27,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the markdown table of runs in a results file (what README tables are made of).
     Table(TableArgs),
+    /// The e2e-latency load against the disk alone, with no broker: writer and syncer threads
+    /// that write and fdatasync as the broker's shards do (ADR 0023).
+    DiskE2e(crate::disk_e2e::DiskE2eArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]

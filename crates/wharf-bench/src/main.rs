@@ -14,6 +14,7 @@
 //! - `stages`: the spawned broker's stage breakdown of `e2e-latency`, from its /metrics.
 //! - `cpu`: CPU-seconds from `/proc`; `provenance`: the commit measured.
 //! - `table`: the markdown table regenerated from a results file.
+//! - `disk_e2e`: the e2e-latency load against the disk alone (`wharf-bench disk-e2e`).
 //! - `progress`, `load_average`: the progress bar and `/proc/loadavg`.
 
 // Figures are floats made from byte and message counts that stay far below 2^52.
@@ -26,6 +27,7 @@ mod ceilings;
 mod cli;
 mod consume;
 mod cpu;
+mod disk_e2e;
 mod load;
 mod load_average;
 mod native;
@@ -44,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     match &cli.command {
         Some(cli::Command::Table(args)) => table::print(args),
+        Some(cli::Command::DiskE2e(args)) => disk_e2e::print(args),
         None => run::run(&cli.run),
     }
 }

@@ -625,3 +625,78 @@ async fn a_run_sealed_behind_the_writer_is_paged_out_at_the_next_append() {
     assert_eq!(storage.run_counts(1), (2, 1), "segment 0's run paged out");
     storage.shutdown();
 }
+
+/// Rounds of fdatasyncs (`Storage::commit_stats`) that ten acks=all appends cost, handed over
+/// 20 ms apart after a first one, with the syncer paced to one round per `interval` (ADR
+/// 0023). With `backlog`, the first round is held on the disk until the first of the ten is
+/// waiting behind it, so the disk is busy when the ten come.
+async fn rounds_for_spaced_appends(interval: Duration, backlog: bool) -> u64 {
+    let fs = SimFs::new(DATA);
+    let mut c = config(&fs, 1);
+    // Only the syncer's rounds: no filler, no periodic flush, no roll.
+    c.preallocate_bytes = 0;
+    c.flush_interval = Duration::from_secs(3600);
+    c.segment_bytes = 1 << 30;
+    c.sync_min_interval = interval;
+    let storage = Storage::open(c).unwrap();
+    let log = storage.create_log(1, log_config());
+    let append = |i: usize| {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.append(batch(&format!("v{i}")), Durability::Synced)
+                .await
+        })
+    };
+    let before = storage.commit_stats().1;
+    let mut acks = Vec::new();
+    if backlog {
+        assert!(fs.hold_syncs_of(&segment_path(0, 0)));
+    }
+    acks.push(append(0));
+    if backlog {
+        // The first round is in its (held) fdatasync; the next append waits behind it.
+        while storage.commit_stats().1 == before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        acks.push(append(1));
+        while log.high_watermark() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        fs.release_syncs();
+    } else {
+        acks.into_iter().next().unwrap().await.unwrap().unwrap();
+        acks = Vec::new();
+    }
+    while acks.len() < 10 + usize::from(backlog) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        acks.push(append(acks.len() + usize::from(!backlog)));
+    }
+    let mut offsets: Vec<i64> = Vec::new();
+    for ack in acks {
+        offsets.push(ack.await.unwrap().unwrap().base_offset);
+    }
+    offsets.sort_unstable();
+    assert_eq!(offsets, (i64::from(!backlog)..=10).collect::<Vec<_>>());
+    let rounds = storage.commit_stats().1 - before;
+    assert_eq!(read_all(&storage, 1).len(), 11);
+    storage.shutdown();
+    rounds
+}
+
+/// A paced syncer (ADR 0023). While the disk is busy (a group was waiting when the last round
+/// ended), the groups handed over within one interval of the last round's start share the next
+/// round. Unpaced, the same stream costs about one round per append, which is what a disk
+/// with a flush budget stalls on. After a quiet spell a round starts at once, so a producer
+/// that waits for each ack before its next append is not slowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_syncer_shares_one_round_among_the_groups_of_a_busy_interval() {
+    // The first round held, the rest over about 200 ms of a 2 s interval: one more round
+    // (two if the test is held up for seconds).
+    let paced = rounds_for_spaced_appends(Duration::from_secs(2), true).await;
+    assert!((2..=3).contains(&paced), "busy, paced: {paced} rounds");
+    let unpaced = rounds_for_spaced_appends(Duration::ZERO, true).await;
+    assert!(unpaced >= 6, "busy, unpaced: {unpaced} rounds");
+    // Each append handed 20 ms after the last finds the syncer idle: no pacing.
+    let quiet = rounds_for_spaced_appends(Duration::from_secs(2), false).await;
+    assert!(quiet >= 6, "quiet, paced: {quiet} rounds");
+}

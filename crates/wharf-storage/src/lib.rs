@@ -67,7 +67,7 @@ mod syncer;
 mod verify;
 
 pub use compact::{CompactionStats, SwapStep};
-pub use config::{LogConfig, StorageConfig, DEFAULT_PREALLOCATE_BYTES};
+pub use config::{LogConfig, StorageConfig, DEFAULT_PREALLOCATE_BYTES, DEFAULT_SYNC_MIN_INTERVAL};
 pub use error::StorageError;
 pub use fs::{FileSystem, RealFs, StorageFile};
 pub use log::{Log, PendingAppend, ReadResult, TimestampMatch};

@@ -217,6 +217,8 @@ pub(crate) struct Limits {
     pub segment_bytes: u64,
     pub segment_ms: i64,
     pub flush_interval: Duration,
+    /// The syncer's pacing (`StorageConfig::sync_min_interval`).
+    pub sync_min_interval: Duration,
     pub max_group_bytes: usize,
     /// How far ahead of the writer the active segment is zero-filled (`prealloc`); 0: off.
     pub preallocate_bytes: u64,
@@ -346,9 +348,10 @@ pub(crate) fn spawn(
     let (sync_tx, sync_rx) = mpsc::channel();
     let sync_metrics = SyncMetrics::new(state.id);
     let sync_state = state.clone();
+    let sync_min_interval = limits.sync_min_interval;
     let syncer_thread = std::thread::Builder::new()
         .name(format!("wharf-sync-{}", state.id))
-        .spawn(move || syncer::run(&sync_state, &sync_rx, &sync_metrics))
+        .spawn(move || syncer::run(&sync_state, &sync_rx, &sync_metrics, sync_min_interval))
         .map_err(|e| StorageError::io(&state.dir, e))?;
     let written = Position {
         segment: active.id,

@@ -194,6 +194,7 @@ impl Storage {
             segment_bytes: config.segment_bytes,
             segment_ms: config.segment_ms,
             flush_interval: config.flush_interval,
+            sync_min_interval: config.sync_min_interval,
             max_group_bytes: config.max_group_bytes,
             preallocate_bytes: config.preallocate_bytes,
             prealloc_claim_delay: config.prealloc_claim_delay,

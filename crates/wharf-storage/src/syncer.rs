@@ -14,7 +14,7 @@
 
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -79,8 +79,31 @@ impl SyncMetrics {
     }
 }
 
-pub(crate) fn run(state: &ShardState, rx: &Receiver<SyncCommand>, metrics: &SyncMetrics) {
-    while let Ok(first) = rx.recv() {
+/// Takes commands until the writer hangs up. Pacing (ADR 0023): when a group was already
+/// waiting as the last round of fdatasyncs ended (the disk is busy), the next round starts no
+/// sooner than `min_interval` after the last one started, and the groups handed over meanwhile
+/// share it. A round after a quiet spell starts at once, and seals and barriers never wait.
+pub(crate) fn run(
+    state: &ShardState,
+    rx: &Receiver<SyncCommand>,
+    metrics: &SyncMetrics,
+    min_interval: Duration,
+) {
+    let mut last_round: Option<Instant> = None;
+    // A command already waiting when the last round ended: the disk is busy.
+    let mut waiting: Option<SyncCommand> = None;
+    loop {
+        let busy = waiting.is_some();
+        let Some(first) = waiting.take().or_else(|| rx.recv().ok()) else {
+            break;
+        };
+        if let (true, SyncCommand::Sync(_), Some(last)) = (busy, &first, last_round) {
+            let due = last + min_interval;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
         let mut jobs = Vec::new();
         let mut barriers = Vec::new();
         let mut take = |cmd| match cmd {
@@ -99,11 +122,13 @@ pub(crate) fn run(state: &ShardState, rx: &Receiver<SyncCommand>, metrics: &Sync
             take(cmd);
         }
         if !jobs.is_empty() {
+            last_round = Some(Instant::now());
             sync_jobs(state, jobs, metrics);
         }
         for done in barriers {
             let _ = done.send(());
         }
+        waiting = rx.try_recv().ok();
     }
 }
 
