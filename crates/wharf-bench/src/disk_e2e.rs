@@ -51,7 +51,7 @@ pub struct DiskE2eArgs {
     pub seconds: u64,
 }
 
-/// One run's figures, ms.
+/// One run's figures: histograms in µs.
 pub struct Outcome {
     pub records: u64,
     pub e2e: Histogram<u64>,
