@@ -257,15 +257,10 @@ pub fn measure(args: &DiskE2eArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+/// p50, p99, p99.9 and max, as e2e-latency reports them.
 fn quantiles_ms(h: &Histogram<u64>) -> String {
-    let ms = |v: u64| v as f64 / 1000.0;
-    format!(
-        "p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.value_at_quantile(0.999)),
-        ms(h.max())
-    )
+    let [p50, p99, p999, max] = crate::scenarios::latency::quantiles_ms(h);
+    format!("p50 {p50:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}")
 }
 
 pub fn print(args: &DiskE2eArgs) -> anyhow::Result<()> {

@@ -167,7 +167,7 @@ impl LatencyRun {
 }
 
 /// p50, p99, p99.9 and max of a histogram of µs, in ms.
-fn quantiles_ms(histogram: &Histogram<u64>) -> [f64; 4] {
+pub(crate) fn quantiles_ms(histogram: &Histogram<u64>) -> [f64; 4] {
     let ms = |micros: u64| micros as f64 / 1000.0;
     [
         ms(histogram.value_at_quantile(0.5)),
